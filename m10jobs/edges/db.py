@@ -1,0 +1,73 @@
+"""PostgreSQL access: connections and turning driver failures into exit codes.
+
+psycopg is imported here and only here; it costs ~100 ms, so nothing on the
+--help path imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from m10jobs.errors import ConfigError, DependencyUnavailable, LeaseLost
+from m10jobs.redact import redact
+
+CONNECT_TIMEOUT_S = 5
+LEASE_LOST_SQLSTATE = "M10LL"
+
+
+def describe(dsn: str) -> str:
+    """host:port/dbname for messages, never the password."""
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the configured database"
+    host = info.get("host") or info.get("hostaddr") or "localhost"
+    return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or ''}"
+
+
+def connect(dsn: str, *, app: str = "m10jobs", autocommit: bool = True,
+            **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row,
+                               connect_timeout=CONNECT_TIMEOUT_S, application_name=app,
+                               **kwargs)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"database_url is not a valid libpq URI/conninfo: "
+                          f"{redact(str(exc))}") from None
+    except psycopg.OperationalError as exc:
+        raise unavailable(dsn, exc) from None
+
+
+def unavailable(dsn: str, exc: BaseException) -> DependencyUnavailable:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return DependencyUnavailable(
+        f"PostgreSQL at {describe(dsn)} is unreachable: {redact(reason)}; "
+        "check that the server is up and M10_DATABASE_URL is right"
+    )
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Lost or refused connection, as opposed to an error in a statement."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+@contextlib.contextmanager
+def translated(dsn: str) -> Iterator[None]:
+    """Map driver exceptions to M10Errors: lost connection -> 69, lost lease -> 1."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        if getattr(exc, "sqlstate", None) == LEASE_LOST_SQLSTATE:
+            raise LeaseLost(f"{exc.diag.message_primary}; nothing was committed") from None
+        if is_connection_error(exc):
+            raise unavailable(dsn, exc) from None
+        raise

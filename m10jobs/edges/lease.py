@@ -1,0 +1,169 @@
+"""Leases on m10_recovery.distributed_locks, reached only through its SQL functions.
+
+    with Lease(dsn, conn, "m10:canary", holder, ttl) as lease:   # LockBusy if held
+        ...; lease.check(); ...; lease.fence(cur)  # inside the committing txn
+
+While held, a heartbeat thread on its own connection extends the lease every
+TTL/3.  If an extension is refused (taken over, force-released) or keeps
+failing until the lease would have lapsed, the lease is marked lost and the
+main thread is interrupted: the pass stops, and the runner exits 1 saying so.
+Fenced writes (assert_lease in the same transaction) make a lapsed holder's
+commit fail even if it never notices.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+from m10jobs.edges import db
+from m10jobs.edges.queries import query
+from m10jobs.errors import ExitCode, LeaseLost, M10Error
+
+
+class LockBusy(M10Error):
+    """Another holder's lease is live: skipped, nothing done (exit 75)."""
+
+    exit_code = ExitCode.TEMPFAIL
+
+    def __init__(self, name: str, holder: dict[str, Any] | None) -> None:
+        self.name, self.holder = name, holder or {}
+        if holder:
+            detail = (f"held by {holder['holder_id']} (token {holder['fencing_token']}) for "
+                      f"{holder['age_s']:.1f}s, expires in {holder['expires_in_s']:.1f}s")
+        else:
+            detail = "taken by another holder a moment ago"
+        super().__init__(f"lock {name} is {detail}; skipped, nothing done")
+
+
+def holder_id(run_id: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{run_id}"
+
+
+@dataclass
+class Lease:
+    dsn: str
+    conn: psycopg.Connection[Any]
+    name: str
+    holder: str
+    ttl: int
+    log: logging.Logger | None = None
+    token: int | None = None
+
+    def __post_init__(self) -> None:
+        self.lost = threading.Event()
+        self.lost_reason = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._main = threading.get_ident()
+
+    # -- lifecycle ---------------------------------------------------------
+    def acquire(self) -> int:
+        args = {"name": self.name, "holder": self.holder, "ttl": self.ttl}
+        with db.translated(self.dsn):
+            token = self.conn.execute(query("acquire_lock"), args).fetchone()["token"]
+            if token is None:
+                raise LockBusy(self.name, self.conn.execute(query("lock_holder"), args)
+                               .fetchone())
+        self.token = token
+        return token
+
+    def release(self) -> bool:
+        """Give the lease back; False when it had already lapsed or been taken."""
+        self._stop_heartbeat()
+        if self.token is None:
+            return False
+        try:
+            with db.translated(self.dsn):
+                row = self.conn.execute(query("release_lock"), self._args()).fetchone()
+        finally:
+            self.token, token = None, self.token
+        if not row["released"] and not self.lost.is_set():
+            self._mark_lost(f"lease {self.name} (token {token}) had lapsed before release")
+        return bool(row["released"])
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        self._start_heartbeat()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        released = self.release()
+        if not released and et is None:
+            self.check()
+
+    # -- while held --------------------------------------------------------
+    def check(self) -> None:
+        """Raise LeaseLost when the lease is gone; call it at safe points of a pass."""
+        if self.lost.is_set():
+            raise LeaseLost(f"{self.lost_reason}; the pass stopped, its uncommitted work "
+                            "was discarded")
+
+    def fence(self, cur: psycopg.Cursor[Any]) -> None:
+        """Inside the transaction that commits lease-protected work: fail unless still ours."""
+        self.check()
+        cur.execute(query("assert_lease"), self._args())
+
+    def _args(self) -> dict[str, Any]:
+        return {"name": self.name, "holder": self.holder, "token": self.token, "ttl": self.ttl}
+
+    # -- heartbeat ---------------------------------------------------------
+    def _start_heartbeat(self) -> None:
+        self._thread = threading.Thread(target=self._beat, name=f"lease:{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def _beat(self) -> None:
+        interval = max(self.ttl / 3, 0.2)
+        last_ok = time.monotonic()
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.wait(interval):
+            try:
+                if conn is None or conn.closed:
+                    conn = db.connect(self.dsn, app=f"m10jobs-lease:{self.name}")
+                extended = conn.execute(query("extend_lock"), self._args()).fetchone()["extended"]
+            except Exception as exc:  # keep trying until the lease would have lapsed
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if time.monotonic() - last_ok < self.ttl:
+                    if self.log:
+                        self.log.warning("could not extend lease %s, retrying: %s",
+                                         self.name, exc)
+                    continue
+                self._mark_lost(f"lease {self.name} could not be extended for {self.ttl}s "
+                                f"({exc})")
+                break
+            if not extended:
+                self._mark_lost(f"lease {self.name} (token {self.token}) was taken over or "
+                                "force-released")
+                break
+            last_ok = time.monotonic()
+            if self.log:
+                self.log.debug("extended lease %s by %ss", self.name, self.ttl)
+        if conn is not None:
+            conn.close()
+
+    def _mark_lost(self, reason: str) -> None:
+        self.lost_reason = reason
+        self.lost.set()
+        if self.log:
+            self.log.error("%s", reason)
+        if threading.get_ident() != self._main and not self._stop.is_set():
+            _thread.interrupt_main()

@@ -1,0 +1,74 @@
+"""Batch-job metrics in node_exporter's textfile format ($M10_METRICS_DIR/m10_<job>.prom).
+
+Written atomically once per run, as node_exporter's textfile collector expects.
+A failed run keeps the previous last-success timestamp, so an alert on
+"no success for N minutes" keeps firing while the job keeps failing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from m10jobs.edges.files import atomic_write
+
+_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+@dataclass(frozen=True)
+class Gauge:
+    name: str
+    value: float
+    help: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def metric_name(*parts: str) -> str:
+    return _NAME.sub("_", "_".join(parts))
+
+
+def _labels(labels: dict[str, str]) -> str:
+    body = ",".join(
+        f'{k}="' + str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        for k, v in sorted(labels.items())
+    )
+    return "{" + body + "}"
+
+
+def render(job: str, gauges: Iterable[Gauge]) -> str:
+    lines: list[str] = []
+    seen: set[str] = set()
+    for g in sorted(gauges, key=lambda g: g.name):
+        if g.name not in seen:
+            seen.add(g.name)
+            lines += [f"# HELP {g.name} {g.help or g.name}", f"# TYPE {g.name} gauge"]
+        lines.append(f"{g.name}{_labels({'job': job, **g.labels})} {float(g.value):g}")
+    return "\n".join(lines) + "\n"
+
+
+def previous_success(path: Path) -> float | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    m = re.search(r"^m10_job_last_success_timestamp_seconds\{[^}]*\} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def write_job_metrics(metrics_dir: Path, job: str, *, exit_code: int, started: float,
+                      duration: float, succeeded: bool, gauges: Iterable[Gauge] = ()) -> Path:
+    path = Path(metrics_dir) / f"m10_{metric_name(job)}.prom"
+    last_success = started + duration if succeeded else previous_success(path)
+    base = [
+        Gauge("m10_job_last_run_timestamp_seconds", started + duration,
+              "Unix time the last run finished."),
+        Gauge("m10_job_duration_seconds", duration, "Wall time of the last run."),
+        Gauge("m10_job_last_exit_code", exit_code, "Exit code of the last run (75 = skipped)."),
+    ]
+    if last_success is not None:
+        base.append(Gauge("m10_job_last_success_timestamp_seconds", last_success,
+                          "Unix time of the last run that exited 0 or 75."))
+    atomic_write(path, render(job, [*base, *gauges]))
+    return path

@@ -1,0 +1,70 @@
+"""Exit codes (sysexits, DESIGN.md A2) and the errors that carry them.
+
+Every failure an operator can act on is an M10Error whose message says what
+failed and what to do; the runner prints it as one line and exits with its code.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    DATAERR = 65
+    UNAVAILABLE = 69
+    TEMPFAIL = 75
+    CONFIG = 78
+
+
+class M10Error(Exception):
+    """An expected failure: one clear line, a documented exit code, no traceback."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class ConfigError(M10Error):
+    exit_code = ExitCode.CONFIG
+
+
+class BadInput(M10Error):
+    """Corrupt checkpoint, report or marker: nothing was acted on."""
+
+    exit_code = ExitCode.DATAERR
+
+
+class DependencyUnavailable(M10Error):
+    """PostgreSQL, Redis or object storage cannot be reached."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class LeaseLost(M10Error):
+    """The pass's lease lapsed or was taken over; its work was not committed."""
+
+    exit_code = ExitCode.FAILED
+
+
+class TaskFailed(M10Error):
+    """A pass ran and something in it failed (details already logged)."""
+
+    exit_code = ExitCode.FAILED
+
+
+def combine_exit_codes(codes: list[int]) -> int:
+    """One exit code for a run of one or more tasks.
+
+    All skipped (lock held elsewhere) -> 75; none failed -> 0; failures that
+    agree on a code (say every one was 69) -> that code; mixed failures -> 1.
+    A single-task job therefore exits with its task's own code.
+    """
+    if not codes:
+        return ExitCode.OK
+    if all(c == ExitCode.TEMPFAIL for c in codes):
+        return ExitCode.TEMPFAIL
+    failures = {c for c in codes if c not in (ExitCode.OK, ExitCode.TEMPFAIL)}
+    if not failures:
+        return ExitCode.OK
+    return failures.pop() if len(failures) == 1 else ExitCode.FAILED

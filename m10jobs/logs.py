@@ -1,0 +1,92 @@
+"""One JSON object per line on stderr, carrying job, run_id, lock, fencing_token.
+
+The run context is a plain dict that the runner updates as the lease is taken
+and released; a filter stamps it on every record.  Whole lines go through
+redact() after formatting, so nothing secret escapes in messages or tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+from m10jobs.redact import redact
+
+LOGGER_NAME = "m10jobs"
+_context: dict[str, Any] = {}
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class _RedactingJsonFormatter(JsonFormatter):
+    def __init__(self, verbose: bool) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(message)s",
+            rename_fields={"levelname": "level", "asctime": "time"},
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+        )
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.verbose:
+            record.exc_info = None
+            record.exc_text = None
+        return redact(super().format(record))
+
+
+class _RedactingTextFormatter(logging.Formatter):
+    """M10_LOG_FORMAT=text: for an operator reading a terminal during recovery."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{k}={getattr(record, k)}" for k in ("lock", "fencing_token")
+                          if getattr(record, k, None) is not None)
+        line = f"{record.levelname.lower()}: {record.getMessage()}" + (
+            f" [{extras}]" if extras else "")
+        if record.exc_info and self.verbose:
+            line += "\n" + self.formatException(record.exc_info)
+        return redact(line)
+
+
+def setup_logging(job: str, run_id: str, *, verbose: bool = False) -> logging.Logger:
+    _context.clear()
+    _context.update(job=job, run_id=run_id)
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers.clear()
+    logger.filters.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("M10_LOG_FORMAT") == "text":
+        handler.setFormatter(_RedactingTextFormatter(verbose))
+    else:
+        handler.setFormatter(_RedactingJsonFormatter(verbose))
+    handler.addFilter(_ContextFilter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def set_context(**fields: Any) -> None:
+    """Stamp (or with None, remove) fields on every later record."""
+    for key, value in fields.items():
+        if value is None:
+            _context.pop(key, None)
+        else:
+            _context[key] = value
+
+
+def get_logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)

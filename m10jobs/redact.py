@@ -1,0 +1,34 @@
+"""Keep secrets out of every line m10jobs writes.
+
+Applied to whole formatted log lines (messages, tracebacks, driver errors), so
+a password embedded in a DSN that psycopg echoes back never reaches the journal.
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = "***"
+
+_URI_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*:)[^@\s\"']+(?=@)")
+_KV_SECRET = re.compile(
+    r"(?P<head>\b(?:password|passwd|secret|secret_access_key|aws_secret_access_key|token)"
+    r"\s*[=:]\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;&\"']+)",
+    re.IGNORECASE,
+)
+
+_known: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask this exact value wherever it appears (config passwords, keys)."""
+    if value and len(value) >= 4:
+        _known.add(value)
+
+
+def redact(text: str) -> str:
+    text = _URI_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    text = _KV_SECRET.sub(lambda m: m.group("head") + MASK, text)
+    for secret in sorted(_known, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text

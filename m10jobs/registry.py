@@ -1,0 +1,130 @@
+"""The job registry: each job is declared once, in its own module under m10jobs.jobs.
+
+A declaration (Job) names the console script, lock(s), schedule, systemd
+ordering, the artifacts it produces and consumes, and the pass function(s).
+The click commands, `m10 run`, systemd units and the flow inventory are all
+derived from it.  Declarations import nothing heavy: a job's pass imports its
+clients (redis, boto3) when it runs, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import click
+
+    from m10jobs.config import Config
+    from m10jobs.runner import PassContext
+
+PassFn = Callable[["PassContext"], "dict[str, Any] | None"]
+FlowKind = Literal["lock", "marker", "checkpoint", "table", "stream", "file"]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """An artifact a job produces, for the L7 flow inventory (seed: producer/consumer)."""
+
+    kind: FlowKind
+    name: str
+    location: str
+    purpose: str
+    consumers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work under one lease.  `lock` may hold "{key}", expanded per
+    key from config (matview_{key} -> one lease per view)."""
+
+    name: str
+    lock: str
+    run: PassFn
+    summary: str = ""
+    keys: Callable[[Config], Sequence[str]] | None = None
+
+    def instances(self, config: Config) -> list[tuple[str | None, str]]:
+        """(key, lock name) for every lease this task takes in a run."""
+        if self.keys is None:
+            return [(None, self.lock)]
+        return [(k, self.lock.format(key=k)) for k in self.keys(config)]
+
+
+@dataclass(frozen=True)
+class Job:
+    script: str
+    summary: str
+    example: str
+    schedule: str
+    """systemd OnCalendar= expression."""
+    lock: str | None = None
+    run: PassFn | None = None
+    tasks: tuple[Task, ...] = ()
+    after: tuple[str, ...] = ()
+    wants: tuple[str, ...] = ()
+    produces: tuple[Flow, ...] = ()
+    consumes: tuple[str, ...] = ()
+    options: tuple[click.Option, ...] = ()
+    ttl_seconds: int | None = None
+    """Lease TTL; None uses the lease_ttl_seconds setting."""
+    timeout_seconds: int = 240
+    """Upper bound of one pass (TimeoutStartSec=), kept below the lease TTL."""
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            if self.lock is None or self.run is None:
+                raise TypeError(f"job {self.script}: give lock and run, or tasks")
+            object.__setattr__(self, "tasks", (Task(self.script, self.lock, self.run,
+                                                    self.summary),))
+
+    @property
+    def name(self) -> str:
+        return self.script
+
+    @property
+    def locks(self) -> tuple[str, ...]:
+        return tuple(t.lock for t in self.tasks)
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+@cache
+def jobs() -> tuple[Job, ...]:
+    """Every job declared in m10jobs.jobs (each module exposes JOB), by script name."""
+    import m10jobs.jobs as package
+
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        job = getattr(module, "JOB", None)
+        if isinstance(job, Job):
+            found.append(job)
+    return tuple(sorted(found, key=lambda j: j.script))
+
+
+def find(name: str) -> tuple[Job, Task | None]:
+    """A job by script name (or without its m10- prefix), or a task by name."""
+    for job in jobs():
+        if name in (job.script, job.script.removeprefix("m10-")):
+            return job, None
+    for job in jobs():
+        for task in job.tasks:
+            if task.name == name:
+                return job, task
+    raise KeyError(name)
+
+
+def by_script(script: str) -> Job:
+    for job in jobs():
+        if job.script == script:
+            return job
+    raise KeyError(script)

@@ -1,0 +1,201 @@
+"""The one lifecycle every entry point goes through.
+
+config -> JSON logging with run_id -> for each task: lease -> pass (lease
+extended in the background) -> release -> metrics -> exit code.  Jobs hold only
+their pass; everything an operator relies on (exit codes, one-line errors,
+the JSON summary on stdout, metrics) is done here, once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from m10jobs.config import Config, load_config
+from m10jobs.edges import db
+from m10jobs.edges.lease import Lease, LockBusy, holder_id
+from m10jobs.edges.metrics import Gauge, write_job_metrics
+from m10jobs.errors import DependencyUnavailable, ExitCode, LeaseLost, M10Error, combine_exit_codes
+from m10jobs.logs import set_context, setup_logging
+from m10jobs.registry import Job, Task
+
+
+@dataclass
+class PassContext:
+    """What a pass receives: its config, logger, connection and lease."""
+
+    job: Job
+    task: Task
+    key: str | None
+    lock: str
+    config: Config
+    log: logging.Logger
+    run_id: str
+    dry_run: bool
+    params: Mapping[str, Any]
+    conn: psycopg.Connection[dict[str, Any]]
+    lease: Lease | None = None
+    gauges: list[Gauge] = field(default_factory=list)
+
+    @property
+    def dsn(self) -> str:
+        return self.config.require("database_url")
+
+    def gauge(self, name: str, value: float, help: str = "", **labels: str) -> None:
+        self.gauges.append(Gauge(name, value, help, labels))
+
+    def check(self) -> None:
+        """Stop here if the lease was lost (call between batches)."""
+        if self.lease is not None:
+            self.lease.check()
+
+    def fence(self, cur: psycopg.Cursor[Any]) -> None:
+        """In the committing transaction: fail unless the lease is still ours."""
+        if self.lease is not None:
+            self.lease.fence(cur)
+
+
+@dataclass
+class TaskResult:
+    task: str
+    lock: str
+    status: str  # ok | skipped | failed | dry-run
+    exit_code: int
+    duration_s: float
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if v is not None}
+        d["duration_s"] = round(self.duration_s, 3)
+        return d
+
+
+_UNREACHABLE = {
+    ("redis", "ConnectionError"): "Redis",
+    ("redis", "TimeoutError"): "Redis",
+    ("botocore", "EndpointConnectionError"): "object storage",
+    ("botocore", "ConnectTimeoutError"): "object storage",
+    ("botocore", "ReadTimeoutError"): "object storage",
+}
+
+
+def as_m10_error(exc: BaseException, dsn: str | None) -> M10Error | None:
+    """Driver errors an operator can act on, as M10Errors (others: None)."""
+    if isinstance(exc, M10Error):
+        return exc
+    if isinstance(exc, psycopg.Error) and db.is_connection_error(exc):
+        return db.unavailable(dsn or "", exc)
+    for cls in type(exc).__mro__:
+        what = _UNREACHABLE.get((cls.__module__.split(".")[0], cls.__name__))
+        if what:
+            return DependencyUnavailable(f"{what} is unreachable: {exc}; check that it is up "
+                                         "and its URL/endpoint setting is right")
+    return None
+
+
+def report_failure(exc: BaseException, dsn: str | None, log: logging.Logger, verbose: bool,
+                   what: str) -> tuple[int, str]:
+    """Log one clear line for a failure; its exit code and message."""
+    known = as_m10_error(exc, dsn)
+    if known is not None:
+        log.error("%s", known)
+        return known.exit_code, str(known)
+    error = f"{what} failed: {type(exc).__name__}: {exc}"
+    log.error("%s", error + ("" if verbose else " (rerun with --verbose for the traceback)"),
+              exc_info=True)
+    return ExitCode.FAILED, error
+
+
+def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
+        flags: Mapping[str, Any] | None = None, dry_run: bool = False, verbose: bool = False,
+        params: Mapping[str, Any] | None = None) -> int:
+    run_id = secrets.token_hex(6)
+    log = setup_logging(job.script, run_id, verbose=verbose)
+    started, t0 = time.time(), time.monotonic()
+    results: list[TaskResult] = []
+    config: Config | None = None
+    gauges: list[Gauge] = []
+    try:
+        config = load_config(config_file, flags)
+        dsn = config.require("database_url")
+        with db.connect(dsn, app=job.script) as conn:
+            for task in (only,) if only else job.tasks:
+                for key, lock in task.instances(config):
+                    ctx = PassContext(job, task, key, lock, config, log, run_id, dry_run,
+                                      params or {}, conn)
+                    results.append(_run_task(ctx, verbose))
+                    gauges += ctx.gauges
+        code = combine_exit_codes([r.exit_code for r in results])
+    except M10Error as exc:
+        log.error("%s", exc)
+        code = exc.exit_code
+    duration = time.monotonic() - t0
+    summary = {"job": job.script, "run_id": run_id, "exit_code": int(code),
+               "dry_run": dry_run, "duration_s": round(duration, 3),
+               "tasks": [r.as_dict() for r in results]}
+    print(json.dumps(summary, default=str), flush=True)
+    if config is not None and config.metrics_dir and not dry_run:
+        _write_metrics(config, job, code, started, duration, results, gauges, log)
+    return int(code)
+
+
+def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
+    set_context(task=ctx.task.name if len(ctx.job.tasks) > 1 else None, lock=ctx.lock)
+    t0 = time.monotonic()
+    status, code, summary, error = "ok", ExitCode.OK, {}, None
+    try:
+        if ctx.dry_run:
+            status = "dry-run"
+            summary = ctx.task.run(ctx) or {}
+        else:
+            summary = _run_leased(ctx)
+        ctx.log.info("%s %s", ctx.task.name, "would do" if ctx.dry_run else "done",
+                     extra={"summary": summary})
+    except LockBusy as exc:
+        status, code, error = "skipped", ExitCode.TEMPFAIL, str(exc)
+        ctx.log.warning("%s", exc, extra={"holder": exc.holder.get("holder_id")})
+    except Exception as exc:
+        status = "failed"
+        code, error = report_failure(exc, ctx.config.database_url, ctx.log, verbose,
+                                     what=ctx.task.name)
+    finally:
+        set_context(task=None, lock=None, fencing_token=None)
+    return TaskResult(ctx.task.name, ctx.lock, status, int(code), time.monotonic() - t0,
+                      summary, error)
+
+
+def _run_leased(ctx: PassContext) -> dict[str, Any]:
+    ttl = ctx.job.ttl_seconds or ctx.config.lease_ttl_seconds
+    lease = Lease(ctx.dsn, ctx.conn, ctx.lock, holder_id(ctx.run_id), ttl, ctx.log)
+    with lease:
+        ctx.lease = lease
+        set_context(fencing_token=lease.token)
+        ctx.log.info("lease %s acquired", ctx.lock)
+        try:
+            with db.translated(ctx.dsn):
+                return ctx.task.run(ctx) or {}
+        except KeyboardInterrupt:
+            if lease.lost.is_set():
+                raise LeaseLost(f"{lease.lost_reason}; the pass was stopped") from None
+            raise
+
+
+def _write_metrics(config: Config, job: Job, code: int, started: float, duration: float,
+                   results: list[TaskResult], gauges: list[Gauge], log: logging.Logger) -> None:
+    per_task = [Gauge("m10_task_last_exit_code", r.exit_code, "Exit code of each task's last run.",
+                      {"task": r.task, "lock": r.lock}) for r in results]
+    try:
+        write_job_metrics(config.metrics_dir, job.script, exit_code=code, started=started,
+                          duration=duration, succeeded=code in (0, 75),
+                          gauges=[*per_task, *gauges])
+    except OSError as exc:
+        log.warning("could not write metrics to %s: %s", config.metrics_dir, exc)
+

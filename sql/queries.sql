@@ -1,0 +1,50 @@
+-- Every query the Python runs, by name (procrastinate's convention):
+--   -- name --
+--   -- one line saying what it is for
+--   SQL
+-- Loaded once by m10jobs.edges.queries; parameters are psycopg placeholders.
+
+-- acquire_lock --
+-- Take a lease; a fencing token, or NULL while someone else holds it.
+SELECT m10_recovery.acquire_lock(%(name)s, %(holder)s, %(ttl)s) AS token;
+
+-- extend_lock --
+-- Push out the expiry of a lease this holder still has.
+SELECT m10_recovery.extend_lock(%(name)s, %(holder)s, %(token)s, %(ttl)s) AS extended;
+
+-- release_lock --
+-- Give a lease back; false when it was no longer ours.
+SELECT m10_recovery.release_lock(%(name)s, %(holder)s, %(token)s) AS released;
+
+-- assert_lease --
+-- Fence: raise (SQLSTATE M10LL) unless this lease is live, inside the caller's transaction.
+SELECT m10_recovery.assert_lease(%(name)s, %(holder)s, %(token)s);
+
+-- lock_holder --
+-- Who holds a lock, for the "busy, skipped" log line.
+SELECT holder_id, fencing_token,
+       extract(epoch FROM clock_timestamp() - acquired_at)::float8 AS age_s,
+       extract(epoch FROM expires_at - clock_timestamp())::float8 AS expires_in_s
+  FROM m10_recovery.distributed_locks
+ WHERE lock_name = %(name)s;
+
+-- list_locks --
+-- Every lease row with ages computed by the database clock.
+SELECT lock_name, holder_id, fencing_token, acquired_at, expires_at, extended_at,
+       extract(epoch FROM clock_timestamp() - acquired_at)::float8 AS age_s,
+       extract(epoch FROM expires_at - clock_timestamp())::float8 AS expires_in_s
+  FROM m10_recovery.distributed_locks
+ ORDER BY lock_name;
+
+-- force_release_lock --
+-- Remove a lease whoever holds it (operator recovery only).
+SELECT holder_id, fencing_token, expires_at FROM m10_recovery.force_release_lock(%(name)s);
+
+-- reclaim_expired_locks --
+-- Delete lapsed leases; how many.
+SELECT m10_recovery.reclaim_expired_locks() AS reclaimed;
+
+-- count_expired_locks --
+-- What reclaim_gc would delete (for --dry-run).
+SELECT count(*) AS expired FROM m10_recovery.distributed_locks
+ WHERE expires_at <= clock_timestamp();
