@@ -1,4 +1,9 @@
-"""Named queries from sql/queries.sql, parsed once (procrastinate's convention)."""
+"""Named queries from sql/queries/*.sql, parsed once (procrastinate's convention).
+
+Each file holds one area's queries as `-- name --`, a one-line description,
+then the SQL.  Names are unique across files; a duplicate is a programming
+error and fails loudly at first use.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,18 @@ _HEADER = re.compile(r"^-- ([a-z0-9_]+) --$", re.MULTILINE)
 
 
 @cache
-def _load(path: Path) -> dict[str, str]:
-    text = path.read_text()
-    parts = _HEADER.split(text)
+def _all() -> dict[str, str]:
     queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        sql = "\n".join(line for line in body.strip().splitlines()
-                        if not line.startswith("--")).strip()
-        queries[name] = sql
+    for path in sorted((SQL_DIR / "queries").glob("*.sql")):
+        parts = _HEADER.split(path.read_text())
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in queries:
+                raise RuntimeError(f"query {name} is defined twice (second in {path.name})")
+            queries[name] = "\n".join(line for line in body.strip().splitlines()
+                                      if not line.startswith("--")).strip()
     return queries
 
 
-def query(name: str, file: str = "queries.sql") -> str:
-    """The SQL of one named query; KeyError names what is missing."""
-    return _load(SQL_DIR / file)[name]
+def query(name: str) -> str:
+    """The SQL of one named query."""
+    return _all()[name]

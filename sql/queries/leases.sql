@@ -1,8 +1,8 @@
--- Every query the Python runs, by name (procrastinate's convention):
+-- Lease queries.  Every query the Python runs is named (procrastinate's convention):
 --   -- name --
 --   -- one line saying what it is for
 --   SQL
--- Loaded once by m10jobs.edges.queries; parameters are psycopg placeholders.
+-- Loaded once by m10jobs.edges.queries from sql/queries/*.sql; psycopg placeholders.
 
 -- acquire_lock --
 -- Take a lease; a fencing token, or NULL while someone else holds it.

@@ -1,0 +1,1 @@
+"""Demo scenes, one module per flow: ORDER, optional CONFIG (TOML), run(demo)."""

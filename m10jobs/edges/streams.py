@@ -1,0 +1,39 @@
+"""Redis (Streams) access.  redis-py is imported here only, by the jobs that use it.
+
+Connection problems surface as DependencyUnavailable (exit 69) naming the
+server without its password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import redis
+
+from m10jobs.errors import DependencyUnavailable
+from m10jobs.redact import redact
+
+SOCKET_TIMEOUT_S = 10
+
+
+def describe(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+
+
+def client(url: str) -> redis.Redis:
+    """A client that fails fast instead of hanging a timer-driven pass."""
+    return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
+                                socket_connect_timeout=5, health_check_interval=30)
+
+
+@contextlib.contextmanager
+def translated(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise DependencyUnavailable(
+            f"Redis at {describe(url)} is unreachable: {redact(str(exc))}; check that it is up "
+            "and M10_REDIS_URL is right") from None
