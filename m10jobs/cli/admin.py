@@ -6,57 +6,19 @@ stderr, one clear line and a sysexits code on failure.
 
 from __future__ import annotations
 
-import functools
 import getpass
+import importlib
 import json
 import os
-import secrets
+import pkgutil
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import click
 
+from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.cli.jobcommand import job_command
-from m10jobs.errors import ExitCode, M10Error
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def admin_command(group: click.Group, name: str, **kwargs: Any) -> Callable[..., Any]:
-    """Register fn(config, log, **params) -> exit code under group, with the shared contract."""
-
-    def decorate(fn: Callable[..., int | None]) -> click.Command:
-        @click.option("--config", "config_file", metavar="PATH", help="TOML config file.")
-        @click.option("--database-url", metavar="VALUE", help="libpq URI (env M10_DATABASE_URL).")
-        @click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
-        @functools.wraps(fn)
-        def wrapper(config_file: str | None, database_url: str | None, verbose: bool,
-                    **params: Any) -> None:
-            from m10jobs.config import load_config
-            from m10jobs.logs import setup_logging
-
-            log = setup_logging(f"m10 {group.name} {name}", secrets.token_hex(6),
-                                verbose=verbose)
-            config = None
-            try:
-                config = load_config(config_file, {"database_url": database_url})
-                code = fn(config, log, **params) or 0
-            except click.ClickException:
-                raise
-            except M10Error as exc:
-                log.error("%s", exc)
-                code = exc.exit_code
-            except Exception as exc:
-                from m10jobs.runner import report_failure
-
-                code, _ = report_failure(exc, config.database_url if config else None, log,
-                                         verbose, what=f"m10 {name}")
-            click.get_current_context().exit(int(code))
-
-        return group.command(name, **kwargs)(wrapper)
-
-    return decorate
+from m10jobs.errors import ExitCode
 
 
 @click.group(context_settings=CONTEXT)
@@ -188,6 +150,17 @@ def jobs() -> None:
     for job in registered():
         click.echo(f"{job.script:28} {', '.join(job.locks):60} {job.schedule}")
 
+
+def _add_ops_groups() -> None:
+    """Each module in m10jobs/cli/ops/ contributes one `m10 <group>` (COMMAND)."""
+    import m10jobs.cli.ops as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        main.add_command(module.COMMAND)
+
+
+_add_ops_groups()
 
 if __name__ == "__main__":
     main()

@@ -41,7 +41,7 @@ class Demo:
                               text=True, timeout=600)
         out = (proc.stdout.strip().splitlines() or [])[-show:]
         for line in out:
-            print(textwrap.shorten(line, 400, placeholder=" ..."), "" if line else "")
+            print("  " + textwrap.shorten(line, 400, placeholder=" ..."))
         print(f"  -> exit {proc.returncode}", flush=True)
         if expect is not None and proc.returncode != expect:
             sys.stderr.write(proc.stderr[-4000:])

@@ -1,0 +1,53 @@
+"""Shared contract for `m10` subcommands: --config/--verbose/--database-url, JSON
+logs, one clear line and a sysexits code on failure.  Used by admin.py and by
+every m10jobs/cli/ops/<area>.py module.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from m10jobs.errors import M10Error
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def admin_command(group: click.Group, name: str, **kwargs: Any) -> Callable[..., Any]:
+    """Register fn(config, log, **params) -> exit code under group, with the shared contract."""
+
+    def decorate(fn: Callable[..., int | None]) -> click.Command:
+        @click.option("--config", "config_file", metavar="PATH", help="TOML config file.")
+        @click.option("--database-url", metavar="VALUE", help="libpq URI (env M10_DATABASE_URL).")
+        @click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
+        @functools.wraps(fn)
+        def wrapper(config_file: str | None, database_url: str | None, verbose: bool,
+                    **params: Any) -> None:
+            from m10jobs.config import load_config
+            from m10jobs.logs import setup_logging
+
+            log = setup_logging(f"m10 {group.name} {name}", secrets.token_hex(6),
+                                verbose=verbose)
+            config = None
+            try:
+                config = load_config(config_file, {"database_url": database_url})
+                code = fn(config, log, **params) or 0
+            except click.ClickException:
+                raise
+            except M10Error as exc:
+                log.error("%s", exc)
+                code = exc.exit_code
+            except Exception as exc:
+                from m10jobs.runner import report_failure
+
+                code, _ = report_failure(exc, config.database_url if config else None, log,
+                                         verbose, what=f"m10 {name}")
+            click.get_current_context().exit(int(code))
+
+        return group.command(name, **kwargs)(wrapper)
+
+    return decorate
