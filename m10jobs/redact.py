@@ -13,7 +13,7 @@ MASK = "***"
 _URI_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*:)[^@\s\"']+(?=@)")
 _KV_SECRET = re.compile(
     r"(?P<head>\b(?:password|passwd|secret|secret_access_key|aws_secret_access_key|token)"
-    r"\s*[=:]\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;&\"']+)",
+    r"[\"']?\s*[=:]\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;&\"']+)",
     re.IGNORECASE,
 )
 

@@ -9,6 +9,7 @@ read-modify-write (CSV append) holds file_lock() around read and write.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -44,6 +45,7 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
     with file_lock(path):
+        _remove_stale_temps(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -57,6 +59,13 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
                 os.unlink(tmp)
             raise
         _fsync_dir(path.parent)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files a killed writer left behind; safe to remove while we hold the lock."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
 
 
 def atomic_write_json(path: Path, obj: Any, *, mode: int = 0o644) -> None:

@@ -1,0 +1,183 @@
+"""Lease properties, straight against the SQL functions (DESIGN.md A4)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+def acquire(conn: Conn, name: str, holder: str, ttl: int = 60) -> int | None:
+    return conn.execute("SELECT m10_recovery.acquire_lock(%s, %s, %s) AS t",
+                        (name, holder, ttl)).fetchone()["t"]
+
+
+def release(conn: Conn, name: str, holder: str, token: int | None = None) -> bool:
+    return conn.execute("SELECT m10_recovery.release_lock(%s, %s, %s) AS r",
+                        (name, holder, token)).fetchone()["r"]
+
+
+def extend(conn: Conn, name: str, holder: str, token: int | None, ttl: int = 60) -> bool:
+    return conn.execute("SELECT m10_recovery.extend_lock(%s, %s, %s, %s) AS e",
+                        (name, holder, token, ttl)).fetchone()["e"]
+
+
+def test_grant_then_deny_then_release_frees(conn: Conn) -> None:
+    token = acquire(conn, "job", "a")
+    assert token is not None
+    assert acquire(conn, "job", "b") is None
+    assert release(conn, "job", "a", token) is True
+    assert acquire(conn, "job", "b") > token
+
+
+def test_not_reentrant_live_holder_extends_instead(conn: Conn) -> None:
+    token = acquire(conn, "job", "a")
+    assert acquire(conn, "job", "a") is None
+    assert extend(conn, "job", "a", token) is True
+
+
+def test_stranger_cannot_release_or_extend(conn: Conn) -> None:
+    token = acquire(conn, "job", "a")
+    assert release(conn, "job", "b") is False
+    assert release(conn, "job", "b", token) is False
+    assert extend(conn, "job", "b", token) is False
+    assert release(conn, "job", "a", token + 1) is False  # wrong token
+    assert extend(conn, "job", "a", token + 1) is False
+    assert acquire(conn, "job", "c") is None  # still held by a
+    assert release(conn, "job", "a", token) is True
+
+
+def test_expiry_lets_another_take_over_with_a_higher_token(conn: Conn) -> None:
+    first = acquire(conn, "job", "a", ttl=1)
+    time.sleep(1.2)
+    second = acquire(conn, "job", "b", ttl=60)
+    assert second is not None and second > first
+    # the stale holder can neither extend nor release the new lease
+    assert extend(conn, "job", "a", first) is False
+    assert release(conn, "job", "a", first) is False
+    assert release(conn, "job", "a") is False
+    assert conn.execute("SELECT holder_id FROM m10_recovery.distributed_locks "
+                        "WHERE lock_name = 'job'").fetchone()["holder_id"] == "b"
+
+
+def test_expired_holder_cannot_extend_its_own_lapsed_lease(conn: Conn) -> None:
+    token = acquire(conn, "job", "a", ttl=1)
+    time.sleep(1.2)
+    assert extend(conn, "job", "a", token) is False
+    assert release(conn, "job", "a", token) is False  # lapsed: honest false
+    assert acquire(conn, "job", "b") is not None
+
+
+def test_gc_deletes_only_expired_and_tokens_keep_rising(conn: Conn) -> None:
+    t1 = acquire(conn, "gone", "a", ttl=1)
+    live = acquire(conn, "live", "a", ttl=60)
+    time.sleep(1.2)
+    assert conn.execute("SELECT m10_recovery.reclaim_expired_locks() AS n").fetchone()["n"] == 1
+    names = [r["lock_name"] for r in conn.execute(
+        "SELECT lock_name FROM m10_recovery.distributed_locks").fetchall()]
+    assert names == ["live"]
+    t2 = acquire(conn, "gone", "b")
+    assert t2 > t1 and t2 > live
+
+
+@pytest.mark.parametrize("call, args", [
+    ("acquire_lock(%s, %s, %s)", ("", "a", 60)),
+    ("acquire_lock(%s, %s, %s)", ("x", "", 60)),
+    ("acquire_lock(%s, %s, %s)", (None, "a", 60)),
+    ("acquire_lock(%s, %s, %s)", ("x", "a", 0)),
+    ("acquire_lock(%s, %s, %s)", ("x", "a", 86401)),
+    ("acquire_lock(%s, %s, %s)", ("x", "a", -5)),
+    ("extend_lock(%s, %s, 1, %s)", ("x", "a", 0)),
+    ("extend_lock(%s, %s, 1, %s)", ("", "a", 10)),
+    ("release_lock(%s, %s)", ("x", "")),
+])
+def test_bad_parameters_raise_22023(conn: Conn, call: str, args: tuple[Any, ...]) -> None:
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(f"SELECT m10_recovery.{call}", args)
+    assert info.value.sqlstate == "22023"
+
+
+def test_fence_rejects_a_lapsed_holder_inside_its_transaction(conn: Conn, dsn: str) -> None:
+    token = acquire(conn, "job", "a", ttl=1)
+    conn.execute("SELECT m10_recovery.assert_lease('job', 'a', %s)", (token,))
+    time.sleep(1.2)
+    acquire(conn, "job", "b")
+    with psycopg.connect(dsn) as c, pytest.raises(psycopg.Error) as info, c.transaction():
+        c.execute("SELECT m10_recovery.assert_lease('job', 'a', %s)", (token,))
+    assert info.value.sqlstate == "M10LL"
+
+
+WORKER = textwrap.dedent("""
+    import sys, time, psycopg
+    dsn, holder, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    c = psycopg.connect(dsn, autocommit=True)
+    got = 0
+    for _ in range(rounds):
+        while True:
+            t = c.execute("SELECT m10_recovery.acquire_lock('shared', %s, 30)",
+                          (holder,)).fetchone()[0]
+            if t is not None:
+                break
+        inside = c.execute("UPDATE probe SET n = n + 1, total = total + 1 "
+                           "RETURNING n").fetchone()[0]
+        if inside != 1:
+            print("OVERLAP", inside, flush=True)
+            sys.exit(3)
+        time.sleep(0.001)
+        c.execute("UPDATE probe SET n = n - 1")
+        assert c.execute("SELECT m10_recovery.release_lock('shared', %s, %s)",
+                         (holder, t)).fetchone()[0]
+        got += 1
+    print("DONE", got)
+""")
+
+
+def test_eight_processes_never_overlap_inside_the_lock(conn: Conn, dsn: str) -> None:
+    conn.execute("CREATE TABLE probe (n int NOT NULL, total int NOT NULL)")
+    conn.execute("INSERT INTO probe VALUES (0, 0)")
+    rounds = 40
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, dsn, f"w{i}", str(rounds)],
+                              stdout=subprocess.PIPE, text=True) for i in range(8)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, outs
+    row = conn.execute("SELECT n, total FROM probe").fetchone()
+    assert row == {"n": 0, "total": 8 * rounds}
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time, psycopg
+    c = psycopg.connect(sys.argv[1], autocommit=True)
+    t = c.execute("SELECT m10_recovery.acquire_lock('victim', 'doomed', 2)").fetchone()[0]
+    print(t, flush=True)
+    while True:   # keeps extending: only a SIGKILL stops it
+        c.execute("SELECT m10_recovery.extend_lock('victim', 'doomed', %s, 2)", (t,))
+        time.sleep(0.3)
+""")
+
+
+def test_holder_killed_with_sigkill_is_taken_over_after_its_ttl(conn: Conn, dsn: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, dsn], stdout=subprocess.PIPE,
+                            text=True)
+    token = int(proc.stdout.readline())
+    time.sleep(2.5)  # beyond one TTL: alive, so extended
+    assert acquire(conn, "victim", "heir") is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = time.monotonic()
+    assert acquire(conn, "victim", "heir") is None  # lease still runs its course
+    deadline = killed_at + 5
+    new = None
+    while new is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        new = acquire(conn, "victim", "heir")
+    assert new is not None and new > token
+    assert time.monotonic() - killed_at <= 2.6

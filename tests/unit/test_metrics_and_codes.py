@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from m10jobs.edges.metrics import Gauge, write_job_metrics
+from m10jobs.errors import combine_exit_codes
+
+SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*\{([a-z_]+="(?:[^"\\]|\\.)*",?)*\} -?[0-9.e+-]+$')
+
+
+def parse(text: str) -> dict[str, float]:
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert re.match(r"^# (HELP|TYPE) \S+ .+$", line)
+            continue
+        assert SAMPLE.match(line), line
+        name, value = line.rsplit(" ", 1)
+        samples[name] = float(value)
+    return samples
+
+
+def test_textfile_keeps_last_success_across_a_failed_run(tmp_path: Path) -> None:
+    write_job_metrics(tmp_path, "m10-canary", exit_code=0, started=1000.0, duration=2.0,
+                      succeeded=True, gauges=[Gauge("m10_canary_score", 0.9, "score",
+                                                    {"target": 'a"b'})])
+    first = parse((tmp_path / "m10_m10_canary.prom").read_text())
+    assert first['m10_job_last_success_timestamp_seconds{job="m10-canary"}'] == 1002.0
+    assert first['m10_canary_score{job="m10-canary",target="a\\"b"}'] == 0.9
+    write_job_metrics(tmp_path, "m10-canary", exit_code=69, started=2000.0, duration=1.0,
+                      succeeded=False)
+    second = parse((tmp_path / "m10_m10_canary.prom").read_text())
+    assert second['m10_job_last_success_timestamp_seconds{job="m10-canary"}'] == 1002.0
+    assert second['m10_job_last_exit_code{job="m10-canary"}'] == 69
+
+
+@pytest.mark.parametrize("codes, expected", [
+    ([], 0), ([0], 0), ([75], 75), ([75, 75], 75), ([0, 75], 0), ([0, 1, 75], 1),
+    ([69], 69), ([0, 69, 69], 69), ([69, 1], 1), ([65, 69], 1), ([78], 78),
+])
+def test_combined_exit_code(codes: list[int], expected: int) -> None:
+    assert combine_exit_codes(codes) == expected

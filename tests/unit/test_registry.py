@@ -1,0 +1,34 @@
+"""The registry is the single declaration: pyproject, CLI and locks derive from it."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from m10jobs.registry import find, jobs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_registered_job_has_its_console_script_and_back() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    registered = {j.script for j in jobs()}
+    declared = {name for name, target in scripts.items() if "cli.entry:" in target}
+    assert registered == declared
+    for name in declared:
+        assert scripts[name] == f"m10jobs.cli.entry:{name.replace('-', '_')}"
+
+
+def test_lock_names_are_unique_and_jobs_are_complete() -> None:
+    locks = [lock for j in jobs() for lock in j.locks]
+    assert len(locks) == len(set(locks))
+    for job in jobs():
+        assert job.summary and job.example.startswith(job.script) and job.schedule
+        assert job.timeout_seconds < (job.ttl_seconds or 300)
+
+
+def test_find_by_script_short_name_and_task() -> None:
+    job, task = find("maintenance")
+    assert job.script == "m10-maintenance" and task is None
+    job, task = find("reclaim_gc")
+    assert task is not None and task.lock == "reclaim_gc"
