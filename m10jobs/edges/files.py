@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 LOCK_TIMEOUT_S = 60
 
 
@@ -28,6 +26,8 @@ def lock_path(path: Path) -> Path:
 
 @contextlib.contextmanager
 def file_lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    from filelock import FileLock  # not on the start-up path of a skipped pass
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock_path(path), timeout=timeout, is_singleton=True):
         yield
