@@ -74,6 +74,8 @@ class Job:
     """Lease TTL; None uses the lease_ttl_seconds setting."""
     timeout_seconds: int = 240
     """Upper bound of one pass (TimeoutStartSec=), kept below the lease TTL."""
+    jitter_seconds: int = 30
+    """Timer RandomizedDelaySec=; 0 where the exact minute matters (daily stats at 00:05)."""
 
     def __post_init__(self) -> None:
         if not self.tasks:

@@ -44,8 +44,38 @@ def render(job: str, gauges: Iterable[Gauge]) -> str:
         if g.name not in seen:
             seen.add(g.name)
             lines += [f"# HELP {g.name} {g.help or g.name}", f"# TYPE {g.name} gauge"]
-        lines.append(f"{g.name}{_labels({'job': job, **g.labels})} {float(g.value):g}")
+        lines.append(f"{g.name}{_labels({'job': job, **g.labels})} {float(g.value)!r}")
     return "\n".join(lines) + "\n"
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse(text: str) -> list[Gauge]:
+    """Samples of a textfile this module wrote, with their HELP text."""
+    gauges = []
+    helps = dict(re.findall(r"^# HELP (\S+) (.*)$", text, re.M))
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m:
+            labels = {k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+                      for k, v in _LABEL.findall(m.group(2))}
+            labels.pop("job", None)
+            gauges.append(Gauge(m.group(1), float(m.group(3)), helps.get(m.group(1), ""),
+                                labels))
+    return gauges
+
+
+def write_gauges(path: Path, job: str, gauges: Iterable[Gauge], *, merge: bool = False) -> None:
+    """Write gauges atomically; with merge, keep other label sets already in the file
+    (the caller holds files.file_lock(path) around the read-modify-write)."""
+    new = list(gauges)
+    if merge and path.exists():
+        keys = {(g.name, tuple(sorted(g.labels.items()))) for g in new}
+        new = [g for g in parse(path.read_text())
+               if (g.name, tuple(sorted(g.labels.items()))) not in keys] + new
+    atomic_write(path, render(job, new))
 
 
 def previous_success(path: Path) -> float | None:
@@ -70,5 +100,5 @@ def write_job_metrics(metrics_dir: Path, job: str, *, exit_code: int, started: f
     if last_success is not None:
         base.append(Gauge("m10_job_last_success_timestamp_seconds", last_success,
                           "Unix time of the last run that exited 0 or 75."))
-    atomic_write(path, render(job, [*base, *gauges]))
+    write_gauges(path, job, [*base, *gauges])
     return path

@@ -1,0 +1,68 @@
+"""`m10 units`: render the systemd units from the registry; record unit failures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from m10jobs.cli.adminkit import CONTEXT, admin_command
+from m10jobs.errors import ExitCode
+
+REPO_UNITS = Path(__file__).resolve().parents[3] / "systemd"
+
+
+@click.group(context_settings=CONTEXT)
+def units() -> None:
+    """systemd units generated from the job registry."""
+
+
+@units.command("render", context_settings=CONTEXT)
+@click.option("--output", type=click.Path(path_type=Path), default=REPO_UNITS,
+              show_default=True, help="Directory to write the units to.")
+@click.option("--prefix", default="/opt/m10jobs", show_default=True,
+              help="Install prefix the ExecStart= lines point into.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 when the units are stale.")
+def render(output: Path, prefix: str, check: bool) -> None:
+    """Write a .service and .timer per job (and the failure template).
+
+    \b
+    Example:
+      m10 units render --check
+    """
+    from m10jobs.units import render_all, stale, write
+
+    generated = render_all(prefix)
+    if check:
+        outdated = stale(output, generated)
+        for name in outdated:
+            click.echo(f"stale: {output / name}")
+        if outdated:
+            click.echo("units are stale: run `m10 units render` and commit the result", err=True)
+        click.get_current_context().exit(ExitCode.FAILED if outdated else ExitCode.OK)
+    changed = write(output, generated)
+    click.echo(f"{len(changed)} unit file(s) updated in {output}" if changed
+               else f"units in {output} are current")
+
+
+@admin_command(units, "record-failure",
+               help="OnFailure= hook: log the failed unit and stamp a metric.")
+@click.argument("unit")
+def record_failure(config: Any, log: Any, unit: str) -> int:
+    from m10jobs.edges.files import file_lock
+    from m10jobs.edges.metrics import Gauge, write_gauges
+
+    log.error("unit %s failed; see `journalctl -u %s` and docs/runbook.md", unit, unit,
+              extra={"unit": unit})
+    if config.metrics_dir:
+        path = Path(config.metrics_dir) / "m10_unit_failures.prom"
+        with file_lock(path):
+            write_gauges(path, "m10-failure", [Gauge(
+                "m10_unit_last_failure_timestamp_seconds", time.time(),
+                "Unix time each unit last failed.", {"unit": unit})], merge=True)
+    return ExitCode.OK
+
+
+COMMAND = units

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Stage `make install` into a temporary DESTDIR and check what it installed:
+# systemd-analyze verify (no warnings), every OnCalendar parses, every service's
+# exposure <= 2.0, and the installed package carries its SQL.
+set -euo pipefail
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+make -s install DESTDIR="$stage" PREFIX=/opt/m10jobs >/dev/null
+units=$stage/etc/systemd/system
+prefix=$stage/opt/m10jobs
+fail=0
+
+ls "$prefix"/lib/python3*/site-packages/m10jobs/sql/migrations/001_schema.sql >/dev/null
+"$prefix/bin/python" -m m10jobs.cli.admin jobs >/dev/null
+
+# verify inside the staged root, with the host's own units (targets) visible there
+mkdir -p "$stage/usr/lib"
+mkdir -p "$stage/usr/lib/systemd"
+cp -a /usr/lib/systemd/system "$stage/usr/lib/systemd/system"
+out=$(cd "$units" && systemd-analyze verify --root="$stage" --man=no ./*.service ./*.timer 2>&1) || fail=1
+if [ -n "$out" ]; then echo "systemd-analyze verify:"; echo "$out"; fail=1; fi
+
+for timer in "$units"/*.timer; do
+    cal=$(sed -n 's/^OnCalendar=//p' "$timer")
+    systemd-analyze calendar "$cal" >/dev/null || { echo "bad OnCalendar in $timer: $cal"; fail=1; }
+done
+for svc in "$units"/*.service; do
+    level=$(cd "$units" && systemd-analyze security --offline=true "$(basename "$svc")" 2>/dev/null \
+            | sed -n 's/^→ Overall exposure level for .*: \([0-9.]*\).*/\1/p')
+    printf '%-40s exposure %s\n' "$(basename "$svc")" "$level"
+    awk -v l="$level" 'BEGIN { exit !(l != "" && l <= 2.0) }' || { echo "  above 2.0"; fail=1; }
+done
+[ $fail = 0 ] && echo "install check: ok"
+exit $fail
