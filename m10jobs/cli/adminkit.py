@@ -17,8 +17,9 @@ from m10jobs.errors import M10Error
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def admin_command(group: click.Group, name: str, **kwargs: Any) -> Callable[..., Any]:
-    """Register fn(config, log, **params) -> exit code under group, with the shared contract."""
+def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callable[..., Any]:
+    """Make fn(config, log, **params) -> exit code a command with the shared contract,
+    registered under group (or standalone when group is None)."""
 
     def decorate(fn: Callable[..., int | None]) -> click.Command:
         @click.option("--config", "config_file", metavar="PATH", help="TOML config file.")
@@ -30,8 +31,8 @@ def admin_command(group: click.Group, name: str, **kwargs: Any) -> Callable[...,
             from m10jobs.config import load_config
             from m10jobs.logs import setup_logging
 
-            log = setup_logging(f"m10 {group.name} {name}", secrets.token_hex(6),
-                                verbose=verbose)
+            log = setup_logging(" ".join(["m10", *([group.name] if group else []), name]),
+                                secrets.token_hex(6), verbose=verbose)
             config = None
             try:
                 config = load_config(config_file, {"database_url": database_url})
@@ -48,6 +49,9 @@ def admin_command(group: click.Group, name: str, **kwargs: Any) -> Callable[...,
                                          verbose, what=f"m10 {name}")
             click.get_current_context().exit(int(code))
 
+        kwargs.setdefault("context_settings", CONTEXT)
+        if group is None:
+            return click.command(name, **kwargs)(wrapper)
         return group.command(name, **kwargs)(wrapper)
 
     return decorate

@@ -49,6 +49,10 @@ def render(job: str, gauges: Iterable[Gauge]) -> str:
 
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$')
+# One sample line of the text exposition format (what `m10 flows --check` accepts).
+SAMPLE_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*'
+                         r'(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?'
+                         r" (-?[0-9.eE+-]+|NaN|[+-]Inf)( -?[0-9]+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 

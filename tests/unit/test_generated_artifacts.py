@@ -1,0 +1,60 @@
+"""Units, docs/flows.md and pyproject are derived from the registry and committed current."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+
+from m10jobs.flows import markdown
+from m10jobs.registry import jobs
+from m10jobs.units import render_all, stale
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED_SERVICES = {  # seed section 4: name -> (OnCalendar, After= must include)
+    "m10-maintenance": ("*:0/5", {"postgresql.service", "redis-server.service"}),
+    "m10-daily-stats": ("*-*-* 00:05:00", {"postgresql.service"}),
+    "m10-synthetic-traffic": ("*:0/30", {"postgresql.service", "redis-server.service"}),
+    "aos-cost-snapshot-hourly": ("hourly", {"network-online.target"}),
+    "aos-cost-snapshot-daily": ("daily", {"network-online.target",
+                                          "aos-cost-snapshot-hourly.service"}),
+}
+
+
+def unit(text: str) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    cp.read_string(text)
+    return cp
+
+
+def test_committed_units_are_current() -> None:
+    assert stale(ROOT / "systemd", render_all()) == [], "run `m10 units render` and commit"
+
+
+def test_committed_flow_inventory_is_current() -> None:
+    assert (ROOT / "docs" / "flows.md").read_text() == markdown(), (
+        "run `m10 flows --format markdown > docs/flows.md`")
+
+
+@pytest.mark.parametrize("job", jobs(), ids=lambda j: j.script)
+def test_every_job_has_a_oneshot_service_and_a_persistent_timer(job: object) -> None:
+    units = render_all()
+    svc = unit(units[f"{job.script}.service"])  # type: ignore[attr-defined]
+    tmr = unit(units[f"{job.script}.timer"])  # type: ignore[attr-defined]
+    assert svc["Service"]["Type"] == "oneshot"
+    assert svc["Service"]["SuccessExitStatus"] == "75"
+    assert int(svc["Service"]["TimeoutStartSec"]) < (job.ttl_seconds or 300)  # type: ignore[attr-defined]
+    assert svc["Service"]["EnvironmentFile"] == "-/etc/m10jobs/env"
+    assert svc["Unit"]["OnFailure"] == "m10-failure@%n.service"
+    assert tmr["Timer"]["Persistent"] == "true"
+
+
+def test_the_seed_services_keep_names_schedules_and_order() -> None:
+    units = render_all()
+    for name, (calendar, after) in SEED_SERVICES.items():
+        assert unit(units[f"{name}.timer"])["Timer"]["OnCalendar"] == calendar
+        assert after <= set(unit(units[f"{name}.service"])["Unit"]["After"].split())
+    daily_stats = unit(units["m10-daily-stats.timer"])["Timer"]
+    assert daily_stats["RandomizedDelaySec"] == "0"  # 00:05 exactly
