@@ -134,6 +134,7 @@ class Lease:
         last_ok = time.monotonic()
         conn: psycopg.Connection[Any] | None = None
         while not self._stop.wait(interval):
+            sent = time.monotonic()  # the new expiry counts from before the request
             try:
                 if conn is None or conn.closed:
                     conn = db.connect(self.dsn, app=f"m10jobs-lease:{self.name}")
@@ -154,7 +155,7 @@ class Lease:
                 self._mark_lost(f"lease {self.name} (token {self.token}) was taken over or "
                                 "force-released")
                 break
-            last_ok = time.monotonic()
+            last_ok = sent
             if self.log:
                 self.log.debug("extended lease %s by %ss", self.name, self.ttl)
         if conn is not None:

