@@ -14,7 +14,6 @@ import pkgutil
 import shlex
 import subprocess
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -41,7 +40,7 @@ class Demo:
                               text=True, timeout=600)
         out = (proc.stdout.strip().splitlines() or [])[-show:]
         for line in out:
-            print("  " + textwrap.shorten(line, 400, placeholder=" ..."))
+            print("  " + (line if len(line) <= 400 else line[:396] + " ..."))
         print(f"  -> exit {proc.returncode}", flush=True)
         if expect is not None and proc.returncode != expect:
             sys.stderr.write(proc.stderr[-4000:])
