@@ -154,7 +154,7 @@ def _against(p: Probe, value: float, unit: str, compare: str = "<=") -> tuple[cr
     assert p.threshold is not None
     ok = COMPARE[compare](value, p.threshold)
     return ("pass" if ok else "fail"), value, (
-        f"{value:g}{unit} {'within' if ok else 'fails'} {compare} {p.threshold:g}{unit}")
+        f"{value:g}{unit}, {'' if ok else 'not '}{compare} {p.threshold:g}{unit}")
 
 
 def _sql(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
