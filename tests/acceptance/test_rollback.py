@@ -270,3 +270,19 @@ def test_rollback_killed_mid_command_is_not_repeated(cli: Any, env: dict[str, st
     assert "never finished" in again.stderr
     assert not pidfile.exists()  # the command was not run again
     assert [r["event"] for r in actions(env)] == ["started"]
+
+
+def test_m10_canary_status_shows_the_report_and_rollback_records(
+        cli: Any, env: dict[str, str], out: Path, tmp_path: Path) -> None:
+    configure(env, tmp_path)
+    assert cli("m10", "canary", "status", env=env).stdout.startswith("no canary report")
+    report = put_report(env)
+    assert rollback(cli, env).returncode == 0
+    proc = cli("m10", "canary", "status", env=env)
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["run_id"] == report["run_id"] and shown["verdict"] == "fail"
+    assert shown["not_passing"][0]["name"] == "errors"
+    assert [r["event"] for r in shown["rollback"]] == ["started", "finished"]
+    (reports(env) / cr.LATEST).write_text("{")
+    assert cli("m10", "canary", "status", env=env).returncode == 65
