@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from m10jobs import canary_report as cr
 from m10jobs.config import Section
-from m10jobs.errors import BadInput, ConfigError, TaskFailed
+from m10jobs.errors import BadInput, ConfigError, LeaseLost, TaskFailed
 from m10jobs.registry import Flow, Job
 
 if TYPE_CHECKING:
@@ -117,26 +117,38 @@ def _already(records: list[dict[str, Any]]) -> str:
 
 
 def _run_command(argv: list[str], timeout: float, env: dict[str, str]
-                 ) -> tuple[str, int | None, str]:
-    """(outcome, exit status, output tail).  The command runs in its own session so a
-    timeout kills its whole process group, not only the first process."""
+                 ) -> tuple[str, int | None, str, bool]:
+    """(outcome, exit status, output tail, interrupted).
+
+    The command runs in its own session so a timeout kills its whole process
+    group.  An interrupt (the lease heartbeat reporting a lost lease, Ctrl-C)
+    does not abandon a half-done rollback: it is waited for (within its
+    timeout) so its outcome can be recorded, and `interrupted` says so.
+    """
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     except OSError as exc:
-        return "error", None, f"cannot start {argv[0]}: {exc.strerror or exc}"
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)
+        return "error", None, f"cannot start {argv[0]}: {exc.strerror or exc}", False
+    deadline = time.monotonic() + timeout
+    interrupted = False
+    while True:
         try:
-            out, _ = proc.communicate(timeout=KILL_GRACE_S)
+            out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            break
+        except KeyboardInterrupt:
+            interrupted = True
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-        return "timeout", proc.returncode, out.decode(errors="replace")[-OUTPUT_TAIL:]
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, _ = proc.communicate()
+            return ("timeout", proc.returncode, out.decode(errors="replace")[-OUTPUT_TAIL:],
+                    interrupted)
     text = out.decode(errors="replace")[-OUTPUT_TAIL:]
-    return ("succeeded" if proc.returncode == 0 else "failed"), proc.returncode, text
+    return ("succeeded" if proc.returncode == 0 else "failed"), proc.returncode, text, interrupted
 
 
 def rollback_pass(ctx: PassContext) -> dict[str, Any]:
@@ -179,11 +191,16 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
            "M10_CANARY_RUN_ID": report.run_id, "M10_CANARY_VERDICT": report.verdict}
     ctx.log.warning("running the rollback command %s: %s", s.command, reason)
     t0 = time.monotonic()
-    outcome, status, output = _run_command(s.command, s.timeout_s, env)
+    outcome, status, output, interrupted = _run_command(s.command, s.timeout_s, env)
     duration = round(time.monotonic() - t0, 3)
     with file_lock(log_path):
         _record(log_path, event="finished", report_run_id=report.run_id, outcome=outcome,
                 exit_status=status, duration_s=duration, rollback_run_id=ctx.run_id)
+    if interrupted:
+        ctx.log.error("rollback command output (tail): %s", output.strip())
+        raise LeaseLost(f"interrupted while the rollback command ran (lease lost?); the command "
+                        f"was let finish: {outcome} (exit status {status}), recorded in "
+                        f"{log_path}; it will not be repeated for report {report.run_id}")
     ctx.gauge("m10_rollback_acted", 1, "1 when the last pass ran the rollback command.")
     result = {**summary, "decision": "acted", "outcome": outcome, "exit_status": status,
               "duration_s": duration}

@@ -250,6 +250,29 @@ def test_concurrent_rollbacks_act_once(env: dict[str, str], out: Path, tmp_path:
     assert len(out.read_text().splitlines()) == 2
 
 
+def test_lease_lost_mid_command_second_holder_does_not_act_again(
+        env: dict[str, str], out: Path, conn: Any, tmp_path: Path) -> None:
+    """The first rollback's lease is force-released while its command runs; a second
+    process takes the lease: the claim in the log stops it.  The first lets its command
+    finish, records the outcome and exits 1 (lease lost)."""
+    started = tmp_path / "started"
+    configure(env, tmp_path, ["sh", "-c", f'touch {started}; sleep 2; '
+                                          'echo "$M10_CANARY_RUN_ID" >> "$ROLLBACK_OUT"'])
+    report = put_report(env)
+    first = _spawn({**env, "M10_LEASE_TTL_SECONDS": "3"})
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    conn.execute("DELETE FROM m10_recovery.distributed_locks WHERE lock_name = 'm10:rollback'")
+    second = _spawn(env)
+    assert second.wait(timeout=60) == 0
+    assert "never finished" in second.stderr.read()
+    assert first.wait(timeout=60) == 1
+    assert "was let finish: succeeded" in first.stderr.read()
+    assert out.read_text().split() == [report["run_id"]]
+    assert [r["event"] for r in actions(env)] == ["started", "finished"]
+
+
 def test_rollback_killed_mid_command_is_not_repeated(cli: Any, env: dict[str, str], conn: Any,
                                                      tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
