@@ -139,7 +139,9 @@ def _read_only(ctx: PassContext, p: Probe, sql: str, params: dict[str, Any] | No
             ctx.conn.execute("SET TRANSACTION READ ONLY")
             ctx.conn.execute(query("canary_statement_timeout"),
                              {"ms": str(max(1, int(p.timeout_s * 1000)))})
-            return ctx.conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+            # prepare=True: one statement only, so "SELECT 1; COMMIT; ..." cannot escape
+            # the read-only transaction.
+            return ctx.conn.execute(sql, params, prepare=True).fetchone()  # type: ignore[arg-type]
     except psycopg.errors.QueryCanceled:
         raise Measured("no_data", None, f"query timed out after {p.timeout_s:g}s") from None
     except psycopg.Error as exc:

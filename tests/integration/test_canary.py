@@ -124,6 +124,24 @@ def test_critical_probe_without_data_is_inconclusive(cli: Any, env: dict[str, st
     assert "no_such_table" in by_name(report)["broken"]["detail"]
 
 
+def test_sql_probe_is_one_read_only_statement(cli: Any, env: dict[str, str], conn: Any,
+                                             tmp_path: Path) -> None:
+    write_config(env, tmp_path / "c.toml", probes=[
+        sql("sneaky", "SELECT 0; COMMIT; CREATE TABLE public.oops ()"),
+        sql("writer", "WITH w AS (INSERT INTO m10_recovery.outbox (event_type, payload) "
+                      "VALUES ('e', '{}') RETURNING 1) SELECT count(*) FROM w"),
+        sql("like", "SELECT count(*) FROM pg_class WHERE relname LIKE 'pg_%'", threshold=0,
+            compare=">"),
+    ])
+    assert run(cli, env).returncode == 0
+    probes = by_name(latest(env))
+    assert probes["sneaky"]["status"] == "no_data" and probes["writer"]["status"] == "no_data"
+    assert probes["like"]["status"] == "pass"  # a literal % is not a placeholder
+    assert "read-only" in probes["writer"]["detail"]
+    assert conn.execute("SELECT to_regclass('public.oops') IS NULL AND NOT EXISTS "
+                        "(SELECT FROM m10_recovery.outbox) AS clean").fetchone()["clean"]
+
+
 def test_probes_time_out(cli: Any, env: dict[str, str], endpoint: Endpoint,
                          tmp_path: Path) -> None:
     """A hung endpoint fails its probe after timeout_s; a hung query has no data."""
