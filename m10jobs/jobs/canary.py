@@ -13,6 +13,7 @@ verdict: judging the verdict is the consumer's job.
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -171,6 +172,8 @@ def _sql(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
         return "no_data", None, f"query returned {type(value).__name__} {value!r}, not a number"
     if number is None:
         return "no_data", None, "query returned no row or NULL"
+    if not math.isfinite(number):
+        return "no_data", None, f"query returned {number}, not a finite number"
     return _against(p, number, "", p.extra["compare"])
 
 

@@ -196,12 +196,12 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
     with file_lock(log_path):
         _record(log_path, event="finished", report_run_id=report.run_id, outcome=outcome,
                 exit_status=status, duration_s=duration, rollback_run_id=ctx.run_id)
+    ctx.gauge("m10_rollback_acted", 1, "1 when the last pass ran the rollback command.")
     if interrupted:
         ctx.log.error("rollback command output (tail): %s", output.strip())
         raise LeaseLost(f"interrupted while the rollback command ran (lease lost?); the command "
                         f"was let finish: {outcome} (exit status {status}), recorded in "
                         f"{log_path}; it will not be repeated for report {report.run_id}")
-    ctx.gauge("m10_rollback_acted", 1, "1 when the last pass ran the rollback command.")
     result = {**summary, "decision": "acted", "outcome": outcome, "exit_status": status,
               "duration_s": duration}
     if outcome != "succeeded":

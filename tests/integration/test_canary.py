@@ -103,12 +103,12 @@ def test_too_many_probes_without_data_is_inconclusive(cli: Any, env: dict[str, s
                                                        tmp_path: Path) -> None:
     write_config(env, tmp_path / "c.toml", probes=[
         sql("null", "SELECT NULL::int"), sql("norow", "SELECT 1 WHERE false"),
-        sql("text", "SELECT 'abc'"), sql("ok", "SELECT 0"),
+        sql("text", "SELECT 'abc'"), sql("nan", "SELECT 'NaN'::float8"), sql("ok", "SELECT 0"),
     ])
     assert run(cli, env).returncode == 0
     report = latest(env)
     assert report["verdict"] == "inconclusive"
-    assert report["counts"] == {"pass": 1, "fail": 0, "no_data": 3}
+    assert report["counts"] == {"pass": 1, "fail": 0, "no_data": 4}
     assert report["score"] == 1.0  # the one probe with data passed, but that is not enough
 
 
