@@ -1,0 +1,20 @@
+-- Canary probe queries (m10-canary).  Run inside a read-only transaction with a
+-- statement_timeout set by canary_statement_timeout.
+
+-- canary_statement_timeout --
+-- Bound this probe's statements (milliseconds, text); local to the probe's transaction.
+SELECT set_config('statement_timeout', %(ms)s, true);
+
+-- canary_outbox_backlog --
+-- Pending outbox events and the age of the oldest one (0 when none), by the database clock.
+SELECT count(*)::float8 AS pending,
+       coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
+           AS oldest_age_s
+  FROM m10_recovery.outbox
+ WHERE status = 'pending';
+
+-- canary_dead_letters --
+-- Dead letters archived within the last window_s seconds.
+SELECT count(*)::float8 AS dead_letters
+  FROM m10_recovery.dead_letter_archive
+ WHERE dead_lettered_at >= clock_timestamp() - make_interval(secs => %(window_s)s);
