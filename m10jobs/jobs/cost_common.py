@@ -152,8 +152,8 @@ class Plan:
     """Missing periods older than the backfill cap (left alone, reported)."""
 
 
-def plan_periods(done: set[datetime], first_done: datetime | None, end: datetime,
-                 step: timedelta, cap: int, redo: int) -> Plan:
+def plan_periods(done: set[datetime], history: History, end: datetime, step: timedelta,
+                 cap: int, redo: int) -> Plan:
     """Periods to (re)snapshot, oldest first, for complete periods ending by `end`.
 
     Within the last `cap` periods every missing one is done (so raising the cap
@@ -169,20 +169,28 @@ def plan_periods(done: set[datetime], first_done: datetime | None, end: datetime
             periods.append(t)
         t += step
     skipped = 0
-    if first_done is not None and first_done < window_start:
-        expected = (window_start - first_done) // step
-        skipped = max(0, expected - sum(1 for p in done if p < window_start))
+    if history.first is not None and history.first < window_start:
+        skipped = max(0, (window_start - history.first) // step - history.done_before)
     return Plan(periods, skipped)
 
 
+@dataclass(frozen=True)
+class History:
+    first: datetime | None
+    """The first period ever snapshotted."""
+    done_before: int
+    """How many periods are done before the planning window."""
+
+
 def done_periods(conn: psycopg.Connection[Any], granularity: str, since: datetime,
-                 end: datetime) -> tuple[set[datetime], datetime | None]:
-    """Snapshotted periods in [since, end) and the first one ever (any)."""
-    rows = conn.execute(query("cost_done_periods"),
-                        {"granularity": granularity, "since": since, "end": end}).fetchall()
-    first = conn.execute(query("cost_first_period"), {"granularity": granularity}).fetchone()
+                 end: datetime) -> tuple[set[datetime], History]:
+    """Snapshotted periods in [since, end), and what is done before `since`."""
+    args = {"granularity": granularity, "since": since, "end": end}
+    rows = conn.execute(query("cost_done_periods"), args).fetchall()
+    before = conn.execute(query("cost_history"), args).fetchone()
     return ({r["period_start"].astimezone(UTC) for r in rows},
-            first["first"].astimezone(UTC) if first["first"] else None)
+            History(before["first"].astimezone(UTC) if before["first"] else None,
+                    before["done_before"]))
 
 
 # -- the source -------------------------------------------------------------------

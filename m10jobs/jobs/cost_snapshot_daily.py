@@ -21,7 +21,7 @@ retries it.  Days before the first hourly snapshot are never built.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -130,12 +130,13 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
         ctx.log.info("no hourly snapshots yet: nothing to build (aos-cost-snapshot-hourly "
                      "runs first)")
         return {"days": 0}
-    history = cc.floor(first_hour, cc.DAY)
-    if history < first_hour.astimezone(history.tzinfo):
-        history += cc.DAY  # the first day is only partly covered by hourly history
-    done, first = cc.done_periods(ctx.conn, "day", end - s.backfill_max_days * cc.DAY, end)
-    plan = cc.plan_periods(done, first, end, cc.DAY, s.backfill_max_days, redo)
-    days = [d for d in plan.periods if d >= history]
+    first_hour = first_hour.astimezone(UTC)
+    first_day = cc.floor(first_hour, cc.DAY)
+    if first_day < first_hour:
+        first_day += cc.DAY  # only partly covered by hourly history: never built
+    done, history = cc.done_periods(ctx.conn, "day", end - s.backfill_max_days * cc.DAY, end)
+    plan = cc.plan_periods(done, history, end, cc.DAY, s.backfill_max_days, redo)
+    days = [d for d in plan.periods if d >= first_day]
     ready, pending = [], []
     for d in days:
         hours = ctx.conn.execute(query("cost_hours_done"),

@@ -28,8 +28,9 @@ def snapshot_hours(ctx: PassContext) -> dict[str, Any]:
     redo = s.resnapshot_hours if redo is None else redo
     cc.validate_source(ctx.conn, s.source_query)
     end = cc.floor(cc.now_utc(ctx), cc.HOUR)
-    done, first = cc.done_periods(ctx.conn, "hour", end - s.backfill_max_hours * cc.HOUR, end)
-    plan = cc.plan_periods(done, first, end, cc.HOUR, s.backfill_max_hours, redo)
+    done, history = cc.done_periods(ctx.conn, "hour", end - s.backfill_max_hours * cc.HOUR,
+                                    end)
+    plan = cc.plan_periods(done, history, end, cc.HOUR, s.backfill_max_hours, redo)
     summary: dict[str, Any] = {
         "hours": len(plan.periods), "first": cc.iso(plan.periods[0] if plan.periods else None),
         "last": cc.iso(plan.periods[-1] if plan.periods else None),

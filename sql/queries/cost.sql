@@ -11,9 +11,9 @@ SELECT tenant_id, category, sum(amount_usd) AS amount_usd, count(*) AS record_co
 -- The database clock: every period boundary is derived from it.
 SELECT now() AS now;
 
--- cost_last_period --
--- Start of the latest snapshotted period of a granularity (NULL: none yet).
-SELECT max(period_start) AS last FROM aos_cost.snapshot_periods
+-- cost_first_period --
+-- Start of the earliest snapshotted period of a granularity (NULL: none yet).
+SELECT min(period_start) AS first FROM aos_cost.snapshot_periods
  WHERE granularity = %(granularity)s;
 
 -- cost_done_periods --
@@ -21,9 +21,11 @@ SELECT max(period_start) AS last FROM aos_cost.snapshot_periods
 SELECT period_start FROM aos_cost.snapshot_periods
  WHERE granularity = %(granularity)s AND period_start >= %(since)s AND period_start < %(end)s;
 
--- cost_first_period --
--- Start of the earliest snapshotted period of a granularity (NULL: none yet).
-SELECT min(period_start) AS first FROM aos_cost.snapshot_periods
+-- cost_history --
+-- The first period ever snapshotted and how many are done before `since`.
+SELECT min(period_start) AS first,
+       count(*) FILTER (WHERE period_start < %(since)s)::int AS done_before
+  FROM aos_cost.snapshot_periods
  WHERE granularity = %(granularity)s;
 
 -- cost_upsert_snapshots --
