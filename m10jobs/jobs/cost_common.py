@@ -10,10 +10,20 @@ imported inside the functions that talk to the database, so `--help` stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    Inexact,
+    InvalidOperation,
+    localcontext,
+)
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -42,6 +52,22 @@ _ACCEPTED = {"tenant_id": _TEXT, "category": _TEXT, "amount_usd": _EXACT,
 _CAST_HINT = {"tenant_id": "tenant_id::text", "category": "category::text",
               "amount_usd": "amount_usd::numeric (floats are not exact)",
               "record_count": "record_count::bigint"}
+
+# Sums and k*stddev never round: the default context (28 digits) would, silently.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact])
+
+
+def exact_decimals(fn: Callable[[PassContext], dict[str, Any]]
+                   ) -> Callable[[PassContext], dict[str, Any]]:
+    """Run a pass with Decimal arithmetic that raises rather than rounds."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx: PassContext) -> dict[str, Any]:
+        with localcontext(EXACT):
+            return fn(ctx)
+
+    return wrapper
+
 
 Key = tuple[str, str]
 """(tenant_id, category)"""

@@ -118,6 +118,7 @@ def build_day(cur: psycopg.Cursor[Any], ctx: PassContext, s: cc.CostSettings,
     return totals, mismatches, anomalies
 
 
+@cc.exact_decimals
 def snapshot_days(ctx: PassContext) -> dict[str, Any]:
     s = cc.settings(ctx.config)
     redo = ctx.params.get("resnapshot_days")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from m10jobs.runner import PassContext
 
 
+@cc.exact_decimals
 def snapshot_hours(ctx: PassContext) -> dict[str, Any]:
     s = cc.settings(ctx.config)
     redo = ctx.params.get("resnapshot_hours")

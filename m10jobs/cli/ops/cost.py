@@ -46,7 +46,7 @@ def _fetch(config: Any, app: str, name: str, params: dict[str, Any]) -> list[dic
 @admin_command(COMMAND, "show", help="A tenant's recent daily and hourly snapshots, its latest "
                "baselines and its anomalies.")
 @click.argument("tenant")
-@click.option("--days", type=click.IntRange(1, 366), default=7, show_default=True,
+@click.option("--days", type=click.IntRange(1, 3660), default=7, show_default=True,
               help="Daily snapshots and anomalies of the last N days.")
 @click.option("--hours", type=click.IntRange(0, 24 * 31), default=6, show_default=True,
               help="Hourly snapshots of the last N hours (0: none).")
