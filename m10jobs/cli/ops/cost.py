@@ -27,8 +27,20 @@ def COMMAND() -> None:
     """
 
 
+# Derived statistics are shown to the cent (amounts stay exact; --json is exact too).
+_ROUNDED = {"mean_usd", "stddev_usd", "threshold_usd"}
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if column in _ROUNDED:
+        return f"{value:.2f}"
+    return str(value)
+
+
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
-    cells = [columns] + [tuple("" if r[c] is None else str(r[c]) for c in columns) for r in rows]
+    cells = [columns] + [tuple(_cell(c, r[c]) for c in columns) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
             for row in cells]
