@@ -266,3 +266,22 @@ def test_jobs_read_the_source_through_a_read_only_grant(
     proc = cli(HOURLY, "--until", until(T0), env={
         **with_config(env, tmp_path, source_query=hidden), "M10_DATABASE_URL": job_dsn})
     assert proc.returncode == 78 and "grant SELECT on the source" in proc.stderr
+
+
+def test_a_null_tenant_from_the_source_exits_65_and_that_hour_is_not_written(
+        cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
+    add(conn, T0 - 2 * H + H / 2, "acme", "compute", "1")
+    add(conn, T0 - H + H / 2, "acme", "compute", "2")
+    nulls_in_last_hour = """
+SELECT CASE WHEN %(period_start)s::timestamptz >= '2026-01-09T23:00:00Z' THEN NULL
+            ELSE tenant_id END AS tenant_id,
+       category, sum(amount_usd) AS amount_usd, count(*) AS record_count
+  FROM aos_cost.cost_records
+ WHERE occurred_at >= %(period_start)s AND occurred_at < %(period_end)s
+ GROUP BY 1, 2
+"""
+    cfg = with_config(env, tmp_path, source_query=nulls_in_last_hour, backfill_max_hours=2)
+    proc = cli(HOURLY, "--until", until(T0), env=cfg)
+    assert proc.returncode == 65, proc.stderr
+    assert "empty tenant_id" in error_lines(proc)[0]["message"]
+    assert periods(conn, "hour") == [T0 - 2 * H]
