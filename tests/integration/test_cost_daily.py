@@ -153,6 +153,8 @@ def test_baseline_and_anomaly_on_a_constructed_series(
     assert [x["day"] for x in shown["anomalies"]] == ["2026-01-17"]
     assert len(shown["daily"]) == 16
     assert "no cost snapshots" in cli("m10", "cost", "show", "nobody").stdout
+    status = json.loads(cli("m10", "cost", "status", "--json").stdout)
+    assert (status["last_day"][:10], status["anomalies"]) == ("2026-01-17", 1)
 
     # A correcting credit arrives: the rebuilt day is no longer an anomaly.
     add(conn, end - D + 13 * H, "acme", "compute", "-300")

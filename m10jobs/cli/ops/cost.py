@@ -27,6 +27,8 @@ def COMMAND() -> None:
     """
 
 
+UTC = "-c TimeZone=UTC"  # periods are UTC: show them so
+
 # Derived statistics are shown to the cent (amounts stay exact; --json is exact too).
 _ROUNDED = {"mean_usd", "stddev_usd", "threshold_usd"}
 
@@ -51,7 +53,7 @@ def _fetch(config: Any, app: str, name: str, params: dict[str, Any]) -> list[dic
     from m10jobs.edges.queries import query
 
     dsn = config.require("database_url")
-    with pg.connect(dsn, app=app) as conn, pg.translated(dsn):
+    with pg.connect(dsn, app=app, options=UTC) as conn, pg.translated(dsn):
         return conn.execute(query(name), params).fetchall()
 
 
@@ -68,7 +70,7 @@ def show(config: Any, log: Any, tenant: str, days: int, hours: int, as_json: boo
     from m10jobs.edges.queries import query
 
     dsn = config.require("database_url")
-    with pg.connect(dsn, app="m10 cost show") as conn, pg.translated(dsn):
+    with pg.connect(dsn, app="m10 cost show", options=UTC) as conn, pg.translated(dsn):
         now = conn.execute(query("cost_db_now")).fetchone()["now"]
         since_day = now - timedelta(days=days)
         found = {
