@@ -67,7 +67,7 @@ def judge(amount: Decimal, mean: Decimal, stddev: Decimal, observed: int,
 
 
 def build_day(cur: psycopg.Cursor[Any], ctx: PassContext, s: cc.CostSettings,
-              start: datetime) -> tuple[dict[cc.Key, cc.Totals], int, list[Anomaly]]:
+              start: datetime) -> tuple[int, list[Anomaly]]:
     """One day in the caller's transaction: reads, then fence, then snapshot, baseline
     and anomalies."""
     day = start.date().isoformat()
@@ -115,7 +115,7 @@ def build_day(cur: psycopg.Cursor[Any], ctx: PassContext, s: cc.CostSettings,
     cur.execute(query("cost_delete_cleared_anomalies"),
                 {"day": day, "tenants": [a.tenant_id for a in anomalies],
                  "categories": [a.category for a in anomalies]})
-    return totals, mismatches, anomalies
+    return mismatches, anomalies
 
 
 @cc.exact_decimals
@@ -130,7 +130,7 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
     if first_hour is None:
         ctx.log.info("no hourly snapshots yet: nothing to build (aos-cost-snapshot-hourly "
                      "runs first)")
-        return {"days": 0}
+        return {"days": [], "pending": []}
     first_hour = first_hour.astimezone(UTC)
     first_day = cc.floor(first_hour, cc.DAY)
     if first_day < first_hour:
@@ -163,15 +163,15 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
     for d, _ in ready:
         ctx.check()
         with ctx.conn.transaction(), ctx.conn.cursor() as cur:
-            _, day_mismatches, day_anomalies = build_day(cur, ctx, s, d)
+            day_mismatches, day_anomalies = build_day(cur, ctx, s, d)
         mismatches += day_mismatches
         anomalies += day_anomalies
-    for a in anomalies:
-        ctx.log.warning("%s", a.describe(s.anomaly_k),
-                        extra={"anomaly": {k: str(v) for k, v in a.__dict__.items()}})
-        ctx.gauge("aos_cost_anomaly_amount_usd", float(a.amount_usd),
-                  "Day total of each anomaly flagged by the last run.",
-                  tenant=a.tenant_id, category=a.category, day=a.day)
+        for a in day_anomalies:  # once committed, so a later failure cannot hide it
+            ctx.log.warning("%s", a.describe(s.anomaly_k),
+                            extra={"anomaly": {k: str(v) for k, v in a.__dict__.items()}})
+            ctx.gauge("aos_cost_anomaly_amount_usd", float(a.amount_usd),
+                      "Day total of each anomaly flagged by the last run.",
+                      tenant=a.tenant_id, category=a.category, day=a.day)
     _gauges(ctx, ready, pending, plan.skipped, anomalies, mismatches, end)
     summary.update(anomalies=len(anomalies), source_mismatches=mismatches)
     stale = [d for d, _ in pending if d < end - cc.DAY]
