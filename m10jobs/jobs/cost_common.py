@@ -1,0 +1,341 @@
+"""What both cost snapshot jobs share: the [cost] settings, UTC period planning,
+the configurable source query (validated before any period is written) and the
+fenced per-period upsert.
+
+Money is Decimal end to end (PostgreSQL numeric <-> Python Decimal); floats
+never touch an amount.  Periods are half-open UTC intervals [start, start+step),
+and "now" is the database clock (or --until), never the host's.  psycopg is
+imported inside the functions that talk to the database, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    Inexact,
+    InvalidOperation,
+    localcontext,
+)
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from m10jobs.edges.queries import query
+from m10jobs.errors import BadInput, ConfigError
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from m10jobs.config import Config
+    from m10jobs.runner import PassContext
+
+SECTION = "cost"
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# What the source query must return, and the PostgreSQL types accepted for each.
+SOURCE_COLUMNS = ("tenant_id", "category", "amount_usd", "record_count")
+_TEXT = {25: "text", 1043: "varchar", 1042: "char", 19: "name"}
+_INTEGER = {20: "bigint", 23: "integer", 21: "smallint"}
+_EXACT = {1700: "numeric", **_INTEGER}
+_ACCEPTED = {"tenant_id": _TEXT, "category": _TEXT, "amount_usd": _EXACT,
+             "record_count": {**_INTEGER, 1700: "numeric"}}
+_CAST_HINT = {"tenant_id": "tenant_id::text", "category": "category::text",
+              "amount_usd": "amount_usd::numeric (floats are not exact)",
+              "record_count": "record_count::bigint"}
+
+# Sums and k*stddev never round: the default context (28 digits) would, silently.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact])
+
+
+def exact_decimals(fn: Callable[[PassContext], dict[str, Any]]
+                   ) -> Callable[[PassContext], dict[str, Any]]:
+    """Run a pass with Decimal arithmetic that raises rather than rounds."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx: PassContext) -> dict[str, Any]:
+        with localcontext(EXACT):
+            return fn(ctx)
+
+    return wrapper
+
+
+Key = tuple[str, str]
+"""(tenant_id, category)"""
+
+
+@dataclass(frozen=True)
+class Totals:
+    amount_usd: Decimal
+    record_count: int
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """The [cost] table of the config file (every key optional)."""
+
+    source_query: str
+    backfill_max_hours: int = 168
+    resnapshot_hours: int = 3
+    backfill_max_days: int = 35
+    resnapshot_days: int = 2
+    baseline_days: int = 14
+    baseline_min_days: int = 7
+    anomaly_k: Decimal = Decimal(3)
+    anomaly_min_amount_usd: Decimal = Decimal(50)
+
+
+def _decimal(section: Any, key: str, default: Decimal, minimum: Decimal) -> Decimal:
+    raw = section.data.get(key, default)
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
+            raise InvalidOperation
+        value = Decimal(str(raw))
+        if not value.is_finite() or value < minimum:
+            raise InvalidOperation
+    except InvalidOperation:
+        raise ConfigError(f"config key {SECTION}.{key}: expected a decimal number >= {minimum} "
+                          f"(a string like \"50.00\" keeps it exact), got {raw!r} (in "
+                          f"{section.source}); fix the value or remove it to use the "
+                          "default") from None
+    return value
+
+
+def settings(config: Config) -> CostSettings:
+    """Read and check [cost]; a bad key exits 78 naming it."""
+    sec = config.section(SECTION)
+    d = CostSettings(source_query="")
+    return CostSettings(
+        source_query=sec.str("source_query", query("cost_source_default")),
+        backfill_max_hours=sec.int("backfill_max_hours", d.backfill_max_hours, min=1,
+                                   max=24 * 366),
+        resnapshot_hours=sec.int("resnapshot_hours", d.resnapshot_hours, min=0, max=24 * 31),
+        backfill_max_days=sec.int("backfill_max_days", d.backfill_max_days, min=1, max=3660),
+        resnapshot_days=sec.int("resnapshot_days", d.resnapshot_days, min=0, max=366),
+        baseline_days=sec.int("baseline_days", d.baseline_days, min=2, max=366),
+        baseline_min_days=sec.int("baseline_min_days", d.baseline_min_days, min=2, max=366),
+        anomaly_k=_decimal(sec, "anomaly_k", d.anomaly_k, Decimal(0)),
+        anomaly_min_amount_usd=_decimal(sec, "anomaly_min_amount_usd",
+                                        d.anomaly_min_amount_usd, Decimal(0)),
+    )
+
+
+# -- time -------------------------------------------------------------------------
+def parse_until(ctx: click.Context | None, param: click.Parameter | None,
+                value: str | None) -> datetime | None:
+    """--until: an ISO 8601 time, UTC unless it says otherwise (click callback)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as "
+                                 "2026-01-31T00:00:00Z") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+UNTIL_OPTION = click.Option(
+    ["--until"], metavar="TIME", callback=parse_until, expose_value=True,
+    help="Act as if it were TIME (ISO 8601, UTC unless given; not in the future): "
+         "only periods that ended by then count.  Default: the database clock.")
+
+
+def now_utc(ctx: PassContext) -> datetime:
+    """The database clock, or --until (which must not be in its future)."""
+    db_now: datetime = ctx.conn.execute(query("cost_db_now")).fetchone()["now"]
+    db_now = db_now.astimezone(UTC)
+    until: datetime | None = ctx.params.get("until")
+    if until is None:
+        return db_now
+    if until > db_now:
+        raise ConfigError(f"--until {until.isoformat()} is after the database clock "
+                          f"({db_now.isoformat(timespec='seconds')}); periods that have not "
+                          "ended cannot be snapshotted")
+    return until
+
+
+def floor(t: datetime, step: timedelta) -> datetime:
+    """Start of the UTC hour or day containing t."""
+    t = t.astimezone(UTC)
+    if step == HOUR:
+        return t.replace(minute=0, second=0, microsecond=0)
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    periods: list[datetime]
+    skipped: int
+    """Missing periods older than the backfill cap (left alone, reported)."""
+
+
+def plan_periods(done: set[datetime], history: History, end: datetime, step: timedelta,
+                 cap: int, redo: int) -> Plan:
+    """Periods to (re)snapshot, oldest first, for complete periods ending by `end`.
+
+    Within the last `cap` periods every missing one is done (so raising the cap
+    and rerunning fills an old hole); the last `redo` periods are done again so
+    late records converge.  Missing periods older than the cap, after the first
+    one ever taken, are counted in `skipped`.
+    """
+    window_start = end - cap * step
+    redo_start = end - min(redo, cap) * step
+    periods, t = [], window_start
+    while t < end:
+        if t >= redo_start or t not in done:
+            periods.append(t)
+        t += step
+    skipped = 0
+    if history.first is not None and history.first < window_start:
+        skipped = max(0, (window_start - history.first) // step - history.done_before)
+    return Plan(periods, skipped)
+
+
+@dataclass(frozen=True)
+class History:
+    first: datetime | None
+    """The first period ever snapshotted."""
+    done_before: int
+    """How many periods are done before the planning window."""
+
+
+def done_periods(conn: psycopg.Connection[Any], granularity: str, since: datetime,
+                 end: datetime) -> tuple[set[datetime], History]:
+    """Snapshotted periods in [since, end), and what is done before `since`."""
+    args = {"granularity": granularity, "since": since, "end": end}
+    rows = conn.execute(query("cost_done_periods"), args).fetchall()
+    before = conn.execute(query("cost_history"), args).fetchone()
+    return ({r["period_start"].astimezone(UTC) for r in rows},
+            History(before["first"].astimezone(UTC) if before["first"] else None,
+                    before["done_before"]))
+
+
+# -- the source -------------------------------------------------------------------
+def validate_source(conn: psycopg.Connection[Any], source_query: str) -> None:
+    """Run the source query over an empty period, read-only, and check its columns.
+
+    Anything wrong (syntax, missing grant, wrong columns or types, a statement
+    that writes) exits 78 before any period is touched.
+    """
+    import psycopg
+
+    from m10jobs.edges import db
+
+    for name in ("period_start", "period_end"):
+        if f"%({name})s" not in source_query:
+            raise ConfigError(f"config key {SECTION}.source_query must filter on %({name})s "
+                              "(each period is [period_start, period_end)); add the "
+                              "placeholder")
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(source_query, {"period_start": EPOCH, "period_end": EPOCH})
+            description = cur.description
+    except psycopg.Error as exc:
+        if db.is_connection_error(exc):
+            raise
+        reason = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
+        hint = ("; grant SELECT on the source to m10_ops"
+                if isinstance(exc, psycopg.errors.InsufficientPrivilege) else "")
+        raise ConfigError(f"config key {SECTION}.source_query failed: {reason}{hint}; "
+                          "fix the query (it must be a read-only SELECT)") from None
+    if description is None:
+        raise ConfigError(f"config key {SECTION}.source_query returns no rows (not a SELECT); "
+                          f"it must return {', '.join(SOURCE_COLUMNS)}")
+    check_columns([(c.name, c.type_code) for c in description])
+
+
+def check_columns(columns: list[tuple[str, int]]) -> None:
+    """The source's (name, type oid) list must be exactly SOURCE_COLUMNS, exact types."""
+    names = [n for n, _ in columns]
+    missing = [c for c in SOURCE_COLUMNS if c not in names]
+    extra = [n for n in names if n not in SOURCE_COLUMNS]
+    duplicate = sorted({n for n in names if names.count(n) > 1})
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected {', '.join(extra)}")
+    if duplicate:
+        problems.append(f"duplicate {', '.join(duplicate)}")
+    for name, oid in columns:
+        accepted = _ACCEPTED.get(name)
+        if accepted is not None and oid not in accepted:
+            problems.append(f"{name} has type oid {oid} ({_type_name(oid)}), expected "
+                            f"{'/'.join(sorted(set(accepted.values())))}: select "
+                            f"{_CAST_HINT[name]}")
+    if problems:
+        raise ConfigError(f"config key {SECTION}.source_query returns the wrong columns "
+                          f"({'; '.join(problems)}); it must return exactly "
+                          f"{', '.join(SOURCE_COLUMNS)}")
+
+
+def _type_name(oid: int) -> str:
+    from psycopg.postgres import types
+
+    info = types.get(oid)
+    return info.name if info else "unknown"
+
+
+def read_source(cur: psycopg.Cursor[Any], source_query: str, start: datetime,
+                end: datetime) -> dict[Key, Totals]:
+    """The source's totals per (tenant, category) for [start, end); repeated keys are summed.
+
+    A NULL key or amount is bad data (65): nothing of this period is written.
+    """
+    cur.execute(source_query, {"period_start": start, "period_end": end})
+    totals: dict[Key, Totals] = {}
+    for row in cur.fetchall():
+        tenant, category = row["tenant_id"], row["category"]
+        amount, count = row["amount_usd"], row["record_count"]
+        if tenant in (None, "") or category in (None, "") or amount is None:
+            raise BadInput(f"the cost source returned a row with an empty tenant_id, category "
+                           f"or amount_usd for {start.isoformat()}..{end.isoformat()} "
+                           f"({tenant!r}, {category!r}, {amount!r}); fix the records or "
+                           "the query (coalesce); nothing was written for that period")
+        amount = Decimal(amount)
+        count = int(count or 0)
+        key = (str(tenant), str(category))
+        prev = totals.get(key)
+        totals[key] = Totals(amount + (prev.amount_usd if prev else 0),
+                             count + (prev.record_count if prev else 0))
+    return totals
+
+
+# -- writes -----------------------------------------------------------------------
+def write_period(cur: psycopg.Cursor[Any], granularity: str, start: datetime,
+                 totals: Mapping[Key, Totals], token: int | None, mismatches: int = 0) -> None:
+    """Upsert one period's rows, drop rows the source no longer has, mark it done.
+
+    Call inside the period's transaction, after ctx.fence(cur).
+    """
+    keys = sorted(totals)
+    arrays = {"granularity": granularity, "period_start": start, "token": token,
+              "tenants": [k[0] for k in keys], "categories": [k[1] for k in keys],
+              "amounts": [totals[k].amount_usd for k in keys],
+              "counts": [totals[k].record_count for k in keys]}
+    if keys:
+        cur.execute(query("cost_upsert_snapshots"), arrays)
+    cur.execute(query("cost_delete_stale_snapshots"), arrays)
+    cur.execute(query("cost_upsert_period"), {
+        "granularity": granularity, "period_start": start, "rows": len(keys),
+        "amount": sum((t.amount_usd for t in totals.values()), Decimal(0)),
+        "records": sum(t.record_count for t in totals.values()),
+        "mismatches": mismatches, "token": token})
+
+
+def token(ctx: PassContext) -> int | None:
+    return ctx.lease.token if ctx.lease is not None else None
+
+
+def iso(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t else None
