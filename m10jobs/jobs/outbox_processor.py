@@ -138,8 +138,8 @@ def process(ctx: PassContext) -> dict[str, Any]:
                                     {"after": after, "limit": s.batch_size}).fetchall()
             if not rows:
                 break
-            after = rows[-1]["id"]
-            _batch(ctx, s, publisher, rows, totals)
+            resume = _batch(ctx, s, publisher, rows, totals)
+            after = rows[-1]["id"] if resume is None else resume - 1
     elapsed = time.monotonic() - t0
     backlog = _backlog(ctx)
     summary = {**totals.__dict__, **backlog, "budget_exhausted": time.monotonic() >= deadline,
@@ -167,8 +167,11 @@ def _backlog(ctx: PassContext) -> dict[str, Any]:
 
 
 def _batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
-           rows: list[dict[str, Any]], totals: Totals) -> None:
-    """Publish one claimed batch, then commit its outcome in one fenced transaction."""
+           rows: list[dict[str, Any]], totals: Totals) -> int | None:
+    """Publish one claimed batch, then commit its outcome in one fenced transaction.
+
+    Returns the first id to claim again when events were held back behind an event
+    that this batch dead-lettered (their aggregate is unblocked now), else None."""
     from m10jobs.edges.outbox_stream import Entry, outbox_fields, published_key
 
     dead: list[tuple[dict[str, Any], str]] = []
@@ -185,6 +188,7 @@ def _batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
     outcomes = publisher.publish(entries)
     published: list[tuple[dict[str, Any], str, Outcome]] = []
     failed: list[tuple[dict[str, Any], str]] = []
+    held: list[dict[str, Any]] = []
     for r, e, o in zip(sendable, entries, outcomes, strict=True):
         if o.published:
             published.append((r, e.stream, o))
@@ -195,7 +199,7 @@ def _batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
             else:
                 failed.append((r, o.value))
         else:
-            totals.held_back += 1
+            held.append(r)
     dl = _dead_letter(s, publisher, dead) if dead else []
     _commit(ctx, s, published, failed, dl)
     totals.batches += 1
@@ -203,11 +207,15 @@ def _batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
     totals.recovered += sum(1 for _, _, o in published if o.status == "dup")
     totals.retried += len(failed)
     totals.dead_lettered += len(dl)
+    dl_keys = {order_key(r) for r, _, _, _ in dl}
+    unblocked = [r["id"] for r in held if order_key(r) in dl_keys]
+    totals.held_back += len(held) - len(unblocked)
     for r, error in failed:
         ctx.log.warning("event %d (%s) failed, will retry: %s", r["id"], r["event_type"], error)
     for r, _reason, _entry_id, fields in dl:
         ctx.log.warning("event %d (%s) dead-lettered: %s", r["id"], r["event_type"],
                         fields["reason"])
+    return min(unblocked) if unblocked else None
 
 
 def _dead_letter(s: OutboxSettings, publisher: Publisher,
