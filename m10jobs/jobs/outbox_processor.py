@@ -130,16 +130,22 @@ def process(ctx: PassContext) -> dict[str, Any]:
     deadline = t0 + s.budget(ttl, ctx.job.timeout_seconds)
     totals = Totals()
     after = 0
-    with streams.translated(url):
-        publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_s, trim=trim)
-        while time.monotonic() < deadline:
-            ctx.check()
-            rows = ctx.conn.execute(query("outbox_claim"),
-                                    {"after": after, "limit": s.batch_size}).fetchall()
-            if not rows:
-                break
-            resume = _batch(ctx, s, publisher, rows, totals)
-            after = rows[-1]["id"] if resume is None else resume - 1
+    try:
+        with streams.translated(url):
+            publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_s, trim=trim)
+            while time.monotonic() < deadline:
+                ctx.check()
+                rows = ctx.conn.execute(query("outbox_claim"),
+                                        {"after": after, "limit": s.batch_size}).fetchall()
+                if not rows:
+                    break
+                resume = _batch(ctx, s, publisher, rows, totals)
+                after = rows[-1]["id"] if resume is None else resume - 1
+    except Exception:
+        # The heartbeat interrupts a pass whose lease was lost; psycopg then closes the
+        # connection mid-query and reports that instead.  Say what really happened.
+        ctx.check()
+        raise
     elapsed = time.monotonic() - t0
     backlog = _backlog(ctx)
     summary = {**totals.__dict__, **backlog, "budget_exhausted": time.monotonic() >= deadline,
