@@ -19,7 +19,7 @@ from m10jobs.errors import LeaseLost
 from m10jobs.jobs import outbox_processor
 from m10jobs.registry import by_script
 from m10jobs.runner import PassContext
-from tests.outbox_support import entries, enqueue, summary, write_config
+from tests.outbox_support import enqueue, entries, summary, write_config
 
 SCRIPT = "m10-outbox-processor"
 
