@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
+import tempfile
 import time
 from typing import TYPE_CHECKING
 
@@ -60,25 +60,44 @@ def _floor(dsn: str, redis_url: str, n: int) -> float:
     return elapsed
 
 
+def _hwm_kib(pid: int) -> int:
+    """Peak RSS so far of a running process (VmHWM; 0 once it is gone).  Polled rather
+    than taken from wait4: a child's ru_maxrss includes the forking parent's."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _drain(bench: Bench, dsn: str, redis_url: str) -> tuple[float, int, int]:
     """Seconds to drain with the real processor (passes until the backlog is 0), passes,
     peak RSS in KiB of the processor processes."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
            **bench.stack.env(), "M10_DATABASE_URL": dsn, "M10_METRICS_DIR": ""}
     t0 = time.perf_counter()
-    passes = 0
+    passes, peak_kib = 0, 0
     while True:
         passes += 1
-        proc = subprocess.run([str(bench.bin / "m10-outbox-processor")], env=env,
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise SystemExit(f"bench_outbox: processor exited {proc.returncode}: "
-                             f"{proc.stderr[-2000:]}")
-        summary = json.loads(proc.stdout.strip().splitlines()[-1])["tasks"][0]["summary"]
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen([str(bench.bin / "m10-outbox-processor")], env=env,
+                                    stdout=out, stderr=err, text=True)
+            while proc.poll() is None:
+                peak_kib = max(peak_kib, _hwm_kib(proc.pid))
+                time.sleep(0.05)
+            out.seek(0)
+            err.seek(0)
+            if proc.returncode != 0:
+                raise SystemExit(f"bench_outbox: processor exited {proc.returncode}: "
+                                 f"{err.read()[-2000:]}")
+            stdout = out.read()
+        summary = json.loads(stdout.strip().splitlines()[-1])["tasks"][0]["summary"]
         if summary["backlog"] == 0 or passes > 50:
             break
-    elapsed = time.perf_counter() - t0
-    return elapsed, passes, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return time.perf_counter() - t0, passes, peak_kib
 
 
 def run(bench: Bench) -> None:

@@ -115,7 +115,10 @@ class Trim:
 
 
 class Publisher:
-    """Appends batches of entries with one script call per batch."""
+    """Appends batches of entries with one script call per batch.
+
+    An order key that failed stays failed for the life of the publisher (one pass):
+    later entries with that key are held back until release() is called for it."""
 
     def __init__(self, client: redis.Redis, *, dedup_ttl_s: int, trim: Trim | None = None,
                  max_per_call: int = 1000) -> None:
@@ -123,22 +126,25 @@ class Publisher:
         self.dedup_ttl_s = dedup_ttl_s
         self.trim = trim
         self.max_per_call = max_per_call
+        self.failed: set[str] = set()
         self._script = client.register_script(PUBLISH_ONCE_LUA)
 
+    def release(self, order_keys: set[str]) -> None:
+        """Let entries with these order keys through again (their blocker is resolved)."""
+        self.failed -= order_keys
+
     def publish(self, entries: Sequence[Entry]) -> list[Outcome]:
-        """Outcomes in the order of entries.  Order keys act within one call only, so a
-        batch larger than max_per_call is split where no order key spans the cut."""
+        """Outcomes in the order of entries."""
         outcomes: list[Outcome] = []
-        failed: set[str] = set()
         for start in range(0, len(entries), self.max_per_call):
             chunk = entries[start:start + self.max_per_call]
-            send = [not (e.order_key and e.order_key in failed) for e in chunk]
+            send = [not (e.order_key and e.order_key in self.failed) for e in chunk]
             todo = [e for e, s in zip(chunk, send, strict=True) if s]
             results = iter(self._call(todo) if todo else [])
             for e, s in zip(chunk, send, strict=True):
                 o = next(results) if s else Outcome("blocked", "")
                 if o.status == "err" and e.order_key:
-                    failed.add(e.order_key)
+                    self.failed.add(e.order_key)
                 outcomes.append(o)
         return outcomes
 

@@ -25,6 +25,10 @@ from m10jobs.errors import ConfigError, TaskFailed
 from m10jobs.registry import Flow, Job
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    import psycopg
+
     from m10jobs.config import Config
     from m10jobs.edges.outbox_stream import Outcome, Publisher
     from m10jobs.runner import PassContext
@@ -113,7 +117,9 @@ class Totals:
 
 
 def process(ctx: PassContext) -> dict[str, Any]:
-    from m10jobs.edges import streams
+    from concurrent.futures import ThreadPoolExecutor
+
+    from m10jobs.edges import db, streams
     from m10jobs.edges.outbox_stream import Publisher, Trim
     from m10jobs.edges.queries import query
 
@@ -130,6 +136,11 @@ def process(ctx: PassContext) -> dict[str, Any]:
     deadline = t0 + s.budget(ttl, ctx.job.timeout_seconds)
     totals = Totals()
     after = 0
+    # Batch k commits on its own connection while batch k+1 is claimed and published:
+    # appends are idempotent, so a crash in between only costs dedup lookups.
+    committer = ThreadPoolExecutor(1, thread_name_prefix="outbox-commit")
+    in_flight: Future[None] | None = None
+    commit_conn = db.connect(ctx.dsn, app=f"{ctx.job.script}:commit")
     try:
         with streams.translated(url):
             publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_s, trim=trim)
@@ -139,13 +150,26 @@ def process(ctx: PassContext) -> dict[str, Any]:
                                         {"after": after, "limit": s.batch_size}).fetchall()
                 if not rows:
                     break
-                resume = _batch(ctx, s, publisher, rows, totals)
-                after = rows[-1]["id"] if resume is None else resume - 1
-    except Exception:
-        # The heartbeat interrupts a pass whose lease was lost; psycopg then closes the
-        # connection mid-query and reports that instead.  Say what really happened.
-        ctx.check()
+                outcome = _publish_batch(ctx, s, publisher, rows, totals)
+                if in_flight is not None:
+                    in_flight.result()
+                in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
+                after = rows[-1]["id"]
+                if outcome.resume_at is not None:
+                    in_flight.result()  # re-claimed rows must see this batch committed
+                    after = outcome.resume_at - 1
+            if in_flight is not None:
+                in_flight.result()
+    except BaseException as exc:
+        committer.shutdown(wait=True, cancel_futures=True)
+        commit_conn.close()
+        if isinstance(exc, Exception):
+            # The heartbeat interrupts a pass whose lease was lost; psycopg then closes
+            # the connection mid-query and reports that instead.  Say what happened.
+            ctx.check()
         raise
+    committer.shutdown(wait=True)
+    commit_conn.close()
     elapsed = time.monotonic() - t0
     backlog = _backlog(ctx)
     summary = {**totals.__dict__, **backlog, "budget_exhausted": time.monotonic() >= deadline,
@@ -172,12 +196,18 @@ def _backlog(ctx: PassContext) -> dict[str, Any]:
             "oldest_pending_age_s": round(row["oldest_pending_age_s"], 3)}
 
 
-def _batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
-           rows: list[dict[str, Any]], totals: Totals) -> int | None:
-    """Publish one claimed batch, then commit its outcome in one fenced transaction.
+@dataclass
+class BatchOutcome:
+    published: list[tuple[dict[str, Any], str, Outcome]]
+    failed: list[tuple[dict[str, Any], str]]
+    dead: list[tuple[dict[str, Any], str, str, dict[str, str]]]
+    resume_at: int | None
+    """First id to claim again: events held back behind one this batch dead-lettered."""
 
-    Returns the first id to claim again when events were held back behind an event
-    that this batch dead-lettered (their aggregate is unblocked now), else None."""
+
+def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
+                   rows: list[dict[str, Any]], totals: Totals) -> BatchOutcome:
+    """Append one claimed batch (and its dead letters) to Redis; what to commit."""
     from m10jobs.edges.outbox_stream import Entry, outbox_fields, published_key
 
     dead: list[tuple[dict[str, Any], str]] = []
@@ -207,21 +237,21 @@ def _batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
         else:
             held.append(r)
     dl = _dead_letter(s, publisher, dead) if dead else []
-    _commit(ctx, s, published, failed, dl)
+    dl_keys = {order_key(r) for r, _, _, _ in dl} - {""}
+    publisher.release(dl_keys)
+    unblocked = [r["id"] for r in held if order_key(r) in dl_keys]
     totals.batches += 1
     totals.published += sum(1 for _, _, o in published if o.status == "ok")
     totals.recovered += sum(1 for _, _, o in published if o.status == "dup")
     totals.retried += len(failed)
     totals.dead_lettered += len(dl)
-    dl_keys = {order_key(r) for r, _, _, _ in dl}
-    unblocked = [r["id"] for r in held if order_key(r) in dl_keys]
     totals.held_back += len(held) - len(unblocked)
     for r, error in failed:
         ctx.log.warning("event %d (%s) failed, will retry: %s", r["id"], r["event_type"], error)
     for r, _reason, _entry_id, fields in dl:
         ctx.log.warning("event %d (%s) dead-lettered: %s", r["id"], r["event_type"],
                         fields["reason"])
-    return min(unblocked) if unblocked else None
+    return BatchOutcome(published, failed, dl, min(unblocked) if unblocked else None)
 
 
 def _dead_letter(s: OutboxSettings, publisher: Publisher,
@@ -246,36 +276,36 @@ def _dead_letter(s: OutboxSettings, publisher: Publisher,
             for (r, reason), e, o in zip(dead, entries, outcomes, strict=True)]
 
 
-def _commit(ctx: PassContext, s: OutboxSettings,
-            published: list[tuple[dict[str, Any], str, Outcome]],
-            failed: list[tuple[dict[str, Any], str]],
-            dl: list[tuple[dict[str, Any], str, str, dict[str, str]]]) -> None:
+def _commit(ctx: PassContext, conn: psycopg.Connection[Any], s: OutboxSettings,
+            b: BatchOutcome) -> None:
+    """Mark a published batch in one transaction that checks the fencing token."""
     from psycopg.types.json import Jsonb
 
+    from m10jobs.edges import db
     from m10jobs.edges.queries import query
 
     lease = ctx.lease
-    with ctx.conn.transaction(), ctx.conn.cursor() as cur:
+    with db.translated(ctx.dsn), conn.transaction(), conn.cursor() as cur:
         ctx.fence(cur)
-        if published:
+        if b.published:
             cur.execute(query("outbox_mark_published"), {
-                "ids": [r["id"] for r, _, _ in published],
-                "streams": [stream for _, stream, _ in published],
-                "entry_ids": [o.value for _, _, o in published],
+                "ids": [r["id"] for r, _, _ in b.published],
+                "streams": [stream for _, stream, _ in b.published],
+                "entry_ids": [o.value for _, _, o in b.published],
                 "token": lease.token if lease else None,
                 "holder": lease.holder if lease else None})
-        if failed:
+        if b.failed:
             cur.execute(query("outbox_mark_failed"), {
-                "ids": [r["id"] for r, _ in failed],
-                "errors": [e[:2000] for _, e in failed],
-                "delays": [s.retry_delay(r["attempts"]) for r, _ in failed]})
-        if dl:
+                "ids": [r["id"] for r, _ in b.failed],
+                "errors": [e[:2000] for _, e in b.failed],
+                "delays": [s.retry_delay(r["attempts"]) for r, _ in b.failed]})
+        if b.dead:
             cur.execute(query("outbox_mark_dead_lettered"), {
-                "ids": [r["id"] for r, _, _, _ in dl],
-                "reasons": [reason for _, reason, _, _ in dl],
-                "entry_ids": [entry_id for _, _, entry_id, _ in dl],
-                "sources": [s.stream_for(r["event_type"]) for r, _, _, _ in dl],
-                "fields": [Jsonb(fields) for _, _, _, fields in dl],
+                "ids": [r["id"] for r, _, _, _ in b.dead],
+                "reasons": [reason for _, reason, _, _ in b.dead],
+                "entry_ids": [entry_id for _, _, entry_id, _ in b.dead],
+                "sources": [s.stream_for(r["event_type"]) for r, _, _, _ in b.dead],
+                "fields": [Jsonb(fields) for _, _, _, fields in b.dead],
                 "dl_stream": s.dead_letter_stream})
 
 
