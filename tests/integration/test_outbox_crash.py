@@ -59,7 +59,7 @@ def test_sigkill_many_times_while_draining_10k(conn: Any, env: dict[str, str], r
                                                tmp_path: Path) -> None:
     n = 10_000
     bulk_enqueue(conn, n, aggregates=50)
-    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 250\n")
+    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
     env = {**env, "M10_LEASE_TTL_SECONDS": "1"}
     rng = random.Random(3)
     kills = 0
@@ -92,10 +92,11 @@ def test_leader_stopped_past_its_ttl_cannot_commit(conn: Any, env: dict[str, str
                                                    redis_url: str, tmp_path: Path) -> None:
     n = 20_000
     bulk_enqueue(conn, n)
-    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 200\n")
+    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
     env = {**env, "M10_LEASE_TTL_SECONDS": "2"}
     old = start(env, "--config", str(cfg))
     time.sleep(0.8)
+    assert old.poll() is None, "the leader finished before it could be stopped"
     old.send_signal(signal.SIGSTOP)
     try:
         time.sleep(2.5)  # the lease lapses while the leader is frozen
