@@ -115,3 +115,21 @@ def test_leader_stopped_past_its_ttl_cannot_commit(conn: Any, env: dict[str, str
                              "WHERE fencing_token = %s", (token_of_old,)).fetchone()["n"]
         assert after == committed_by_old  # nothing committed by the old leader after the pause
     assert_exactly_once(conn, redis_url, n)
+
+
+def test_postgres_connections_lost_mid_pass_exit_69_then_nothing_lost_or_doubled(
+        conn: Any, env: dict[str, str], redis_url: str, tmp_path: Path) -> None:
+    n = 10_000
+    bulk_enqueue(conn, n)
+    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
+    proc = start(env, "--config", str(cfg))
+    time.sleep(0.8)
+    assert proc.poll() is None, "the pass finished before its connections could be cut"
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE application_name LIKE 'm10-outbox-processor%%'")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 69, err[-1000:]
+    assert "PostgreSQL" in err and "Traceback" not in err
+    conn.execute("DELETE FROM m10_recovery.distributed_locks")  # the dead pass's lease
+    drain(env, "--config", str(cfg))
+    assert_exactly_once(conn, redis_url, n)
