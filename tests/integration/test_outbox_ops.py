@@ -84,3 +84,16 @@ def test_status_and_retry_by_hand(cli: Any, conn: Any, redis_url: str, tmp_path:
     assert published.returncode == 65 and "already published" in published.stderr
     missing = cli("m10", "outbox", "retry", "999999")
     assert missing.returncode == 65 and "does not exist" in missing.stderr
+
+
+def test_synthetic_dry_run_enqueues_nothing(cli: Any, conn: Any) -> None:
+    proc = cli("m10-synthetic-traffic", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert summary(proc.stdout)["would_enqueue"] == 10
+    assert conn.execute("SELECT count(*) AS n FROM m10_recovery.outbox").fetchone()["n"] == 0
+
+
+def test_status_shows_the_live_leader(cli: Any, conn: Any) -> None:
+    conn.execute("SELECT m10_recovery.acquire_lock('m10:outbox_processor', 'host-a:1:r', 60)")
+    report = json.loads(cli("m10", "outbox", "status", "--json").stdout)
+    assert report["leader"] == "host-a:1:r" and 0 < report["lease_expires_in_s"] <= 60
