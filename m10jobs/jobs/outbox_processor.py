@@ -141,11 +141,15 @@ def process(ctx: PassContext) -> dict[str, Any]:
     committer = ThreadPoolExecutor(1, thread_name_prefix="outbox-commit")
     in_flight: Future[None] | None = None
     commit_conn = db.connect(ctx.dsn, app=f"{ctx.job.script}:commit")
+    exhausted = False
     try:
         with streams.translated(url):
             publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_s, trim=trim)
-            while time.monotonic() < deadline:
+            while True:
                 ctx.check()
+                if time.monotonic() >= deadline:
+                    exhausted = True
+                    break
                 rows = ctx.conn.execute(query("outbox_claim"),
                                         {"after": after, "limit": s.batch_size}).fetchall()
                 if not rows:
@@ -160,19 +164,17 @@ def process(ctx: PassContext) -> dict[str, Any]:
                     after = outcome.resume_at - 1
             if in_flight is not None:
                 in_flight.result()
-    except BaseException as exc:
+    except Exception:
+        # The heartbeat interrupts a pass whose lease was lost; psycopg then closes the
+        # connection mid-query and reports that instead.  Say what really happened.
+        ctx.check()
+        raise
+    finally:
         committer.shutdown(wait=True, cancel_futures=True)
         commit_conn.close()
-        if isinstance(exc, Exception):
-            # The heartbeat interrupts a pass whose lease was lost; psycopg then closes
-            # the connection mid-query and reports that instead.  Say what happened.
-            ctx.check()
-        raise
-    committer.shutdown(wait=True)
-    commit_conn.close()
     elapsed = time.monotonic() - t0
     backlog = _backlog(ctx)
-    summary = {**totals.__dict__, **backlog, "budget_exhausted": time.monotonic() >= deadline,
+    summary = {**totals.__dict__, **backlog, "budget_exhausted": exhausted,
                "events_per_s": round((totals.published + totals.recovered) / elapsed, 1)
                if elapsed > 0 else 0.0}
     ctx.gauge("m10_outbox_published", totals.published, "Events published by the last pass.")
