@@ -121,8 +121,9 @@ class Publisher:
     later entries with that key are held back until release() is called for it."""
 
     def __init__(self, client: redis.Redis, *, dedup_ttl_s: int, trim: Trim | None = None,
-                 max_per_call: int = 1000) -> None:
+                 max_per_call: int = 1000, max_bytes_per_call: int = 32 << 20) -> None:
         self.client = client
+        self.max_bytes_per_call = max_bytes_per_call
         self.dedup_ttl_s = dedup_ttl_s
         self.trim = trim
         self.max_per_call = max_per_call
@@ -136,8 +137,7 @@ class Publisher:
     def publish(self, entries: Sequence[Entry]) -> list[Outcome]:
         """Outcomes in the order of entries."""
         outcomes: list[Outcome] = []
-        for start in range(0, len(entries), self.max_per_call):
-            chunk = entries[start:start + self.max_per_call]
+        for chunk in self._chunks(entries):
             send = [not (e.order_key and e.order_key in self.failed) for e in chunk]
             todo = [e for e, s in zip(chunk, send, strict=True) if s]
             results = iter(self._call(todo) if todo else [])
@@ -147,6 +147,22 @@ class Publisher:
                     self.failed.add(e.order_key)
                 outcomes.append(o)
         return outcomes
+
+    def _chunks(self, entries: Sequence[Entry]) -> list[Sequence[Entry]]:
+        """Calls of at most max_per_call entries and about max_bytes_per_call bytes, so
+        a batch of large payloads stays far below Redis's 512 MB argument limit."""
+        chunks: list[Sequence[Entry]] = []
+        start, size = 0, 0
+        for i, e in enumerate(entries):
+            n = sum(len(f) + len(v) for f, v in e.fields)
+            if i > start and (i - start >= self.max_per_call
+                              or size + n > self.max_bytes_per_call):
+                chunks.append(entries[start:i])
+                start, size = i, 0
+            size += n
+        if start < len(entries):
+            chunks.append(entries[start:])
+        return chunks
 
     def _call(self, entries: Sequence[Entry]) -> list[Outcome]:
         keys: list[str] = []

@@ -31,3 +31,15 @@ def test_maxlen_trim(redis_url: str) -> None:
     pub = Publisher(client, dedup_ttl_s=3600, trim=Trim("MAXLEN", 10))
     pub.publish([Entry("t", f"k{i}", [("i", str(i))]) for i in range(2000)])
     assert 10 <= client.xlen("t") < 500
+
+
+def test_large_batches_are_split_by_bytes_and_order_keys_still_hold(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.set("bad", "x")
+    pub = Publisher(client, dedup_ttl_s=3600, max_bytes_per_call=1000)
+    batch = [Entry("bad", "e:0", [("p", "y" * 600)], "A"),
+             *[Entry("s", f"e:{i}", [("p", "y" * 600)], "A" if i % 2 else "") for i in
+               range(1, 6)]]
+    statuses = [o.status for o in pub.publish(batch)]
+    assert statuses == ["err", "blocked", "ok", "blocked", "ok", "blocked"]
+    assert pub._chunks(batch) and len(pub._chunks(batch)) == 6
