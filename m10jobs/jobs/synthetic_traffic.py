@@ -1,7 +1,7 @@
 """m10-synthetic-traffic: end-to-end probe of the outbox pipeline, every 30 minutes.
 
-Each pass first checks the synthetic events of earlier runs (within
-`lookback_seconds`): published ones must be in their stream (unless trimmed
+Each pass first checks the synthetic events of earlier runs (every pending one,
+the others within `lookback_seconds`): published ones must be in their stream (unless trimmed
 away since), and their publish latency is reported; any still pending after
 `stall_seconds`, dead-lettered, or missing from the stream fails the pass
 (exit 1: the pipeline is stalled or losing events).  Then it enqueues `count`

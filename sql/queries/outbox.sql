@@ -118,11 +118,18 @@ SELECT m10_recovery.enqueue_outbox('m10.synthetic', %(payload)s::jsonb, 'm10.syn
                                    %(key)s) AS id;
 
 -- synthetic_recent --
--- Synthetic events of earlier runs within the lookback window, with their publish record.
+-- Synthetic events of earlier runs: every one still pending (however old: a long stall must
+-- not age out of view) and the others enqueued within the lookback window.
 SELECT o.id, o.status, o.stream, o.stream_entry_id,
        extract(epoch FROM now() - o.created_at)::float8 AS age_s,
        extract(epoch FROM o.published_at - o.created_at)::float8 AS latency_s
   FROM m10_recovery.outbox o
- WHERE o.event_type = 'm10.synthetic'
+ WHERE o.event_type = 'm10.synthetic' AND o.status = 'pending'
+UNION ALL
+SELECT o.id, o.status, o.stream, o.stream_entry_id,
+       extract(epoch FROM now() - o.created_at)::float8 AS age_s,
+       extract(epoch FROM o.published_at - o.created_at)::float8 AS latency_s
+  FROM m10_recovery.outbox o
+ WHERE o.event_type = 'm10.synthetic' AND o.status <> 'pending'
    AND o.created_at >= now() - make_interval(secs => %(lookback)s)
- ORDER BY o.id;
+ ORDER BY id;

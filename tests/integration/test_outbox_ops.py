@@ -97,3 +97,12 @@ def test_status_shows_the_live_leader(cli: Any, conn: Any) -> None:
     conn.execute("SELECT m10_recovery.acquire_lock('m10:outbox_processor', 'host-a:1:r', 60)")
     report = json.loads(cli("m10", "outbox", "status", "--json").stdout)
     assert report["leader"] == "host-a:1:r" and 0 < report["lease_expires_in_s"] <= 60
+
+
+def test_synthetic_stall_older_than_the_lookback_is_still_seen(cli: Any, conn: Any,
+                                                                tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "[synthetic_traffic]\ncount = 1\nlookback_seconds = 60\n")
+    assert cli("m10-synthetic-traffic", "--config", str(cfg)).returncode == 0
+    conn.execute("UPDATE m10_recovery.outbox SET created_at = now() - interval '1 day'")
+    proc = cli("m10-synthetic-traffic", "--config", str(cfg))
+    assert proc.returncode == 1 and "stalled" in proc.stderr
