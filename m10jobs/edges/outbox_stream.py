@@ -170,9 +170,10 @@ class Publisher:
         for e in entries:
             keys += (e.stream, e.dedup_key)
             batch.append((e.order_key, [x for pair in e.fields for x in pair]))
+        # ensure_ascii=False: UTF-8 passes through cjson byte for byte.
         raw = self._script(keys=keys, args=[
             self.dedup_ttl_s, self.trim.kind if self.trim else "",
-            self.trim.value if self.trim else 0, json.dumps(batch)])
+            self.trim.value if self.trim else 0, json.dumps(batch, ensure_ascii=False)])
         lines = _text(raw).split("\n")
         return [Outcome(_STATUS[line[0]], line[1:]) for line in lines]  # type: ignore[arg-type]
 

@@ -199,3 +199,11 @@ def test_time_budget_ends_the_pass_with_a_backlog(cli: Any, conn: Any, tmp_path:
     s = summary(proc.stdout)
     assert s["budget_exhausted"] is True and s["backlog"] > 0
     assert s["published"] + s["backlog"] == 20_000 and s["oldest_pending_age_s"] > 0
+
+
+def test_non_ascii_payload_arrives_byte_exact(cli: Any, conn: Any, redis_url: str) -> None:
+    payload = {"name": "Zoë 😀 \u4e2d\u6587", "quote": "a \"b\" \\ c\nd"}
+    enqueue(conn, 1, payload=payload, key_prefix="ü")
+    assert cli(SCRIPT).returncode == 0
+    got = entries(redis_url, "m10:outbox")[0]
+    assert json.loads(got["payload"]) == payload and got["idempotency_key"] == "ü:0"
