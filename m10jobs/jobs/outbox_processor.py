@@ -1,0 +1,336 @@
+"""m10-outbox-processor: single-leader drain of m10_recovery.outbox into Redis Streams.
+
+One pass under lease `m10:outbox_processor`: claim ready pending events in id
+order, a batch at a time; append each to its stream exactly once (a Lua script
+keyed by event id, see edges/outbox_stream.py); then, in one transaction that
+checks the fencing token, mark them published and record them in replay_log.
+A leader whose lease lapsed cannot commit; whatever it appended is found again
+by its successor's dedup lookup, so nothing is appended twice.
+
+Per aggregate (aggregate_type, aggregate_id) events go out in id order: a
+failing event holds back the later events of its aggregate, nobody else's.
+Failures are retried with exponential backoff, jitter and a cap; after
+`max_attempts` (or at once, for an oversize payload) the event goes to the
+dead-letter stream and then into dead_letter_archive, and its aggregate moves on.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from m10jobs.errors import ConfigError, TaskFailed
+from m10jobs.registry import Flow, Job
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    import psycopg
+
+    from m10jobs.config import Config
+    from m10jobs.edges.outbox_stream import Outcome, Publisher
+    from m10jobs.runner import PassContext
+
+LOCK = "m10:outbox_processor"
+SECTION = "outbox"
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """[outbox] in the TOML file; every getter names the bad key (exit 78)."""
+
+    stream: str = "m10:outbox"
+    dead_letter_stream: str = "m10:dead_letter"
+    routes: tuple[tuple[str, str], ...] = ()
+    batch_size: int = 1000
+    max_attempts: int = 8
+    retry_base_s: float = 5.0
+    retry_max_s: float = 900.0
+    max_payload_bytes: int = 1_000_000
+    dedup_ttl_s: int = 7 * 86400
+    dedup_prefix: str = "m10:outbox:published:"
+    trim_maxlen: int = 1_000_000
+    trim_minid_s: int = 0
+    time_budget_s: float = 200.0
+
+    @classmethod
+    def load(cls, config: Config) -> OutboxSettings:
+        sec = config.section(SECTION)
+        d = cls()
+        routes_sec = sec.table("routes")
+        routes = tuple((event_type, routes_sec.str(event_type, "-"))
+                       for event_type in sorted(routes_sec.data))
+        s = cls(
+            stream=sec.str("stream", d.stream),
+            dead_letter_stream=sec.str("dead_letter_stream", d.dead_letter_stream),
+            routes=routes,
+            batch_size=sec.int("batch_size", d.batch_size, min=1, max=10_000),
+            max_attempts=sec.int("max_attempts", d.max_attempts, min=1, max=1000),
+            retry_base_s=sec.float("retry_base_seconds", d.retry_base_s, min=0),
+            retry_max_s=sec.float("retry_max_seconds", d.retry_max_s, min=0),
+            max_payload_bytes=sec.int("max_payload_bytes", d.max_payload_bytes, min=1,
+                                      max=512 * 1024 * 1024),
+            dedup_ttl_s=sec.int("dedup_ttl_seconds", d.dedup_ttl_s, min=3600),
+            dedup_prefix=sec.str("dedup_key_prefix", d.dedup_prefix),
+            trim_maxlen=sec.int("trim_maxlen", d.trim_maxlen, min=0),
+            trim_minid_s=sec.int("trim_minid_seconds", d.trim_minid_s, min=0),
+            time_budget_s=sec.float("time_budget_seconds", d.time_budget_s, min=1),
+        )
+        if s.trim_maxlen and s.trim_minid_s:
+            raise ConfigError(f"config keys {SECTION}.trim_maxlen and {SECTION}."
+                              f"trim_minid_seconds are both set (in {config.source}); set one "
+                              "of them to 0")
+        if s.dead_letter_stream == s.stream or s.dead_letter_stream in dict(s.routes).values():
+            raise ConfigError(f"config key {SECTION}.dead_letter_stream: must differ from the "
+                              f"event streams (in {config.source})")
+        return s
+
+    def stream_for(self, event_type: str) -> str:
+        return dict(self.routes).get(event_type, self.stream)
+
+    def retry_delay(self, failures: int) -> float:
+        """Exponential backoff with a cap and 'equal jitter' (half fixed, half random)."""
+        delay = min(self.retry_max_s, self.retry_base_s * 2 ** min(failures, 60))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def budget(self, lease_ttl: int, job_timeout: int) -> float:
+        """The pass's time budget, kept below the lease TTL and the unit's timeout."""
+        return max(1.0, min(self.time_budget_s, lease_ttl * 0.8, job_timeout - 20))
+
+
+def order_key(row: dict[str, Any]) -> str:
+    if row["aggregate_id"] is None:
+        return ""
+    return f"{row['aggregate_type'] or ''}\x00{row['aggregate_id']}"
+
+
+@dataclass
+class Totals:
+    published: int = 0
+    recovered: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    held_back: int = 0
+    batches: int = 0
+
+
+def process(ctx: PassContext) -> dict[str, Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from m10jobs.edges import db, streams
+    from m10jobs.edges.outbox_stream import Publisher, Trim
+    from m10jobs.edges.queries import query
+
+    s = OutboxSettings.load(ctx.config)
+    if ctx.dry_run:
+        ready = ctx.conn.execute(query("outbox_claim"),
+                                 {"after": 0, "limit": s.batch_size}).fetchall()
+        return {"would_publish_first_batch": len(ready), **_backlog(ctx)}
+    trim = (Trim("MINID", s.trim_minid_s * 1000) if s.trim_minid_s
+            else Trim("MAXLEN", s.trim_maxlen) if s.trim_maxlen else None)
+    url = ctx.config.redis_url
+    ttl = ctx.lease.ttl if ctx.lease else ctx.config.lease_ttl_seconds
+    t0 = time.monotonic()
+    deadline = t0 + s.budget(ttl, ctx.job.timeout_seconds)
+    totals = Totals()
+    after = 0
+    # Batch k commits on its own connection while batch k+1 is claimed and published:
+    # appends are idempotent, so a crash in between only costs dedup lookups.
+    committer = ThreadPoolExecutor(1, thread_name_prefix="outbox-commit")
+    in_flight: Future[None] | None = None
+    commit_conn = db.connect(ctx.dsn, app=f"{ctx.job.script}:commit")
+    exhausted = False
+    try:
+        with streams.translated(url):
+            publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_s, trim=trim)
+            while True:
+                ctx.check()
+                if time.monotonic() >= deadline:
+                    exhausted = True
+                    break
+                rows = ctx.conn.execute(query("outbox_claim"),
+                                        {"after": after, "limit": s.batch_size}).fetchall()
+                if not rows:
+                    break
+                outcome = _publish_batch(ctx, s, publisher, rows, totals)
+                if in_flight is not None:
+                    in_flight.result()
+                in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
+                after = rows[-1]["id"]
+                if outcome.resume_at is not None:
+                    in_flight.result()  # re-claimed rows must see this batch committed
+                    after = outcome.resume_at - 1
+            if in_flight is not None:
+                in_flight.result()
+    except Exception:
+        # The heartbeat interrupts a pass whose lease was lost; psycopg then closes the
+        # connection mid-query and reports that instead.  Say what really happened.
+        ctx.check()
+        raise
+    finally:
+        committer.shutdown(wait=True, cancel_futures=True)
+        commit_conn.close()
+    elapsed = time.monotonic() - t0
+    backlog = _backlog(ctx)
+    summary = {**totals.__dict__, **backlog, "budget_exhausted": exhausted,
+               "events_per_s": round((totals.published + totals.recovered) / elapsed, 1)
+               if elapsed > 0 else 0.0}
+    ctx.gauge("m10_outbox_published", totals.published, "Events published by the last pass.")
+    ctx.gauge("m10_outbox_dead_lettered", totals.dead_lettered,
+              "Events dead-lettered by the last pass.")
+    ctx.gauge("m10_outbox_backlog", backlog["backlog"], "Pending outbox events after the pass.")
+    ctx.gauge("m10_outbox_oldest_pending_age_seconds", backlog["oldest_pending_age_s"],
+              "Age of the oldest pending outbox event.")
+    ctx.log.info("outbox: published %d (+%d recovered), retried %d, dead-lettered %d, "
+                 "backlog %d", totals.published, totals.recovered, totals.retried,
+                 totals.dead_lettered, backlog["backlog"])
+    return summary
+
+
+def _backlog(ctx: PassContext) -> dict[str, Any]:
+    from m10jobs.edges.queries import query
+
+    row = ctx.conn.execute(query("outbox_backlog")).fetchone()
+    return {"backlog": row["backlog"], "retrying": row["retrying"],
+            "dead_lettered_total": row["dead_lettered"],
+            "oldest_pending_age_s": round(row["oldest_pending_age_s"], 3)}
+
+
+@dataclass
+class BatchOutcome:
+    published: list[tuple[dict[str, Any], str, Outcome]]
+    failed: list[tuple[dict[str, Any], str]]
+    dead: list[tuple[dict[str, Any], str, str, dict[str, str]]]
+    resume_at: int | None
+    """First id to claim again: events held back behind one this batch dead-lettered."""
+
+
+def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
+                   rows: list[dict[str, Any]], totals: Totals) -> BatchOutcome:
+    """Append one claimed batch (and its dead letters) to Redis; what to commit."""
+    from m10jobs.edges.outbox_stream import Entry, outbox_fields, published_key
+
+    dead: list[tuple[dict[str, Any], str]] = []
+    sendable: list[dict[str, Any]] = []
+    for r in rows:
+        size = len(r["payload"].encode())
+        if size > s.max_payload_bytes:
+            dead.append((r, f"payload of {size} bytes exceeds {SECTION}.max_payload_bytes "
+                            f"({s.max_payload_bytes})"))
+        else:
+            sendable.append(r)
+    entries = [Entry(s.stream_for(r["event_type"]), published_key(s.dedup_prefix, r["id"]),
+                     outbox_fields(r), order_key(r)) for r in sendable]
+    outcomes = publisher.publish(entries)
+    published: list[tuple[dict[str, Any], str, Outcome]] = []
+    failed: list[tuple[dict[str, Any], str]] = []
+    held: list[dict[str, Any]] = []
+    for r, e, o in zip(sendable, entries, outcomes, strict=True):
+        if o.published:
+            published.append((r, e.stream, o))
+        elif o.status == "err":
+            if r["attempts"] + 1 >= s.max_attempts:
+                dead.append((r, f"publish to {e.stream} failed {r['attempts'] + 1} times, "
+                                f"last: {o.value}"))
+            else:
+                failed.append((r, o.value))
+        else:
+            held.append(r)
+    dl = _dead_letter(s, publisher, dead) if dead else []
+    dl_keys = {order_key(r) for r, _, _, _ in dl} - {""}
+    publisher.release(dl_keys)
+    unblocked = [r["id"] for r in held if order_key(r) in dl_keys]
+    totals.batches += 1
+    totals.published += sum(1 for _, _, o in published if o.status == "ok")
+    totals.recovered += sum(1 for _, _, o in published if o.status == "dup")
+    totals.retried += len(failed)
+    totals.dead_lettered += len(dl)
+    totals.held_back += len(held) - len(unblocked)
+    for r, error in failed:
+        ctx.log.warning("event %d (%s) failed, will retry: %s", r["id"], r["event_type"], error)
+    for r, _reason, _entry_id, fields in dl:
+        ctx.log.warning("event %d (%s) dead-lettered: %s", r["id"], r["event_type"],
+                        fields["reason"])
+    return BatchOutcome(published, failed, dl, min(unblocked) if unblocked else None)
+
+
+def _dead_letter(s: OutboxSettings, publisher: Publisher,
+                 dead: list[tuple[dict[str, Any], str]]
+                 ) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
+    """Append dead letters to the dead-letter stream (before the row is marked)."""
+    from m10jobs.edges.outbox_stream import Entry, dead_letter_key, outbox_fields
+
+    entries = []
+    for r, reason in dead:
+        fields = [*outbox_fields(r), ("reason", reason), ("attempts", str(r["attempts"] + 1))]
+        entries.append(Entry(s.dead_letter_stream,
+                             dead_letter_key(s.dedup_prefix, r["id"], r["dead_letters"] + 1),
+                             fields))
+    outcomes = publisher.publish(entries)
+    bad = [o.value for o in outcomes if not o.published]
+    if bad:
+        raise TaskFailed(f"could not append to dead-letter stream {s.dead_letter_stream}: "
+                         f"{bad[0]}; check that the key is a stream (`TYPE "
+                         f"{s.dead_letter_stream}` in redis-cli)")
+    return [(r, reason, o.value, dict(e.fields))
+            for (r, reason), e, o in zip(dead, entries, outcomes, strict=True)]
+
+
+def _commit(ctx: PassContext, conn: psycopg.Connection[Any], s: OutboxSettings,
+            b: BatchOutcome) -> None:
+    """Mark a published batch in one transaction that checks the fencing token."""
+    from psycopg.types.json import Jsonb
+
+    from m10jobs.edges import db
+    from m10jobs.edges.queries import query
+
+    lease = ctx.lease
+    with db.translated(ctx.dsn), conn.transaction(), conn.cursor() as cur:
+        ctx.fence(cur)
+        if b.published:
+            cur.execute(query("outbox_mark_published"), {
+                "ids": [r["id"] for r, _, _ in b.published],
+                "streams": [stream for _, stream, _ in b.published],
+                "entry_ids": [o.value for _, _, o in b.published],
+                "token": lease.token if lease else None,
+                "holder": lease.holder if lease else None})
+        if b.failed:
+            cur.execute(query("outbox_mark_failed"), {
+                "ids": [r["id"] for r, _ in b.failed],
+                "errors": [e[:2000] for _, e in b.failed],
+                "delays": [s.retry_delay(r["attempts"]) for r, _ in b.failed]})
+        if b.dead:
+            cur.execute(query("outbox_mark_dead_lettered"), {
+                "ids": [r["id"] for r, _, _, _ in b.dead],
+                "reasons": [reason for _, reason, _, _ in b.dead],
+                "entry_ids": [entry_id for _, _, entry_id, _ in b.dead],
+                "sources": [s.stream_for(r["event_type"]) for r, _, _, _ in b.dead],
+                "fields": [Jsonb(fields) for _, _, _, fields in b.dead],
+                "dl_stream": s.dead_letter_stream})
+
+
+JOB = Job(
+    script="m10-outbox-processor",
+    summary="Drain m10_recovery.outbox into Redis Streams exactly once, recording replay_log.",
+    example="m10-outbox-processor --dry-run",
+    schedule="minutely",
+    lock=LOCK,
+    run=process,
+    after=("postgresql.service", "redis-server.service"),
+    wants=("network-online.target",),
+    produces=(
+        Flow("lock", LOCK, "m10_recovery.distributed_locks", "Single-leader outbox processing",
+             ("orchestrator.py",)),
+        Flow("checkpoint", "replay_log", "m10_recovery.replay_log", "Idempotency tracking",
+             ("retry scripts", "retention cleanup")),
+        Flow("stream", "m10:outbox", "Redis stream (outbox.stream, outbox.routes)",
+             "Published outbox events (A5 fields)"),
+        Flow("stream", "m10:dead_letter", "Redis stream (outbox.dead_letter_stream)",
+             "Events that could not be published", ("dl_reconcile",)),
+        Flow("checkpoint", "dead_letter_archive", "m10_recovery.dead_letter_archive",
+             "DL message storage", ("retention_archive.py", "reconcile_dl.py")),
+    ),
+    consumes=("m10_recovery.outbox",),
+)

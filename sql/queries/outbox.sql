@@ -1,0 +1,135 @@
+-- Outbox processor, synthetic traffic and `m10 outbox` queries (issue 3).
+-- Set-based: one statement per batch, arrays in, no per-row round trips.
+
+-- outbox_claim --
+-- The next ready pending events in id order, holding back every event whose aggregate
+-- (coalesce(aggregate_type, ''), aggregate_id) has an earlier event waiting for a retry.
+WITH held AS MATERIALIZED (
+    SELECT coalesce(aggregate_type, '') AS agg_type, aggregate_id AS agg_id, min(id) AS first_id
+      FROM m10_recovery.outbox
+     WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > now()
+       AND aggregate_id IS NOT NULL
+     GROUP BY 1, 2
+)
+SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.payload::text AS payload,
+       o.idempotency_key, o.attempts, o.dead_letters,
+       to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
+  FROM m10_recovery.outbox o
+ WHERE o.status = 'pending' AND o.id > %(after)s AND o.next_attempt_at <= now()
+   AND NOT EXISTS (SELECT 1 FROM held h
+                    WHERE h.agg_id = o.aggregate_id
+                      AND h.agg_type = coalesce(o.aggregate_type, '')
+                      AND h.first_id < o.id)
+ ORDER BY o.id
+ LIMIT %(limit)s;
+
+-- outbox_mark_published --
+-- Mark published events and record each in replay_log (once per event), in the fenced transaction.
+WITH done AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(streams)s::text[], %(entry_ids)s::text[])
+           AS d(id, stream, entry_id)
+), marked AS (
+    UPDATE m10_recovery.outbox o
+       SET status = 'published', published_at = now(), attempts = o.attempts + 1,
+           stream = d.stream, stream_entry_id = d.entry_id
+      FROM done d
+     WHERE o.id = d.id AND o.status = 'pending'
+    RETURNING o.id, o.idempotency_key, o.event_type, o.created_at, d.stream, d.entry_id
+)
+INSERT INTO m10_recovery.replay_log
+       (event_id, idempotency_key, event_type, stream, stream_entry_id, fencing_token,
+        holder_id, enqueued_at)
+SELECT id, idempotency_key, event_type, stream, entry_id, %(token)s, %(holder)s, created_at
+  FROM marked
+    ON CONFLICT (event_id) DO NOTHING;
+
+-- outbox_mark_failed --
+-- Count a failed attempt and schedule the retry (delay computed with backoff and jitter).
+UPDATE m10_recovery.outbox o
+   SET attempts = o.attempts + 1, last_error = f.error,
+       next_attempt_at = now() + make_interval(secs => f.delay)
+  FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(delays)s::float8[]) AS f(id, error, delay)
+ WHERE o.id = f.id AND o.status = 'pending';
+
+-- outbox_mark_dead_lettered --
+-- Mark events dead-lettered and archive their dead-letter stream entries (once per entry).
+WITH dl AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(entry_ids)s::text[],
+                         %(sources)s::text[], %(fields)s::jsonb[])
+           AS d(id, reason, entry_id, source, fields)
+), marked AS (
+    UPDATE m10_recovery.outbox o
+       SET status = 'dead_lettered', attempts = o.attempts + 1,
+           dead_letters = o.dead_letters + 1, last_error = dl.reason
+      FROM dl
+     WHERE o.id = dl.id AND o.status = 'pending'
+    RETURNING o.id, o.idempotency_key, o.event_type, o.aggregate_type, o.aggregate_id,
+              o.payload, o.attempts, dl.reason, dl.entry_id, dl.source, dl.fields
+)
+INSERT INTO m10_recovery.dead_letter_archive
+       (dl_stream, dl_entry_id, source_stream, event_id, idempotency_key, event_type,
+        aggregate_type, aggregate_id, payload, fields, reason, delivery_count)
+SELECT %(dl_stream)s, entry_id, source, id, idempotency_key, event_type, aggregate_type,
+       aggregate_id, payload::text, fields, reason, attempts
+  FROM marked
+    ON CONFLICT (dl_stream, dl_entry_id) DO NOTHING;
+
+-- outbox_backlog --
+-- Pending events, how many are ready now, the oldest pending age, failing and dead-lettered counts.
+SELECT (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending') AS backlog,
+       (SELECT count(*) FROM m10_recovery.outbox
+         WHERE status = 'pending' AND attempts > 0) AS retrying,
+       (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'dead_lettered') AS dead_lettered,
+       coalesce((SELECT extract(epoch FROM now() - created_at)::float8
+                   FROM m10_recovery.outbox WHERE status = 'pending'
+                  ORDER BY id LIMIT 1), 0) AS oldest_pending_age_s;
+
+-- outbox_status_extra --
+-- For `m10 outbox status`: unreconciled dead letters and the last publish.
+SELECT (SELECT count(*) FROM m10_recovery.dead_letter_archive
+         WHERE reconcile_outcome IS NULL) AS dead_letters_unreconciled,
+       (SELECT max(published_at) FROM m10_recovery.replay_log) AS last_published_at;
+
+-- outbox_event --
+-- One outbox event by id (operator retry).
+SELECT id, event_type, status, attempts, dead_letters, last_error, created_at, published_at
+  FROM m10_recovery.outbox
+ WHERE id = %(id)s;
+
+-- outbox_retry_event --
+-- Put a dead-lettered or failing event back in the queue now (operator retry).
+UPDATE m10_recovery.outbox
+   SET status = 'pending', attempts = 0, next_attempt_at = now()
+ WHERE id = %(id)s AND status IN ('pending', 'dead_lettered')
+RETURNING id, status;
+
+-- outbox_problem_events --
+-- Dead-lettered and failing events, newest first (operator listing).
+SELECT id, event_type, aggregate_type, aggregate_id, status, attempts, dead_letters,
+       next_attempt_at, left(last_error, 200) AS last_error
+  FROM m10_recovery.outbox
+ WHERE status = 'dead_lettered' OR (status = 'pending' AND attempts > 0)
+ ORDER BY id DESC
+ LIMIT %(limit)s;
+
+-- synthetic_enqueue --
+-- Enqueue one synthetic event through the public function, as other layers do.
+SELECT m10_recovery.enqueue_outbox('m10.synthetic', %(payload)s::jsonb, 'm10.synthetic', NULL,
+                                   %(key)s) AS id;
+
+-- synthetic_recent --
+-- Synthetic events of earlier runs: every one still pending (however old: a long stall must
+-- not age out of view) and the others enqueued within the lookback window.
+SELECT o.id, o.status, o.stream, o.stream_entry_id,
+       extract(epoch FROM now() - o.created_at)::float8 AS age_s,
+       extract(epoch FROM o.published_at - o.created_at)::float8 AS latency_s
+  FROM m10_recovery.outbox o
+ WHERE o.event_type = 'm10.synthetic' AND o.status = 'pending'
+UNION ALL
+SELECT o.id, o.status, o.stream, o.stream_entry_id,
+       extract(epoch FROM now() - o.created_at)::float8 AS age_s,
+       extract(epoch FROM o.published_at - o.created_at)::float8 AS latency_s
+  FROM m10_recovery.outbox o
+ WHERE o.event_type = 'm10.synthetic' AND o.status <> 'pending'
+   AND o.created_at >= now() - make_interval(secs => %(lookback)s)
+ ORDER BY id;

@@ -1,0 +1,55 @@
+"""OutboxSettings: defaults, validation naming the key, backoff bounds, order keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from m10jobs.config import load_config
+from m10jobs.errors import ConfigError
+from m10jobs.jobs.outbox_processor import OutboxSettings, order_key
+
+
+def settings(tmp_path: Path, toml: str) -> OutboxSettings:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    return OutboxSettings.load(load_config(str(path), env={}))
+
+
+def test_defaults_and_routes(tmp_path: Path) -> None:
+    s = settings(tmp_path, '[outbox.routes]\n"order.created" = "orders"\n')
+    assert s.stream_for("order.created") == "orders"
+    assert s.stream_for("anything.else") == "m10:outbox"
+    assert (s.dead_letter_stream, s.batch_size) == ("m10:dead_letter", 1000)
+
+
+@pytest.mark.parametrize("toml, key", [
+    ("[outbox]\nmax_attempts = 0\n", "outbox.max_attempts"),
+    ("[outbox]\nretry_base_seconds = -1\n", "outbox.retry_base_seconds"),
+    ('[outbox.routes]\nx = 3\n', "outbox.routes.x"),
+    ('[outbox]\ndead_letter_stream = "m10:outbox"\n', "outbox.dead_letter_stream"),
+])
+def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        settings(tmp_path, toml)
+
+
+def test_backoff_grows_is_jittered_and_capped(tmp_path: Path) -> None:
+    s = settings(tmp_path, "[outbox]\nretry_base_seconds = 2\nretry_max_seconds = 60\n")
+    first = [s.retry_delay(0) for _ in range(200)]
+    assert all(1 <= d <= 2 for d in first) and len(set(first)) > 100
+    assert all(4 <= s.retry_delay(2) <= 8 for _ in range(50))
+    assert all(30 <= s.retry_delay(40) <= 60 for _ in range(50))
+
+
+def test_budget_stays_below_the_lease_ttl(tmp_path: Path) -> None:
+    s = settings(tmp_path, "")
+    assert s.budget(lease_ttl=300, job_timeout=240) == 200
+    assert s.budget(lease_ttl=10, job_timeout=240) == 8
+
+
+def test_order_key_needs_an_aggregate_id() -> None:
+    assert order_key({"aggregate_type": None, "aggregate_id": None}) == ""
+    assert order_key({"aggregate_type": None, "aggregate_id": "1"}) != \
+        order_key({"aggregate_type": "o", "aggregate_id": "1"})
