@@ -126,13 +126,18 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
     try:
         config = load_config(config_file, flags)
         dsn = config.require("database_url")
-        with db.connect(dsn, app=job.script) as conn:
+        conn = db.connect(dsn, app=job.script)
+        try:
             for task in (only,) if only else job.tasks:
                 for key, lock in task.instances(config):
+                    if conn.closed:  # an earlier task lost it; later tasks still run
+                        conn = db.connect(dsn, app=job.script)
                     ctx = PassContext(job, task, key, lock, config, log, run_id, dry_run,
                                       params or {}, conn)
                     results.append(_run_task(ctx, verbose))
                     gauges += ctx.gauges
+        finally:
+            conn.close()
         code = combine_exit_codes([r.exit_code for r in results])
     except M10Error as exc:
         log.error("%s", exc)
@@ -182,7 +187,11 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
         try:
             with db.translated(ctx.dsn):
                 return ctx.task.run(ctx) or {}
-        except KeyboardInterrupt:
+        except LeaseLost:
+            raise  # the pass said it itself, with its own detail
+        except BaseException:
+            # Losing the lease interrupts the pass; whatever that interruption looked
+            # like (KeyboardInterrupt, a query cut off mid-flight), the cause is the lease.
             if lease.lost.is_set():
                 raise LeaseLost(f"{lease.lost_reason}; the pass was stopped") from None
             raise

@@ -78,18 +78,33 @@ class Lease:
         return token
 
     def release(self) -> bool:
-        """Give the lease back; False when it had already lapsed or been taken."""
+        """Give the lease back; False when it had already lapsed or been taken.
+
+        If the pass's connection died, the release goes over a fresh one, so the
+        next run does not wait out the TTL behind our own dead lease."""
         self._stop_heartbeat()
         if self.token is None:
             return False
+        token = self.token
         try:
             with db.translated(self.dsn):
-                row = self.conn.execute(query("release_lock"), self._args()).fetchone()
+                try:
+                    released = self._release_on(self.conn)
+                except psycopg.Error as exc:
+                    if not db.is_connection_error(exc):
+                        raise
+                    with db.connect(self.dsn, app=f"m10jobs-lease:{self.name}") as fresh:
+                        released = self._release_on(fresh)
         finally:
-            self.token, token = None, self.token
-        if not row["released"] and not self.lost.is_set():
+            self.token = None
+        if not released and not self.lost.is_set():
             self._mark_lost(f"lease {self.name} (token {token}) had lapsed before release")
-        return bool(row["released"])
+        return released
+
+    def _release_on(self, conn: psycopg.Connection[Any]) -> bool:
+        if conn.closed:
+            raise psycopg.OperationalError("connection closed")
+        return bool(conn.execute(query("release_lock"), self._args()).fetchone()["released"])
 
     def __enter__(self) -> Lease:
         self.acquire()

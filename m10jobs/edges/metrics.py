@@ -37,6 +37,12 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + body + "}"
 
 
+def _number(value: float) -> str:
+    """Integers without a fraction (counts, exit codes); full precision otherwise."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
 def render(job: str, gauges: Iterable[Gauge]) -> str:
     lines: list[str] = []
     seen: set[str] = set()
@@ -44,7 +50,7 @@ def render(job: str, gauges: Iterable[Gauge]) -> str:
         if g.name not in seen:
             seen.add(g.name)
             lines += [f"# HELP {g.name} {g.help or g.name}", f"# TYPE {g.name} gauge"]
-        lines.append(f"{g.name}{_labels({'job': job, **g.labels})} {float(g.value)!r}")
+        lines.append(f"{g.name}{_labels({'job': job, **g.labels})} {_number(g.value)}")
     return "\n".join(lines) + "\n"
 
 

@@ -208,7 +208,10 @@ JOB = Job(
     script="aos-cost-snapshot-daily",
     summary="Daily cost snapshot from the hourly ones, rolling baseline, anomaly flags.",
     example="aos-cost-snapshot-daily --dry-run",
-    schedule="*-*-* 00:10:00",
+    # Seed: daily, after the hourly run.  No jitter on either timer, so both fire at
+    # 00:00 together and After= runs the hourly pass (closing the day) first.
+    schedule="daily",
+    jitter_seconds=0,
     lock="aos:cost_snapshot_daily",
     run=snapshot_days,
     after=("aos-cost-snapshot-hourly.service", "network-online.target"),

@@ -67,6 +67,7 @@ JOB = Job(
     summary="Snapshot every missing complete UTC hour of cost into aos_cost.cost_snapshots.",
     example="aos-cost-snapshot-hourly --dry-run",
     schedule="hourly",
+    jitter_seconds=0,  # fires with the daily timer at 00:00 so After= can order them
     lock="aos:cost_snapshot_hourly",
     run=snapshot_hours,
     after=("network-online.target",),

@@ -230,4 +230,5 @@ JOB = Job(
     ),
     consumes=(f"$M10_STATE_DIR/canary/reports/{cr.LATEST}",),
     timeout_seconds=720,
+    ttl_seconds=900,  # above the pass timeout: the lease outlives the longest rollback
 )

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from canary_support import reports, task_summary, write_config
-from conftest import BIN
 
 from m10jobs import canary_report as cr
 from m10jobs.edges.files import atomic_write_json
+from tests.canary_support import reports, task_summary, write_config
+from tests.conftest import BIN
 
 
 @pytest.fixture

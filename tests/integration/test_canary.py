@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from canary_support import Endpoint, endpoint, latest, reports, task_summary, write_config
-from conftest import BIN
+
+from tests.canary_support import Endpoint, endpoint, latest, reports, task_summary, write_config
+from tests.conftest import BIN
 
 __all__ = ["endpoint"]
 
