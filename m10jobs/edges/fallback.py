@@ -18,7 +18,7 @@ import mimetypes
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from m10jobs.config import Config
@@ -50,9 +50,10 @@ def now_iso() -> str:
 def check_key(key: Any) -> str:
     """An object key that cannot escape its prefix: relative, no `..`, no backslash."""
     if not isinstance(key, str) or not key or key.startswith("/") or "\\" in key \
-            or any(part in ("..", ".") for part in PurePosixPath(key).parts) \
+            or any(part in ("..", ".", "") for part in key.split("/")) \
             or "\x00" in key:
-        raise ValueError(f"object key {key!r} is absolute, empty or contains '..'")
+        raise ValueError(f"object key {key!r} is absolute, empty or has a '..', '.' or "
+                         "empty segment")
     return key
 
 
