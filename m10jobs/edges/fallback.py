@@ -107,6 +107,8 @@ def upload(config: Config, path: Path, key: str, log: logging.Logger,
                     "m10-retry-r2-fallbacks", path, bucket, key, error, kept)
         return UploadResult(key, False, kept, error)
     log.info("uploaded %s to s3://%s/%s", path, bucket, key, extra={"sha256": sha})
+    for old in supersede(fallback_dir(config), bucket, key, sha):
+        log.info("older fallback %s of s3://%s/%s superseded", old.path.name, bucket, key)
     return UploadResult(key, True)
 
 
@@ -223,6 +225,21 @@ def mark_uploaded(entry: Entry, meta: dict[str, Any], etag: str) -> None:
         "bucket": meta["bucket"], "key": meta["key"], "size": meta["size"],
         "sha256": meta["sha256"], "etag": etag, "uploaded_at": now_iso(),
         "attempts": int(meta.get("attempts", 0)) + 1})
+
+
+def supersede(directory: Path, bucket: str, key: str, sha256: str,
+              keep: Entry | None = None) -> list[Entry]:
+    """Older pending versions of an object just stored: mark them `.uploaded`
+    (superseded) so a later retry never overwrites newer content with them."""
+    done = []
+    for entry in pending(directory):
+        meta = entry.read_meta_or_none()
+        if entry != keep and meta and meta.get("bucket") == bucket and meta.get("key") == key:
+            atomic_write_json(entry.uploaded_path, {
+                "bucket": bucket, "key": key, "sha256": meta.get("sha256"),
+                "superseded": True, "stored_sha256": sha256, "uploaded_at": now_iso()})
+            done.append(entry)
+    return done
 
 
 def record_failure(entry: Entry, error: str) -> dict[str, Any]:

@@ -3,10 +3,11 @@ retry_r2_fallbacks.sh, marker `.uploaded`).
 
 Every pending fallback is validated before anything is uploaded: a meta file
 with an absolute or `..` key, or a copy whose sha256 no longer matches, stops
-the pass with exit 65 and nothing is touched.  Then, oldest first: upload, read
-back and compare size and sha256, write `<name>.uploaded`.  The copy stays for
-retention to remove.  Store unreachable -> 69 (attempt counted); files still
-failing after `[retry_r2_fallbacks] alert_after_hours` -> exit 1.
+the pass with exit 65 and nothing is touched.  Then, oldest first, the newest
+pending version of each object: upload, read back and compare size and sha256,
+write `<name>.uploaded` (older versions of that object: `.uploaded`,
+superseded).  The copy stays for retention to remove.  Store unreachable ->
+69 (attempt counted); files still failing after `[retry_r2_fallbacks] alert_after_hours` -> exit 1.
 """
 
 from __future__ import annotations
@@ -48,9 +49,12 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
     if not checked:
         return {"pending": 0, "uploaded": 0}
 
+    # Only the newest pending version of each object is uploaded; older ones
+    # are then marked superseded (never written over newer content).
+    newest = {(c.meta["bucket"], c.meta["key"]): c for c in checked}
     client = storage.client(ctx.config)
     uploaded, failed, stuck = [], [], []
-    for c in checked:
+    for c in newest.values():
         ctx.check()
         m = c.meta
         try:
@@ -62,7 +66,7 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
             known = as_m10_error(exc, None)
             if isinstance(known, DependencyUnavailable):
                 raise DependencyUnavailable(
-                    f"{known}; {len(checked) - len(uploaded)} fallback file(s) still pending"
+                    f"{known}; {len(newest) - len(uploaded)} fallback file(s) still pending"
                 ) from None
             ctx.log.error("retry of %s to s3://%s/%s failed (attempt %d): %s", c.entry.path,
                           m["bucket"], m["key"], meta["attempts"], exc)
@@ -71,6 +75,7 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
                 stuck.append(c.entry.path.name)
             continue
         fallback.mark_uploaded(c.entry, m, etag)
+        fallback.supersede(directory, m["bucket"], m["key"], m["sha256"], keep=c.entry)
         uploaded.append(m["key"])
         ctx.log.info("uploaded %s to s3://%s/%s", c.entry.path.name, m["bucket"], m["key"])
     ctx.gauge("m10_fallback_uploaded", len(uploaded), "Fallback files uploaded by the last pass.")

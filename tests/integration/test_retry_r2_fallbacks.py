@@ -144,3 +144,34 @@ def test_wrapper_loads_env_file_and_passes_exit_codes(s3_env: dict[str, str],
     post = subprocess.run([str(REPO / "scripts/ops/postflight.sh")], env=bare,
                           capture_output=True, text=True, timeout=60)
     assert post.returncode == 65 and "no m10_stats_YYYY-MM.csv found" in post.stdout
+
+
+def test_older_versions_never_overwrite_newer_content(cli: Any, s3_env: dict[str, str],
+                                                      tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from m10jobs.edges.fallback import upload
+
+    bucket = s3_env["M10_R2_BUCKET"]
+    s3(s3_env).create_bucket(Bucket=bucket)
+    v1 = _fallback(s3_env, b"v1\n", "k/a.csv")
+    v2 = _fallback(s3_env, b"v2\n", "k/a.csv")
+    proc = cli("m10-retry-r2-fallbacks", env=s3_env)
+    assert proc.returncode == 0, proc.stderr
+    assert summary(proc.stdout)["tasks"][0]["summary"]["uploaded"] == 1
+    assert s3(s3_env).get_object(Bucket=bucket, Key="k/a.csv")["Body"].read() == b"v2\n"
+    assert json.loads(v1.with_name(v1.name + ".uploaded").read_text())["superseded"] is True
+    assert "superseded" not in json.loads(v2.with_name(v2.name + ".uploaded").read_text())
+
+    # a pending fallback, then a direct upload of newer content: the fallback is retired
+    v3 = _fallback(s3_env, b"v3\n", "k/a.csv")
+    newer = tmp_path / "a.csv"
+    newer.write_bytes(b"v4\n")
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(k, s3_env[k])  # boto3 in this process reads its own environment
+    result = upload(load_config(None, env=s3_env), newer, "k/a.csv", logging.getLogger("t"))
+    assert result.stored
+    assert v3.with_name(v3.name + ".uploaded").exists()
+    assert cli("m10-retry-r2-fallbacks", env=s3_env).returncode == 0
+    assert s3(s3_env).get_object(Bucket=bucket, Key="k/a.csv")["Body"].read() == b"v4\n"
