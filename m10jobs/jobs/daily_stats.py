@@ -45,8 +45,8 @@ def yesterday(tz: ZoneInfo) -> date:
     return datetime.now(tz).date() - timedelta(days=1)
 
 
-def plan(ctx: PassContext, tz: ZoneInfo) -> tuple[list[date], dict[Path, Any]]:
-    """Days to export, and the parsed month files they go into (BadInput if corrupt)."""
+def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
+    """Days to export (BadInput if a month file they go into is corrupt)."""
     from m10jobs.errors import BadInput
     from m10jobs.statsfile import csv_path, days, month_files, parse
 
@@ -76,7 +76,7 @@ def plan(ctx: PassContext, tz: ZoneInfo) -> tuple[list[date], dict[Path, Any]]:
             parsed[path] = parse(path)
         if day not in set(parsed[path].dates):
             todo.append(day)
-    return todo, parsed
+    return todo
 
 
 def compute(ctx: PassContext, day: date, tz: ZoneInfo) -> dict[str, Any]:
@@ -91,12 +91,12 @@ def compute(ctx: PassContext, day: date, tz: ZoneInfo) -> dict[str, Any]:
 def export_pass(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.edges import fallback
     from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
-    from m10jobs.statsfile import csv_path, marker_for, marker_path, parse, read_marker, render
+    from m10jobs.statsfile import csv_path, marker_for, marker_path, month_files, parse, render
 
     tz = _zone(ctx)
     section = ctx.config.section("daily_stats")
     prefix = section.str("key_prefix", "m10/stats/")
-    todo, parsed = plan(ctx, tz)
+    todo = plan(ctx, tz)
     if ctx.dry_run:
         return {"would_export": [d.isoformat() for d in todo], "timezone": tz.key}
     by_month: dict[Path, list[dict[str, Any]]] = {}
@@ -106,10 +106,9 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
             compute(ctx, day, tz))
     # A month whose marker is missing (first run, or an operator deleted a stale
     # one after checking the CSV) gets it rewritten even with no new day.
-    newest = max(parsed, default=None)
-    if newest is not None and newest not in by_month and parsed[newest].rows \
-            and read_marker(newest) is None:
-        by_month[newest] = []
+    for path in month_files(ctx.config.log_dir):
+        if path not in by_month and not marker_path(path).exists() and parse(path).rows:
+            by_month[path] = []
     written = []
     for path, new_rows in sorted(by_month.items()):
         ctx.check()
