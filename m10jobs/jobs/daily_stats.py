@@ -96,6 +96,12 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     tz = _zone(ctx)
     section = ctx.config.section("daily_stats")
     prefix = section.str("key_prefix", "m10/stats/")
+    try:
+        fallback.check_key(prefix + "m10_stats.csv")
+    except ValueError as exc:
+        from m10jobs.errors import ConfigError
+
+        raise ConfigError(f"config key daily_stats.key_prefix: {exc}") from None
     todo = plan(ctx, tz)
     if ctx.dry_run:
         return {"would_export": [d.isoformat() for d in todo], "timezone": tz.key}
@@ -109,7 +115,7 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     for path in month_files(ctx.config.log_dir):
         if path not in by_month and not marker_path(path).exists() and parse(path).rows:
             by_month[path] = []
-    written = []
+    written, appended = [], []
     for path, new_rows in sorted(by_month.items()):
         ctx.check()
         with file_lock(path):
@@ -122,15 +128,17 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
                 atomic_write(path, data)
             atomic_write_json(marker_path(path), marker_for(path, data, rows))
         written.append(path)
+        if new_rows:
+            appended.append(path)
         ctx.log.info("%s: %d row(s), last %s", path.name, len(rows), rows[-1]["date"],
                      extra={"added": [r["date"] for r in new_rows]})
     uploads = {}
-    if written and section.bool("upload", True) and ctx.config.r2_bucket:
-        for path in written:
+    if appended and section.bool("upload", True) and ctx.config.r2_bucket:
+        for path in appended:
             result = fallback.upload(ctx.config, path, prefix + path.name, ctx.log,
                                      "text/csv")
             uploads[path.name] = "stored" if result.stored else "fallback"
-    elif written:
+    elif appended:
         ctx.log.info("upload skipped (daily_stats.upload is off or r2_bucket is not set)")
     ctx.gauge("m10_daily_stats_days_exported", len(todo), "Days appended by the last pass.")
     return {"exported": [d.isoformat() for d in todo], "files": [p.name for p in written],
