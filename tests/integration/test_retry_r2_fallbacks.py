@@ -77,7 +77,7 @@ def _fallback(env: dict[str, str], data: bytes, key: str) -> Path:
                                 "text/csv", "EndpointConnectionError: test")
 
 
-@pytest.mark.parametrize("damage", ["tampered", "traversal", "absolute"])
+@pytest.mark.parametrize("damage", ["tampered", "traversal", "absolute", "garbled"])
 def test_refused_files_exit_65_and_are_left_in_place(cli: Any, s3_env: dict[str, str],
                                                      damage: str) -> None:
     s3(s3_env).create_bucket(Bucket=s3_env["M10_R2_BUCKET"])
@@ -86,6 +86,8 @@ def test_refused_files_exit_65_and_are_left_in_place(cli: Any, s3_env: dict[str,
     meta_path = bad.with_name(bad.name + META_SUFFIX)
     if damage == "tampered":
         bad.write_bytes(b"a,b\n1,3\n")
+    elif damage == "garbled":
+        meta_path.write_text('{"bucket": "b", "key": ')
     else:
         meta = json.loads(meta_path.read_text())
         meta["key"] = "../../etc/passwd" if damage == "traversal" else "/etc/passwd"
