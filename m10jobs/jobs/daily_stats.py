@@ -164,7 +164,8 @@ JOB = Job(
     after=("postgresql.service",),
     options=(
         click.Option(["--start-date"], metavar="YYYY-MM-DD", callback=_date,
-                     help="First day to export when the checkpoint has none after it."),
+                     help="First day to export (default: the day after the checkpoint's "
+                          "last, or yesterday on a first run); days present are skipped."),
         click.Option(["--until"], metavar="YYYY-MM-DD", callback=_date,
                      help="Last day to export (default: yesterday)."),
     ),

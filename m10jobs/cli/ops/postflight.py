@@ -69,18 +69,17 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
 
 
 @admin_command(_area, "postflight",
-               help="Check stats CSVs against their .processed markers (exit 65 on mismatch).")
+               help="Check every stats CSV against its .processed marker (sha256, rows, last "
+                    "date), no missing day, newest row = yesterday.  Exit 0, or 65 naming "
+                    "each file and mismatch.",
+               short_help="Check stats CSVs against their .processed markers.",
+               epilog="\b\nExample:\n  m10 postflight --as-of 2026-01-02")
 @click.option("--log-dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Directory of the CSVs (default: log_dir / M10_LOG_DIR).")
 @click.option("--as-of", metavar="YYYY-MM-DD",
               help="Check as if today were this date (the newest row must be the day before).")
 def postflight(config: Any, log: Any, log_dir: Path | None, as_of: str | None) -> int:
-    """Validate the daily stats checkpoint; one line per problem.
-
-    \b
-    Example:
-      m10 postflight
-    """
+    """Validate the daily stats checkpoint; one line per problem."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from m10jobs.errors import ConfigError
