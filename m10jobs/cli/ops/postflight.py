@@ -1,0 +1,110 @@
+"""`m10 postflight`: check every daily stats CSV against its `.processed` marker.
+
+Per file: the CSV parses, the marker exists and agrees (sha256, rows, last
+date); across files: no missing day; the newest row is yesterday (in the
+daily_stats time zone).  Exit 0, or 65 with one line per problem naming the
+file and the mismatch.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from m10jobs.cli.adminkit import admin_command
+from m10jobs.errors import BadInput, ExitCode
+
+_area = click.Group("stats")  # only names the log stream: "m10 stats postflight"
+
+
+def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
+    """(problems, ok lines) for every stats CSV in log_dir."""
+    import hashlib
+
+    from m10jobs.statsfile import marker_path, month_files, parse, read_marker
+
+    problems: list[str] = []
+    ok: list[str] = []
+    files = month_files(log_dir)
+    if not files:
+        return [f"{log_dir}: no m10_stats_YYYY-MM.csv found; run m10-daily-stats first"], ok
+    previous: date | None = None
+    for path in files:
+        try:
+            stats = parse(path)
+            marker = read_marker(path)
+        except BadInput as exc:
+            problems.append(str(exc))
+            previous = None
+            continue
+        found = []
+        if marker is None:
+            found.append(f"marker {marker_path(path).name} is missing")
+        else:
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            if marker.get("sha256") != sha:
+                found.append(f"sha256 {sha[:12]} differs from the marker's "
+                             f"{str(marker.get('sha256'))[:12]} (edited after export?)")
+            if marker.get("rows") != len(stats.rows):
+                found.append(f"{len(stats.rows)} rows, marker says {marker.get('rows')}")
+            last = stats.last_date.isoformat() if stats.last_date else None
+            if marker.get("last_date") != last:
+                found.append(f"last date {last}, marker says {marker.get('last_date')}")
+        for day in stats.dates:
+            if previous is not None and day != previous + timedelta(days=1):
+                missing = (day - previous).days - 1
+                found.append(f"gap: {missing} day(s) missing between {previous} and {day}")
+            previous = day
+        if found:
+            problems.append(f"{path}: " + "; ".join(found))
+        else:
+            ok.append(f"ok {path.name}: {len(stats.rows)} rows, last {stats.last_date}")
+    if previous is not None and previous != yesterday:
+        problems.append(f"{files[-1]}: last date is {previous}, expected yesterday "
+                        f"({yesterday}); run m10-daily-stats")
+    return problems, ok
+
+
+@admin_command(_area, "postflight",
+               help="Check every stats CSV against its .processed marker (sha256, rows, last "
+                    "date), no missing day, newest row = yesterday.  Exit 0, or 65 naming "
+                    "each file and mismatch.",
+               short_help="Check stats CSVs against their .processed markers.",
+               epilog="\b\nExample:\n  m10 postflight --as-of 2026-01-02")
+@click.option("--log-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Directory of the CSVs (default: log_dir / M10_LOG_DIR).")
+@click.option("--as-of", metavar="YYYY-MM-DD",
+              help="Check as if today were this date (the newest row must be the day before).")
+def postflight(config: Any, log: Any, log_dir: Path | None, as_of: str | None) -> int:
+    """Validate the daily stats checkpoint; one line per problem."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from m10jobs.errors import ConfigError
+
+    tzname = config.section("daily_stats").str("timezone", "UTC")
+    try:
+        tz = ZoneInfo(tzname)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"config key daily_stats.timezone: unknown time zone {tzname!r}") \
+            from None
+    try:
+        today = date.fromisoformat(as_of) if as_of else datetime.now(tz).date()
+    except ValueError:
+        raise click.BadParameter(f"{as_of!r} is not a date (YYYY-MM-DD)",
+                                 param_hint="--as-of") from None
+    problems, ok = check(Path(log_dir or config.log_dir), today - timedelta(days=1))
+    for line in ok:
+        click.echo(line)
+    for p in problems:
+        log.error("%s", p)
+        click.echo(f"FAIL {p}")
+    if problems:
+        return ExitCode.DATAERR
+    log.info("postflight ok: %d file(s)", len(ok))
+    return ExitCode.OK
+
+
+COMMAND = postflight

@@ -1,0 +1,136 @@
+"""The daily stats checkpoint: `m10_stats_YYYY-MM.csv` and its `.processed` marker.
+
+Shared by m10-daily-stats (writer) and `m10 postflight` (checker), so the
+format is defined once.  A file that does not parse raises BadInput naming the
+file and line: the job then overwrites nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from m10jobs.errors import BadInput
+
+COLUMNS = ("date", "outbox_enqueued", "outbox_published", "publish_latency_p50_ms",
+           "publish_latency_p95_ms", "dead_lettered", "dl_reconciled", "retention_rows_deleted",
+           "locks_reclaimed", "synthetic_sent", "synthetic_arrived")
+NAME = re.compile(r"^m10_stats_(\d{4})-(\d{2})\.csv$")
+MARKER_SUFFIX = ".processed"
+
+
+def csv_path(log_dir: Path, day: date) -> Path:
+    return Path(log_dir) / f"m10_stats_{day:%Y-%m}.csv"
+
+
+def marker_path(path: Path) -> Path:
+    return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def month_files(log_dir: Path) -> list[Path]:
+    """Every stats CSV in log_dir, oldest month first."""
+    if not Path(log_dir).is_dir():
+        return []
+    return sorted(p for p in Path(log_dir).iterdir() if NAME.match(p.name))
+
+
+@dataclass
+class StatsFile:
+    path: Path
+    rows: list[dict[str, str]]
+
+    @property
+    def dates(self) -> list[date]:
+        return [date.fromisoformat(r["date"]) for r in self.rows]
+
+    @property
+    def last_date(self) -> date | None:
+        return self.dates[-1] if self.rows else None
+
+
+def parse(path: Path) -> StatsFile:
+    """Read and check a stats CSV: header, one row per day of its month, ascending."""
+    m = NAME.match(path.name)
+    if not m:
+        raise BadInput(f"{path}: not a stats file name (m10_stats_YYYY-MM.csv)")
+    month = (int(m.group(1)), int(m.group(2)))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return StatsFile(path, [])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read: {exc}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    fix = "fix or restore the file (nothing was overwritten)"
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise BadInput(f"{path}: line 1: empty file, expected a header; {fix}")
+        if tuple(header) != COLUMNS:
+            raise BadInput(f"{path}: line 1: unexpected header {','.join(header)!r}; {fix}")
+        rows: list[dict[str, str]] = []
+        previous: date | None = None
+        for record in reader:
+            line = reader.line_num
+            if len(record) != len(COLUMNS):
+                raise BadInput(f"{path}: line {line}: expected {len(COLUMNS)} fields, got "
+                               f"{len(record)}; {fix}")
+            try:
+                day = date.fromisoformat(record[0])
+            except ValueError:
+                raise BadInput(f"{path}: line {line}: bad date {record[0]!r}; {fix}") from None
+            if (day.year, day.month) != month:
+                raise BadInput(f"{path}: line {line}: {day} does not belong in this month's "
+                               f"file; {fix}")
+            if previous is not None and day <= previous:
+                raise BadInput(f"{path}: line {line}: {day} is not after {previous} "
+                               f"(duplicate or out of order); {fix}")
+            for col, value in zip(COLUMNS[1:], record[1:], strict=True):
+                if value and not re.fullmatch(r"-?\d+(\.\d+)?", value):
+                    raise BadInput(f"{path}: line {line}: {col}={value!r} is not a number; "
+                                   f"{fix}")
+            rows.append(dict(zip(COLUMNS, record, strict=True)))
+            previous = day
+    except csv.Error as exc:
+        raise BadInput(f"{path}: line {reader.line_num}: {exc}; {fix}") from None
+    return StatsFile(path, rows)
+
+
+def render(rows: list[dict[str, Any]]) -> bytes:
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: "" if r.get(k) is None else r[k] for k in COLUMNS})
+    return out.getvalue().encode()
+
+
+def marker_for(path: Path, data: bytes, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"file": path.name, "last_date": rows[-1]["date"] if rows else None,
+            "rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    """The marker of a CSV, None when absent; BadInput when it is not valid JSON."""
+    mp = marker_path(path)
+    try:
+        marker = json.loads(mp.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{mp}: not a valid marker ({exc}); delete it and rerun "
+                       "m10-daily-stats to rewrite it") from None
+    if not isinstance(marker, dict):
+        raise BadInput(f"{mp}: expected a JSON object")
+    return marker
+
+
+def days(first: date, last: date) -> list[date]:
+    return [first + timedelta(n) for n in range((last - first).days + 1)]
