@@ -178,7 +178,10 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
 
 
 def _run_leased(ctx: PassContext) -> dict[str, Any]:
-    ttl = ctx.job.ttl_seconds or ctx.config.lease_ttl_seconds
+    # An operator's explicit setting wins; else the job's own default; else the global one.
+    explicit = ctx.config.origins["lease_ttl_seconds"] != "default"
+    ttl = (ctx.config.lease_ttl_seconds if explicit else ctx.job.ttl_seconds
+           or ctx.config.lease_ttl_seconds)
     lease = Lease(ctx.dsn, ctx.conn, ctx.lock, holder_id(ctx.run_id), ttl, ctx.log)
     with lease:
         ctx.lease = lease

@@ -159,6 +159,7 @@ JOB = Job(
     summary="Append missing days to m10_stats_YYYY-MM.csv, write .processed, upload.",
     example="m10-daily-stats --start-date 2026-01-01 --dry-run",
     schedule="*-*-* 00:05:00",
+    jitter_seconds=0,  # seed: daily at 00:05
     lock="m10:daily_stats",
     run=export_pass,
     after=("postgresql.service",),

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN
-from stats_support import seed_day, stats_files, summary
 
 from m10jobs.edges.files import atomic_write_json
 from m10jobs.statsfile import marker_for, render
+from tests.conftest import BIN
+from tests.stats_support import seed_day, stats_files, summary
 
 
 def rows_of(path: Path) -> list[dict[str, str]]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import boto3
 import pytest
-from stats_support import closed_endpoint, seed_day, summary
 
 from m10jobs.config import load_config
 from m10jobs.edges.fallback import META_SUFFIX, retry_local_fallback
+from tests.stats_support import closed_endpoint, seed_day, summary
 
 REPO = Path(__file__).resolve().parents[2]
 

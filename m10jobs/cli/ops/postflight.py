@@ -17,8 +17,6 @@ import click
 from m10jobs.cli.adminkit import admin_command
 from m10jobs.errors import BadInput, ExitCode
 
-_area = click.Group("stats")  # only names the log stream: "m10 stats postflight"
-
 
 def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
     """(problems, ok lines) for every stats CSV in log_dir."""
@@ -68,7 +66,7 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
     return problems, ok
 
 
-@admin_command(_area, "postflight",
+@admin_command(None, "postflight",
                help="Check every stats CSV against its .processed marker (sha256, rows, last "
                     "date), no missing day, newest row = yesterday.  Exit 0, or 65 naming "
                     "each file and mismatch.",
