@@ -17,7 +17,7 @@ CREATE TABLE m10_recovery.matview_refreshes (
     view_name      text        PRIMARY KEY,
     refreshed_at   timestamptz NOT NULL,
     duration_ms    bigint      NOT NULL,
-    concurrently   boolean     NOT NULL,
+    was_concurrent boolean     NOT NULL,
     run_id         text        NOT NULL
 );
 ALTER TABLE m10_recovery.matview_refreshes OWNER TO m10_ops;

@@ -93,11 +93,11 @@ SELECT c.oid::regclass::text AS name, c.relkind = 'm' AS is_matview, c.relispopu
 -- matview_record_refresh --
 -- Remember when a view was refreshed and how long it took.
 INSERT INTO m10_recovery.matview_refreshes
-       (view_name, refreshed_at, duration_ms, concurrently, run_id)
+       (view_name, refreshed_at, duration_ms, was_concurrent, run_id)
 VALUES (%(name)s, clock_timestamp(), %(duration_ms)s, %(concurrently)s, %(run_id)s)
 ON CONFLICT (view_name) DO UPDATE
    SET refreshed_at = EXCLUDED.refreshed_at, duration_ms = EXCLUDED.duration_ms,
-       concurrently = EXCLUDED.concurrently, run_id = EXCLUDED.run_id;
+       was_concurrent = EXCLUDED.was_concurrent, run_id = EXCLUDED.run_id;
 
 -- retention_interrupted --
 -- Runs that died mid-way (we hold the lease, so nobody else is running): mark them failed.
