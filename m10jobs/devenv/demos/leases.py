@@ -14,10 +14,10 @@ ORDER = 10
 def run(d: Demo) -> None:
     d.say("maintenance pass: reclaim_gc under its own lease")
     d.run("m10-maintenance")
-    d.say("another host holds reclaim_gc: the pass is skipped with exit 75")
+    d.say("another host holds reclaim_gc: that task is skipped with exit 75")
     d.sql("SELECT m10_recovery.acquire_lock('reclaim_gc', 'other-host:4242:demo', 1)")
     d.run("m10", "locks", "list")
-    d.run("m10-maintenance", expect=75)
+    d.run("m10", "run", "reclaim_gc", expect=75)
     d.say("a dead holder's lease lapses (TTL 1 s) and is garbage-collected")
     d.sql("SELECT m10_recovery.acquire_lock('m10:dead_job', 'crashed-host:1:demo', 1)")
     time.sleep(1.2)
