@@ -137,44 +137,57 @@ SELECT id, run_id, policy, target, cutoff, status, rows_archived, rows_deleted,
  ORDER BY id DESC
  LIMIT %(limit)s;
 
--- retention_batch_replay_log --
--- Delete one batch of replay_log rows past the cutoff, returning them as JSON.
-WITH d AS (
-  DELETE FROM m10_recovery.replay_log WHERE id IN (
-    SELECT id FROM m10_recovery.replay_log WHERE published_at < %(cutoff)s
-     ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-  RETURNING *)
-SELECT id, row_to_json(d)::text AS line FROM d ORDER BY id;
+-- retention_upto_replay_log --
+-- Upper id of the next batch of replay_log rows past the cutoff (keyset: id > after).
+SELECT max(id) AS upto FROM (
+  SELECT id FROM m10_recovery.replay_log
+   WHERE published_at < %(cutoff)s AND id > %(after)s
+   ORDER BY id LIMIT %(limit)s) AS batch;
 
--- retention_batch_dead_letter_archive --
--- Delete one batch of reconciled dead letters past the cutoff, returning them as JSON.
-WITH d AS (
-  DELETE FROM m10_recovery.dead_letter_archive WHERE id IN (
-    SELECT id FROM m10_recovery.dead_letter_archive
-     WHERE reconcile_outcome IS NOT NULL AND reconciled_at < %(cutoff)s
-     ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-  RETURNING *)
-SELECT id, row_to_json(d)::text AS line FROM d ORDER BY id;
+-- retention_copy_replay_log --
+-- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+COPY (DELETE FROM m10_recovery.replay_log AS t
+       WHERE id > %(after)s AND id <= %(upto)s AND published_at < %(cutoff)s
+   RETURNING row_to_json(t)::text) TO STDOUT;
 
--- retention_batch_outbox --
--- Delete one batch of published outbox rows past the cutoff, returning them as JSON.
-WITH d AS (
-  DELETE FROM m10_recovery.outbox WHERE id IN (
-    SELECT id FROM m10_recovery.outbox
-     WHERE status = 'published' AND published_at < %(cutoff)s
-     ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-  RETURNING *)
-SELECT id, row_to_json(d)::text AS line FROM d ORDER BY id;
+-- retention_upto_dead_letter_archive --
+-- Upper id of the next batch of reconciled dead letters past the cutoff (keyset: id > after).
+SELECT max(id) AS upto FROM (
+  SELECT id FROM m10_recovery.dead_letter_archive
+   WHERE reconcile_outcome IS NOT NULL AND reconciled_at < %(cutoff)s AND id > %(after)s
+   ORDER BY id LIMIT %(limit)s) AS batch;
 
--- retention_batch_retention_jobs --
--- Delete one batch of finished retention_jobs rows past the cutoff, returning them as JSON.
-WITH d AS (
-  DELETE FROM m10_recovery.retention_jobs WHERE id IN (
-    SELECT id FROM m10_recovery.retention_jobs
-     WHERE status <> 'running' AND started_at < %(cutoff)s
-     ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-  RETURNING *)
-SELECT id, row_to_json(d)::text AS line FROM d ORDER BY id;
+-- retention_copy_dead_letter_archive --
+-- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+COPY (DELETE FROM m10_recovery.dead_letter_archive AS t
+       WHERE id > %(after)s AND id <= %(upto)s AND reconcile_outcome IS NOT NULL AND reconciled_at < %(cutoff)s
+   RETURNING row_to_json(t)::text) TO STDOUT;
+
+-- retention_upto_outbox --
+-- Upper id of the next batch of published outbox rows past the cutoff (keyset: id > after).
+SELECT max(id) AS upto FROM (
+  SELECT id FROM m10_recovery.outbox
+   WHERE status = 'published' AND published_at < %(cutoff)s AND id > %(after)s
+   ORDER BY id LIMIT %(limit)s) AS batch;
+
+-- retention_copy_outbox --
+-- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+COPY (DELETE FROM m10_recovery.outbox AS t
+       WHERE id > %(after)s AND id <= %(upto)s AND status = 'published' AND published_at < %(cutoff)s
+   RETURNING row_to_json(t)::text) TO STDOUT;
+
+-- retention_upto_retention_jobs --
+-- Upper id of the next batch of finished retention_jobs rows past the cutoff (keyset: id > after).
+SELECT max(id) AS upto FROM (
+  SELECT id FROM m10_recovery.retention_jobs
+   WHERE status <> 'running' AND started_at < %(cutoff)s AND id > %(after)s
+   ORDER BY id LIMIT %(limit)s) AS batch;
+
+-- retention_copy_retention_jobs --
+-- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+COPY (DELETE FROM m10_recovery.retention_jobs AS t
+       WHERE id > %(after)s AND id <= %(upto)s AND status <> 'running' AND started_at < %(cutoff)s
+   RETURNING row_to_json(t)::text) TO STDOUT;
 
 -- retention_count_replay_log --
 -- replay_log rows past the cutoff (for --dry-run).

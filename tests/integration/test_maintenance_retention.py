@@ -44,6 +44,9 @@ def test_tables_archived_in_batches_with_counts(cli: Any, conn: psycopg.Connecti
                                                 env: dict[str, str], tmp_path: Path) -> None:
     _old_replay_log(conn, 2500)
     _old_replay_log(conn, 10, start=10001, age="1 day")
+    tricky = 'back\\slash "quote"\nnewline\ttab é'
+    conn.execute("UPDATE m10_recovery.replay_log SET idempotency_key = %s WHERE event_id = 7",
+                 (tricky,))
     conn.execute("INSERT INTO m10_recovery.outbox (event_type, payload, status, published_at) "
                  "VALUES ('e', '{}', 'published', now() - interval '8 days'), "
                  "('e', '{}', 'pending', NULL), ('e', '{}', 'published', now())")
@@ -69,6 +72,9 @@ def test_tables_archived_in_batches_with_counts(cli: Any, conn: psycopg.Connecti
     archive = Path(env["M10_STATE_DIR"]) / "retention-archive"
     assert len(list(archive.rglob("replay_log-*.jsonl.gz"))) == 3  # 1000 + 1000 + 500
     assert sorted(_archived_ids(archive, "replay_log")) == list(range(1, 2501))
+    lines = [json.loads(line) for chunk in archive.rglob("replay_log-*.jsonl.gz")
+             for line in gzip.decompress(chunk.read_bytes()).decode().splitlines()]
+    assert [x["idempotency_key"] for x in lines if x["event_id"] == 7] == [tricky]
     jobs = {r["policy"]: r for r in conn.execute(
         "SELECT policy, status, rows_archived, rows_deleted, duration_ms, archive_location "
         "FROM m10_recovery.retention_jobs")}
