@@ -12,7 +12,9 @@ exactly those of the seed.
 - archive:   dead-letter stream entries -> dead_letter_archive (idempotent by
              (dl_stream, dl_entry_id)), committed, and only then XDEL'ed.
 - reconcile: each unreconciled row becomes already_processed, replayed (through
-             enqueue_outbox with key <lineage>#replay<n>) or abandoned past the cap.
+             enqueue_outbox with key <lineage>#replay<n>) or abandoned past the cap; a
+             duplicate of a reconciled dead letter (same event and source entry) takes
+             its twin's outcome instead of being replayed twice.
 """
 
 from __future__ import annotations
@@ -279,6 +281,13 @@ def decide(cur: psycopg.Cursor[Any], row: dict[str, Any], st: Settings,
         ctx.log.info("dead letter %s: event was published after all (%s %s)", row["id"],
                      done["stream"], done["stream_entry_id"])
         return "already_processed"
+    twin = cur.execute(query("dl_duplicate_of"), row).fetchone()
+    if twin is not None:
+        outcome = "abandoned" if twin["reconcile_outcome"] == "abandoned" else "already_processed"
+        record(cur, row["id"], outcome, twin["reconcile_attempts"], twin["replay_event_id"])
+        ctx.log.info("dead letter %s is a duplicate of %s (%s): %s", row["id"], twin["id"],
+                     twin["reconcile_outcome"], outcome)
+        return outcome
     replays = cur.execute(query("dl_replays_done"), row).fetchone()["n"]
     why = unreplayable(row)
     if why or replays >= st.max_replays:

@@ -7,7 +7,7 @@
 -- key (enqueue_outbox returns the first id: no duplicate events).
 ALTER TABLE m10_recovery.dead_letter_archive ADD COLUMN lineage_key text;
 CREATE INDEX dead_letter_archive_lineage_idx
-    ON m10_recovery.dead_letter_archive (lineage_key) WHERE reconcile_outcome = 'replayed';
+    ON m10_recovery.dead_letter_archive (lineage_key);
 CREATE INDEX dead_letter_archive_reconciled_at_idx
     ON m10_recovery.dead_letter_archive (reconciled_at) WHERE reconcile_outcome IS NOT NULL;
 CREATE INDEX replay_log_event_id_idx ON m10_recovery.replay_log (event_id);

@@ -43,6 +43,19 @@ SELECT id, event_id, stream, stream_entry_id, published_at FROM m10_recovery.rep
  ORDER BY id
  LIMIT 1;
 
+-- dl_duplicate_of --
+-- An already reconciled copy of the same dead letter (same event, same source entry): a
+-- writer that crashed between its dead-letter XADD and its ACK wrote it twice.
+SELECT id, reconcile_outcome, reconcile_attempts, replay_event_id
+  FROM m10_recovery.dead_letter_archive
+ WHERE lineage_key = %(lineage_key)s AND id <> %(id)s AND reconcile_outcome IS NOT NULL
+   AND idempotency_key IS NOT DISTINCT FROM %(idempotency_key)s
+   AND event_id IS NOT DISTINCT FROM %(event_id)s
+   AND source_stream IS NOT DISTINCT FROM %(source_stream)s
+   AND source_entry_id IS NOT DISTINCT FROM %(source_entry_id)s
+ ORDER BY id
+ LIMIT 1;
+
 -- dl_replays_done --
 -- Replays already made in this event's lineage (for the replay cap).
 SELECT count(*) AS n FROM m10_recovery.dead_letter_archive

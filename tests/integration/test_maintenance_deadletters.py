@@ -221,3 +221,18 @@ def test_bad_sources_config_exits_78(cli: Any, tmp_path: Path) -> None:
     proc = cli("m10", "run", "dl_route", "--config", str(cfg))
     assert proc.returncode == 78
     assert "dead_letter.sources[0]" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_duplicate_dead_letter_is_not_replayed_twice(cli: Any, conn: psycopg.Connection[Any],
+                                                     tmp_path: Path, redis_url: str) -> None:
+    """A writer that died between its dead-letter XADD and its ACK wrote the entry twice."""
+    r = client(redis_url)
+    _dl(r, 50, "twice", source_entry="9-0")
+    _dl(r, 50, "twice", source_entry="9-0")
+    proc = cli("m10-maintenance", "--config", str(write_config(tmp_path)))
+    assert task(proc, "dl_reconcile")["summary"] == {"already_processed": 1, "replayed": 1,
+                                                     "abandoned": 0}
+    outbox = conn.execute("SELECT id FROM m10_recovery.outbox").fetchall()
+    assert len(outbox) == 1
+    rows = _archive(conn)
+    assert [x["replay_event_id"] for x in rows] == [outbox[0]["id"]] * 2
