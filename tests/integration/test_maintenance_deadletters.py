@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -200,6 +201,11 @@ def test_operator_list_and_manual_replay(cli: Any, conn: psycopg.Connection[Any]
     listed = cli("m10", "dl", "list", "--outcome", "abandoned", "--config", str(cfg))
     assert listed.returncode == 0 and "manual" in listed.stdout
     assert "no dead letters match" in cli("m10", "dl", "list", "--outcome", "replayed",
+                                          "--config", str(cfg)).stdout
+    by_reason = cli("m10", "dl", "list", "--reason", "BOO", "--stream", "m10:outbox", "--json",
+                    "--config", str(cfg))
+    assert [json.loads(x)["idempotency_key"] for x in by_reason.stdout.splitlines()] == ["manual"]
+    assert "no dead letters match" in cli("m10", "dl", "list", "--reason", "timeout",
                                           "--config", str(cfg)).stdout
     dl_id = conn.execute("SELECT id FROM m10_recovery.dead_letter_archive").fetchone()["id"]
 
