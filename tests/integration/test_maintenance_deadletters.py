@@ -245,3 +245,19 @@ def test_duplicate_dead_letter_is_not_replayed_twice(cli: Any, conn: psycopg.Con
     assert len(outbox) == 1
     rows = _archive(conn)
     assert [x["replay_event_id"] for x in rows] == [outbox[0]["id"]] * 2
+
+
+def test_route_by_idle_time(cli: Any, tmp_path: Path, redis_url: str) -> None:
+    r = client(redis_url)
+    r.xgroup_create("m10:outbox", "workers", id="0", mkstream=True)
+    stuck = r.xadd("m10:outbox", event_fields(60, "idle"))
+    deliver(r, "m10:outbox", "workers", times=1)
+    cfg = write_config(tmp_path, base=write_config(tmp_path).read_text().replace(
+        "max_idle_seconds = 0", "max_idle_seconds = 1"))
+    early = cli("m10", "run", "dl_route", "--config", str(cfg))
+    assert task(early, "dl_route")["summary"]["routed"] == 0
+    time.sleep(1.1)
+    late = cli("m10", "run", "dl_route", "--config", str(cfg))
+    assert task(late, "dl_route")["summary"]["routed"] == 1
+    [(_, fields)] = r.xrange("m10:dead_letter")
+    assert fields["source_entry_id"] == stuck and "idle" in fields["reason"]
