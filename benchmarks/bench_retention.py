@@ -1,0 +1,103 @@
+"""Retention of 1M replay_log rows: batched archive + delete (the retention_cleanup task,
+run as operators run it) vs one plain DELETE of the same rows, in the same run.
+
+Goals (issue 4): >= 50% of the single DELETE's rows/s, longest transaction < 1 s.
+Rows: M10_BENCH_RETENTION_ROWS (default 1,000,000).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+
+if TYPE_CHECKING:
+    from benchmarks.run import Bench
+
+ROWS = int(os.environ.get("M10_BENCH_RETENTION_ROWS", "1000000"))
+BATCH = 10000
+FILL = """
+INSERT INTO m10_recovery.replay_log (event_id, idempotency_key, event_type, stream,
+       stream_entry_id, fencing_token, holder_id, enqueued_at, published_at)
+SELECT g, 'key-' || g, 'order.created', 'm10:outbox', g || '-0', 42, 'bench-host:1:run',
+       now() - interval '41 days', now() - interval '40 days'
+  FROM generate_series(1, %s::int) g
+"""
+CONFIG = f"""
+[retention]
+batch_size = {BATCH}
+[retention.dead_letter_archive]
+enabled = false
+[retention.outbox]
+enabled = false
+[retention.retention_jobs]
+enabled = false
+[retention.fallback_uploads]
+enabled = false
+[retention.stats_csv]
+enabled = false
+[retention.canary_reports]
+enabled = false
+"""
+
+
+def _filled(bench: Bench) -> str:
+    dsn = bench.fresh_db()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(FILL, (ROWS,))
+        c.execute("VACUUM ANALYZE m10_recovery.replay_log")
+    return dsn
+
+
+def _batched_delete_only(dsn: str) -> float:
+    """The same keyset batches without archiving: where the time goes."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        t0 = time.monotonic()
+        for lo in range(0, ROWS, BATCH):
+            c.execute("DELETE FROM m10_recovery.replay_log WHERE id > %s AND id <= %s AND "
+                      "published_at < now() - interval '30 days'", (lo, lo + BATCH))
+        return time.monotonic() - t0
+
+
+def run(bench: Bench) -> None:
+    base_dsn, ours_dsn, plain_dsn = _filled(bench), _filled(bench), _filled(bench)
+
+    with psycopg.connect(base_dsn, autocommit=True) as c:
+        t0 = time.monotonic()
+        c.execute("DELETE FROM m10_recovery.replay_log WHERE published_at < now() - "
+                  "interval '30 days'")
+        single = time.monotonic() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "m10jobs.toml"
+        cfg.write_text(CONFIG)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
+               "M10_DATABASE_URL": ours_dsn, "M10_STATE_DIR": str(Path(tmp) / "state")}
+        t0 = time.monotonic()
+        proc = subprocess.run([str(bench.bin / "m10"), "run", "retention_cleanup", "--config",
+                               str(cfg)], env=env, capture_output=True, text=True, timeout=1800)
+        ours = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"retention_cleanup exited {proc.returncode}: {proc.stderr[-2000:]}")
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])["tasks"][0]["summary"]
+        archived = summary["policies"]["replay_log"]["archived"]
+        size = sum(p.stat().st_size for p in (Path(tmp) / "state").rglob("*.gz"))
+    assert archived == ROWS, f"archived {archived} of {ROWS}"
+    with psycopg.connect(ours_dsn, autocommit=True) as c:
+        left = c.execute("SELECT count(*) FROM m10_recovery.replay_log").fetchone()[0]
+    assert left == 0, f"{left} rows left"
+
+    bench.report(f"archive+delete {ROWS:,} rows (batches of {BATCH:,})", ROWS / ours, "rows/s",
+                 baseline=ROWS / single, baseline_name="single DELETE", goal=">= 0.50x")
+    bench.report("longest single transaction", summary["longest_txn_s"] * 1000, "ms",
+                 baseline=single * 1000, baseline_name="single DELETE", goal="< 1000 ms")
+    bench.report("archive size (gzip JSON lines)", size / 1e6, "MB")
+    plain = _batched_delete_only(plain_dsn)
+    bench.report("  same batches, DELETE only (no archive)", ROWS / plain, "rows/s",
+                 baseline=ROWS / single, baseline_name="single DELETE")

@@ -1,0 +1,178 @@
+"""Retention: batches archived then deleted, retention_jobs counts, resume after SIGKILL,
+file policies, object storage."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.conftest import BIN
+from tests.maintenance_support import task, write_config
+
+
+def _old_replay_log(conn: psycopg.Connection[Any], n: int, *, start: int = 1,
+                    age: str = "40 days") -> None:
+    conn.execute("INSERT INTO m10_recovery.replay_log (event_id, event_type, stream, "
+                 "stream_entry_id, fencing_token, holder_id, enqueued_at, published_at) "
+                 "SELECT g, 'e', 'm10:outbox', g || '-0', 1, 'h', now(), "
+                 "now() - %s::interval FROM generate_series(%s::int, %s::int) g",
+                 (age, start, start + n - 1))
+
+
+def _archived_ids(root: Path, policy: str) -> list[int]:
+    ids: list[int] = []
+    for chunk in sorted(root.rglob(f"{policy}-*.jsonl.gz")):
+        ids += [json.loads(line)["id"] for line in gzip.decompress(chunk.read_bytes())
+                .decode().splitlines()]
+    return ids
+
+
+def _count(conn: psycopg.Connection[Any], sql: str) -> int:
+    return conn.execute(f"SELECT count(*) AS n FROM {sql}").fetchone()["n"]
+
+
+def test_tables_archived_in_batches_with_counts(cli: Any, conn: psycopg.Connection[Any],
+                                                env: dict[str, str], tmp_path: Path) -> None:
+    _old_replay_log(conn, 2500)
+    _old_replay_log(conn, 10, start=10001, age="1 day")
+    tricky = 'back\\slash "quote"\nnewline\ttab é'
+    conn.execute("UPDATE m10_recovery.replay_log SET idempotency_key = %s WHERE event_id = 7",
+                 (tricky,))
+    conn.execute("INSERT INTO m10_recovery.outbox (event_type, payload, status, published_at) "
+                 "VALUES ('e', '{}', 'published', now() - interval '8 days'), "
+                 "('e', '{}', 'pending', NULL), ('e', '{}', 'published', now())")
+    conn.execute("INSERT INTO m10_recovery.dead_letter_archive (dl_stream, dl_entry_id, reason, "
+                 "reconcile_outcome, reconciled_at) VALUES "
+                 "('d', '1-0', 'x', 'replayed', now() - interval '100 days'), "
+                 "('d', '2-0', 'x', NULL, NULL)")
+    cfg = write_config(tmp_path, "[retention]\nbatch_size = 1000\n", base="")
+
+    dry = cli("m10", "run", "retention_cleanup", "--dry-run", "--config", str(cfg))
+    assert task(dry, "retention_cleanup")["summary"]["would_delete"]["replay_log"] == 2500
+    assert _count(conn, "m10_recovery.replay_log") == 2510
+
+    proc = cli("m10", "run", "retention_cleanup", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    s = task(proc, "retention_cleanup")["summary"]
+    assert s["policies"]["replay_log"]["deleted"] == 2500
+    assert s["longest_txn_s"] < 1
+    assert _count(conn, "m10_recovery.replay_log") == 10
+    assert _count(conn, "m10_recovery.outbox") == 2
+    assert _count(conn, "m10_recovery.dead_letter_archive WHERE reconcile_outcome IS NULL") == 1
+    assert _count(conn, "m10_recovery.dead_letter_archive") == 1
+    archive = Path(env["M10_STATE_DIR"]) / "retention-archive"
+    assert len(list(archive.rglob("replay_log-*.jsonl.gz"))) == 3  # 1000 + 1000 + 500
+    assert sorted(_archived_ids(archive, "replay_log")) == list(range(1, 2501))
+    lines = [json.loads(line) for chunk in archive.rglob("replay_log-*.jsonl.gz")
+             for line in gzip.decompress(chunk.read_bytes()).decode().splitlines()]
+    assert [x["idempotency_key"] for x in lines if x["event_id"] == 7] == [tricky]
+    jobs = {r["policy"]: r for r in conn.execute(
+        "SELECT policy, status, rows_archived, rows_deleted, duration_ms, archive_location "
+        "FROM m10_recovery.retention_jobs")}
+    assert jobs["replay_log"]["status"] == "succeeded"
+    assert jobs["replay_log"]["rows_archived"] == jobs["replay_log"]["rows_deleted"] == 2500
+    assert jobs["outbox"]["rows_deleted"] == 1 and jobs["dead_letter_archive"]["rows_deleted"] == 1
+    assert jobs["replay_log"]["archive_location"].startswith(str(archive))
+
+    hist = cli("m10", "retention", "history", "--policy", "replay_log", "--config", str(cfg))
+    assert hist.returncode == 0 and "2500" in hist.stdout and "succeeded" in hist.stdout
+
+
+def test_resume_after_sigkill_loses_nothing(conn: psycopg.Connection[Any], env: dict[str, str],
+                                            tmp_path: Path) -> None:
+    total = 60000
+    _old_replay_log(conn, total)
+    cfg = write_config(tmp_path, "[retention]\nbatch_size = 300\n", base="")
+    args = [str(BIN / "m10"), "run", "retention_cleanup", "--config", str(cfg)]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _count(
+            conn, "m10_recovery.retention_jobs WHERE rows_deleted > 0") == 0:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = _count(conn, "m10_recovery.replay_log")
+    assert 0 < left < total, "the kill should land mid-way"
+    archive = Path(env["M10_STATE_DIR"]) / "retention-archive"
+    present = {r["id"] for r in conn.execute("SELECT id FROM m10_recovery.replay_log")}
+    assert present | set(_archived_ids(archive, "replay_log")) == set(range(1, total + 1))
+
+    conn.execute("DELETE FROM m10_recovery.distributed_locks")  # the dead holder's lease
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert _count(conn, "m10_recovery.replay_log") == 0
+    assert set(_archived_ids(archive, "replay_log")) == set(range(1, total + 1))
+    rows = conn.execute("SELECT status, error, rows_deleted FROM m10_recovery.retention_jobs "
+                        "WHERE policy = 'replay_log' ORDER BY id").fetchall()
+    assert rows[0]["status"] == "failed" and "interrupted" in rows[0]["error"]
+    assert rows[1]["status"] == "succeeded"
+    assert rows[0]["rows_deleted"] + rows[1]["rows_deleted"] == total
+
+
+def _touch(path: Path, days_old: float, text: str = "x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    t = time.time() - days_old * 86400
+    os.utime(path, (t, t))
+    return path
+
+
+def test_file_policies(cli: Any, conn: psycopg.Connection[Any], env: dict[str, str],
+                       tmp_path: Path) -> None:
+    state, logs = Path(env["M10_STATE_DIR"]), Path(env["M10_LOG_DIR"])
+    fb = state / "fallback-uploads"
+    old_up = [_touch(fb / "a.bin", 20), _touch(fb / "a.bin.meta.json", 20),
+              _touch(fb / "a.bin.uploaded", 20)]
+    kept = [_touch(fb / "b.bin", 20), _touch(fb / "b.bin.meta.json", 20),  # not uploaded yet
+            _touch(fb / "c.bin", 1), _touch(fb / "c.bin.uploaded", 1)]    # uploaded recently
+    now = datetime.now(UTC)
+    this_month = f"m10_stats_{now:%Y-%m}.csv"
+    old_csv = [_touch(logs / "m10_stats_2020-01.csv", 1, "date,n\n2020-01-01,1\n"),
+               _touch(logs / "m10_stats_2020-01.csv.processed", 1)]
+    kept += [_touch(logs / this_month, 1), _touch(logs / f"{this_month}.processed", 1)]
+    reports = state / "canary" / "reports"
+    old_reports = [_touch(reports / "report-2020.json", 40)]
+    kept += [_touch(reports / "latest_report.json", 40), _touch(reports / "report-new.json", 1)]
+    cfg = write_config(tmp_path, "[retention.stats_csv]\nmax_age_months = 12\n", base="")
+
+    proc = cli("m10", "run", "retention_cleanup", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert not any(p.exists() for p in old_up + old_csv + old_reports)
+    assert all(p.exists() for p in kept)
+    archive = state / "retention-archive"
+    [csv_gz] = archive.rglob("m10_stats_2020-01.csv.gz")
+    assert gzip.decompress(csv_gz.read_bytes()) == b"date,n\n2020-01-01,1\n"
+    assert list(archive.rglob("report-2020.json.gz"))
+    counts = {r["policy"]: r["rows_deleted"] for r in conn.execute(
+        "SELECT policy, rows_deleted FROM m10_recovery.retention_jobs")}
+    assert counts["fallback_uploads"] == 3 and counts["stats_csv"] == 2
+    assert counts["canary_reports"] == 1
+
+
+def test_archive_to_object_storage(cli: Any, conn: psycopg.Connection[Any],
+                                   s3_env: dict[str, str], tmp_path: Path) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_env["M10_R2_ENDPOINT_URL"],
+                      aws_access_key_id=s3_env.get("AWS_ACCESS_KEY_ID"),
+                      aws_secret_access_key=s3_env.get("AWS_SECRET_ACCESS_KEY"),
+                      region_name=s3_env.get("AWS_DEFAULT_REGION", "us-east-1"))
+    s3.create_bucket(Bucket=s3_env["M10_R2_BUCKET"])
+    _old_replay_log(conn, 50)
+    cfg = write_config(tmp_path, "", base="")
+    proc = cli("m10", "run", "retention_cleanup", "--config", str(cfg), env=s3_env)
+    assert proc.returncode == 0, proc.stderr
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_env["M10_R2_BUCKET"])["Contents"]]
+    [key] = [k for k in keys if k.startswith("retention/replay_log/")]
+    body = s3.get_object(Bucket=s3_env["M10_R2_BUCKET"], Key=key)["Body"].read()
+    assert len(gzip.decompress(body).decode().splitlines()) == 50
+    assert not (Path(s3_env["M10_STATE_DIR"]) / "retention-archive").exists()
