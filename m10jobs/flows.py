@@ -42,8 +42,8 @@ def inventory() -> list[Row]:
     rows: list[Row] = []
     for job in jobs():
         declared = {f.name: f for f in job.produces}
-        for task in job.tasks:
-            lock = task.lock.replace("{key}", "*")
+        for lock in dict.fromkeys(t.lock.replace("{key}", "*") for t in job.tasks):
+            task = next(t for t in job.tasks if t.lock.replace("{key}", "*") == lock)
             flow = declared.get(lock)
             rows.append(Row("lock", lock, job.script,
                             _consumers(lock, flow.consumers if flow else (job.script,), job),
