@@ -125,7 +125,20 @@ def find(name: str) -> tuple[Job, Task | None]:
     raise KeyError(name)
 
 
+def module_name(script: str) -> str:
+    """Where a script's job lives by convention: m10-daily-stats -> m10jobs.jobs.daily_stats."""
+    return "m10jobs.jobs." + script.split("-", 1)[1].replace("-", "_")
+
+
 def by_script(script: str) -> Job:
+    """A console script's job, importing only its own module (start-up time of every
+    timer-driven pass); the full scan is the fallback."""
+    try:
+        job = getattr(importlib.import_module(module_name(script)), "JOB", None)
+    except ImportError:
+        job = None
+    if isinstance(job, Job) and job.script == script:
+        return job
     for job in jobs():
         if job.script == script:
             return job

@@ -10,6 +10,8 @@ import click
 
 
 def __getattr__(attr: str) -> click.Command:
+    if attr.startswith("__"):  # the import system probing (__path__ ...), not a script
+        raise AttributeError(attr)
     from m10jobs.cli.jobcommand import job_command
     from m10jobs.registry import by_script
 
