@@ -61,6 +61,12 @@ class _RedactingTextFormatter(logging.Formatter):
         return redact(line)
 
 
+def new_run_id() -> str:
+    """12 hex digits naming one run in every log line, summary and holder id.
+    (os.urandom, not secrets: it is an identifier, and secrets costs start-up time.)"""
+    return os.urandom(6).hex()
+
+
 def setup_logging(job: str, run_id: str, *, verbose: bool = False) -> logging.Logger:
     _context.clear()
     _context.update(job=job, run_id=run_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from m10jobs.edges import db
 from m10jobs.edges.lease import Lease, LockBusy, holder_id
 from m10jobs.edges.metrics import Gauge, write_job_metrics
 from m10jobs.errors import DependencyUnavailable, ExitCode, LeaseLost, M10Error, combine_exit_codes
-from m10jobs.logs import set_context, setup_logging
+from m10jobs.logs import new_run_id, set_context, setup_logging
 from m10jobs.registry import Job, Task
 
 
@@ -117,7 +116,7 @@ def report_failure(exc: BaseException, dsn: str | None, log: logging.Logger, ver
 def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
         flags: Mapping[str, Any] | None = None, dry_run: bool = False, verbose: bool = False,
         params: Mapping[str, Any] | None = None) -> int:
-    run_id = secrets.token_hex(6)
+    run_id = new_run_id()
     log = setup_logging(job.script, run_id, verbose=verbose)
     started, t0 = time.time(), time.monotonic()
     results: list[TaskResult] = []

@@ -6,7 +6,6 @@ every m10jobs/cli/ops/<area>.py module.
 from __future__ import annotations
 
 import functools
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -29,10 +28,10 @@ def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callab
         def wrapper(config_file: str | None, database_url: str | None, verbose: bool,
                     **params: Any) -> None:
             from m10jobs.config import load_config
-            from m10jobs.logs import setup_logging
+            from m10jobs.logs import new_run_id, setup_logging
 
             log = setup_logging(" ".join(["m10", *([group.name] if group else []), name]),
-                                secrets.token_hex(6), verbose=verbose)
+                                new_run_id(), verbose=verbose)
             config = None
             try:
                 config = load_config(config_file, {"database_url": database_url})

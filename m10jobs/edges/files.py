@@ -12,7 +12,6 @@ import contextlib
 import glob
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
     payload = data.encode() if isinstance(data, str) else data
     with file_lock(path):
         _remove_stale_temps(path)
+        import tempfile  # imported here: not on the start-up path of a skipped pass
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
