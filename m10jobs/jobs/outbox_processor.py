@@ -164,11 +164,6 @@ def process(ctx: PassContext) -> dict[str, Any]:
                     after = outcome.resume_at - 1
             if in_flight is not None:
                 in_flight.result()
-    except Exception:
-        # The heartbeat interrupts a pass whose lease was lost; psycopg then closes the
-        # connection mid-query and reports that instead.  Say what really happened.
-        ctx.check()
-        raise
     finally:
         committer.shutdown(wait=True, cancel_futures=True)
         commit_conn.close()
