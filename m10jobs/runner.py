@@ -191,10 +191,11 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
                 return ctx.task.run(ctx) or {}
         except LeaseLost:
             raise  # the pass said it itself, with its own detail
-        except BaseException:
+        except BaseException as exc:
             # Losing the lease interrupts the pass; whatever that interruption looked
             # like (KeyboardInterrupt, a query cut off mid-flight), the cause is the lease.
-            if lease.lost.is_set():
+            # A failure the heartbeat has not explained yet is checked with the database.
+            if lease.lost.is_set() or (isinstance(exc, Exception) and not lease.confirm()):
                 raise LeaseLost(f"{lease.lost_reason}; the pass was stopped") from None
             raise
 

@@ -101,7 +101,13 @@ def locks_release(config: Any, log: Any, name: str, force: bool) -> int:
                                "still be running; check `m10 locks list` first")
     dsn = config.require("database_url")
     with pg.connect(dsn, app="m10 locks release") as conn, pg.translated(dsn):
-        row = conn.execute(query("force_release_lock"), {"name": name}).fetchone()
+        try:
+            row = conn.execute(query("force_release_lock"), {"name": name}).fetchone()
+        except pg.LockNotAvailable:
+            click.echo(f"{name}: its holder is committing right now (the lease row is locked "
+                       "by its fenced transaction); nothing released, retry in a few seconds",
+                       err=True)
+            return ExitCode.TEMPFAIL
     operator = f"{os.environ.get('SUDO_USER') or getpass.getuser()}@{socket.gethostname()}"
     if row is None:
         log.info("lock %s was not held; nothing to release", name, extra={"operator": operator})

@@ -12,13 +12,20 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.errors import LockNotAvailable
 from psycopg.rows import dict_row
 
 from m10jobs.errors import ConfigError, DependencyUnavailable, LeaseLost
 from m10jobs.redact import redact
 
+__all__ = ["LockNotAvailable", "connect", "describe", "is_connection_error", "translated",
+           "unavailable"]
+
 CONNECT_TIMEOUT_S = 5
 LEASE_LOST_SQLSTATE = "M10LL"
+# The server ended a fenced transaction that sat idle past its lease's expiry
+# (assert_lease bounds it, migration 050): a paused holder, nothing committed.
+FENCE_IDLED_OUT_SQLSTATE = "25P03"
 
 
 def describe(dsn: str) -> str:
@@ -66,8 +73,13 @@ def translated(dsn: str) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        if getattr(exc, "sqlstate", None) == LEASE_LOST_SQLSTATE:
+        state = getattr(exc, "sqlstate", None)
+        if state == LEASE_LOST_SQLSTATE:
             raise LeaseLost(f"{exc.diag.message_primary}; nothing was committed") from None
+        if state == FENCE_IDLED_OUT_SQLSTATE:
+            raise LeaseLost("PostgreSQL ended a lease-fenced transaction that sat idle past "
+                            "the lease's expiry (was this process paused?); nothing was "
+                            "committed") from None
         if is_connection_error(exc):
             raise unavailable(dsn, exc) from None
         raise

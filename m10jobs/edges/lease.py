@@ -37,7 +37,11 @@ class LockBusy(M10Error):
 
     def __init__(self, name: str, holder: dict[str, Any] | None) -> None:
         self.name, self.holder = name, holder or {}
-        if holder:
+        if holder and holder["expires_in_s"] <= 0:
+            detail = (f"held by {holder['holder_id']} (token {holder['fencing_token']}), whose "
+                      f"lease lapsed {-holder['expires_in_s']:.1f}s ago but whose fenced commit "
+                      "is still open (PostgreSQL ends it if it idles)")
+        elif holder:
             detail = (f"held by {holder['holder_id']} (token {holder['fencing_token']}) for "
                       f"{holder['age_s']:.1f}s, expires in {holder['expires_in_s']:.1f}s")
         else:
@@ -123,6 +127,25 @@ class Lease:
         if self.lost.is_set():
             raise LeaseLost(f"{self.lost_reason}; the pass stopped, its uncommitted work "
                             "was discarded")
+
+    def confirm(self) -> bool:
+        """After a pass failed: is the lease still ours?  The heartbeat may not have
+        noticed yet (a paused process wakes up with every thread at once).  Asked over a
+        fresh connection, since the pass's own may be what failed; True when the database
+        cannot tell."""
+        if self.lost.is_set():
+            return False
+        if self.token is None:
+            return True
+        try:
+            with db.connect(self.dsn, app=f"m10jobs-lease:{self.name}") as conn:
+                held = conn.execute(query("lease_held"), self._args()).fetchone()["held"]
+        except (psycopg.Error, M10Error):
+            return True
+        if not held:
+            self._mark_lost(f"lease {self.name} (token {self.token}) lapsed or was taken over "
+                            "while the pass ran")
+        return bool(held)
 
     def fence(self, cur: psycopg.Cursor[Any]) -> None:
         """Inside the transaction that commits lease-protected work: fail unless still ours."""

@@ -20,6 +20,12 @@ SELECT m10_recovery.release_lock(%(name)s, %(holder)s, %(token)s) AS released;
 -- Fence: raise (SQLSTATE M10LL) unless this lease is live, inside the caller's transaction.
 SELECT m10_recovery.assert_lease(%(name)s, %(holder)s, %(token)s);
 
+-- lease_held --
+-- Whether this holder's lease is still live (asked after a pass failed, to name the cause).
+SELECT EXISTS (SELECT 1 FROM m10_recovery.distributed_locks
+                WHERE lock_name = %(name)s AND holder_id = %(holder)s
+                  AND fencing_token = %(token)s AND expires_at > clock_timestamp()) AS held;
+
 -- lock_holder --
 -- Who holds a lock, for the "busy, skipped" log line.
 SELECT holder_id, fencing_token,

@@ -181,3 +181,74 @@ def test_holder_killed_with_sigkill_is_taken_over_after_its_ttl(conn: Conn, dsn:
         new = acquire(conn, "victim", "heir")
     assert new is not None and new > token
     assert time.monotonic() - killed_at <= 2.6
+
+
+MID_COMMIT = textwrap.dedent("""
+    import sys, time, psycopg
+    c = psycopg.connect(sys.argv[1], autocommit=True)
+    t = c.execute("SELECT m10_recovery.acquire_lock('frozen', 'paused', 2)").fetchone()[0]
+    c.execute("BEGIN")
+    c.execute("SELECT m10_recovery.assert_lease('frozen', 'paused', %s)", (t,))
+    c.execute("INSERT INTO probe VALUES (1, 1)")
+    print(t, flush=True)
+    sys.stdin.readline()  # frozen here by the test's SIGSTOP, woken by SIGCONT
+    try:
+        c.execute("COMMIT")
+        print("committed", flush=True)
+    except psycopg.Error as exc:
+        print(exc.sqlstate, flush=True)
+""")
+
+
+def test_holder_frozen_mid_commit_is_rolled_back_and_taken_over(conn: Conn, dsn: str) -> None:
+    """SIGSTOP inside a fenced transaction: the row it locked is freed soon after the
+    lease lapses (the server ends the idle transaction) and its write never lands."""
+    conn.execute("SET statement_timeout = '15s'")  # a regression fails rather than hangs
+    conn.execute("CREATE TABLE probe (n int NOT NULL, total int NOT NULL)")
+    proc = subprocess.Popen([sys.executable, "-c", MID_COMMIT, dsn], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    token = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        assert acquire(conn, "frozen", "heir") is None  # its lease is still live
+        new = None
+        while new is None and time.monotonic() - frozen_at < 10:
+            new = acquire(conn, "frozen", "heir")
+        taken_after = time.monotonic() - frozen_at
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    out, _ = proc.communicate("\n", timeout=30)
+    assert new is not None and new > token
+    assert 1.5 <= taken_after <= 4.5, taken_after  # TTL 2 s, not "whenever it wakes up"
+    assert out.split()[-1] == "25P03"  # the server ended its transaction: nothing committed
+    assert conn.execute("SELECT count(*) AS n FROM probe").fetchone()["n"] == 0
+
+
+def test_busy_fenced_commit_past_expiry_keeps_the_row_but_nobody_hangs(
+        conn: Conn, dsn: str, cli: Any) -> None:
+    """A fenced transaction still running a statement keeps its protection; contenders
+    give up after 2 s instead of waiting for it."""
+    conn.execute("SET statement_timeout = '15s'")  # a regression fails rather than hangs
+    token = acquire(conn, "slow", "committer", ttl=1)
+    busy = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, psycopg
+        with psycopg.connect(sys.argv[1]) as c:
+            c.execute("SELECT m10_recovery.assert_lease('slow', 'committer', %s)",
+                      (int(sys.argv[2]),))
+            print("fenced", flush=True)
+            c.execute("SELECT pg_sleep(7)")
+        print("committed", flush=True)
+    """), dsn, str(token)], stdout=subprocess.PIPE, text=True)
+    assert busy.stdout.readline().strip() == "fenced"
+    time.sleep(1.2)  # the lease has lapsed; the commit is still running
+    t0 = time.monotonic()
+    assert acquire(conn, "slow", "heir") is None
+    assert conn.execute("SELECT m10_recovery.reclaim_expired_locks() AS n").fetchone()["n"] == 0
+    forced = cli("m10", "locks", "release", "slow", "--force")
+    waited = time.monotonic() - t0
+    assert forced.returncode == 75, forced.stderr
+    assert "committing right now" in forced.stderr and "Traceback" not in forced.stderr
+    assert waited < 6.5, waited  # three 2 s waits, not the 7 s commit
+    assert busy.communicate(timeout=30)[0].strip() == "committed"
+    assert acquire(conn, "slow", "heir") > token

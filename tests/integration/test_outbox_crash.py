@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import redis
 
 from tests.conftest import BIN, run_cli
@@ -116,6 +117,40 @@ def test_leader_stopped_past_its_ttl_cannot_commit(conn: Any, env: dict[str, str
         after = conn.execute("SELECT count(*) AS n FROM m10_recovery.replay_log "
                              "WHERE fencing_token = %s", (token_of_old,)).fetchone()["n"]
         assert after == committed_by_old  # nothing committed by the old leader after the pause
+    assert_exactly_once(conn, redis_url, n)
+
+
+def test_leader_stopped_inside_its_fenced_commit_does_not_wedge_the_lock(
+        conn: Any, env: dict[str, str], redis_url: str, tmp_path: Path) -> None:
+    """The unlucky moment of the test above, made certain: the leader is frozen after
+    its fenced commit statement ran but before COMMIT, so its transaction holds the
+    lease row.  Its successor takes over once the lease lapses instead of hanging."""
+    n = 2_000
+    bulk_enqueue(conn, n)
+    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
+    env = {**env, "M10_LEASE_TTL_SECONDS": "2"}
+    conn.execute("SET statement_timeout = '30s'")
+    gate = psycopg.connect(conn.info.dsn, password=conn.info.password)
+    gate.execute("LOCK TABLE m10_recovery.replay_log IN SHARE ROW EXCLUSIVE MODE")
+    old = start(env, "--config", str(cfg))
+    try:
+        deadline = time.monotonic() + 30
+        while not conn.execute(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND application_name = 'm10-outbox-processor:commit'").fetchone()["n"]:
+            assert time.monotonic() < deadline and old.poll() is None, "no commit came"
+            time.sleep(0.05)
+        old.send_signal(signal.SIGSTOP)
+        gate.commit()  # its commit statement now completes; its COMMIT never comes
+        stopped_at = time.monotonic()
+        drain(env, "--config", str(cfg))
+        assert time.monotonic() - stopped_at < 30
+    finally:
+        old.send_signal(signal.SIGCONT)
+        gate.close()
+    _, err = old.communicate(timeout=60)
+    assert old.returncode == 1, err[-1000:]
+    assert "lease" in err and "Traceback" not in err
     assert_exactly_once(conn, redis_url, n)
 
 
