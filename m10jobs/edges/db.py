@@ -23,8 +23,8 @@ __all__ = ["LockNotAvailable", "connect", "describe", "is_connection_error", "tr
 
 CONNECT_TIMEOUT_S = 5
 LEASE_LOST_SQLSTATE = "M10LL"
-# The server ended a fenced transaction that sat idle past its lease's expiry
-# (assert_lease bounds it, migration 050): a paused holder, nothing committed.
+# The server ended a transaction that sat idle past its lease (assert_lease and
+# the runner bound it): a paused holder, nothing committed.
 FENCE_IDLED_OUT_SQLSTATE = "25P03"
 
 
@@ -77,8 +77,8 @@ def translated(dsn: str) -> Iterator[None]:
         if state == LEASE_LOST_SQLSTATE:
             raise LeaseLost(f"{exc.diag.message_primary}; nothing was committed") from None
         if state == FENCE_IDLED_OUT_SQLSTATE:
-            raise LeaseLost("PostgreSQL ended a lease-fenced transaction that sat idle past "
-                            "the lease's expiry (was this process paused?); nothing was "
+            raise LeaseLost("PostgreSQL ended a transaction of this pass that sat idle "
+                            "past its lease (was this process paused?); nothing was "
                             "committed") from None
         if is_connection_error(exc):
             raise unavailable(dsn, exc) from None

@@ -20,6 +20,10 @@ SELECT m10_recovery.release_lock(%(name)s, %(holder)s, %(token)s) AS released;
 -- Fence: raise (SQLSTATE M10LL) unless this lease is live, inside the caller's transaction.
 SELECT m10_recovery.assert_lease(%(name)s, %(holder)s, %(token)s);
 
+-- bound_idle_transactions --
+-- A pass under a lease may leave a transaction idle this long; then the server ends it.
+SELECT set_config('idle_in_transaction_session_timeout', %(ms)s::text, false);
+
 -- lease_held --
 -- Whether this holder's lease is still live (asked after a pass failed, to name the cause).
 SELECT EXISTS (SELECT 1 FROM m10_recovery.distributed_locks

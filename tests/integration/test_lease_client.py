@@ -72,3 +72,53 @@ def test_a_pass_that_loses_its_lease_stops_and_exits_1(dsn: str, conn: Conn,
     assert summary["tasks"][0]["status"] == "failed"
     assert "force-released" in summary["tasks"][0]["error"]
     assert "Traceback" not in err
+
+
+FROZEN_IN_TXN = textwrap.dedent("""
+    import sys
+    from m10jobs.registry import Job
+    from m10jobs import runner
+
+    def stuck_pass(ctx):
+        ctx.conn.execute("BEGIN")
+        ctx.conn.execute("UPDATE probe SET n = n + 1")
+        print("LOCKED", flush=True)
+        sys.stdin.readline()  # frozen here (SIGSTOP) with the row locked, not yet fenced
+        ctx.conn.execute("COMMIT")
+        return {"committed": True}
+
+    job = Job(script="m10-test-frozen", summary="t", example="t", schedule="daily",
+              lock="test:frozen", run=stuck_pass, ttl_seconds=1)
+    sys.exit(runner.run(job))
+""")
+
+
+def test_a_pass_frozen_inside_any_transaction_releases_its_rows(
+        dsn: str, conn: Conn, env: dict[str, str]) -> None:
+    """Not only fenced commits: a leased pass paused with rows locked is cut off by the
+    server once its lease (floor 5 s) is over, so the next holder does not hang."""
+    import os
+    import signal
+
+    from m10jobs.runner import IDLE_TRANSACTION_FLOOR_S
+
+    conn.execute("CREATE TABLE probe (n int NOT NULL)")
+    conn.execute("INSERT INTO probe VALUES (0)")
+    proc = subprocess.Popen([sys.executable, "-c", FROZEN_IN_TXN], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "LOCKED"
+    os.kill(proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        conn.execute("SET statement_timeout = '20s'")  # a regression fails, not hangs
+        conn.execute("UPDATE probe SET n = n + 10")
+        waited = time.monotonic() - t0
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    out, err = proc.communicate("\n", timeout=30)
+    assert IDLE_TRANSACTION_FLOOR_S - 1 <= waited <= IDLE_TRANSACTION_FLOOR_S + 3, waited
+    assert conn.execute("SELECT n FROM probe").fetchone()["n"] == 10  # its +1 rolled back
+    assert proc.returncode == 1, err
+    assert "lease" in json.loads(out.strip().splitlines()[-1])["tasks"][0]["error"]
+    assert "Traceback" not in err
