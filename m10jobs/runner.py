@@ -21,14 +21,9 @@ from m10jobs.config import Config, load_config
 from m10jobs.edges import db
 from m10jobs.edges.lease import Lease, LockBusy, holder_id
 from m10jobs.edges.metrics import Gauge, write_job_metrics
-from m10jobs.edges.queries import query
 from m10jobs.errors import DependencyUnavailable, ExitCode, LeaseLost, M10Error, combine_exit_codes
 from m10jobs.logs import new_run_id, set_context, setup_logging
 from m10jobs.registry import Job, Task
-
-# Leased passes may idle inside a transaction for their lease TTL, never less than this
-# (tests run with 1-2 s leases; an upload inside a transaction can take a few seconds).
-IDLE_TRANSACTION_FLOOR_S = 5
 
 
 @dataclass
@@ -193,10 +188,6 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
         ctx.log.info("lease %s acquired", ctx.lock)
         try:
             with db.translated(ctx.dsn):
-                # A pass frozen inside a transaction must not keep its row locks past
-                # its lease: whoever takes over would wait on them forever.
-                ctx.conn.execute(query("bound_idle_transactions"),
-                                 {"ms": max(ttl, IDLE_TRANSACTION_FLOOR_S) * 1000})
                 return ctx.task.run(ctx) or {}
         except LeaseLost:
             raise  # the pass said it itself, with its own detail

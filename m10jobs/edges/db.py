@@ -12,20 +12,17 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.errors import LockNotAvailable
+from psycopg.errors import LockNotAvailable as LockNotAvailable  # for callers: 55P03
 from psycopg.rows import dict_row
 
 from m10jobs.errors import ConfigError, DependencyUnavailable, LeaseLost
 from m10jobs.redact import redact
 
-__all__ = ["LockNotAvailable", "connect", "describe", "is_connection_error", "translated",
-           "unavailable"]
-
 CONNECT_TIMEOUT_S = 5
 LEASE_LOST_SQLSTATE = "M10LL"
-# The server ended a transaction that sat idle past its lease (assert_lease and
-# the runner bound it): a paused holder, nothing committed.
-FENCE_IDLED_OUT_SQLSTATE = "25P03"
+# The server ended a transaction that sat idle past its lease (Lease and
+# assert_lease bound it): a paused holder, nothing committed.
+IDLED_OUT_SQLSTATE = "25P03"
 
 
 def describe(dsn: str) -> str:
@@ -76,7 +73,7 @@ def translated(dsn: str) -> Iterator[None]:
         state = getattr(exc, "sqlstate", None)
         if state == LEASE_LOST_SQLSTATE:
             raise LeaseLost(f"{exc.diag.message_primary}; nothing was committed") from None
-        if state == FENCE_IDLED_OUT_SQLSTATE:
+        if state == IDLED_OUT_SQLSTATE:
             raise LeaseLost("PostgreSQL ended a transaction of this pass that sat idle "
                             "past its lease (was this process paused?); nothing was "
                             "committed") from None

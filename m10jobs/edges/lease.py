@@ -29,6 +29,10 @@ from m10jobs.edges import db
 from m10jobs.edges.queries import query
 from m10jobs.errors import ExitCode, LeaseLost, M10Error
 
+# A holder may leave a transaction idle for its lease TTL, never less than this (tests
+# run with 1-2 s leases; an upload inside a transaction can take a few seconds).
+IDLE_TRANSACTION_FLOOR_S = 5
+
 
 class LockBusy(M10Error):
     """Another holder's lease is live: skipped, nothing done (exit 75)."""
@@ -112,8 +116,17 @@ class Lease:
 
     def __enter__(self) -> Lease:
         self.acquire()
+        self._bound_idle_transactions()
         self._start_heartbeat()
         return self
+
+    def _bound_idle_transactions(self) -> None:
+        """A holder frozen inside a transaction must not keep its row locks past its
+        lease: whoever takes over would wait on them forever.  The server ends such a
+        transaction (25P03); assert_lease tightens this for fenced ones."""
+        ms = max(self.ttl, IDLE_TRANSACTION_FLOOR_S) * 1000
+        with db.translated(self.dsn):
+            self.conn.execute(query("bound_idle_transactions"), {"ms": ms})
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:

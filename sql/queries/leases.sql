@@ -21,7 +21,7 @@ SELECT m10_recovery.release_lock(%(name)s, %(holder)s, %(token)s) AS released;
 SELECT m10_recovery.assert_lease(%(name)s, %(holder)s, %(token)s);
 
 -- bound_idle_transactions --
--- A pass under a lease may leave a transaction idle this long; then the server ends it.
+-- A lease holder may leave a transaction idle this long; then the server ends it.
 SELECT set_config('idle_in_transaction_session_timeout', %(ms)s::text, false);
 
 -- lease_held --

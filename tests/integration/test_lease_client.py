@@ -100,7 +100,7 @@ def test_a_pass_frozen_inside_any_transaction_releases_its_rows(
     import os
     import signal
 
-    from m10jobs.runner import IDLE_TRANSACTION_FLOOR_S
+    from m10jobs.edges.lease import IDLE_TRANSACTION_FLOOR_S
 
     conn.execute("CREATE TABLE probe (n int NOT NULL)")
     conn.execute("INSERT INTO probe VALUES (0)")
