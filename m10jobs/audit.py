@@ -4,7 +4,6 @@ atomicity properties.  Each check returns the breaches it found (empty = holds).
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,17 +80,16 @@ def public_has_nothing(a: Audit) -> list[str]:
 
 
 def registered_locks_only(a: Audit) -> list[str]:
-    from m10jobs.registry import jobs
+    from m10jobs.registry import jobs, scope_of
 
     patterns = [t.lock for j in jobs() for t in j.tasks]
-    regex = re.compile("|".join(re.escape(p).replace(r"\{key\}", ".+") for p in patterns))
     breaches = [f"seed lock {name} is not registered by any job"
                 for name in SEED_LOCKS if name not in {p.replace("{key}", "*")
                                                        for p in patterns}]
     breaches += [f"lock {r['lock_name']} (held by {r['holder_id']}) is not a registered lock"
                  for r in _rows(a, "SELECT lock_name, holder_id FROM "
                                    "m10_recovery.distributed_locks")
-                 if not regex.fullmatch(r["lock_name"])]
+                 if scope_of(r["lock_name"]) is None]
     return breaches
 
 

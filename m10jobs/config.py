@@ -8,6 +8,8 @@ getters name the offending key when a value is wrong (exit 78).
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +46,12 @@ def _ttl(value: str) -> int:
     return ttl
 
 
+def _hostname(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise ValueError("expected a host name (letters, digits, '.', '_', '-'; at most 63)")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -72,6 +80,8 @@ SETTINGS: tuple[Setting, ...] = (
             flag=False),
     Setting("r2_bucket", None, str, "bucket for uploads and archives", flag=False),
     Setting("lease_ttl_seconds", 300, _ttl, "lease TTL", flag=False),
+    Setting("hostname", None, _hostname, "this host's name in host-local lease names "
+            "(default: the OS host name)", flag=False),
 )
 
 
@@ -143,6 +153,12 @@ class Config:
             return self.values[key]
         except KeyError:
             raise AttributeError(key) from None
+
+    @property
+    def host(self) -> str:
+        """This host's name in host-local lease names (`<lock>@<host>`): the hostname
+        setting (M10_HOSTNAME; tests run several "hosts" on one machine), else the OS's."""
+        return self.values.get("hostname") or socket.gethostname()
 
     def section(self, name: str) -> Section:
         data = self.file.get(name, {})

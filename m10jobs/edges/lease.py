@@ -53,8 +53,8 @@ class LockBusy(M10Error):
         super().__init__(f"lock {name} is {detail}; skipped, nothing done")
 
 
-def holder_id(run_id: str) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{run_id}"
+def holder_id(run_id: str, host: str | None = None) -> str:
+    return f"{host or socket.gethostname()}:{os.getpid()}:{run_id}"
 
 
 @dataclass

@@ -219,6 +219,7 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
 JOB = Job(
     script="m10-rollback",
     lock="m10:rollback",
+    scope="host",  # reads this host's report; the ledger in PostgreSQL decides who acts
     run=rollback_pass,
     summary="Roll back once when the latest canary report is a fresh fail.",
     example="m10-rollback --dry-run",
