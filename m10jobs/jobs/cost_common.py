@@ -92,6 +92,8 @@ class CostSettings:
     baseline_min_days: int = 7
     anomaly_k: Decimal = Decimal(3)
     anomaly_min_amount_usd: Decimal = Decimal(50)
+    hourly_wait_seconds: int = 60
+    """How long the daily run waits for another host's hourly run holding its lease."""
 
 
 def _decimal(section: Any, key: str, default: Decimal, minimum: Decimal) -> Decimal:
@@ -126,6 +128,8 @@ def settings(config: Config) -> CostSettings:
         anomaly_k=_decimal(sec, "anomaly_k", d.anomaly_k, Decimal(0)),
         anomaly_min_amount_usd=_decimal(sec, "anomaly_min_amount_usd",
                                         d.anomaly_min_amount_usd, Decimal(0)),
+        hourly_wait_seconds=sec.int("hourly_wait_seconds", d.hourly_wait_seconds, min=0,
+                                    max=600),
     )
 
 
