@@ -129,6 +129,14 @@ def fallback_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]
             yield [name, name.with_name(name.name + ".meta.json"), marker]
 
 
+def stats_csv_months(config: Config) -> int | None:
+    """Months of stats CSVs retention keeps (None: policy off, all kept); daily stats
+    exports no month retention would delete."""
+    stats = config.section("retention").table("stats_csv")
+    return stats.int("max_age_months", STATS_CSV_MONTHS, min=1) if stats.bool(
+        "enabled", True) else None
+
+
 def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
     """Stats CSVs whose month ended more than `months` months ago, marker last."""
     now = datetime.now(UTC)
@@ -197,9 +205,8 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
         file_plans.append(("fallback_uploads",
                            str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"), secs,
                            lambda s=secs: fallback_candidates(ctx.config, now - s), False))
-    stats = section.table("stats_csv")
-    if stats.bool("enabled", True):
-        months = stats.int("max_age_months", STATS_CSV_MONTHS, min=1)
+    months = stats_csv_months(ctx.config)
+    if months is not None:
         file_plans.append(("stats_csv", str(ctx.config.log_dir / "m10_stats_*.csv"),
                            months * 31 * DAY, lambda m=months: stats_candidates(ctx.config, m),
                            True))

@@ -51,7 +51,9 @@ def test_backfill_across_month_boundary_is_idempotent(cli: Any, env: dict[str, s
     # three missed days, two of them in October, one in November
     proc = cli("m10-daily-stats", "--until", "2026-11-01")
     assert proc.returncode == 0, proc.stderr
-    assert summary(proc.stdout)["tasks"][0]["summary"]["exported"] == [
+    assert summary(proc.stdout)["tasks"][0]["summary"]["computed"] == [
+        "2026-10-30", "2026-10-31", "2026-11-01"]
+    assert summary(proc.stdout)["tasks"][1]["summary"]["exported"] == [
         "2026-10-30", "2026-10-31", "2026-11-01"]
     october = rows_of(log / "m10_stats_2026-10.csv")
     november = rows_of(log / "m10_stats_2026-11.csv")
@@ -70,7 +72,8 @@ def test_backfill_across_month_boundary_is_idempotent(cli: Any, env: dict[str, s
     before = stats_files(log)
     again = cli("m10-daily-stats", "--until", "2026-11-01")
     assert again.returncode == 0, again.stderr
-    assert summary(again.stdout)["tasks"][0]["summary"]["exported"] == []
+    assert summary(again.stdout)["tasks"][0]["summary"]["computed"] == []
+    assert summary(again.stdout)["tasks"][1]["summary"]["exported"] == []
     assert stats_files(log) == before
 
     ok = cli("m10", "postflight", "--as-of", "2026-11-02")
@@ -180,7 +183,7 @@ def test_dry_run_writes_nothing(cli: Any, env: dict[str, str], seeded: Any) -> N
     proc = cli("m10-daily-stats", "--dry-run", "--start-date", "2026-10-30",
                "--until", "2026-10-31")
     assert proc.returncode == 0, proc.stderr
-    assert summary(proc.stdout)["tasks"][0]["summary"]["would_export"] == [
+    assert summary(proc.stdout)["tasks"][0]["summary"]["would_compute"] == [
         "2026-10-30", "2026-10-31"]
     assert stats_files(Path(env["M10_LOG_DIR"])) == {}
 
@@ -226,10 +229,16 @@ def test_sigkill_at_any_moment_never_leaves_a_torn_file(env: dict[str, str], con
 
 
 def test_lock_held_elsewhere_exits_75_and_writes_nothing(cli: Any, env: dict[str, str],
-                                                         seeded: Any) -> None:
+                                                         seeded: Any, tmp_path: Path) -> None:
+    """Another host computing: compute is skipped, export waits for it (here 1 s) and is
+    skipped too rather than write a CSV without the day being added."""
     seeded.execute("SELECT m10_recovery.acquire_lock('m10:daily_stats', 'other:1:x', 60)")
-    proc = cli("m10-daily-stats", "--start-date", "2026-10-30", "--until", "2026-10-31")
-    assert proc.returncode == 75
+    config = tmp_path / "m10.toml"
+    config.write_text("[daily_stats]\ncompute_wait_seconds = 1\n")
+    proc = cli("m10-daily-stats", "--config", str(config), "--start-date", "2026-10-30",
+               "--until", "2026-10-31")
+    assert proc.returncode == 75, proc.stderr
+    assert "still held by other:1:x after waiting 1s" in proc.stderr
     assert stats_files(Path(env["M10_LOG_DIR"])) == {}
 
 
