@@ -27,3 +27,4 @@ CREATE TABLE m10_recovery.rollback_actions (
 );
 -- The cooldown asks for the newest claim.
 CREATE INDEX rollback_actions_started_at_idx ON m10_recovery.rollback_actions (started_at);
+ALTER TABLE m10_recovery.rollback_actions OWNER TO m10_ops;

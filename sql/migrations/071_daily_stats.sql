@@ -25,3 +25,4 @@ CREATE TABLE m10_recovery.daily_stats (
     host                    text        NOT NULL,
     fencing_token           bigint      NOT NULL
 );
+ALTER TABLE m10_recovery.daily_stats OWNER TO m10_ops;
