@@ -392,3 +392,16 @@ def test_m10_canary_status_shows_the_report_and_rollback_records(
     assert shown["rollback"]["report_run_id"] == report["run_id"]
     (reports(env) / cr.LATEST).write_text("{")
     assert cli("m10", "canary", "status", env=env).returncode == 65
+
+
+def test_rollback_as_a_member_of_m10_ops_claims_in_the_ledger(
+        cli: Any, env: dict[str, str], out: Path, tmp_path: Path, conn: Any, dsn: str) -> None:
+    """The units log in as a role that is only a member of m10_ops (not a superuser)."""
+    conn.execute("CREATE ROLE rollbackjob_t LOGIN IN ROLE m10_ops")
+    configure(env, tmp_path)
+    report = put_report(env)
+    proc = rollback(cli, {**env, "M10_DATABASE_URL": dsn.replace(
+        "postgresql://postgres@", "postgresql://rollbackjob_t@")})
+    assert proc.returncode == 0, proc.stderr
+    assert task_summary(proc.stdout)["decision"] == "acted"
+    assert [r["report_run_id"] for r in actions(env)] == [report["run_id"]]

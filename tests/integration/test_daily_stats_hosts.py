@@ -129,3 +129,16 @@ def test_backfill_past_retention_is_refused_and_writes_no_zeros(
     assert fresh.returncode == 0, fresh.stderr
     october = stats_files(Path(b["M10_LOG_DIR"]))["m10_stats_2026-10.csv"].decode()
     assert [line[:13] for line in october.splitlines()[1:]] == ["2026-10-28,3,", "2026-10-31,3,"]
+
+
+def test_stats_as_a_member_of_m10_ops(env: dict[str, str], conn: Any, dsn: str,
+                                      tmp_path: Path) -> None:
+    """The units log in as a role that is only a member of m10_ops (not a superuser)."""
+    conn.execute("CREATE ROLE statsjob_t LOGIN IN ROLE m10_ops")
+    seed_day(conn, DAYS[0], 4)
+    job = {**host(env, tmp_path, "host-a"),
+           "M10_DATABASE_URL": dsn.replace("postgresql://postgres@", "postgresql://statsjob_t@")}
+    proc = run(job, "--start-date", DAYS[0].isoformat(), "--until", DAYS[0].isoformat())
+    assert proc.returncode == 0, proc.stderr
+    assert conn.execute("SELECT outbox_enqueued FROM m10_recovery.daily_stats").fetchone()[
+        "outbox_enqueued"] == 4
