@@ -40,10 +40,12 @@ SELECT enq.enqueued AS outbox_enqueued, pub.published AS outbox_published,
   FROM enq, pub, dl, rec, ret;
 
 -- stats_retained_since --
--- Rows created before this may have been deleted by retention (NULL: nothing deleted yet).
+-- Rows older than this may have been deleted by retention from a table the stats count
+-- (NULL: nothing deleted yet).  By target, so every policy on those tables counts.
 SELECT max(cutoff) AS since
   FROM m10_recovery.retention_jobs
- WHERE policy IN ('outbox', 'dead_letter_archive', 'retention_jobs');
+ WHERE target IN ('m10_recovery.outbox', 'm10_recovery.dead_letter_archive',
+                  'm10_recovery.retention_jobs');
 
 -- stats_last_day --
 -- The newest computed day (NULL: none yet).
