@@ -69,7 +69,9 @@ uninstall:
 	@echo "kept $(DESTDIR)$(CONFDIR) (configuration and secrets): remove it by hand if unwanted"
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
-# What CI checks about the install: units current, a staged install verifies clean.
+# What CI checks about the install: units and config example/reference current, a staged
+# install verifies clean.
 units-check: venv
 	$(BIN)/m10 units render --check
+	$(BIN)/m10 config render --check
 	scripts/dev/check-install.sh

@@ -1,4 +1,5 @@
-"""Units, docs/flows.md and pyproject are derived from the registry and committed current."""
+"""Units, docs/flows.md, the config example/reference and pyproject are derived from
+the registry and committed current."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from m10jobs.configdoc import rendered
 from m10jobs.flows import markdown
 from m10jobs.registry import jobs
 from m10jobs.units import render_all, stale
@@ -31,6 +33,11 @@ def unit(text: str) -> configparser.ConfigParser:
 
 def test_committed_units_are_current() -> None:
     assert stale(ROOT / "systemd", render_all()) == [], "run `m10 units render` and commit"
+
+
+def test_committed_config_example_and_reference_are_current() -> None:
+    for path, text in rendered().items():
+        assert (ROOT / path).read_text() == text, f"{path} is stale: run `m10 config render`"
 
 
 def test_committed_flow_inventory_is_current() -> None:
