@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.edges.queries import query
+from m10jobs.jobs.outbox_processor import DEAD_LETTER_STREAM
 from m10jobs.settings import setting
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class DeadLetterSettings:
 
     SECTION: ClassVar[str] = "dead_letter"
 
-    stream: str = setting("m10:dead_letter", "the dead-letter stream")
+    stream: str = setting(DEAD_LETTER_STREAM, "the dead-letter stream")
     sources: tuple[Source, ...] = setting(
         (), "[[dead_letter.sources]]: (stream, group) pairs whose stuck entries are routed",
         example=[{"stream": "m10:outbox", "group": "workers"}])

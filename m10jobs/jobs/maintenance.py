@@ -29,13 +29,14 @@ from m10jobs.edges.queries import query
 from m10jobs.jobs import maint_deadletters as dl
 from m10jobs.jobs import maint_matviews as mv
 from m10jobs.jobs import maint_retention as retention
+from m10jobs.jobs.outbox_processor import DEAD_LETTER_STREAM
+from m10jobs.jobs.outbox_processor import LOCK as OUTBOX_LOCK
 from m10jobs.registry import Flow, Job, Task
 from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
 
-OUTBOX_LOCK = "m10:outbox_processor"
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ JOB = Job(
              "Per-view refresh coordination", ("matview refresh tasks",)),
         Flow("lock", "retention_cleanup", "m10_recovery.distributed_locks",
              "Cleanup job coordination", ("retention_archive.py",)),
-        Flow("stream", "m10:dead_letter", "Redis stream",
+        Flow("stream", DEAD_LETTER_STREAM, "Redis stream",
              "Dead letters awaiting archive", ("dl_archive",)),
         Flow("checkpoint", "dead_letter_archive", "m10_recovery.dead_letter_archive",
              "DL message storage", ("retention_archive.py", "reconcile_dl.py")),
@@ -126,8 +127,8 @@ JOB = Job(
         Flow("file", "retention archive", "$M10_STATE_DIR/retention-archive/ or "
              "s3://$M10_R2_BUCKET/retention/", "Compressed JSON lines of deleted rows"),
     ),
-    consumes=("m10_recovery.distributed_locks", "m10:outbox_processor", "m10_recovery.replay_log",
-              "m10_recovery.outbox", "m10:dead_letter", ".uploaded", ".processed",
+    consumes=("m10_recovery.distributed_locks", OUTBOX_LOCK, "m10_recovery.replay_log",
+              "m10_recovery.outbox", DEAD_LETTER_STREAM, ".uploaded", ".processed",
               "latest_report.json"),
     settings=(MaintenanceSettings, dl.DeadLetterSettings, mv.MatviewSettings,
               retention.RetentionSettings),

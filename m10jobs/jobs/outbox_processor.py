@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from m10jobs.runner import PassContext
 
 LOCK = "m10:outbox_processor"
+# Default stream names (DESIGN.md A5); maintenance's [dead_letter] defaults to the second.
+STREAM = "m10:outbox"
+DEAD_LETTER_STREAM = "m10:dead_letter"
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,8 @@ class OutboxSettings:
 
     SECTION: ClassVar[str] = "outbox"
 
-    stream: str = setting("m10:outbox", "stream events go to unless routed")
-    dead_letter_stream: str = setting("m10:dead_letter", "stream for events that gave up")
+    stream: str = setting(STREAM, "stream events go to unless routed")
+    dead_letter_stream: str = setting(DEAD_LETTER_STREAM, "stream for events that gave up")
     routes: dict[str, str] = setting({}, "event_type -> stream; others go to outbox.stream",
                                      example={"order.created": "m10:orders"})
     batch_size: int = setting(1000, "events claimed per batch", min=1, max=10_000)
@@ -304,9 +307,9 @@ JOB = Job(
              ("orchestrator.py",)),
         Flow("checkpoint", "replay_log", "m10_recovery.replay_log", "Idempotency tracking",
              ("retry scripts", "retention cleanup")),
-        Flow("stream", "m10:outbox", "Redis stream (outbox.stream, outbox.routes)",
+        Flow("stream", STREAM, "Redis stream (outbox.stream, outbox.routes)",
              "Published outbox events (A5 fields)"),
-        Flow("stream", "m10:dead_letter", "Redis stream (outbox.dead_letter_stream)",
+        Flow("stream", DEAD_LETTER_STREAM, "Redis stream (outbox.dead_letter_stream)",
              "Events that could not be published", ("dl_reconcile",)),
         Flow("checkpoint", "dead_letter_archive", "m10_recovery.dead_letter_archive",
              "DL message storage", ("retention_archive.py", "reconcile_dl.py")),

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.errors import TaskFailed
+from m10jobs.jobs.outbox_processor import STREAM
 from m10jobs.registry import Flow, Job
 from m10jobs.settings import setting
 
@@ -140,6 +141,6 @@ JOB = Job(
              "End-to-end probe of the outbox pipeline; event count to journal",
              ("m10-outbox-processor",)),
     ),
-    consumes=("m10_recovery.outbox", "m10:outbox"),
+    consumes=("m10_recovery.outbox", STREAM),
     settings=(SyntheticSettings,),
 )
