@@ -52,7 +52,7 @@ ifneq ($(DESTDIR),)
 	grep -rlI -- '$(STAGE)' $(STAGE)/bin | xargs -r sed -i 's|$(STAGE)|$(PREFIX)|g'
 endif
 	$(STAGE)/bin/python -m m10jobs.cli.admin units render --prefix $(PREFIX) \
-		--output $(DESTDIR)$(SYSTEMD_UNIT_DIR)
+		--output $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(if $(METRICS_DIR),--metrics-dir $(METRICS_DIR))
 	install -D -m 0644 systemd/m10jobs.sysusers.conf $(DESTDIR)$(SYSUSERS_DIR)/m10jobs.conf
 	install -d -m 0755 $(DESTDIR)$(CONFDIR) $(DESTDIR)$(DOCDIR)
 	[ -e $(DESTDIR)$(CONFDIR)/m10jobs.toml ] || \

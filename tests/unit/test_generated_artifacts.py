@@ -65,3 +65,13 @@ def test_the_seed_services_keep_names_schedules_and_order() -> None:
         assert after <= set(unit(units[f"{name}.service"])["Unit"]["After"].split())
     daily_stats = unit(units["m10-daily-stats.timer"])["Timer"]
     assert daily_stats["RandomizedDelaySec"] == "0"  # 00:05 exactly
+
+
+def test_the_sandbox_lets_jobs_write_to_the_rendered_metrics_dir() -> None:
+    default = render_all()["m10-canary.service"]
+    assert "ReadWritePaths=-/var/lib/prometheus/node-exporter" in default
+    units = render_all(metrics_dir="/srv/metrics")
+    for name, text in units.items():
+        if name.endswith(".service"):
+            assert "ReadWritePaths=-/srv/metrics\n" in text, name
+            assert "node-exporter" not in text, name
