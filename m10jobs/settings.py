@@ -81,7 +81,7 @@ def describe(tp: Any, s: Spec) -> str:
             f"a list of {describe(item, Spec('')).removeprefix('a ').removeprefix('an ')}s"
     if origin in (dict, Mapping, typing.get_origin(Mapping[str, str])):
         return "a table of strings"
-    base = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+    base = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string",
             Decimal: "a decimal number (a string like \"50.00\" keeps it exact)"}.get(tp, "a value")
     if s.min is not None and s.max is not None:
         return f"{base} between {_num(s.min)} and {_num(s.max)}"

@@ -75,3 +75,19 @@ def test_the_sandbox_lets_jobs_write_to_the_rendered_metrics_dir() -> None:
         if name.endswith(".service"):
             assert "ReadWritePaths=-/srv/metrics\n" in text, name
             assert "node-exporter" not in text, name
+
+
+def test_toml_examples_in_the_docs_are_valid_config() -> None:
+    import re
+    import tomllib
+
+    from m10jobs.config import load_config
+    from m10jobs.registry import sections
+
+    blocks = [(path.name, block) for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+              for block in re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)]
+    assert len(blocks) >= 3
+    base = load_config(None, env={})
+    for name, block in blocks:
+        cfg = type(base)(base.values, base.origins, tomllib.loads(block), name)
+        assert cfg.problems(sections()) == [], f"a ```toml block in {name} is not valid config"
