@@ -1,7 +1,8 @@
 """The one lifecycle every entry point goes through.
 
-config (the whole file validated) -> JSON logging with run_id -> for each task: lease -> pass (lease
-extended in the background) -> release -> metrics -> exit code.  Jobs hold only
+JSON logging with run_id -> config (the whole file validated against every
+job's declared settings) -> for each task: lease -> pass (lease extended in the
+background) -> release -> metrics -> exit code.  Jobs hold only
 their pass; everything an operator relies on (exit codes, one-line errors,
 the JSON summary on stdout, metrics) is done here, once.
 """

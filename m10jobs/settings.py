@@ -6,8 +6,9 @@ help, range, choices, an extra check and the secret flag.  `build()` checks a
 table against its class -- unknown key (with a did-you-mean), wrong type, out
 of range, then the class's own cross-field `problems()` ("<key>: <what>") --
 and returns every problem instead of stopping at the first, so `m10 config
-check` can list them all.  The example config and the docs tables are generated from the same
-declarations (m10jobs/settings_doc.py): a setting is added in one place.
+check` can list them all.  The example config and docs/configuration.md are
+generated from the same declarations (m10jobs/configdoc.py): a setting is
+added in one place.
 """
 
 from __future__ import annotations
