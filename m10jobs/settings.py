@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -133,8 +134,10 @@ def _convert(tp: Any, value: Any, s: Spec, where: str, problems: list[str],
             raise _Bad from None
         if not value.is_finite():
             raise _Bad
-    elif tp is float and isinstance(value, int) and not isinstance(value, bool):
+    elif tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         value = float(value)
+        if not math.isfinite(value):  # TOML has nan and inf; no setting means them
+            raise _Bad
     elif not isinstance(value, tp) or (isinstance(value, bool) and tp is not bool):
         raise _Bad
     if tp is str and value == "":
@@ -169,7 +172,8 @@ def build(cls: type, data: Mapping[str, Any], where: str, problems: list[str],
                                     None if f.default is dataclasses.MISSING else f.default)
         except _Bad as exc:
             expected = str(exc) or describe(tp, spec(f))
-            problems.append(f"{where}.{name}: expected {expected}, got {data[name]!r}")
+            got = "" if spec(f).secret else f", got {data[name]!r}"
+            problems.append(f"{where}.{name}: expected {expected}{got}")
     obj = dataclasses.replace(base, **values) if base is not None else cls(**values)
     if len(problems) == before:
         check = getattr(obj, "problems", None)

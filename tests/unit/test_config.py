@@ -112,3 +112,21 @@ def test_database_password_is_not_echoed_in_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, None, {"M10_DATABASE_URL": "mysql://u:hunter22@h/db"})
     assert "hunter22" not in str(info.value)
+
+
+@pytest.mark.parametrize("line", ["retry_base_seconds = nan", "time_budget_seconds = inf",
+                                  "retry_max_seconds = -inf"])
+def test_non_finite_numbers_are_refused(tmp_path: Path, line: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[outbox]\n{line}\n")
+    with pytest.raises(ConfigError, match=f"outbox.{line.split()[0]}: expected a number"):
+        load_config(str(cfg), env={}).settings(OutboxSettings)
+
+
+def test_a_secret_setting_is_not_echoed_when_wrong(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[canary.probes]]\nname = "r"\ntype = "redis"\n'
+                   'url = ["redis://:hunter22@r"]\n')
+    problems = load_config(str(cfg), env={}).problems(sections())
+    assert len(problems) == 1 and "canary.probes[0].url: expected" in problems[0]
+    assert "hunter22" not in problems[0]
