@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,7 +70,6 @@ class RetentionSettings:
 
 
 TABLE_POLICIES = ("replay_log", "dead_letter_archive", "outbox", "retention_jobs")
-STATS_NAME = re.compile(r"^m10_stats_(\d{4})-(\d{2})\.csv$")
 
 
 class Sink:
@@ -157,28 +155,34 @@ def _old(path: Path, cutoff_ts: float) -> bool:
 
 def fallback_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
     """Uploaded fallback files: [file, file.meta.json, file.uploaded], marker last."""
-    base = config.state_dir / "fallback-uploads"
-    for marker in sorted(base.glob("*.uploaded")) if base.is_dir() else ():
+    from m10jobs.edges.fallback import META_SUFFIX, UPLOADED_SUFFIX, fallback_dir
+
+    base = fallback_dir(config)
+    for marker in sorted(base.glob("*" + UPLOADED_SUFFIX)) if base.is_dir() else ():
         if not marker.name.startswith(".") and _old(marker, cutoff_ts):
-            name = marker.with_suffix("")
-            yield [name, name.with_name(name.name + ".meta.json"), marker]
+            name = marker.with_name(marker.name.removesuffix(UPLOADED_SUFFIX))
+            yield [name, name.with_name(name.name + META_SUFFIX), marker]
 
 
 def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
     """Stats CSVs whose month ended more than `months` months ago, marker last."""
+    from m10jobs.statsfile import NAME, marker_path
+
     now = datetime.now(UTC)
     limit = now.year * 12 + now.month - 1 - months
     base = config.log_dir
     for csv in sorted(base.glob("m10_stats_*.csv")) if base.is_dir() else ():
-        m = STATS_NAME.match(csv.name)
+        m = NAME.match(csv.name)
         if m and int(m[1]) * 12 + int(m[2]) - 1 < limit:
-            yield [csv, csv.with_name(csv.name + ".processed")]
+            yield [csv, marker_path(csv)]
 
 
 def canary_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
-    base = config.state_dir / "canary" / "reports"
+    from m10jobs.canary_report import LATEST, reports_dir
+
+    base = reports_dir(config.state_dir)
     for p in sorted(base.iterdir()) if base.is_dir() else ():
-        if (p.is_file() and p.name != "latest_report.json" and not p.name.startswith(".")
+        if (p.is_file() and p.name != LATEST and not p.name.startswith(".")
                 and _old(p, cutoff_ts)):
             yield [p]
 
