@@ -14,11 +14,10 @@ added in one place.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
@@ -60,8 +59,11 @@ def fields(cls: type) -> tuple[tuple[dataclasses.Field[Any], Any], ...]:
     return tuple((f, hints[f.name]) for f in dataclasses.fields(cls))
 
 
-def suggest(name: str, known: Iterator[str] | list[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+def suggest(name: str, known: list[str]) -> str:
+    """"; did you mean 'x'?" for a near miss among `known`, else ""."""
+    import difflib  # only on the error path
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -81,7 +83,7 @@ def describe(tp: Any, s: Spec) -> str:
         item = args[0]
         return "a list of tables" if dataclasses.is_dataclass(item) else \
             f"a list of {describe(item, Spec('')).removeprefix('a ').removeprefix('an ')}s"
-    if origin in (dict, Mapping, typing.get_origin(Mapping[str, str])):
+    if origin is not None:
         return "a table of strings"
     base = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string",
             Decimal: "a decimal number (a string like \"50.00\" keeps it exact)"}.get(tp, "a value")
