@@ -79,6 +79,12 @@ class Totals:
     record_count: int
 
 
+def _placeholders(source_query: str) -> str | None:
+    missing = [n for n in ("period_start", "period_end") if f"%({n})s" not in source_query]
+    return (f"a query filtering on %({missing[0]})s (each period is [period_start, "
+            "period_end))") if missing else None
+
+
 @dataclass(frozen=True)
 class CostSettings:
     """[cost] (both cost jobs): the source query, backfill caps, the anomaly rule."""
@@ -87,7 +93,8 @@ class CostSettings:
 
     source_query: str = setting(
         "", "SELECT returning (amount_usd, record_count) for %(period_start)s .. "
-        "%(period_end)s (empty: the built-in query on aos_cost.cost_records)")
+        "%(period_end)s (empty: the built-in query on aos_cost.cost_records)",
+        check=_placeholders)
     backfill_max_hours: int = setting(168, "hourly: missing hours filled per pass, at most",
                                       min=1, max=24 * 366)
     resnapshot_hours: int = setting(3, "hourly: recent hours snapshotted again (late rows)",
@@ -215,11 +222,6 @@ def validate_source(conn: psycopg.Connection[Any], source_query: str) -> None:
 
     from m10jobs.edges import db
 
-    for name in ("period_start", "period_end"):
-        if f"%({name})s" not in source_query:
-            raise ConfigError(f"config key cost.source_query must filter on %({name})s "
-                              "(each period is [period_start, period_end)); add the "
-                              "placeholder")
     try:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
