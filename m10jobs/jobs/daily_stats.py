@@ -22,12 +22,14 @@ Rerunning never duplicates a day; a CSV that does not parse stops the export
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
 from m10jobs.registry import Flow, Job, Task
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,17 +41,46 @@ MAX_BACKFILL_DAYS = 3660
 LOCK = "m10:daily_stats"
 
 
-def _zone(ctx: PassContext) -> ZoneInfo:
+def _zone_name(name: str) -> str | None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from m10jobs.errors import ConfigError
-
-    name = ctx.config.section("daily_stats").str("timezone", "UTC")
     try:
-        return ZoneInfo(name)
+        ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"config key daily_stats.timezone: unknown time zone {name!r}; "
-                          "use an IANA name such as UTC or Europe/Berlin") from None
+        return "an IANA time zone name such as UTC or Europe/Berlin"
+    return None
+
+
+def _object_prefix(prefix: str) -> str | None:
+    from m10jobs.edges import fallback
+
+    try:
+        fallback.check_key(prefix + "m10_stats.csv")
+    except ValueError as exc:
+        return f"an object key prefix ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class DailyStatsSettings:
+    """[daily_stats]: the day boundary, where the month CSVs are uploaded, and how long a
+    host's export waits for another host computing."""
+
+    SECTION: ClassVar[str] = "daily_stats"
+
+    timezone: str = setting("UTC", "IANA zone whose midnight ends a day", check=_zone_name)
+    key_prefix: str = setting("m10/stats/", "object key prefix of the uploaded CSVs",
+                              check=_object_prefix)
+    upload: bool = setting(True, "upload each changed month CSV (needs r2_bucket)")
+    compute_wait_seconds: int = setting(
+        60, "export: how long to wait for another host computing the newest day before "
+        "skipping with 75", min=0, max=600)
+
+
+def _zone(ctx: PassContext) -> ZoneInfo:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(ctx.config.settings(DailyStatsSettings).timezone)
 
 
 def yesterday(tz: ZoneInfo) -> date:
@@ -140,7 +171,6 @@ def compute_pass(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.edges.queries import query
 
     tz = _zone(ctx)
-    _key_prefix(ctx)
     todo = plan(ctx, tz)
     refuse_unretained(ctx, todo, tz)
     if ctx.dry_run:
@@ -160,25 +190,14 @@ def compute_pass(ctx: PassContext) -> dict[str, Any]:
     return {"computed": [d.isoformat() for d in todo], "timezone": tz.key}
 
 
-def _key_prefix(ctx: PassContext) -> str:
-    from m10jobs.edges import fallback
-    from m10jobs.errors import ConfigError
-
-    prefix = ctx.config.section("daily_stats").str("key_prefix", "m10/stats/")
-    try:
-        fallback.check_key(prefix + "m10_stats.csv")
-    except ValueError as exc:
-        raise ConfigError(f"config key daily_stats.key_prefix: {exc}") from None
-    return prefix
-
-
 def _export_window(ctx: PassContext, tz: ZoneInfo) -> tuple[date, date]:
     """[first, last] day whose month this host's CSVs hold: every month retention keeps
     (from the first of the month it keeps), and any --start-date asked for."""
-    from m10jobs.jobs.maint_retention import stats_csv_months
+    from m10jobs.jobs.maint_retention import RetentionSettings
 
     until = _until(ctx, tz)
-    months = stats_csv_months(ctx.config)
+    kept = ctx.config.settings(RetentionSettings).stats_csv
+    months = kept.max_age_months if kept.enabled else None
     now = datetime.now(UTC)
     index = now.year * 12 + now.month - 1 - (months if months is not None else 12 * 10)
     first = date(index // 12, index % 12 + 1, 1)
@@ -191,7 +210,7 @@ def _wait_for_compute(ctx: PassContext, last: date, have_last: bool) -> None:
     so this host's CSV gets the day it is adding; still busy -> skipped (75)."""
     from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
 
-    wait_s = ctx.config.section("daily_stats").int("compute_wait_seconds", 60, min=0, max=600)
+    wait_s = ctx.config.settings(DailyStatsSettings).compute_wait_seconds
     if have_last or ctx.dry_run or live_holder(ctx.conn, LOCK) is None:
         return
     ctx.log.info("%s is not computed yet and %s is held; waiting up to %ss for it", last,
@@ -218,8 +237,7 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     )
 
     tz = _zone(ctx)
-    section = ctx.config.section("daily_stats")
-    prefix = _key_prefix(ctx)
+    s = ctx.config.settings(DailyStatsSettings)
     first, last = _export_window(ctx, tz)
 
     def fetch() -> list[dict[str, Any]]:
@@ -263,9 +281,9 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
         ctx.log.info("%s: %d row(s), last %s", path.name, len(rows), rows[-1]["date"],
                      extra={"added": added})
     uploads = {}
-    if appended and section.bool("upload", True) and ctx.config.r2_bucket:
+    if appended and s.upload and ctx.config.r2_bucket:
         for path in appended:
-            result = fallback.upload(ctx.config, path, prefix + path.name, ctx.log,
+            result = fallback.upload(ctx.config, path, s.key_prefix + path.name, ctx.log,
                                      "text/csv")
             uploads[path.name] = "stored" if result.stored else "fallback"
     elif appended:
@@ -318,4 +336,5 @@ JOB = Job(
     ),
     consumes=("m10_recovery.outbox", "m10_recovery.dead_letter_archive",
               "m10_recovery.retention_jobs"),
+    settings=(DailyStatsSettings,),
 )

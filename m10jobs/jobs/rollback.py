@@ -26,16 +26,17 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs import canary_report as cr
-from m10jobs.config import Section
-from m10jobs.errors import BadInput, ConfigError, LeaseLost, TaskFailed
+from m10jobs.errors import BadInput, LeaseLost, TaskFailed
 from m10jobs.registry import Flow, Job
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
 MAX_CLOCK_SKEW_S = 300
@@ -50,44 +51,45 @@ SECRET_ENV = re.compile(r"^(M10_.*|AWS_.*|PG(PASSWORD|PASSFILE|SERVICEFILE)|REDI
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _env_names(names: tuple[str, ...] | dict[str, str]) -> str | None:
+    """What a pass_env/env entry must be, when one is not (the check of both settings)."""
+    for name in names:
+        if not ENV_NAME.match(name):
+            return f"environment variable names ({name!r} is not one)"
+        if SECRET_ENV.match(name):
+            return (f"names other than the jobs' own settings and credentials ({name} is never "
+                    "given to the rollback command: give it credentials of its own)")
+    return None
+
+
 @dataclass(frozen=True)
-class Settings:
-    command: list[str]
-    timeout_s: float
-    max_report_age_s: float
-    cooldown_s: int
-    env: dict[str, str]
-    pass_env: list[str]
+class RollbackSettings:
+    """[rollback]: what to run on a fresh failing report, how often, with which
+    environment.  No command: m10-rollback warns and does nothing (exit 0)."""
+
+    SECTION: ClassVar[str] = "rollback"
+
+    command: tuple[str, ...] = setting(
+        (), "argv run without a shell (unset: m10-rollback warns and does nothing)",
+        example=["/usr/local/bin/rollback-deploy", "--to", "previous"])
+    timeout_s: float = setting(300.0, "the command is killed after this long", min=0.001,
+                               max=600)
+    max_report_age_s: float = setting(900.0, "an older report is not acted on", min=1.0)
+    cooldown_seconds: int = setting(
+        1800, "cluster-wide: no new rollback within this long of the last one (0: off)",
+        min=0, max=7 * 86400)
+    pass_env: tuple[str, ...] = setting(
+        (), "variables passed from the job's environment to the command (no M10_*, AWS_*, "
+        "PGPASSWORD...)", check=_env_names, example=["KUBECONFIG"])
+    env: dict[str, str] = setting({}, "literal environment given to the command",
+                                  check=_env_names, example={"DEPLOY_TARGET": "production"})
 
 
-def settings(s: Section) -> Settings:
-    command = s.list("command", [])
-    if not all(isinstance(a, str) and a for a in command):
-        raise ConfigError(f"config key rollback.command: expected a non-empty list of strings "
-                          f"(argv, run without a shell), got {command!r} (in {s.source}); "
-                          "e.g. command = [\"/usr/local/bin/deploy\", \"rollback\"]")
-    env = s.table("env").data
-    pass_env = s.list("pass_env", [])
-    for key, names in (("env", list(env)), ("pass_env", pass_env)):
-        for name in names:
-            if not isinstance(name, str) or not ENV_NAME.match(name):
-                raise ConfigError(f"config key rollback.{key}: {name!r} is not an environment "
-                                  f"variable name (in {s.source})")
-            if SECRET_ENV.match(name):
-                raise ConfigError(f"config key rollback.{key}: {name} is one of the jobs' own "
-                                  f"settings or credentials and is never given to the rollback "
-                                  f"command (in {s.source}); give the command its own "
-                                  "credentials (e.g. a file it reads)")
-    if not all(isinstance(v, str) for v in env.values()):
-        raise ConfigError(f"config key rollback.env: values must be strings (in {s.source})")
-    return Settings(command,
-                    s.get("timeout_s", 300.0, lambda v: 0 < v <= 600, "seconds in (0, 600]"),
-                    s.float("max_report_age_s", 900.0, min=1.0),
-                    s.int("cooldown_seconds", 1800, min=0, max=7 * 86400),
-                    dict(env), list(pass_env))
+def settings(config: Config) -> RollbackSettings:
+    return config.settings(RollbackSettings)
 
 
-def command_env(s: Settings, report: cr.Report, report_path: Path,
+def command_env(s: RollbackSettings, report: cr.Report, report_path: Path,
                 source: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
     """Only what the command is configured to get: a minimal base, the pass_env names
     present in the job's environment, the literal env table, and the report's facts."""
@@ -96,7 +98,7 @@ def command_env(s: Settings, report: cr.Report, report_path: Path,
             "M10_CANARY_VERDICT": report.verdict}
 
 
-def decide(report: cr.Report | None, s: Settings, latest: Path) -> tuple[bool, str, str]:
+def decide(report: cr.Report | None, s: RollbackSettings, latest: Path) -> tuple[bool, str, str]:
     """(act?, decision, reason) from the report alone (the ledger decides under its lock)."""
     if report is None:
         return False, "no_report", f"no canary report at {latest} yet"
@@ -122,16 +124,16 @@ def _already(row: dict[str, Any]) -> str:
             f"{row['outcome']} (exit status {row['exit_status']}); not repeating it")
 
 
-def _cooling(latest: dict[str, Any] | None, s: Settings) -> str | None:
+def _cooling(latest: dict[str, Any] | None, s: RollbackSettings) -> str | None:
     """Why the cooldown holds us back, or None."""
-    if latest is None or latest["age_s"] >= s.cooldown_s:
+    if latest is None or latest["age_s"] >= s.cooldown_seconds:
         return None
     return (f"the last rollback (report {latest['report_run_id']} on {latest['host']}, "
             f"{latest['outcome'] or 'running'}) started {latest['age_s']:.0f}s ago, within "
-            f"rollback.cooldown_seconds {s.cooldown_s}; not rolling back again yet")
+            f"rollback.cooldown_seconds {s.cooldown_seconds}; not rolling back again yet")
 
 
-def _blocked(conn: Any, report_run_id: str, s: Settings) -> tuple[str, str] | None:
+def _blocked(conn: Any, report_run_id: str, s: RollbackSettings) -> tuple[str, str] | None:
     """(decision, reason) when the ledger says not to act on this report."""
     from m10jobs.edges.queries import query
 
@@ -180,7 +182,7 @@ def _run_command(argv: list[str], timeout: float, env: dict[str, str]
 def rollback_pass(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.edges.queries import query
 
-    s = settings(ctx.config.section("rollback"))
+    s = settings(ctx.config)
     if not s.command:
         ctx.log.warning("%s", UNCONFIGURED)
         ctx.gauge("m10_rollback_acted", 0, "1 when the last pass ran the rollback command.")
@@ -205,7 +207,7 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
                 "report_run_id": report.run_id, "host": ctx.config.host, "lock": ctx.lock,
                 "holder": ctx.lease.holder, "token": ctx.lease.token, "run_id": ctx.run_id,
                 "command": json.dumps(s.command), "verdict": report.verdict,
-                "cooldown_s": s.cooldown_s}).fetchone()
+                "cooldown_s": s.cooldown_seconds}).fetchone()
             if claimed is None:  # another host claimed it, or another report, meanwhile
                 act, (decision, reason) = False, _blocked(cur, report.run_id, s) or (
                     "already_acted", "claimed by another holder a moment ago")
@@ -225,7 +227,7 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
     env = command_env(s, report, history if history.exists() else latest)
     ctx.log.warning("running the rollback command %s: %s", s.command, reason)
     t0 = time.monotonic()
-    outcome, status, output, interrupted = _run_command(s.command, s.timeout_s, env)
+    outcome, status, output, interrupted = _run_command(list(s.command), s.timeout_s, env)
     duration = round(time.monotonic() - t0, 3)
     _record_outcome(ctx, report.run_id, outcome, status, duration)
     ctx.gauge("m10_rollback_acted", 1, "1 when the last pass ran the rollback command.")
@@ -283,4 +285,5 @@ JOB = Job(
     consumes=(f"$M10_STATE_DIR/canary/reports/{cr.LATEST}",),
     timeout_seconds=720,
     ttl_seconds=900,  # above the pass timeout: the lease outlives the longest rollback
+    settings=(RollbackSettings,),
 )
