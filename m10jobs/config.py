@@ -108,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", "json", _log_format, "log lines on stderr: json or text",
             flag=False, file=False),
     Setting("hostname", None, _hostname, "this host's name in host-local lease names "
-            "<lock>@<host> (default: the OS host name)", flag=False, example="web-1"),
+            "`<lock>@<host>` (default: the OS host name)", flag=False, example="web-1"),
 )
 GLOBAL = {s.key: s for s in SETTINGS}
 

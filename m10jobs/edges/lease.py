@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -71,7 +72,8 @@ def live_holder(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | No
 
 
 def wait_until_free(conn: psycopg.Connection[Any], name: str, timeout_s: float,
-                    check: Any = None, poll_s: float = 0.5) -> dict[str, Any] | None:
+                    check: Callable[[], None] | None = None,
+                    poll_s: float = 0.5) -> dict[str, Any] | None:
     """Wait (bounded) for another holder of lease `name` to let go: ordering that systemd
     enforces with After= on one host, across hosts.  None once free; else the holder
     still there after timeout_s.  `check` (the pass's lease check) runs every poll."""
