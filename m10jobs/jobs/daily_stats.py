@@ -221,6 +221,22 @@ def _wait_for_compute(ctx: PassContext, last: date, have_last: bool) -> None:
                         f"{last} is not computed yet while another host computes")
 
 
+def _marker_stale(path: Path) -> bool:
+    """The month's marker is missing or does not describe the CSV as it is (a crash
+    between the CSV's rename and the marker's): it is rewritten, so the pair heals."""
+    from m10jobs.errors import BadInput
+    from m10jobs.statsfile import marker_for, parse, read_marker
+
+    try:
+        marker = read_marker(path)
+    except BadInput:  # torn or damaged: it only describes the CSV, so write it again
+        return True
+    if marker is None:
+        return True
+    data = path.read_bytes() if path.exists() else b""
+    return marker != marker_for(path, data, parse(path).rows)
+
+
 def export_pass(ctx: PassContext) -> dict[str, Any]:
     """Host-local: bring this host's month files in line with the table, then upload."""
     from m10jobs.edges import fallback
@@ -252,15 +268,15 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
         row = {"date": r["day"].isoformat(),
                **{c: "" if r[c] is None else str(r[c]) for c in COLUMNS[1:]}}
         by_month.setdefault(csv_path(ctx.config.log_dir, r["day"]), {})[row["date"]] = row
-    for path in month_files(ctx.config.log_dir):  # a month's marker may be missing
-        if path not in by_month and not marker_path(path).exists() and parse(path).rows:
+    for path in month_files(ctx.config.log_dir):  # a month's marker may be stale
+        if path not in by_month and parse(path).rows and _marker_stale(path):
             by_month[path] = {}
     changes = {}
     for path, rows in sorted(by_month.items()):
         current = parse(path)  # BadInput (65, nothing written) when it does not parse
         have = {r["date"]: r for r in current.rows}
         added = sorted(d for d in rows if have.get(d) != rows[d])
-        if added or not marker_path(path).exists():
+        if added or _marker_stale(path):
             changes[path] = added
     if ctx.dry_run:
         return {"would_write": {p.name: a for p, a in changes.items()}, "timezone": tz.key}
