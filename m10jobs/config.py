@@ -89,7 +89,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_dir", Path("/var/log/m10"), _path, "daily stats CSVs"),
     Setting("metrics_dir", None, _path, "node_exporter textfile directory (unset: off); "
             "the units let jobs write only to the one given to `m10 units render "
-            "--metrics-dir` (default: this example)",
+            "--metrics-dir` (default: the example shown)",
             example="/var/lib/prometheus/node-exporter"),
     Setting("r2_endpoint_url", None, _url(("http", "https")), "S3-compatible endpoint",
             flag=False, example="https://ACCOUNT.r2.cloudflarestorage.com"),
