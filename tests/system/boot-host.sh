@@ -31,6 +31,10 @@ root=$base/root
 
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/tmp"
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$root/run"
+# What the host wrote (the overlay's upper layer), read-only, for tests that ask what changed.
+mkdir -p "$root/run/m10sys/upper"
+mount --bind "$base/upper" "$root/run/m10sys/upper"
+mount -o remount,bind,ro "$root/run/m10sys/upper"
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 mount --bind "$root/proc/sys" "$root/proc/sys"
 mount -o remount,bind,ro "$root/proc/sys"

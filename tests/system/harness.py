@@ -40,6 +40,8 @@ APT_PACKAGES = {"postgresql": "/usr/lib/postgresql", "redis-server": "/usr/bin/r
                 "systemd": str(SYSTEMD), "python3-venv": "/usr/lib/python3/dist-packages/pip",
                 "make": "/usr/bin/make", "iproute2": "/usr/sbin/ip"}
 BOOT_TIMEOUT = 120.0
+UPPER = "/run/m10sys/upper"
+"""Inside a host: its overlay's upper layer (what it wrote), read-only."""
 DB_PASSWORD = "m10-system-" + secrets.token_hex(6)
 
 

@@ -5,6 +5,7 @@ succeeding, an operator's hand run harmless to the next timer run, uninstall com
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,15 +13,23 @@ import pytest
 
 from m10jobs.registry import jobs
 from tests.system import steps
-from tests.system.harness import Host, cluster
+from tests.system.harness import UPPER, Host, cluster
 
 pytestmark = pytest.mark.timeout(300)
 
 SCRIPTS = sorted(job.script for job in jobs())
-# What the snapshot of "files install put there" ignores: runtime and caches, not install.
-SNAPSHOT = ("find / -xdev \\( -path /var/log/journal -o -path /var/lib/postgresql -o "
-            "-path /root/.cache -o -path /var/cache -o -path /var/lib/systemd -o "
-            "-path /var/log/postgresql -o -path /var/lib/redis \\) -prune -o -print | sort")
+# Every path the host has written so far (its overlay's upper layer; whiteouts, i.e. paths
+# deleted, are character devices and left out).
+SNAPSHOT = f"cd {UPPER} && find . -xdev ! -type c | cut -c2-"
+RUNTIME = ("/var/log/journal", "/var/lib/systemd", "/var/lib/postgresql", "/var/log/postgresql",
+           "/var/lib/redis", "/var/log/redis", "/root/.cache", "/var/cache", "/var/tmp")
+
+
+def written(host: Host) -> set[str]:
+    """Paths the host created that the machine (its overlay's lower layer) does not have,
+    runtime state left out."""
+    return {p for p in host.out(SNAPSHOT).splitlines()
+            if p and not p.startswith(RUNTIME) and not os.path.lexists(p)}
 
 
 def unit_status(host: Host, unit: str) -> dict[str, str]:
@@ -50,9 +59,10 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
         print(f"boot: {host.boot_seconds:.1f}s")
         s3 = c.start_s3()
         steps.serve_database(host)
-        before = set(host.out(SNAPSHOT).splitlines())
+        before = written(host)
         steps.install(host, wheelhouse, steps.environment(s3))
-        installed = set(host.out(SNAPSHOT).splitlines()) - before
+        installed = written(host) - before
+        assert "/opt/m10jobs/bin/m10" in installed, sorted(installed)[:20]
         steps.migrate(host)
         steps.create_bucket(host)
         steps.enable_timers(host)
@@ -105,8 +115,7 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
 
         # Uninstall: nothing install put there survives but /etc/m10jobs; no timer enabled.
         steps.uninstall(host)
-        after = set(host.out(SNAPSHOT).splitlines())
-        left = sorted(p for p in installed & after if not p.startswith("/etc/m10jobs"))
+        left = sorted(p for p in installed & written(host) if not p.startswith("/etc/m10jobs"))
         assert not left, f"make uninstall left {left}"
         units = host.out("systemctl list-unit-files --no-legend --plain 'm10*' 'aos-*'")
         assert not units, units
