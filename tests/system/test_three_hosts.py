@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,7 @@ def lease_overlaps(rows: list[dict[str, str]]) -> list[str]:
     found = []
     for lock, items in by_lock.items():
         items.sort()
-        for (s1, e1, t1), (s2, _e2, t2) in zip(items, items[1:], strict=False):
+        for (_s1, e1, t1), (s2, _e2, t2) in pairwise(items):
             if s2 < e1:
                 found.append(f"{lock}: token {t1} held until {e1}, token {t2} from {s2}")
     return found
