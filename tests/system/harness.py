@@ -308,3 +308,13 @@ def cluster(names: Sequence[str], workdir: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.teardown()
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Print how long a step took (pytest -s, or the captured output of a failure)."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        print(f"[{time.monotonic() - started:6.1f}s] {name}", flush=True)

@@ -13,7 +13,7 @@ import pytest
 
 from m10jobs.registry import jobs
 from tests.system import steps
-from tests.system.harness import UPPER, Host, cluster
+from tests.system.harness import UPPER, Host, cluster, phase
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -58,9 +58,11 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
         host = c.server
         print(f"boot: {host.boot_seconds:.1f}s")
         s3 = c.start_s3()
-        steps.serve_database(host)
+        with phase("database host"):
+            steps.serve_database(host)
         before = written(host)
-        steps.install(host, wheelhouse, steps.environment(s3))
+        with phase("make install"):
+            steps.install(host, wheelhouse, steps.environment(s3))
         installed = written(host) - before
         assert "/opt/m10jobs/bin/m10" in installed, sorted(installed)[:20]
         steps.migrate(host)
@@ -75,7 +77,8 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
 
         # Every service, started by hand, succeeds as m10jobs.
         services = [f"{s}.service" for s in SCRIPTS]
-        host.sh("systemctl start " + " ".join(services), check=False, timeout=280)
+        with phase("every service once"):
+            host.sh("systemctl start " + " ".join(services), check=False, timeout=280)
         uid = host.out("id -u m10jobs")
         failed = {}
         for script in SCRIPTS:
