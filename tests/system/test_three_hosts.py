@@ -21,7 +21,7 @@ import pytest
 
 from m10jobs.registry import jobs
 from tests.system import steps
-from tests.system.harness import Cluster, Host, cluster
+from tests.system.harness import Cluster, Host, cluster, phase
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -132,7 +132,7 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
         server = c.server
         steps.serve_database(server)
         env = steps.environment(s3)
-        with ThreadPoolExecutor(len(c.hosts)) as pool:
+        with phase("make install on every host"), ThreadPoolExecutor(len(c.hosts)) as pool:
             list(pool.map(lambda h: steps.install(h, wheelhouse, env), c.hosts))
         steps.migrate(server)
         server.psql(AUDIT_SQL)
@@ -159,7 +159,8 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
                         "jsonb_build_object('n', k), NULL, NULL, k)) FROM unnest(ARRAY["
                         + ",".join(f"'{k}'" for k in batch) + "]) AS k")
             events += batch
-            outcomes.append(start_all(c))
+            with phase(f"round {rnd + 1}: every service on every host"):
+                outcomes.append(start_all(c))
             if rnd == 0:  # the state directory exists now (StateDirectory=)
                 keys = {h.name: put_fallback(h) for h in c.hosts}
 
