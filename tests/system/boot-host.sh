@@ -13,9 +13,17 @@ set -euo pipefail
 name=$1 base=$2 checkout=$3 cgroup=$4
 shift 4
 
-# Our own cgroup in every hierarchy (v1 controllers, name=systemd, unified).
-for hier in /sys/fs/cgroup/*/; do
-    [ -e "$hier/cgroup.procs" ] || continue
+# Our own cgroup in every hierarchy: /sys/fs/cgroup itself on a cgroup v2 machine, else each
+# hierarchy mounted below it (v1 controllers, name=systemd, unified).
+if [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ]; then
+    hierarchies=(/sys/fs/cgroup/)
+else
+    hierarchies=()
+    for hier in /sys/fs/cgroup/*/; do
+        if mountpoint -q "$hier"; then hierarchies+=("$hier"); fi
+    done
+fi
+for hier in "${hierarchies[@]}"; do
     mkdir -p "$hier$cgroup"
     for knob in cpuset.cpus cpuset.mems; do  # a v1 cpuset takes no task until these are set
         if [ -e "$hier$knob" ]; then cat "$hier$knob" >"$hier$cgroup/$knob"; fi
@@ -41,7 +49,8 @@ mount -o remount,bind,ro "$root/proc/sys"
 if [ -e "$root/proc/sysrq-trigger" ]; then mount --bind /dev/null "$root/proc/sysrq-trigger"; fi
 mount --rbind /sys "$root/sys"
 mount -o remount,bind,ro "$root/sys"
-if ! mountpoint -q "$root/sys/fs/cgroup/systemd"; then
+if [ "$(stat -f -c %T /sys/fs/cgroup)" != cgroup2fs ] && \
+        ! mountpoint -q "$root/sys/fs/cgroup/systemd"; then
     mkdir -p "$root/sys/fs/cgroup/systemd"
     mount -t cgroup -o none,name=systemd cgroup "$root/sys/fs/cgroup/systemd"
 fi

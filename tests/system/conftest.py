@@ -30,6 +30,8 @@ def system_ready() -> None:
     if reason:
         print(f"\nSKIPPING the system tier: {reason}")
         pytest.skip(reason)
+    for tag in harness.reap_stale():
+        print(f"\nreaped the hosts of an earlier run that died before its teardown: {tag}")
     harness.install_packages()
 
 

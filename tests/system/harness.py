@@ -40,6 +40,9 @@ APT_PACKAGES = {"postgresql": "/usr/lib/postgresql", "redis-server": "/usr/bin/r
                 "systemd": str(SYSTEMD), "python3-venv": "/usr/lib/python3/dist-packages/pip",
                 "make": "/usr/bin/make", "iproute2": "/usr/sbin/ip"}
 BOOT_TIMEOUT = 120.0
+RECORDS = Path("/run/m10sys-clusters")
+"""On the machine: one JSON record per live cluster (owner pid, cgroups, netns), so a run
+killed before its teardown (SIGKILL, power cut of the CI job) is reaped by the next one."""
 UPPER = "/run/m10sys/upper"
 """Inside a host: its overlay's upper layer (what it wrote), read-only."""
 DB_PASSWORD = "m10-system-" + secrets.token_hex(6)
@@ -214,6 +217,9 @@ class Host:
             state = state.strip()
             if state in ("running", "degraded"):
                 self.boot_seconds = time.monotonic() - self._started
+                if state == "degraded":  # not ours to judge, but worth seeing
+                    print(f"[{self.name}] degraded:\n" + self.out(
+                        "systemctl --failed --no-legend --plain"), flush=True)
                 return
             time.sleep(0.3)
         raise HostError(f"[{self.name}] not running after {timeout:.0f}s (state {state!r}):\n"
@@ -235,11 +241,28 @@ class Host:
             self.base.rmdir()
 
 
+def hierarchies() -> list[Path]:
+    """The cgroup hierarchies boot-host.sh gives each host a directory in (the same rule)."""
+    if _fstype(CGROUP_ROOT) == "cgroup2":
+        return [CGROUP_ROOT]
+    return [d for d in CGROUP_ROOT.iterdir() if d.is_dir() and os.path.ismount(d)]
+
+
+def _fstype(path: Path) -> str:
+    """The type of the file system mounted at path (the last mount there wins)."""
+    found = ""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, target, fstype, *_ = line.split()
+        if target == str(path):
+            found = fstype
+    return found
+
+
 def remove_cgroups(name: str, timeout: float = 20.0) -> None:
     """rmdir a host's cgroup subtree in every hierarchy, deepest first (a cgroup whose
     processes are still exiting is busy for a moment)."""
     deadline = time.monotonic() + timeout
-    for hierarchy in CGROUP_ROOT.iterdir():
+    for hierarchy in hierarchies():
         top = hierarchy / name
         if not top.is_dir():
             continue
@@ -275,7 +298,15 @@ class Cluster:
     def server(self) -> Host:
         return self.hosts[0]
 
+    @property
+    def record(self) -> Path:
+        return RECORDS / f"{self.tag}.json"
+
     def boot(self) -> list[Host]:
+        RECORDS.mkdir(mode=0o700, exist_ok=True)
+        self.record.write_text(json.dumps({
+            "owner": os.getpid(), "netns": self.network.name,
+            "cgroups": [h.cgroup for h in self.hosts], "bases": [str(h.base) for h in self.hosts]}))
         self.network.create()
         for i, host in enumerate(self.hosts):
             host.launch(self.network, () if i == 0 else SERVER_UNITS)
@@ -298,6 +329,47 @@ class Cluster:
             self.moto.kill()
             self.moto.wait()
         self.network.delete()
+        self.record.unlink(missing_ok=True)
+
+
+def kill_cgroup(name: str) -> None:
+    """SIGKILL every process in a host's cgroup subtree (its PID 1 first: the rest follow)."""
+    for hierarchy in hierarchies():
+        top = hierarchy / name
+        pids = [int(p) for procs in sorted(top.rglob("cgroup.procs"), key=lambda p: len(p.parts))
+                for p in procs.read_text().split()] if top.is_dir() else []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (dead, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def reap_stale() -> list[str]:
+    """End the clusters of runs that died without tearing down (their owner is gone); the
+    tags reaped.  Clusters of a live run (another agent's, a parallel CI job) are left alone."""
+    reaped = []
+    for record in sorted(RECORDS.glob("*.json")) if RECORDS.is_dir() else []:
+        data = json.loads(record.read_text())
+        if _alive(data["owner"]):
+            continue
+        for name in data["cgroups"]:
+            kill_cgroup(name)
+        for name in data["cgroups"]:
+            remove_cgroups(name)
+        subprocess.run(["ip", "netns", "delete", data["netns"]], check=False,
+                       stderr=subprocess.DEVNULL)
+        for base in data["bases"]:
+            with contextlib.suppress(OSError):
+                os.rmdir(base)
+        record.unlink(missing_ok=True)
+        reaped.append(record.stem)
+    return reaped
 
 
 @contextlib.contextmanager
