@@ -38,14 +38,13 @@ SERVER_UNITS = ("postgresql.service", "postgresql@.service", "redis-server.servi
                 "redis.service")
 APT_PACKAGES = {"postgresql": "/usr/lib/postgresql", "redis-server": "/usr/bin/redis-server",
                 "systemd": str(SYSTEMD), "python3-venv": "/usr/lib/python3/dist-packages/pip",
-                "make": "/usr/bin/make", "iproute2": "/usr/sbin/ip"}
+                "make": "/usr/bin/make", "iproute2": "/usr/sbin/ip", "git": "/usr/bin/git"}
 BOOT_TIMEOUT = 120.0
 RECORDS = Path("/run/m10sys-clusters")
 """On the machine: one JSON record per live cluster (owner pid, cgroups, netns), so a run
 killed before its teardown (SIGKILL, power cut of the CI job) is reaped by the next one."""
 UPPER = "/run/m10sys/upper"
 """Inside a host: its overlay's upper layer (what it wrote), read-only."""
-DB_PASSWORD = "m10-system-" + secrets.token_hex(6)
 
 
 class HostError(AssertionError):

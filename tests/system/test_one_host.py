@@ -58,16 +58,19 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
         host = c.server
         print(f"boot: {host.boot_seconds:.1f}s")
         s3 = c.start_s3()
+        readme = steps.Install.from_readme()
         with phase("database host"):
             steps.serve_database(host)
         before = written(host)
-        with phase("make install"):
-            steps.install(host, wheelhouse, steps.environment(s3))
+        with phase("README: install"):
+            steps.run_lines(host, readme.install, wheelhouse)
         installed = written(host) - before
         assert "/opt/m10jobs/bin/m10" in installed, sorted(installed)[:20]
-        steps.migrate(host)
+        with phase("README: database, configuration, timers"):
+            steps.run_lines(host, readme.database, wheelhouse)
+            steps.add_environment(host, steps.environment(s3))
+            steps.run_lines(host, readme.configure, wheelhouse)
         steps.create_bucket(host)
-        steps.enable_timers(host)
 
         # Every timer is scheduled.
         listed = host.out("systemctl list-timers --all --no-legend --plain")
@@ -105,7 +108,7 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
         host.sh("systemctl start redis-server")
 
         # The runbook's hand run as root leaves nothing the next timer run trips over.
-        steps.runbook_says(steps.HAND_RUN)
+        steps.says(steps.HAND_RUN, doc=steps.RUNBOOK)
         again = ["m10-canary", "m10-daily-stats", "m10-retry-r2-fallbacks", "m10-maintenance"]
         for script in again:
             host.sh(steps.HAND_RUN.replace("JOB", script))
@@ -118,7 +121,7 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
 
         # Uninstall: nothing install put there survives but /etc/m10jobs; no timer enabled.
         steps.uninstall(host)
-        left = sorted(p for p in installed & written(host) if not p.startswith("/etc/m10jobs"))
+        left = sorted(p for p in installed & written(host) if not p.startswith(steps.KEPT))
         assert not left, f"make uninstall left {left}"
         units = host.out("systemctl list-unit-files --no-legend --plain 'm10*' 'aos-*'")
         assert not units, units

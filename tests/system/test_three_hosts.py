@@ -161,16 +161,17 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
         print("boot: " + ", ".join(f"{h.name} {h.boot_seconds:.1f}s" for h in c.hosts))
         s3 = c.start_s3()
         server = c.server
+        readme = steps.Install.from_readme()
         steps.serve_database(server)
-        env = steps.environment(s3)
-        with phase("make install on every host"), ThreadPoolExecutor(len(c.hosts)) as pool:
-            list(pool.map(lambda h: steps.install(h, wheelhouse, env), c.hosts))
-        steps.migrate(server)
+        with phase("README: install, on every host"), ThreadPoolExecutor(len(c.hosts)) as pool:
+            list(pool.map(lambda h: steps.run_lines(h, readme.install, wheelhouse), c.hosts))
+        steps.run_lines(server, readme.database, wheelhouse)
         server.psql(AUDIT_SQL)
-        steps.create_bucket(server)
         for host in c.hosts:
             configure(host)
-            steps.enable_timers(host)
+            steps.add_environment(host, steps.environment(s3))
+            steps.run_lines(host, readme.configure, wheelhouse)
+        steps.create_bucket(server)
 
         # Stats: two hosts compute different halves of a window ending yesterday by hand
         # (the runbook's backfill); whoever exports afterwards must still write every day.
