@@ -90,7 +90,7 @@ for unit in "$@" getty@tty1.service console-getty.service serial-getty@.service 
         sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount \
         sys-fs-fuse-connections.mount dev-hugepages.mount e2scrub_reap.service \
         apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
-        fstrim.timer man-db.timer; do
+        fstrim.timer man-db.timer prometheus.service; do
     ln -sfn /dev/null "$root$units/$unit"
 done
 
