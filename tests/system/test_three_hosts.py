@@ -172,6 +172,9 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
             steps.add_environment(host, steps.environment(s3))
             steps.run_lines(host, readme.configure, wheelhouse)
         steps.create_bucket(server)
+        for host in c.hosts:  # every timer scheduled on every host
+            timers = host.out("systemctl list-timers --all --no-legend --plain")
+            assert all(f"{s}.timer" in timers for s in SCRIPTS), (host.name, timers)
 
         # Stats: two hosts compute different halves of a window ending yesterday by hand
         # (the runbook's backfill); whoever exports afterwards must still write every day.
