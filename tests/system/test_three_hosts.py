@@ -78,7 +78,8 @@ def start_all(c: Cluster) -> dict[str, dict[str, dict[str, str]]]:
 
     def one(host: Host) -> dict[str, dict[str, str]]:
         host.sh(f"systemctl start {units}", check=False, timeout=280)
-        return {s: host.show(f"{s}.service", "Result", "ExecMainStatus") for s in SCRIPTS}
+        return {s: host.show(f"{s}.service", "Result", "ExecMainStatus", "InvocationID")
+                for s in SCRIPTS}
 
     with ThreadPoolExecutor(len(c.hosts)) as pool:
         return dict(zip([h.name for h in c.hosts], pool.map(one, c.hosts), strict=True))
@@ -204,8 +205,8 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
                for host, units in rnd.items() for script, st in units.items()
                if st["Result"] != "success" or st["ExecMainStatus"] not in ("0", "75")]
         assert not bad, "\n".join(map(str, bad)) + "\n" + "\n".join(
-            h.out(f"journalctl -u {s}.service -n 6 -o cat --no-pager")
-            for _, name, s, _ in bad[:3] for h in c.hosts if h.name == name)
+            h.out(f"journalctl _SYSTEMD_INVOCATION_ID={st['InvocationID']} -o cat --no-pager")
+            for _, name, _, st in bad[:3] for h in c.hosts if h.name == name)
 
         # A daily cost run while another host's hourly run holds its lease, an hour of the
         # day it rebuilds still missing: it waits for that run (or skips, 75), never fails.
