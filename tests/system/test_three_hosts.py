@@ -205,7 +205,8 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
                for host, units in rnd.items() for script, st in units.items()
                if st["Result"] != "success" or st["ExecMainStatus"] not in ("0", "75")]
         assert not bad, "\n".join(map(str, bad)) + "\n" + "\n".join(
-            h.out(f"journalctl _SYSTEMD_INVOCATION_ID={st['InvocationID']} -o cat --no-pager")
+            h.out(f"journalctl _SYSTEMD_INVOCATION_ID={st['InvocationID']} + "
+                  f"INVOCATION_ID={st['InvocationID']} -o cat --no-pager")
             for _, name, _, st in bad[:3] for h in c.hosts if h.name == name)
 
         # A daily cost run while another host's hourly run holds its lease, an hour of the
