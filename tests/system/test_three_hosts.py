@@ -129,22 +129,17 @@ def daily_while_hourly_held(server: Host, host: Host) -> None:
 
 
 def lease_overlaps(rows: list[dict[str, str]]) -> list[str]:
-    """Each (lock, token) holds from acquired_at until its row is deleted or taken over, or
-    its last expiry, whichever is first; per lock those intervals must not overlap."""
+    """Each (lock, token) holds from the moment its row was written until the row is deleted
+    (released, reclaimed) or its last expiry, whichever is first.  (Not from `acquired_at`:
+    that is the clock when acquire_lock began, before it may have waited for the previous
+    holder's release to commit.)  A takeover is legitimate only once the previous lease has
+    expired, so it does not end the previous span.  Per lock, spans must not overlap."""
     spans: dict[tuple[str, int], list[datetime]] = {}
-    current: dict[str, int] = {}
     for r in rows:
         lock, token = r["lock_name"], int(r["fencing_token"])
-        at = datetime.fromisoformat(r["at"])
-        previous = current.get(lock)
-        if previous is not None and previous != token:  # taken over by an acquire
-            spans[(lock, previous)][1] = min(spans[(lock, previous)][1], at)
-        start, expiry = (datetime.fromisoformat(r[k]) for k in ("acquired_at", "expires_at"))
-        span = spans.setdefault((lock, token), [start, expiry])
+        at, expiry = datetime.fromisoformat(r["at"]), datetime.fromisoformat(r["expires_at"])
+        span = spans.setdefault((lock, token), [at, expiry])
         span[1] = min(at, expiry) if r["op"] == "delete" else max(span[1], expiry)
-        current[lock] = token
-        if r["op"] == "delete":
-            current.pop(lock)
     by_lock: dict[str, list[tuple[datetime, datetime, int]]] = defaultdict(list)
     for (lock, token), (start, end) in spans.items():
         by_lock[lock].append((start, end, token))
