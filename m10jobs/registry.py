@@ -134,15 +134,15 @@ class Job:
 
 @cache
 def jobs() -> tuple[Job, ...]:
-    """Every job declared in m10jobs.jobs (each module exposes JOB), by script name."""
+    """Every job declared in m10jobs.jobs (each flow package exposes JOB or JOBS), by
+    script name."""
     import m10jobs.jobs as package
 
-    found = []
+    found: list[Job] = []
     for info in pkgutil.iter_modules(package.__path__):
         module = importlib.import_module(f"{package.__name__}.{info.name}")
-        job = getattr(module, "JOB", None)
-        if isinstance(job, Job):
-            found.append(job)
+        declared = getattr(module, "JOBS", (getattr(module, "JOB", None),))
+        found.extend(job for job in declared if isinstance(job, Job))
     return tuple(sorted(found, key=lambda j: j.script))
 
 
@@ -170,20 +170,8 @@ def find(name: str) -> tuple[Job, Task | None]:
     raise KeyError(name)
 
 
-def module_name(script: str) -> str:
-    """Where a script's job lives by convention: m10-daily-stats -> m10jobs.jobs.daily_stats."""
-    return "m10jobs.jobs." + script.split("-", 1)[1].replace("-", "_")
-
-
 def by_script(script: str) -> Job:
-    """A console script's job, importing only its own module (start-up time of every
-    timer-driven pass); the full scan is the fallback."""
-    try:
-        job = getattr(importlib.import_module(module_name(script)), "JOB", None)
-    except ImportError:
-        job = None
-    if isinstance(job, Job) and job.script == script:
-        return job
+    """A console script's job."""
     for job in jobs():
         if job.script == script:
             return job

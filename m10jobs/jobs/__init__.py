@@ -1,2 +1,1 @@
-"""One entry module per job (its JOB, settings classes and pass), found by the registry,
-plus the helpers those import: cost_common (both cost jobs), maint_* (maintenance tasks)."""
+"""One package per flow family, found by the registry: its __init__ exposes JOB (or JOBS)."""

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from m10jobs import canary_report as cr
 from m10jobs.edges.files import atomic_write_json
+from m10jobs.jobs.canary import report as cr
 from tests.canary_support import reports, task_summary, write_config
 from tests.conftest import BIN
 

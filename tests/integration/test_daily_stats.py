@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from m10jobs.edges.files import atomic_write_json
-from m10jobs.statsfile import marker_for, render
+from m10jobs.jobs.stats.statsfile import marker_for, render
 from tests.conftest import BIN
 from tests.stats_support import seed_day, stats_files, summary
 
@@ -192,7 +192,7 @@ def test_sigkill_at_any_moment_never_leaves_a_torn_file(env: dict[str, str], con
     """Kill a 3-month backfill at spread-out moments: every CSV and marker visible
     afterwards is complete (parses), and one plain run fills every day once and heals
     any marker left stale between the two renames."""
-    from m10jobs.statsfile import month_files, parse, read_marker
+    from m10jobs.jobs.stats.statsfile import month_files, parse, read_marker
 
     log = Path(env["M10_LOG_DIR"])
     fast = {**env, "M10_LEASE_TTL_SECONDS": "1"}

@@ -16,7 +16,7 @@ from m10jobs.devenv.services import free_port
 from m10jobs.edges.lease import Lease
 from m10jobs.edges.outbox_stream import OUTBOX_FIELDS
 from m10jobs.errors import LeaseLost
-from m10jobs.jobs import outbox_processor
+from m10jobs.jobs.outbox import process as outbox_processor
 from m10jobs.registry import by_script
 from m10jobs.runner import PassContext
 from tests.outbox_support import enqueue, entries, summary, write_config

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from m10jobs import canary_report as cr
 from m10jobs.errors import BadInput
+from m10jobs.jobs.canary import report as cr
 
 T = cr.Thresholds(pass_score=0.9, marginal_score=0.6, max_no_data_share=0.5)
 

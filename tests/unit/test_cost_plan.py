@@ -10,8 +10,8 @@ import pytest
 
 from m10jobs.config import load_config
 from m10jobs.errors import ConfigError
-from m10jobs.jobs import cost_common as cc
-from m10jobs.jobs.cost_snapshot_daily import judge
+from m10jobs.jobs.cost import common as cc
+from m10jobs.jobs.cost.daily import judge
 
 H = timedelta(hours=1)
 END = datetime(2026, 1, 10, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pytest
 
 from m10jobs.edges.fallback import check_key
 from m10jobs.errors import BadInput
-from m10jobs.statsfile import COLUMNS, marker_for, parse, render
+from m10jobs.jobs.stats.statsfile import COLUMNS, marker_for, parse, render
 
 
 def row(day: str) -> dict[str, str]:

@@ -8,9 +8,9 @@ import pytest
 
 from m10jobs.config import load_config
 from m10jobs.errors import ConfigError
-from m10jobs.jobs import maint_deadletters as dl
-from m10jobs.jobs import maint_matviews as mv
-from m10jobs.jobs import maint_retention as retention
+from m10jobs.jobs.maintenance import deadletters as dl
+from m10jobs.jobs.maintenance import matviews as mv
+from m10jobs.jobs.maintenance import retention as retention
 
 ST = dl.DeadLetterSettings("dl", (), max_deliveries=3, max_idle_seconds=60, batch_size=10,
                            max_replays=2)

@@ -31,9 +31,9 @@ def COMMAND() -> None:
 def status(config: Any, log: logging.Logger) -> int:
     """Show this host's latest_report.json (verdict, age, failing probes) and the rollback
     ledger's row for it (cluster-wide: whichever host acted)."""
-    from m10jobs import canary_report as cr
     from m10jobs.edges import db as pg
     from m10jobs.edges.queries import query
+    from m10jobs.jobs.canary import report as cr
 
     path = cr.latest_path(config.state_dir)
     report = cr.load(path)

@@ -77,7 +77,7 @@ def dl_replay(config: Any, log: Any, dead_letter_id: int, force: bool) -> int:
     from m10jobs.edges import db
     from m10jobs.edges.lease import Lease, holder_id
     from m10jobs.edges.queries import query
-    from m10jobs.jobs import maint_deadletters as dl
+    from m10jobs.jobs.maintenance import deadletters as dl
 
     dsn = config.require("database_url")
     with db.connect(dsn, app="m10 dl replay") as conn, db.translated(dsn), \

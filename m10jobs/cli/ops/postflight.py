@@ -22,7 +22,7 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
     """(problems, ok lines) for every stats CSV in log_dir."""
     import hashlib
 
-    from m10jobs.statsfile import marker_path, month_files, parse, read_marker
+    from m10jobs.jobs.stats.statsfile import marker_path, month_files, parse, read_marker
 
     problems: list[str] = []
     ok: list[str] = []
@@ -80,7 +80,7 @@ def postflight(config: Any, log: Any, log_dir: Path | None, as_of: str | None) -
     """Validate the daily stats checkpoint; one line per problem."""
     from zoneinfo import ZoneInfo
 
-    from m10jobs.jobs.daily_stats import DailyStatsSettings
+    from m10jobs.jobs.stats.daily import DailyStatsSettings
 
     tz = ZoneInfo(config.settings(DailyStatsSettings).timezone)
     try:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from m10jobs import canary_report as cr
 from m10jobs.errors import ConfigError
+from m10jobs.jobs.canary import report as cr
 from m10jobs.registry import Flow, Job
 from m10jobs.settings import setting
 

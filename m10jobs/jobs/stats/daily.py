@@ -106,7 +106,7 @@ def _bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
 def _csv_last_date(ctx: PassContext) -> date | None:
     """The last day in this host's CSVs: where a first compute resumes after an upgrade
     from the CSV-only checkpoint."""
-    from m10jobs.statsfile import month_files, parse
+    from m10jobs.jobs.stats.statsfile import month_files, parse
 
     for path in reversed(month_files(ctx.config.log_dir)):
         last = parse(path).last_date
@@ -119,7 +119,7 @@ def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
     """Days to compute: not yet in the table, within [first, until]."""
     from m10jobs.edges.queries import query
     from m10jobs.errors import BadInput
-    from m10jobs.statsfile import days
+    from m10jobs.jobs.stats.statsfile import days
 
     until = _until(ctx, tz)
     start: date | None = ctx.params.get("start_date")
@@ -193,7 +193,7 @@ def compute_pass(ctx: PassContext) -> dict[str, Any]:
 def _export_window(ctx: PassContext, tz: ZoneInfo) -> tuple[date, date]:
     """[first, last] day whose month this host's CSVs hold: every month retention keeps
     (from the first of the month it keeps), and any --start-date asked for."""
-    from m10jobs.jobs.maint_retention import RetentionSettings
+    from m10jobs.jobs.maintenance.retention import RetentionSettings
 
     until = _until(ctx, tz)
     kept = ctx.config.settings(RetentionSettings).stats_csv
@@ -225,7 +225,7 @@ def _marker_stale(path: Path) -> bool:
     """The month's marker is missing or does not describe the CSV as it is (a crash
     between the CSV's rename and the marker's): it is rewritten, so the pair heals."""
     from m10jobs.errors import BadInput
-    from m10jobs.statsfile import marker_for, parse, read_marker
+    from m10jobs.jobs.stats.statsfile import marker_for, parse, read_marker
 
     try:
         marker = read_marker(path)
@@ -242,7 +242,7 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.edges import fallback
     from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
     from m10jobs.edges.queries import query
-    from m10jobs.statsfile import (
+    from m10jobs.jobs.stats.statsfile import (
         COLUMNS,
         csv_path,
         marker_for,

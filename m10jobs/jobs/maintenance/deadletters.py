@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.edges.queries import query
-from m10jobs.jobs.outbox_processor import DEAD_LETTER_STREAM
+from m10jobs.jobs.outbox.process import DEAD_LETTER_STREAM
 from m10jobs.settings import setting
 
 if TYPE_CHECKING:

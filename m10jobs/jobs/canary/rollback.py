@@ -1,6 +1,6 @@
 """m10-rollback: act at most once on a fresh failing canary report (seed: rollback automation).
 
-Reads this host's latest_report.json (validated by m10jobs.canary_report, exit
+Reads this host's latest_report.json (validated by m10jobs.jobs.canary.report, exit
 65 when it is corrupt, truncated or of an unknown schema) and acts only when
 its verdict is `fail` and it is fresh.  Acting = running the configured command
 (argv, no shell, with a timeout, only the environment it is configured to get).
@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from m10jobs import canary_report as cr
 from m10jobs.errors import BadInput, LeaseLost, TaskFailed
+from m10jobs.jobs.canary import report as cr
 from m10jobs.registry import Flow, Job
 from m10jobs.settings import setting
 

@@ -170,7 +170,7 @@ def fallback_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]
 
 def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
     """Stats CSVs whose month ended more than `months` months ago, marker last."""
-    from m10jobs.statsfile import NAME, marker_path
+    from m10jobs.jobs.stats.statsfile import NAME, marker_path
 
     now = datetime.now(UTC)
     limit = now.year * 12 + now.month - 1 - months
@@ -182,7 +182,7 @@ def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
 
 
 def canary_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
-    from m10jobs.canary_report import LATEST, reports_dir
+    from m10jobs.jobs.canary.report import LATEST, reports_dir
 
     base = reports_dir(config.state_dir)
     for p in sorted(base.iterdir()) if base.is_dir() else ():

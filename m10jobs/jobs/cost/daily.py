@@ -29,7 +29,7 @@ import click
 
 from m10jobs.edges.queries import query
 from m10jobs.errors import TaskFailed
-from m10jobs.jobs import cost_common as cc
+from m10jobs.jobs.cost import common as cc
 from m10jobs.registry import Flow, Job
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ def _waited_for_hourly(ctx: PassContext, s: cc.CostSettings,
     orders the two only on one host), wait for it, bounded; True when we waited and
     should look again.  Still held -> skipped (75), never a false "missing" failure."""
     from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
-    from m10jobs.jobs.cost_snapshot_hourly import JOB as HOURLY
+    from m10jobs.jobs.cost.hourly import JOB as HOURLY
 
     if live_holder(ctx.conn, HOURLY.lock) is None:
         return False

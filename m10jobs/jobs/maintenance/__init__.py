@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.edges.queries import query
-from m10jobs.jobs import maint_deadletters as dl
-from m10jobs.jobs import maint_matviews as mv
-from m10jobs.jobs import maint_retention as retention
-from m10jobs.jobs.outbox_processor import DEAD_LETTER_STREAM
-from m10jobs.jobs.outbox_processor import LOCK as OUTBOX_LOCK
+from m10jobs.jobs.maintenance import deadletters as dl
+from m10jobs.jobs.maintenance import matviews as mv
+from m10jobs.jobs.maintenance import retention as retention
+from m10jobs.jobs.outbox.process import DEAD_LETTER_STREAM
+from m10jobs.jobs.outbox.process import LOCK as OUTBOX_LOCK
 from m10jobs.registry import Flow, Job, Task
 from m10jobs.settings import setting
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from m10jobs.jobs import cost_common as cc
+from m10jobs.jobs.cost import common as cc
 from m10jobs.registry import Flow, Job
 
 if TYPE_CHECKING:

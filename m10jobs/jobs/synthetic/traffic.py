@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.errors import TaskFailed
-from m10jobs.jobs.outbox_processor import STREAM
+from m10jobs.jobs.outbox.process import STREAM
 from m10jobs.registry import Flow, Job
 from m10jobs.settings import setting
 
