@@ -1,11 +1,13 @@
-"""The job registry: each job is declared once, in its own module under m10jobs.jobs.
+"""The job registry: each job is declared once, in its flow package's __init__ under
+m10jobs.jobs (m10jobs/jobs/<flow>/__init__.py exposes JOB, or JOBS for several).
 
 A declaration (Job) names the console script, lock(s), schedule, systemd
 ordering, the artifacts it produces and consumes, its settings tables and the
 pass function(s).  The click commands, `m10 run`, systemd units, the flow
 inventory and the configuration reference are all derived from it.
-Declarations import nothing heavy: a job's pass imports its clients (redis,
-boto3) when it runs, so `--help` stays fast.
+Declarations import nothing heavy: they name their pass as a string
+("m10jobs.jobs.outbox.process:process") that is imported when the pass runs,
+so `--help` and a lock-busy pass never load a pass module or its clients.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from m10jobs.runner import PassContext
 
 PassFn = Callable[["PassContext"], "dict[str, Any] | None"]
+PassRef = PassFn | str
+"""A pass: the function, or "module:function" imported when the pass runs."""
 FlowKind = Literal["lock", "marker", "checkpoint", "table", "stream", "file"]
 Scope = Literal["cluster", "host"]
 """cluster: state in PostgreSQL/Redis, one holder cluster-wide; host: state in this
@@ -47,6 +51,19 @@ def scope_of(lease: str) -> Scope | None:
     return None
 
 
+@cache
+def _import(ref: str) -> PassFn:
+    module, _, attr = ref.partition(":")
+    fn: PassFn = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+def resolve(ref: PassRef) -> PassFn:
+    """A pass named "m10jobs.jobs.outbox.process:process" imported now: declarations stay
+    cheap to import (--help, a lock-busy pass) while pass modules import at the top."""
+    return _import(ref) if isinstance(ref, str) else ref
+
+
 @dataclass(frozen=True)
 class Flow:
     """An artifact a job produces, for the L7 flow inventory (seed: producer/consumer)."""
@@ -65,10 +82,15 @@ class Task:
 
     name: str
     lock: str
-    run: PassFn
+    run: PassRef
     summary: str = ""
     keys: Callable[[Config], Sequence[str]] | None = None
     scope: Scope = "cluster"
+
+    @property
+    def pass_fn(self) -> PassFn:
+        """The pass function, its module imported on first use."""
+        return resolve(self.run)
 
     def instances(self, config: Config) -> list[tuple[str | None, str]]:
         """(key, lease name) for every lease this task takes in a run."""
@@ -96,7 +118,7 @@ class Job:
     schedule: str
     """systemd OnCalendar= expression."""
     lock: str | None = None
-    run: PassFn | None = None
+    run: PassRef | None = None
     tasks: tuple[Task, ...] = ()
     scope: Scope = "cluster"
     """Scope of the job's single pass (lock + run); a job with tasks declares it per task."""

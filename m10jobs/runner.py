@@ -160,7 +160,7 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
     try:
         if ctx.dry_run:
             status = "dry-run"
-            summary = ctx.task.run(ctx) or {}
+            summary = ctx.task.pass_fn(ctx) or {}
         else:
             summary = _run_leased(ctx)
         ctx.log.info("%s %s", ctx.task.name, "would do" if ctx.dry_run else "done",
@@ -191,7 +191,7 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
         ctx.log.info("lease %s acquired", ctx.lock)
         try:
             with db.translated(ctx.dsn):
-                return ctx.task.run(ctx) or {}
+                return ctx.task.pass_fn(ctx) or {}
         except LeaseLost:
             raise  # the pass said it itself, with its own detail
         except BaseException as exc:
@@ -213,4 +213,3 @@ def _write_metrics(config: Config, job: Job, code: int, started: float, duration
                           gauges=[*per_task, *gauges])
     except OSError as exc:
         log.warning("could not write metrics to %s: %s", config.metrics_dir, exc)
-

@@ -7,8 +7,8 @@ import pytest
 
 from m10jobs.config import load_config
 from m10jobs.errors import ConfigError
-from m10jobs.jobs.maintenance.retention import RetentionSettings
-from m10jobs.jobs.outbox.process import OutboxSettings
+from m10jobs.jobs.maintenance.settings import RetentionSettings
+from m10jobs.jobs.outbox.settings import OutboxSettings
 from m10jobs.registry import sections
 
 

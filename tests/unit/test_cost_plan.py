@@ -11,7 +11,9 @@ import pytest
 from m10jobs.config import load_config
 from m10jobs.errors import ConfigError
 from m10jobs.jobs.cost import common as cc
+from m10jobs.jobs.cost import parse_until
 from m10jobs.jobs.cost.daily import judge
+from m10jobs.jobs.cost.settings import CostSettings
 
 H = timedelta(hours=1)
 END = datetime(2026, 1, 10, tzinfo=UTC)
@@ -56,8 +58,8 @@ def test_floor_is_utc() -> None:
 
 
 def test_until_parses_iso_and_defaults_to_utc() -> None:
-    assert cc.parse_until(None, None, "2026-01-10T05:00") == END + 5 * H
-    assert cc.parse_until(None, None, "2026-01-10T06:00+01:00") == END + 5 * H
+    assert parse_until(None, None, "2026-01-10T05:00") == END + 5 * H
+    assert parse_until(None, None, "2026-01-10T06:00+01:00") == END + 5 * H
 
 
 @pytest.mark.parametrize(("columns", "named"), [
@@ -83,12 +85,12 @@ def test_right_columns_pass() -> None:
 
 
 def test_settings_defaults_and_exact_decimals(tmp_path: Path) -> None:
-    s = cc.settings(load_config(None, env={}))
+    s = load_config(None, env={}).settings(CostSettings)
     assert (s.backfill_max_hours, s.resnapshot_hours, s.anomaly_k) == (168, 3, Decimal(3))
     assert "%(period_start)s" in s.query
     path = tmp_path / "c.toml"
     path.write_text('[cost]\nanomaly_k = 2.5\nanomaly_min_amount_usd = "0.10"\n')
-    s = cc.settings(load_config(str(path), env={}))
+    s = load_config(str(path), env={}).settings(CostSettings)
     assert (s.anomaly_k, s.anomaly_min_amount_usd) == (Decimal("2.5"), Decimal("0.10"))
 
 
@@ -99,11 +101,11 @@ def test_bad_settings_name_the_key(tmp_path: Path, line: str) -> None:
     path = tmp_path / "c.toml"
     path.write_text(f"[cost]\n{line}\n")
     with pytest.raises(ConfigError, match=f"cost.{line.split()[0]}"):
-        cc.settings(load_config(str(path), env={}))
+        load_config(str(path), env={}).settings(CostSettings)
 
 
 def test_anomaly_rule_needs_k_sigma_min_amount_and_history() -> None:
-    s = cc.CostSettings(source_query="", baseline_min_days=3, anomaly_k=Decimal(3),
+    s = CostSettings(source_query="", baseline_min_days=3, anomaly_k=Decimal(3),
                         anomaly_min_amount_usd=Decimal(50))
     mean, sd = Decimal(100), Decimal(10)
     assert judge(Decimal("130.01"), mean, sd, 7, s) == Decimal(130)

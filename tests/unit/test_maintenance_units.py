@@ -9,10 +9,10 @@ import pytest
 from m10jobs.config import load_config
 from m10jobs.errors import ConfigError
 from m10jobs.jobs.maintenance import deadletters as dl
-from m10jobs.jobs.maintenance import matviews as mv
 from m10jobs.jobs.maintenance import retention as retention
+from m10jobs.jobs.maintenance.settings import DeadLetterSettings, views
 
-ST = dl.DeadLetterSettings("dl", (), max_deliveries=3, max_idle_seconds=60, batch_size=10,
+ST = DeadLetterSettings("dl", (), max_deliveries=3, max_idle_seconds=60, batch_size=10,
                            max_replays=2)
 
 
@@ -49,9 +49,9 @@ def _config(tmp_path: Path, toml: str):  # type: ignore[no-untyped-def]
 
 
 def test_matview_names_validated(tmp_path: Path) -> None:
-    assert mv.views(_config(tmp_path, '[matviews]\nviews = ["a.b", "c"]\n')) == ["a.b", "c"]
+    assert views(_config(tmp_path, '[matviews]\nviews = ["a.b", "c"]\n')) == ["a.b", "c"]
     with pytest.raises(ConfigError, match=r"matviews\.views"):
-        mv.views(_config(tmp_path, '[matviews]\nviews = ["a.b.c"]\n'))
+        views(_config(tmp_path, '[matviews]\nviews = ["a.b.c"]\n'))
 
 
 def test_stats_csv_age_by_month_in_name(tmp_path: Path) -> None:

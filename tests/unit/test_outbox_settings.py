@@ -8,7 +8,8 @@ import pytest
 
 from m10jobs.config import load_config
 from m10jobs.errors import ConfigError
-from m10jobs.jobs.outbox.process import OutboxSettings, order_key
+from m10jobs.jobs.outbox.process import order_key
+from m10jobs.jobs.outbox.settings import OutboxSettings
 
 
 def settings(tmp_path: Path, toml: str) -> OutboxSettings:

@@ -42,6 +42,37 @@ def test_by_script_finds_every_declared_job() -> None:
         assert by_script(job.script) is job
 
 
+def test_every_pass_is_named_lazily_and_resolves() -> None:
+    # declarations name their pass "module:function" inside their own flow package
+    from m10jobs.registry import resolve
+
+    for job in jobs():
+        for task in job.tasks:
+            assert isinstance(task.run, str), (job.script, task.name)
+            assert task.run.startswith("m10jobs.jobs."), task.run
+            assert callable(resolve(task.run)), task.run
+
+
+def test_declarations_import_no_pass_module() -> None:
+    # what every job start and --help load: the registry, each flow's declaration and
+    # settings, never a pass module (those import their drivers at the top)
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom m10jobs.registry import jobs, sections\nsections()\n"
+            "passes = {t.run.split(':')[0] for j in jobs() for t in j.tasks}\n"
+            "loaded = passes & set(sys.modules)\nassert not loaded, loaded\n"
+            "assert len(passes) >= 9, passes")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_every_probe_type_has_a_probe() -> None:
+    from m10jobs.jobs.canary.runner import PROBES
+    from m10jobs.jobs.canary.settings import PROBE_TYPES
+
+    assert PROBES.keys() == PROBE_TYPES.keys()
+
+
 def test_scope_decides_the_lease_name_in_one_place() -> None:
     from m10jobs.config import load_config
     from m10jobs.registry import by_script, scope_of

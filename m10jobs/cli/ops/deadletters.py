@@ -78,10 +78,11 @@ def dl_replay(config: Any, log: Any, dead_letter_id: int, force: bool) -> int:
     from m10jobs.edges.lease import Lease, holder_id
     from m10jobs.edges.queries import query
     from m10jobs.jobs.maintenance import deadletters as dl
+    from m10jobs.jobs.maintenance.settings import DL_LOCK
 
     dsn = config.require("database_url")
     with db.connect(dsn, app="m10 dl replay") as conn, db.translated(dsn), \
-            Lease(dsn, conn, dl.LOCK, holder_id(secrets.token_hex(6)),
+            Lease(dsn, conn, DL_LOCK, holder_id(secrets.token_hex(6)),
                   config.lease_ttl_seconds, log) as lease, conn.transaction(), \
             conn.cursor() as cur:
         row = cur.execute(query("dl_get"), {"id": dead_letter_id}).fetchone()

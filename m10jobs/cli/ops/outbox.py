@@ -17,7 +17,7 @@ import click
 
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.errors import BadInput, ExitCode
-from m10jobs.jobs.outbox.process import LOCK as OUTBOX_LOCK
+from m10jobs.jobs.outbox.settings import LOCK as OUTBOX_LOCK
 
 
 @click.group("outbox", context_settings=CONTEXT)

@@ -80,7 +80,7 @@ def postflight(config: Any, log: Any, log_dir: Path | None, as_of: str | None) -
     """Validate the daily stats checkpoint; one line per problem."""
     from zoneinfo import ZoneInfo
 
-    from m10jobs.jobs.stats.daily import DailyStatsSettings
+    from m10jobs.jobs.stats.settings import DailyStatsSettings
 
     tz = ZoneInfo(config.settings(DailyStatsSettings).timezone)
     try:

@@ -21,17 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from m10jobs.errors import BadInput, LeaseLost, TaskFailed
 from m10jobs.jobs.canary import report as cr
-from m10jobs.registry import Flow, Job
-from m10jobs.settings import setting
+from m10jobs.jobs.canary.settings import RollbackSettings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -46,43 +43,6 @@ UNCONFIGURED = "rollback.command is not configured: nothing to do"
 # What every command gets; anything else only through rollback.env / rollback.pass_env.
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8"}
-# Never handed to a command, even when listed: the jobs' own credentials.
-SECRET_ENV = re.compile(r"^(M10_.*|AWS_.*|PG(PASSWORD|PASSFILE|SERVICEFILE)|REDISCLI_AUTH)$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _env_names(names: tuple[str, ...] | dict[str, str]) -> str | None:
-    """What a pass_env/env entry must be, when one is not (the check of both settings)."""
-    for name in names:
-        if not ENV_NAME.match(name):
-            return f"environment variable names ({name!r} is not one)"
-        if SECRET_ENV.match(name):
-            return (f"names other than the jobs' own settings and credentials ({name} is never "
-                    "given to the rollback command: give it credentials of its own)")
-    return None
-
-
-@dataclass(frozen=True)
-class RollbackSettings:
-    """[rollback]: what to run on a fresh failing report, how often, with which
-    environment.  No command: m10-rollback warns and does nothing (exit 0)."""
-
-    SECTION: ClassVar[str] = "rollback"
-
-    command: tuple[str, ...] = setting(
-        (), "argv run without a shell (unset: m10-rollback warns and does nothing)",
-        example=["/usr/local/bin/rollback-deploy", "--to", "previous"])
-    timeout_s: float = setting(300.0, "the command is killed after this long", min=0.001,
-                               max=600)
-    max_report_age_s: float = setting(900.0, "an older report is not acted on", min=1.0)
-    cooldown_seconds: int = setting(
-        1800, "cluster-wide: no new rollback within this long of the last one (0: off)",
-        min=0, max=7 * 86400)
-    pass_env: tuple[str, ...] = setting(
-        (), "variables passed from the job's environment to the command (no M10_*, AWS_*, "
-        "PGPASSWORD...)", check=_env_names, example=["KUBECONFIG"])
-    env: dict[str, str] = setting({}, "literal environment given to the command",
-                                  check=_env_names, example={"DEPLOY_TARGET": "production"})
 
 
 def settings(config: Config) -> RollbackSettings:
@@ -266,24 +226,3 @@ def _record_outcome(ctx: PassContext, report_run_id: str, outcome: str, status: 
     except Exception:
         with db.connect(ctx.dsn, app=ctx.job.script) as conn:
             conn.execute(query("rollback_finish"), args)
-
-
-JOB = Job(
-    script="m10-rollback",
-    lock="m10:rollback",
-    scope="host",  # reads this host's report; the ledger in PostgreSQL decides who acts
-    run=rollback_pass,
-    summary="Roll back once when the latest canary report is a fresh fail.",
-    example="m10-rollback --dry-run",
-    schedule="*:1/5",
-    after=("postgresql.service", "m10-canary.service"),
-    produces=(
-        Flow("table", "rollback_actions", "m10_recovery.rollback_actions",
-             "Cluster-wide ledger of the reports a rollback acted on (claim, then outcome)",
-             ("m10 canary status",)),
-    ),
-    consumes=(f"$M10_STATE_DIR/canary/reports/{cr.LATEST}",),
-    timeout_seconds=720,
-    ttl_seconds=900,  # above the pass timeout: the lease outlives the longest rollback
-    settings=(RollbackSettings,),
-)

@@ -24,18 +24,14 @@ from decimal import (
     InvalidOperation,
     localcontext,
 )
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from m10jobs.edges.queries import query
 from m10jobs.errors import BadInput, ConfigError
-from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     import psycopg
 
-    from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
 HOUR = timedelta(hours=1)
@@ -77,71 +73,6 @@ Key = tuple[str, str]
 class Totals:
     amount_usd: Decimal
     record_count: int
-
-
-def _placeholders(source_query: str) -> str | None:
-    missing = [n for n in ("period_start", "period_end") if f"%({n})s" not in source_query]
-    return (f"a query filtering on %({missing[0]})s (each period is [period_start, "
-            "period_end))") if missing else None
-
-
-@dataclass(frozen=True)
-class CostSettings:
-    """[cost] (both cost jobs): the source query, backfill caps, the anomaly rule."""
-
-    SECTION: ClassVar[str] = "cost"
-
-    source_query: str = setting(
-        "", "SELECT returning (amount_usd, record_count) for %(period_start)s .. "
-        "%(period_end)s (empty: the built-in query on aos_cost.cost_records)",
-        check=_placeholders)
-    backfill_max_hours: int = setting(168, "hourly: missing hours filled per pass, at most",
-                                      min=1, max=24 * 366)
-    resnapshot_hours: int = setting(3, "hourly: recent hours snapshotted again (late rows)",
-                                    min=0, max=24 * 31)
-    backfill_max_days: int = setting(35, "daily: missing days filled per pass, at most",
-                                     min=1, max=3660)
-    resnapshot_days: int = setting(2, "daily: recent days snapshotted again", min=0,
-                                   max=366)
-    baseline_days: int = setting(14, "days of history behind the anomaly baseline", min=2,
-                                 max=366)
-    baseline_min_days: int = setting(7, "fewer days of history: no anomaly verdict", min=2,
-                                     max=366)
-    anomaly_k: Decimal = setting(Decimal("3"), "flag a day above mean + k * stddev", min=0)
-    anomaly_min_amount_usd: Decimal = setting(Decimal("50.00"), "and above this amount",
-                                                   min=0)
-    hourly_wait_seconds: int = setting(
-        60, "daily: how long to wait for an hourly run holding its lease (on another host) "
-        "before skipping with 75", min=0, max=600)
-
-    @property
-    def query(self) -> str:
-        """The source query to run (the built-in one unless configured)."""
-        return self.source_query or query("cost_source_default")
-
-
-def settings(config: Config) -> CostSettings:
-    return config.settings(CostSettings)
-
-
-# -- time -------------------------------------------------------------------------
-def parse_until(ctx: click.Context | None, param: click.Parameter | None,
-                value: str | None) -> datetime | None:
-    """--until: an ISO 8601 time, UTC unless it says otherwise (click callback)."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as "
-                                 "2026-01-31T00:00:00Z") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-UNTIL_OPTION = click.Option(
-    ["--until"], metavar="TIME", callback=parse_until, expose_value=True,
-    help="Act as if it were TIME (ISO 8601, UTC unless given; not in the future): "
-         "only periods that ended by then count.  Default: the database clock.")
 
 
 def now_utc(ctx: PassContext) -> datetime:

@@ -25,12 +25,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from m10jobs.edges.queries import query
 from m10jobs.errors import TaskFailed
 from m10jobs.jobs.cost import common as cc
-from m10jobs.registry import Flow, Job
+from m10jobs.jobs.cost.settings import CostSettings
 
 if TYPE_CHECKING:
     import psycopg
@@ -57,7 +55,7 @@ class Anomaly:
 
 
 def judge(amount: Decimal, mean: Decimal, stddev: Decimal, observed: int,
-          s: cc.CostSettings) -> Decimal | None:
+          s: CostSettings) -> Decimal | None:
     """The threshold when `amount` is an anomaly, else None."""
     threshold = mean + s.anomaly_k * stddev
     if observed >= s.baseline_min_days and amount > threshold and \
@@ -66,7 +64,7 @@ def judge(amount: Decimal, mean: Decimal, stddev: Decimal, observed: int,
     return None
 
 
-def build_day(cur: psycopg.Cursor[Any], ctx: PassContext, s: cc.CostSettings,
+def build_day(cur: psycopg.Cursor[Any], ctx: PassContext, s: CostSettings,
               start: datetime) -> tuple[int, list[Anomaly]]:
     """One day in the caller's transaction: reads, then fence, then snapshot, baseline
     and anomalies."""
@@ -120,7 +118,7 @@ def build_day(cur: psycopg.Cursor[Any], ctx: PassContext, s: cc.CostSettings,
 
 @cc.exact_decimals
 def snapshot_days(ctx: PassContext) -> dict[str, Any]:
-    s = cc.settings(ctx.config)
+    s = ctx.config.settings(CostSettings)
     redo = ctx.params.get("resnapshot_days")
     redo = s.resnapshot_days if redo is None else redo
     cc.validate_source(ctx.conn, s.query)
@@ -191,22 +189,22 @@ def _split(ctx: PassContext, days: list[datetime]
     return ready, pending
 
 
-def _waited_for_hourly(ctx: PassContext, s: cc.CostSettings,
+def _waited_for_hourly(ctx: PassContext, s: CostSettings,
                        pending: list[tuple[datetime, int]]) -> bool:
     """Hours are missing: if an hourly run holds its lease (on another host: After=
     orders the two only on one host), wait for it, bounded; True when we waited and
     should look again.  Still held -> skipped (75), never a false "missing" failure."""
     from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
-    from m10jobs.jobs.cost.hourly import JOB as HOURLY
+    from m10jobs.jobs.cost.settings import HOURLY_LOCK
 
-    if live_holder(ctx.conn, HOURLY.lock) is None:
+    if live_holder(ctx.conn, HOURLY_LOCK) is None:
         return False
     first = pending[0][0].date().isoformat()
     ctx.log.info("hourly snapshots missing for %s while %s is held; waiting up to %ss for it",
-                 first, HOURLY.lock, s.hourly_wait_seconds)
-    holder = wait_until_free(ctx.conn, HOURLY.lock, s.hourly_wait_seconds, ctx.check)
+                 first, HOURLY_LOCK, s.hourly_wait_seconds)
+    holder = wait_until_free(ctx.conn, HOURLY_LOCK, s.hourly_wait_seconds, ctx.check)
     if holder is not None:
-        raise StillHeld(HOURLY.lock, holder, s.hourly_wait_seconds,
+        raise StillHeld(HOURLY_LOCK, holder, s.hourly_wait_seconds,
                         f"hourly snapshots are missing for {len(pending)} day(s) from {first} "
                         "while aos-cost-snapshot-hourly runs elsewhere")
     return True
@@ -232,35 +230,3 @@ def _gauges(ctx: PassContext, ready: list[tuple[datetime, int]],
         ctx.gauge("aos_cost_last_period_end_timestamp_seconds",
                   (ready[-1][0] + cc.DAY).timestamp(), "End of the newest period snapshotted.",
                   granularity="day")
-
-
-JOB = Job(
-    script="aos-cost-snapshot-daily",
-    summary="Daily cost snapshot from the hourly ones, rolling baseline, anomaly flags.",
-    example="aos-cost-snapshot-daily --dry-run",
-    # Seed: daily, after the hourly run.  No jitter on either timer, so both fire at
-    # 00:00 together and After= runs the hourly pass (closing the day) first.
-    schedule="daily",
-    jitter_seconds=0,
-    lock="aos:cost_snapshot_daily",
-    run=snapshot_days,
-    after=("aos-cost-snapshot-hourly.service", "network-online.target"),
-    wants=("network-online.target",),
-    options=(
-        cc.UNTIL_OPTION,
-        click.Option(["--resnapshot-days"], type=click.IntRange(0, 366), metavar="N",
-                     help="Rebuild the last N complete days this run (default: [cost] "
-                          "resnapshot_days, 2)."),
-    ),
-    produces=(
-        Flow("table", "aos_cost.cost_snapshots (day)", "aos_cost.cost_snapshots",
-             "Daily cost per tenant/category", ("m10 cost show",)),
-        Flow("table", "aos_cost.cost_baselines", "aos_cost.cost_baselines",
-             "Rolling mean/stddev per tenant/category", ("m10 cost show",)),
-        Flow("table", "aos_cost.anomalies", "aos_cost.anomalies",
-             "Days above mean + k*stddev", ("m10 cost show", "alerting (metric)")),
-    ),
-    consumes=("aos_cost.cost_snapshots (hour)", "aos_cost.snapshot_periods",
-              "aos_cost.cost_records (or [cost] source_query)"),
-    settings=(cc.CostSettings,),
-)

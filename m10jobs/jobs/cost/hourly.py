@@ -13,10 +13,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from m10jobs.jobs.cost import common as cc
-from m10jobs.registry import Flow, Job
+from m10jobs.jobs.cost.settings import CostSettings
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
@@ -24,7 +22,7 @@ if TYPE_CHECKING:
 
 @cc.exact_decimals
 def snapshot_hours(ctx: PassContext) -> dict[str, Any]:
-    s = cc.settings(ctx.config)
+    s = ctx.config.settings(CostSettings)
     redo = ctx.params.get("resnapshot_hours")
     redo = s.resnapshot_hours if redo is None else redo
     cc.validate_source(ctx.conn, s.query)
@@ -60,30 +58,3 @@ def snapshot_hours(ctx: PassContext) -> dict[str, Any]:
         ctx.gauge("aos_cost_last_period_end_timestamp_seconds", end.timestamp(),
                   "End of the newest period snapshotted.", granularity="hour")
     return {**summary, "rows": rows, "amount_usd": str(amount)}
-
-
-JOB = Job(
-    script="aos-cost-snapshot-hourly",
-    summary="Snapshot every missing complete UTC hour of cost into aos_cost.cost_snapshots.",
-    example="aos-cost-snapshot-hourly --dry-run",
-    schedule="hourly",
-    jitter_seconds=0,  # fires with the daily timer at 00:00 so After= can order them
-    lock="aos:cost_snapshot_hourly",
-    run=snapshot_hours,
-    after=("network-online.target",),
-    wants=("network-online.target",),
-    options=(
-        cc.UNTIL_OPTION,
-        click.Option(["--resnapshot-hours"], type=click.IntRange(0, 24 * 31), metavar="N",
-                     help="Redo the last N complete hours this run (default: [cost] "
-                          "resnapshot_hours, 3)."),
-    ),
-    produces=(
-        Flow("table", "aos_cost.cost_snapshots (hour)", "aos_cost.cost_snapshots",
-             "Hourly cost per tenant/category", ("aos-cost-snapshot-daily", "m10 cost show")),
-        Flow("checkpoint", "aos_cost.snapshot_periods (hour)", "aos_cost.snapshot_periods",
-             "Hours done: where backfill resumes", ("aos-cost-snapshot-daily",)),
-    ),
-    consumes=("aos_cost.cost_records (or [cost] source_query)",),
-    settings=(cc.CostSettings,),
-)

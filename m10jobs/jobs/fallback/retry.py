@@ -12,24 +12,12 @@ superseded).  The copy stays for retention to remove.  Store unreachable ->
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from m10jobs.registry import Flow, Job
-from m10jobs.settings import setting
+from m10jobs.jobs.fallback.settings import RetrySettings
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    """[retry_r2_fallbacks]: when a file that keeps failing becomes an alert."""
-
-    SECTION: ClassVar[str] = "retry_r2_fallbacks"
-
-    alert_after_hours: float = setting(24.0, "a file still not uploaded after this long "
-                                       "fails the pass (exit 1)", min=0)
 
 
 def retry_pass(ctx: PassContext) -> dict[str, Any]:
@@ -98,22 +86,3 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
     if failed:
         ctx.log.warning("%d fallback upload(s) failed; they stay pending", len(failed))
     return summary
-
-
-JOB = Job(
-    script="m10-retry-r2-fallbacks",
-    summary="Re-upload files kept by retry_local_fallback(); write .uploaded markers.",
-    example="m10-retry-r2-fallbacks --dry-run",
-    schedule="*:0/15",
-    lock="m10:retry_r2_fallbacks",
-    scope="host",  # uploads this host's fallback files: every host drains its own
-    run=retry_pass,
-    after=("network-online.target",),
-    wants=("network-online.target",),
-    produces=(
-        Flow("marker", ".uploaded", "$M10_STATE_DIR/fallback-uploads/<name>.uploaded",
-             "Fallback file stored in R2 and verified", ("retention",)),
-    ),
-    consumes=("$M10_STATE_DIR/fallback-uploads/<name>.meta.json",),
-    settings=(RetrySettings,),
-)

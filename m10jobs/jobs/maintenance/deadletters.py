@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from m10jobs.edges.queries import query
-from m10jobs.jobs.outbox.process import DEAD_LETTER_STREAM
-from m10jobs.settings import setting
+from m10jobs.jobs.maintenance.settings import DeadLetterSettings
 
 if TYPE_CHECKING:
     import psycopg
@@ -36,7 +33,6 @@ if TYPE_CHECKING:
     from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
-LOCK = "dl_reconcile"
 MAX_PAGES = 50
 RESERVED = ("reason", "attempts", "source_stream", "source_entry_id", "source_group")
 
@@ -69,40 +65,6 @@ local dl_id = redis.call('XADD', unpack(args))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return dl_id
 """
-
-
-@dataclass(frozen=True)
-class Source:
-    """A consumer group whose stuck entries dead-letter routing moves on."""
-
-    stream: str = setting("", "a stream with a consumer group to watch (required)")
-    group: str = setting("", "its consumer group (required)")
-
-    def problems(self) -> Iterator[str]:
-        for key in ("stream", "group"):
-            if not getattr(self, key):
-                yield f"{key}: is missing; each source needs a stream and a group"
-
-
-@dataclass(frozen=True)
-class DeadLetterSettings:
-    """[dead_letter]: which consumer groups are watched, the limits, the replay cap."""
-
-    SECTION: ClassVar[str] = "dead_letter"
-
-    stream: str = setting(DEAD_LETTER_STREAM, "the dead-letter stream")
-    sources: tuple[Source, ...] = setting(
-        (), "[[dead_letter.sources]]: (stream, group) pairs whose stuck entries are routed",
-        example=[{"stream": "m10:outbox", "group": "workers"}])
-    max_deliveries: int = setting(5, "a pending entry delivered this often is dead", min=1)
-    max_idle_seconds: int = setting(3600, "a pending entry idle this long is dead (0: off)",
-                                    min=0)
-    batch_size: int = setting(100, "entries per page/batch", min=1, max=10_000)
-    max_replays: int = setting(3, "replays of one event before it is abandoned", min=0)
-
-    @property
-    def max_idle_ms(self) -> int:
-        return self.max_idle_seconds * 1000
 
 
 def settings(config: Config) -> DeadLetterSettings:

@@ -8,38 +8,14 @@ warning.  A view refreshed less than min_interval_seconds ago is left alone.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from m10jobs.edges.queries import query
 from m10jobs.errors import TaskFailed
-from m10jobs.settings import setting
+from m10jobs.jobs.maintenance.settings import MatviewSettings
 
 if TYPE_CHECKING:
-    from m10jobs.config import Config
     from m10jobs.runner import PassContext
-
-
-def _view_names(names: tuple[str, ...]) -> str | None:
-    bad = [n for n in names if n.count(".") > 1]
-    return f"names like \"schema.view\" (not {bad[0]!r})" if bad else None
-
-
-@dataclass(frozen=True)
-class MatviewSettings:
-    """[matviews]: which materialized views maintenance refreshes."""
-
-    SECTION: ClassVar[str] = "matviews"
-
-    views: tuple[str, ...] = setting((), "views to refresh, one lease matview_<name> each",
-                                     check=_view_names, example=["public.daily_totals"])
-    min_interval_seconds: int = setting(300, "a view refreshed more recently is left alone",
-                                        min=0)
-
-
-def views(config: Config) -> list[str]:
-    """The configured views ([matviews] views), one lease each."""
-    return list(config.settings(MatviewSettings).views)
 
 
 def refresh(ctx: PassContext) -> dict[str, Any]:

@@ -19,58 +19,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from m10jobs.edges import files
 from m10jobs.edges.queries import query
 from m10jobs.errors import DependencyUnavailable, LeaseLost, TaskFailed
-from m10jobs.settings import setting
+from m10jobs.jobs.maintenance.settings import Policy, RetentionSettings
 
 if TYPE_CHECKING:
     from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
 DAY = 86400.0
-
-
-@dataclass(frozen=True)
-class Policy:
-    """One retention policy: whether it runs and how old is too old."""
-
-    enabled: bool = setting(True, "false: this policy is skipped")
-    max_age_days: int = setting(30, "rows/files older than this are removed", min=0)
-
-
-@dataclass(frozen=True)
-class StatsPolicy:
-    """The stats CSV policy, counted in months (one file per month)."""
-
-    enabled: bool = setting(True, "false: this policy is skipped")
-    max_age_months: int = setting(13, "month CSVs older than this are removed", min=1)
-
-
-@dataclass(frozen=True)
-class RetentionSettings:
-    """[retention]: how long each table and file kind is kept, where archives go."""
-
-    SECTION: ClassVar[str] = "retention"
-
-    batch_size: int = setting(5000, "rows per delete batch (one short transaction)", min=1,
-                              max=100_000)
-    archive_prefix: str = setting("retention/", "object key prefix of archived chunks")
-    archive_dir: str = setting("", "local archive directory when no bucket is set "
-                               "(default: $M10_STATE_DIR/retention-archive)",
-                               example="/srv/m10/retention-archive")
-    # the table policies, in the order they run
-    replay_log: Policy = setting(Policy(max_age_days=30), "m10_recovery.replay_log")
-    dead_letter_archive: Policy = setting(Policy(max_age_days=90),
-                                          "m10_recovery.dead_letter_archive")
-    outbox: Policy = setting(Policy(max_age_days=7), "published/dead outbox rows")
-    retention_jobs: Policy = setting(Policy(max_age_days=180), "m10_recovery.retention_jobs")
-    fallback_uploads: Policy = setting(Policy(max_age_days=7),
-                                       "fallback files behind an .uploaded marker")
-    stats_csv: StatsPolicy = setting(StatsPolicy(), "daily stats month CSVs")
-    canary_reports: Policy = setting(Policy(max_age_days=30), "canary report history")
 
 
 TABLE_POLICIES = ("replay_log", "dead_letter_archive", "outbox", "retention_jobs")

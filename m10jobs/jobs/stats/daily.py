@@ -22,14 +22,10 @@ Rerunning never duplicates a day; a CSV that does not parse stops the export
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-import click
-
-from m10jobs.registry import Flow, Job, Task
-from m10jobs.settings import setting
+from m10jobs.jobs.stats.settings import LOCK, DailyStatsSettings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,43 +34,6 @@ if TYPE_CHECKING:
     from m10jobs.runner import PassContext
 
 MAX_BACKFILL_DAYS = 3660
-LOCK = "m10:daily_stats"
-
-
-def _zone_name(name: str) -> str | None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return "an IANA time zone name such as UTC or Europe/Berlin"
-    return None
-
-
-def _object_prefix(prefix: str) -> str | None:
-    from m10jobs.edges import fallback
-
-    try:
-        fallback.check_key(prefix + "m10_stats.csv")
-    except ValueError as exc:
-        return f"an object key prefix ({exc})"
-    return None
-
-
-@dataclass(frozen=True)
-class DailyStatsSettings:
-    """[daily_stats]: the day boundary, where the month CSVs are uploaded, and how long a
-    host's export waits for another host computing."""
-
-    SECTION: ClassVar[str] = "daily_stats"
-
-    timezone: str = setting("UTC", "IANA zone whose midnight ends a day", check=_zone_name)
-    key_prefix: str = setting("m10/stats/", "object key prefix of the uploaded CSVs",
-                              check=_object_prefix)
-    upload: bool = setting(True, "upload each changed month CSV (needs r2_bucket)")
-    compute_wait_seconds: int = setting(
-        60, "export: how long to wait for another host computing the newest day before "
-        "skipping with 75", min=0, max=600)
 
 
 def _zone(ctx: PassContext) -> ZoneInfo:
@@ -193,7 +152,7 @@ def compute_pass(ctx: PassContext) -> dict[str, Any]:
 def _export_window(ctx: PassContext, tz: ZoneInfo) -> tuple[date, date]:
     """[first, last] day whose month this host's CSVs hold: every month retention keeps
     (from the first of the month it keeps), and any --start-date asked for."""
-    from m10jobs.jobs.maintenance.retention import RetentionSettings
+    from m10jobs.jobs.maintenance.settings import RetentionSettings
 
     until = _until(ctx, tz)
     kept = ctx.config.settings(RetentionSettings).stats_csv
@@ -309,48 +268,3 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
               "Days written into this host's CSVs by the last pass.")
     return {"exported": exported, "files": [p.name for p in written], "uploads": uploads,
             "timezone": tz.key}
-
-
-def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
-
-
-JOB = Job(
-    script="m10-daily-stats",
-    summary="Compute missing days into m10_recovery.daily_stats; write this host's "
-            "m10_stats_YYYY-MM.csv from it, .processed, upload.",
-    example="m10-daily-stats --start-date 2026-01-01 --dry-run",
-    schedule="*-*-* 00:05:00",
-    jitter_seconds=0,  # seed: daily at 00:05
-    tasks=(
-        Task("stats_compute", LOCK, compute_pass,
-             "Compute and store missing days (cluster-wide, fenced)"),
-        Task("stats_export", LOCK, export_pass,
-             "Write this host's CSVs and markers from the table, upload", scope="host"),
-    ),
-    after=("postgresql.service",),
-    options=(
-        click.Option(["--start-date"], metavar="YYYY-MM-DD", callback=_date,
-                     help="First day to compute (default: the day after the last computed "
-                          "one, or yesterday on a first run); days present are skipped."),
-        click.Option(["--until"], metavar="YYYY-MM-DD", callback=_date,
-                     help="Last day to compute and export (default: yesterday)."),
-    ),
-    produces=(
-        Flow("table", "daily_stats", "m10_recovery.daily_stats",
-             "Computed days, once for the cluster; every host's CSVs are written from it",
-             ("m10-daily-stats",)),
-        Flow("checkpoint", "CSV stats files", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv",
-             "Daily stats, one file per month on every host", ("retention",)),
-        Flow("marker", ".processed", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv.processed",
-             "Last date, rows and sha256 of the CSV", ("m10 postflight",)),
-    ),
-    consumes=("m10_recovery.outbox", "m10_recovery.dead_letter_archive",
-              "m10_recovery.retention_jobs"),
-    settings=(DailyStatsSettings,),
-)

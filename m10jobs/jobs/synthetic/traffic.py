@@ -13,22 +13,16 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from m10jobs.errors import TaskFailed
-from m10jobs.jobs.outbox.process import STREAM
-from m10jobs.registry import Flow, Job
-from m10jobs.settings import setting
+from m10jobs.jobs.synthetic.settings import EVENT_TYPE, SyntheticSettings
 
 if TYPE_CHECKING:
     import redis
 
     from m10jobs.runner import PassContext
-
-LOCK = "m10:synthetic_traffic"
-EVENT_TYPE = "m10.synthetic"
 
 
 def _entry_key(entry_id: str) -> tuple[int, int]:
@@ -51,18 +45,6 @@ def _missing(client: redis.Redis, published: list[dict[str, Any]]) -> list[dict[
     return [r for r, hit in zip(published, found, strict=False) if not hit
             and first[r["stream"]] is not None
             and _entry_key(r["stream_entry_id"]) >= first[r["stream"]]]
-
-
-@dataclass(frozen=True)
-class SyntheticSettings:
-    """[synthetic_traffic]: how many probe events per pass and when one counts as lost."""
-
-    SECTION: ClassVar[str] = "synthetic_traffic"
-
-    count: int = setting(10, "synthetic events enqueued per pass", min=0, max=10_000)
-    stall_seconds: float = setting(900.0, "a pending synthetic event older than this fails "
-                                   "the pass", min=1)
-    lookback_seconds: float = setting(7200.0, "how far back earlier events are checked", min=1)
 
 
 def synthetic(ctx: PassContext) -> dict[str, Any]:
@@ -125,22 +107,3 @@ def synthetic(ctx: PassContext) -> dict[str, Any]:
         raise TaskFailed("; ".join(problems) + "; check `m10 outbox status` and the "
                          "m10-outbox-processor journal")
     return summary
-
-
-JOB = Job(
-    script="m10-synthetic-traffic",
-    summary="Enqueue synthetic outbox events and verify earlier ones reached their stream.",
-    example="m10-synthetic-traffic --dry-run",
-    schedule="*:0/30",
-    lock=LOCK,
-    run=synthetic,
-    after=("postgresql.service", "redis-server.service"),
-    wants=("network-online.target",),
-    produces=(
-        Flow("table", "synthetic events", "m10_recovery.outbox (event_type m10.synthetic)",
-             "End-to-end probe of the outbox pipeline; event count to journal",
-             ("m10-outbox-processor",)),
-    ),
-    consumes=("m10_recovery.outbox", STREAM),
-    settings=(SyntheticSettings,),
-)
