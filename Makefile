@@ -12,7 +12,7 @@ CONFDIR          ?= /etc/m10jobs
 DOCDIR           := $(PREFIX)/share/doc/m10jobs
 STAGE            := $(DESTDIR)$(PREFIX)
 
-.PHONY: all venv deps test demo bench lint clean install uninstall units-check
+.PHONY: all venv deps test demo bench lint clean install uninstall units-check schema
 
 all: test
 
@@ -36,6 +36,10 @@ demo: deps
 
 bench: deps
 	$(BIN)/python -m benchmarks.run $(BENCH)
+
+# sql/schema.sql: rewritten from a throwaway database migrated from zero
+schema: deps
+	M10_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_schema.py -k from_zero
 
 lint: venv
 	$(BIN)/ruff check m10jobs tests benchmarks

@@ -1,13 +1,15 @@
 -- Maintenance orchestrator queries (m10-maintenance tasks and `m10 dl` / `m10 retention`).
 
 -- outbox_leader_health --
--- The m10:outbox_processor lease and the outbox backlog, by the database clock.
+-- The m10:outbox_processor lease and the outbox backlog, by the database clock.  The oldest
+-- pending event is the first by id (outbox_pending_idx), never a walk over published rows.
 SELECT l.holder_id, l.fencing_token,
        extract(epoch FROM clock_timestamp() - l.acquired_at)::float8 AS age_s,
        extract(epoch FROM l.expires_at - clock_timestamp())::float8 AS expires_in_s,
        (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending') AS pending,
-       (SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8
-          FROM m10_recovery.outbox WHERE status = 'pending') AS oldest_pending_age_s
+       (SELECT extract(epoch FROM clock_timestamp() - created_at)::float8
+          FROM m10_recovery.outbox WHERE status = 'pending'
+         ORDER BY id LIMIT 1) AS oldest_pending_age_s
   FROM (SELECT 1) AS one
   LEFT JOIN m10_recovery.distributed_locks l ON l.lock_name = %(name)s;
 

@@ -4,22 +4,19 @@
 -- outbox_claim --
 -- The next ready pending events in id order, holding back every event whose aggregate
 -- (coalesce(aggregate_type, ''), aggregate_id) has an earlier event waiting for a retry.
-WITH held AS MATERIALIZED (
-    SELECT coalesce(aggregate_type, '') AS agg_type, aggregate_id AS agg_id, min(id) AS first_id
-      FROM m10_recovery.outbox
-     WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > now()
-       AND aggregate_id IS NOT NULL
-     GROUP BY 1, 2
-)
+-- The hold-back is one probe of outbox_held_idx per candidate: flat however many wait.
 SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.payload::text AS payload,
        o.idempotency_key, o.attempts, o.dead_letters,
        to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
   FROM m10_recovery.outbox o
  WHERE o.status = 'pending' AND o.id > %(after)s AND o.next_attempt_at <= now()
-   AND NOT EXISTS (SELECT 1 FROM held h
-                    WHERE h.agg_id = o.aggregate_id
-                      AND h.agg_type = coalesce(o.aggregate_type, '')
-                      AND h.first_id < o.id)
+   AND NOT EXISTS (SELECT 1 FROM m10_recovery.outbox h
+                    WHERE h.status = 'pending' AND h.attempts > 0
+                      AND h.aggregate_id IS NOT NULL
+                      AND coalesce(h.aggregate_type, '') = coalesce(o.aggregate_type, '')
+                      AND h.aggregate_id = o.aggregate_id
+                      AND h.id < o.id
+                      AND h.next_attempt_at > now())
  ORDER BY o.id
  LIMIT %(limit)s;
 
