@@ -324,6 +324,7 @@ CREATE TABLE m10_recovery.outbox (
     stream text,
     stream_entry_id text,
     dead_letters integer DEFAULT 0 NOT NULL,
+    dead_lettered_at timestamp with time zone,
     CONSTRAINT outbox_event_type_check CHECK ((event_type <> ''::text)),
     CONSTRAINT outbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'published'::text, 'dead_lettered'::text])))
 );
@@ -428,6 +429,7 @@ COMMENT ON INDEX m10_recovery.dead_letter_archive_reconciled_at_idx IS 'Reconcil
 CREATE INDEX dead_letter_archive_unreconciled_idx ON m10_recovery.dead_letter_archive USING btree (id) WHERE (reconcile_outcome IS NULL);
 CREATE INDEX outbox_aggregate_idx ON m10_recovery.outbox USING btree (aggregate_type, aggregate_id, id) WHERE (status = 'pending'::text);
 CREATE INDEX outbox_created_at_idx ON m10_recovery.outbox USING btree (created_at);
+CREATE INDEX outbox_dead_lettered_at_idx ON m10_recovery.outbox USING btree (COALESCE(dead_lettered_at, created_at), id) WHERE (status = 'dead_lettered'::text);
 CREATE INDEX outbox_dead_lettered_idx ON m10_recovery.outbox USING btree (id) WHERE (status = 'dead_lettered'::text);
 CREATE INDEX outbox_held_idx ON m10_recovery.outbox USING btree (COALESCE(aggregate_type, ''::text), aggregate_id, id) WHERE ((status = 'pending'::text) AND (attempts > 0) AND (aggregate_id IS NOT NULL));
 COMMENT ON INDEX m10_recovery.outbox_held_idx IS 'Events that failed and wait for a retry, by aggregate: the claim''s hold-back probe.';

@@ -1,6 +1,7 @@
 """Retention task of m10-maintenance (seed: retention_archive.py), lease `retention_cleanup`.
 
-Table policies: rows past their age are deleted in batches; each batch is one
+Table policies: rows past their age are deleted in batches (dead-lettered outbox
+rows too: dead_letter_archive got a copy when they were dead-lettered); each batch is one
 short transaction that DELETEs ... RETURNING the rows as JSON, writes them as a
 gzip'd JSON-lines chunk (object storage when M10_R2_BUCKET is set, else
 $M10_STATE_DIR/retention-archive), and commits only once the chunk is durable.
@@ -32,8 +33,11 @@ if TYPE_CHECKING:
 
 DAY = 86400.0
 # policy -> default max age in days (the table policies, in the order they run)
-TABLE_POLICIES = {"replay_log": 30, "dead_letter_archive": 90, "outbox": 7,
-                  "retention_jobs": 180}
+# (outbox_dead_lettered runs before dead_letter_archive, whose rows record those dead letters.)
+TABLE_POLICIES = {"replay_log": 30, "outbox_dead_lettered": 30, "dead_letter_archive": 90,
+                  "outbox": 7, "retention_jobs": 180}
+# policy -> its table, where the two differ
+POLICY_TABLES = {"outbox_dead_lettered": "outbox"}
 FILE_POLICIES = {"fallback_uploads": 7, "canary_reports": 30}
 STATS_CSV_MONTHS = 13
 STATS_NAME = re.compile(r"^m10_stats_(\d{4})-(\d{2})\.csv$")
@@ -187,7 +191,7 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
     for policy, days in TABLE_POLICIES.items():
         secs = age(policy, days)
         if secs is not None:
-            plans.append((policy, f"m10_recovery.{policy}", secs,
+            plans.append((policy, f"m10_recovery.{POLICY_TABLES.get(policy, policy)}", secs,
                           lambda jid, cut, p=policy: purge_table(ctx, p, jid, cut, sink,
                                                                  batch_size)))
     now = time.time()

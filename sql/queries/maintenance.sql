@@ -191,6 +191,23 @@ COPY (DELETE FROM m10_recovery.outbox AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status = 'published' AND published_at < %(cutoff)s
    RETURNING row_to_json(t)::text) TO STDOUT;
 
+-- retention_upto_outbox_dead_lettered --
+-- Upper id of the next batch of dead-lettered outbox rows (archived in dead_letter_archive when
+-- they were dead-lettered) past the cutoff: oldest first by outbox_dead_lettered_at_idx, so the
+-- recent ones are never walked; every eligible row up to that id goes in the batch.
+SELECT max(id) AS upto FROM (
+  SELECT id FROM m10_recovery.outbox
+   WHERE status = 'dead_lettered' AND coalesce(dead_lettered_at, created_at) < %(cutoff)s
+     AND id > %(after)s
+   ORDER BY coalesce(dead_lettered_at, created_at), id LIMIT %(limit)s) AS batch;
+
+-- retention_copy_outbox_dead_lettered --
+-- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+COPY (DELETE FROM m10_recovery.outbox AS t
+       WHERE id > %(after)s AND id <= %(upto)s AND status = 'dead_lettered'
+         AND coalesce(dead_lettered_at, created_at) < %(cutoff)s
+   RETURNING row_to_json(t)::text) TO STDOUT;
+
 -- retention_upto_retention_jobs --
 -- Upper id of the next batch of finished retention_jobs rows past the cutoff (keyset: id > after).
 SELECT max(id) AS upto FROM (
@@ -218,6 +235,12 @@ SELECT count(*) AS n FROM m10_recovery.dead_letter_archive
 -- Published outbox rows past the cutoff (for --dry-run).
 SELECT count(*) AS n FROM m10_recovery.outbox
  WHERE status = 'published' AND published_at < now() - make_interval(secs => %(max_age_s)s);
+
+-- retention_count_outbox_dead_lettered --
+-- Dead-lettered outbox rows past the cutoff (for --dry-run).
+SELECT count(*) AS n FROM m10_recovery.outbox
+ WHERE status = 'dead_lettered'
+   AND coalesce(dead_lettered_at, created_at) < now() - make_interval(secs => %(max_age_s)s);
 
 -- retention_count_retention_jobs --
 -- Finished retention_jobs rows past the cutoff (for --dry-run).

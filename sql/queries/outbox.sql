@@ -56,7 +56,7 @@ WITH dl AS (
            AS d(id, reason, entry_id, source, fields)
 ), marked AS (
     UPDATE m10_recovery.outbox o
-       SET status = 'dead_lettered', attempts = o.attempts + 1,
+       SET status = 'dead_lettered', attempts = o.attempts + 1, dead_lettered_at = now(),
            dead_letters = o.dead_letters + 1, last_error = dl.reason
       FROM dl
      WHERE o.id = dl.id AND o.status = 'pending'
