@@ -14,7 +14,8 @@ SELECT (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending')::floa
                   ORDER BY id LIMIT 1), 0)::float8 AS oldest_age_s;
 
 -- canary_dead_letters --
--- Dead letters archived within the last window_s seconds.
+-- Dead letters archived within the last window_s seconds (now(), not clock_timestamp(): a
+-- volatile bound cannot use dead_letter_archive_dead_lettered_at_idx).
 SELECT count(*)::float8 AS dead_letters
   FROM m10_recovery.dead_letter_archive
- WHERE dead_lettered_at >= clock_timestamp() - make_interval(secs => %(window_s)s);
+ WHERE dead_lettered_at >= now() - make_interval(secs => %(window_s)s);

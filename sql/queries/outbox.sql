@@ -4,19 +4,22 @@
 -- outbox_claim --
 -- The next ready pending events in id order, holding back every event whose aggregate
 -- (coalesce(aggregate_type, ''), aggregate_id) has an earlier event waiting for a retry.
--- The hold-back is one probe of outbox_held_idx per candidate: flat however many wait.
+-- The hold-back is one probe of outbox_held_idx per candidate, flat however many wait: a
+-- scalar subquery, which the planner never turns into a join (as NOT EXISTS, it guessed the
+-- held rows few and compared every candidate with every one of them).
 SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.payload::text AS payload,
        o.idempotency_key, o.attempts, o.dead_letters,
        to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
   FROM m10_recovery.outbox o
  WHERE o.status = 'pending' AND o.id > %(after)s AND o.next_attempt_at <= now()
-   AND NOT EXISTS (SELECT 1 FROM m10_recovery.outbox h
-                    WHERE h.status = 'pending' AND h.attempts > 0
-                      AND h.aggregate_id IS NOT NULL
-                      AND coalesce(h.aggregate_type, '') = coalesce(o.aggregate_type, '')
-                      AND h.aggregate_id = o.aggregate_id
-                      AND h.id < o.id
-                      AND h.next_attempt_at > now())
+   AND (o.aggregate_id IS NULL
+        OR (SELECT h.id FROM m10_recovery.outbox h
+             WHERE h.status = 'pending' AND h.attempts > 0 AND h.aggregate_id IS NOT NULL
+               AND coalesce(h.aggregate_type, '') = coalesce(o.aggregate_type, '')
+               AND h.aggregate_id = o.aggregate_id
+               AND h.id < o.id
+               AND h.next_attempt_at > now()
+             LIMIT 1) IS NULL)
  ORDER BY o.id
  LIMIT %(limit)s;
 
