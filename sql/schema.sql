@@ -109,6 +109,8 @@ BEGIN
     RETURNING id INTO v_id;
     IF v_id IS NULL THEN
         SELECT id INTO v_id FROM m10_recovery.outbox WHERE idempotency_key = p_idempotency_key;
+    ELSE
+        PERFORM pg_notify('m10_outbox', '');
     END IF;
     RETURN v_id;
 END
