@@ -41,6 +41,6 @@ def run(bench: Bench) -> None:
     busy = _median_ms([script], env, 75)
     bench.report("python -c pass (baseline), median", floor, "ms")
     bench.report("m10-maintenance --help, median", helpms, "ms", baseline=floor,
-                 baseline_name="python", goal="<= 150 ms")
+                 baseline_name="python", goal="<= 120 ms")
     bench.report("m10-maintenance lock-busy pass (exit 75), median", busy, "ms", baseline=floor,
-                 baseline_name="python", goal="<= 300 ms")
+                 baseline_name="python", goal="<= 250 ms")

@@ -42,7 +42,7 @@ LOCK = "m10:outbox_processor"
 SECTION = "outbox"
 CHANNEL = "m10_outbox"  # enqueue_outbox() notifies it (migration 065)
 TICK_S = 60  # the timer's period: schedule "minutely", no random delay
-HANDOVER_S = 0.5  # a lingering pass ends this long before the next tick
+HANDOVER_S = 0.25  # a lingering pass ends this long before the next tick (exit takes ~50 ms)
 LINGER_POLL_S = 5.0  # while lingering, drain at least this often (retries falling due)
 WAIT_SLICE_S = 0.1  # how often a linger wait looks at the stop flag
 
