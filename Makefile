@@ -12,7 +12,7 @@ CONFDIR          ?= /etc/m10jobs
 DOCDIR           := $(PREFIX)/share/doc/m10jobs
 STAGE            := $(DESTDIR)$(PREFIX)
 
-.PHONY: all venv deps test demo bench lint clean install uninstall units-check schema
+.PHONY: all venv deps test demo bench bench-scale lint clean install uninstall units-check schema
 
 all: test
 
@@ -36,6 +36,10 @@ demo: deps
 
 bench: deps
 	$(BIN)/python -m benchmarks.run $(BENCH)
+
+# every recurring query and pass at 100k and 10M rows (minutes; not part of bench)
+bench-scale: deps
+	$(BIN)/python -m benchmarks.scale
 
 # sql/schema.sql: rewritten from a throwaway database migrated from zero
 schema: deps
