@@ -8,7 +8,11 @@ SELECT set_config('statement_timeout', %(ms)s, true);
 -- canary_outbox_backlog --
 -- Pending outbox events and the age of the oldest one (0 when none), by the database clock.
 -- (Oldest = first by id, read from outbox_pending_idx: no walk over published rows.)
-SELECT (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending')::float8 AS pending,
+-- (Pending: exact up to 10,000, then outbox_pending_idx's row count; see outbox_backlog.)
+SELECT (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+                 FROM pg_class WHERE oid = 'm10_recovery.outbox_pending_idx'::regclass)) END
+                 FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                        WHERE status = 'pending' LIMIT 10001) AS capped) AS c)::float8 AS pending,
        coalesce((SELECT extract(epoch FROM clock_timestamp() - created_at)
                    FROM m10_recovery.outbox WHERE status = 'pending'
                   ORDER BY id LIMIT 1), 0)::float8 AS oldest_age_s;

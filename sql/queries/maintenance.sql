@@ -6,7 +6,11 @@
 SELECT l.holder_id, l.fencing_token,
        extract(epoch FROM clock_timestamp() - l.acquired_at)::float8 AS age_s,
        extract(epoch FROM l.expires_at - clock_timestamp())::float8 AS expires_in_s,
-       (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending') AS pending,
+       -- exact up to 10,000, then outbox_pending_idx's row count (see outbox_backlog)
+       (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+                 FROM pg_class WHERE oid = 'm10_recovery.outbox_pending_idx'::regclass)) END
+                 FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                        WHERE status = 'pending' LIMIT 10001) AS capped) AS c) AS pending,
        (SELECT extract(epoch FROM clock_timestamp() - created_at)::float8
           FROM m10_recovery.outbox WHERE status = 'pending'
          ORDER BY id LIMIT 1) AS oldest_pending_age_s

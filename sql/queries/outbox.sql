@@ -76,10 +76,22 @@ SELECT %(dl_stream)s, entry_id, source, id, idempotency_key, event_type, aggrega
 
 -- outbox_backlog --
 -- Pending events, how many are ready now, the oldest pending age, failing and dead-lettered counts.
-SELECT (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending') AS backlog,
-       (SELECT count(*) FROM m10_recovery.outbox
-         WHERE status = 'pending' AND attempts > 0) AS retrying,
-       (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'dead_lettered') AS dead_lettered,
+-- Counts are exact up to 10,000; above, the row count PostgreSQL keeps for the matching partial
+-- index (as of the last (auto)vacuum/analyze): a million-event backlog costs no full count.
+SELECT (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+                 FROM pg_class WHERE oid = 'm10_recovery.outbox_pending_idx'::regclass)) END
+                 FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                        WHERE status = 'pending' LIMIT 10001) AS capped) AS c) AS backlog,
+       (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+          FROM pg_class WHERE oid = 'm10_recovery.outbox_retrying_idx'::regclass)) END
+          FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                 WHERE status = 'pending' AND attempts > 0 LIMIT 10001) AS capped) AS c)
+           AS retrying,
+       (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+          FROM pg_class WHERE oid = 'm10_recovery.outbox_dead_lettered_idx'::regclass)) END
+          FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                 WHERE status = 'dead_lettered' LIMIT 10001) AS capped) AS c)
+           AS dead_lettered,
        coalesce((SELECT extract(epoch FROM now() - created_at)::float8
                    FROM m10_recovery.outbox WHERE status = 'pending'
                   ORDER BY id LIMIT 1), 0) AS oldest_pending_age_s;

@@ -15,6 +15,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -101,6 +102,13 @@ def test_recurring_queries_touch_no_big_table_wholesale(big_db: str) -> None:
             found = problems(explain(conn, query(name), params))
             if found:
                 bad[name] = found
+        # the steady state every 5 minutes: nothing past any retention cutoff yet
+        for name in [n for n in PARAMS if n.startswith("retention_upto_")]:
+            idle = {**PARAMS[name], "cutoff": datetime.now(UTC) - timedelta(days=3650),
+                    "after": 0}
+            found = problems(explain(conn, query(name), idle))
+            if found:
+                bad[f"{name} (nothing to do)"] = found
     assert bad == {}
 
 
