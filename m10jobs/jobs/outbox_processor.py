@@ -203,7 +203,7 @@ def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
                 if _drain(ctx, s, publisher, committer, commit_conn, totals, deadline,
                           stopping):
                     return totals, True
-                if listener is None or not _wait(listener, linger_end, stopping):
+                if listener is None or not _wait(ctx, listener, linger_end, stopping):
                     return totals, False
                 totals.wakeups += 1
     finally:
@@ -245,11 +245,14 @@ def _drain(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
             in_flight.result()
 
 
-def _wait(listener: psycopg.Connection[Any], until: float, stopping: threading.Event) -> bool:
+def _wait(ctx: PassContext, listener: psycopg.Connection[Any], until: float,
+          stopping: threading.Event) -> bool:
     """Wait for a notification, LINGER_POLL_S, or the end of the linger; False at its
-    end or on a stop request.  Sliced so a SIGTERM is seen within WAIT_SLICE_S."""
+    end or on a stop request.  Sliced so a SIGTERM (or a lost lease) is seen within
+    WAIT_SLICE_S."""
     poll_end = min(until, time.monotonic() + LINGER_POLL_S)
     while not stopping.is_set():
+        ctx.check()
         left = poll_end - time.monotonic()
         if left <= 0:
             return time.monotonic() < until

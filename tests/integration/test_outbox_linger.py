@@ -25,14 +25,17 @@ def _lease_held(conn: psycopg.Connection[Any]) -> bool:
                         "WHERE lock_name = 'm10:outbox_processor'").fetchone()["n"] == 1
 
 
-def _start(cfg: Path, env: dict[str, str], conn: psycopg.Connection[Any]) -> subprocess.Popen[str]:
+def _start(cfg: Path, env: dict[str, str], conn: psycopg.Connection[Any],
+           r: redis.Redis, drained: int) -> subprocess.Popen[str]:
+    """Start a pass; return once its first drain has put `drained` events in the stream
+    (so it is lingering)."""
     proc = subprocess.Popen([str(BIN / SCRIPT), "--config", str(cfg)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     end = time.monotonic() + 30
-    while not _lease_held(conn):
+    while not _lease_held(conn) or r.xlen("m10:outbox") < drained:
         assert proc.poll() is None and time.monotonic() < end, proc.communicate()
         time.sleep(0.02)
-    time.sleep(0.3)  # past the first drain: lingering now
+    time.sleep(0.1)
     return proc
 
 
@@ -44,8 +47,7 @@ def test_events_enqueued_during_linger_reach_the_stream_before_the_pass_ends(
                                  "linger_tick_seconds = 0\n")
     enqueue(conn, 3, key_prefix="before")
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    proc = _start(cfg, env, conn)
-    assert r.xlen("m10:outbox") == 3  # the first drain
+    proc = _start(cfg, env, conn, r, drained=3)
     latencies = []
     last = r.xrevrange("m10:outbox", count=1)[0][0]
     for i in range(5):
@@ -72,7 +74,8 @@ def test_sigterm_during_linger_releases_the_lease_at_once(
         conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str,
         tmp_path: Path) -> None:
     cfg = write_config(tmp_path, "[outbox]\nlinger_seconds = 60\nlinger_tick_seconds = 0\n")
-    proc = _start(cfg, env, conn)
+    enqueue(conn, 1)
+    proc = _start(cfg, env, conn, redis.Redis.from_url(redis_url), drained=1)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
