@@ -5,7 +5,8 @@ Shared by the plan test (tests/integration/test_query_plans.py, ~200k rows) and
 for a while behind a broken consumer: the newest 10 % of the outbox is pending,
 10 % of the pending aggregates are held back by an event waiting for a retry,
 10 % dead-lettered (each with its dead_letter_archive row, half reconciled), the
-rest published; replay_log as long as the outbox; cost records over 60 days.
+rest published; replay_log as long as the outbox; cost records over twice the span.
+A steady rate: a bigger table is a longer history (Shape.days).
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ class Shape:
     replay_log: int
     dead_letters: int
     cost_records: int
+
+    @property
+    def days(self) -> float:
+        """History the rows span: a steady 100k outbox rows per 30 days (so a day's or an
+        hour's volume, what daily stats and cost snapshots read, is the same at every
+        size; a bigger table is a longer history), at least 30 days."""
+        return max(30.0, 30.0 * self.outbox / 100_000)
 
     @classmethod
     def of(cls, rows: int) -> Shape:
@@ -53,7 +61,7 @@ SELECT g, 'order.created', 'order', (g %% %(aggs)s)::text,
                g > %(n)s - %(pending)s AND g <= %(n)s - %(pending)s + %(aggs)s
                  AND (g %% %(aggs)s) %% 10 = 0 AS held_first
           FROM generate_series(1, %(n)s) g,
-               LATERAL (SELECT now() - interval '30 days' * (%(n)s - g) / %(n)s AS t) tt) s
+               LATERAL (SELECT now() - interval '1 day' * %(days)s * (%(n)s - g) / %(n)s AS t) tt) s
 """
 
 REPLAY_LOG = """
@@ -62,7 +70,7 @@ INSERT INTO m10_recovery.replay_log
         holder_id, enqueued_at, published_at)
 SELECT g, 'k:' || g, 'order.created', 'm10:outbox', g || '-0', 1, 'h', t, t + interval '1 s'
   FROM generate_series(1, %(n)s) g,
-       LATERAL (SELECT now() - interval '30 days' * (%(n)s - g) / %(n)s AS t) tt
+       LATERAL (SELECT now() - interval '1 day' * %(days)s * (%(n)s - g) / %(n)s AS t) tt
 """
 
 DEAD_LETTERS = """
@@ -76,12 +84,13 @@ SELECT 'm10:dead_letter', g || '-0', 'm10:outbox', NULL, g * 10, 'k:' || g * 10,
        CASE WHEN g <= %(n)s / 2 THEN 'abandoned' END, CASE WHEN g <= %(n)s / 2 THEN 1 ELSE 0 END,
        CASE WHEN g <= %(n)s / 2 THEN t + interval '5 minutes' END, 'k:' || g * 10
   FROM generate_series(1, %(n)s) g,
-       LATERAL (SELECT now() - interval '30 days' * (%(n)s - g) / %(n)s AS t) tt
+       LATERAL (SELECT now() - interval '1 day' * %(days)s * (%(n)s - g) / %(n)s AS t) tt
 """
 
 COST_RECORDS = """
 INSERT INTO aos_cost.cost_records (occurred_at, tenant_id, category, amount_usd)
-SELECT now() - interval '60 days' * (%(n)s - g) / %(n)s, 't' || (g %% 50), 'c' || (g %% 5),
+SELECT now() - interval '2 days' * %(days)s * (%(n)s - g) / %(n)s,
+       't' || (g %% 50), 'c' || (g %% 5),
        (g %% 1000) / 100.0
   FROM generate_series(1, %(n)s) g
 """
@@ -133,13 +142,15 @@ def fill(conn: psycopg.Connection[Any], shape: Shape) -> None:
     conn.execute("SET maintenance_work_mem = '256MB'")
     pending = pending_count(shape)
     aggs = max(pending // 10, 1)
+    days = shape.days
     _bulk(conn, "m10_recovery.outbox", OUTBOX,
-          {"n": shape.outbox, "pending": pending, "aggs": aggs})
+          {"n": shape.outbox, "pending": pending, "aggs": aggs, "days": days})
     conn.execute("SELECT setval(pg_get_serial_sequence('m10_recovery.outbox', 'id'), %s)",
                  (shape.outbox,))
-    _bulk(conn, "m10_recovery.replay_log", REPLAY_LOG, {"n": shape.replay_log})
-    _bulk(conn, "m10_recovery.dead_letter_archive", DEAD_LETTERS, {"n": shape.dead_letters})
-    _bulk(conn, "aos_cost.cost_records", COST_RECORDS, {"n": shape.cost_records})
+    _bulk(conn, "m10_recovery.replay_log", REPLAY_LOG, {"n": shape.replay_log, "days": days})
+    _bulk(conn, "m10_recovery.dead_letter_archive", DEAD_LETTERS,
+          {"n": shape.dead_letters, "days": days})
+    _bulk(conn, "aos_cost.cost_records", COST_RECORDS, {"n": shape.cost_records, "days": days})
     conn.execute("VACUUM ANALYZE m10_recovery.outbox, m10_recovery.replay_log, "
                  "m10_recovery.dead_letter_archive, aos_cost.cost_records")
 
