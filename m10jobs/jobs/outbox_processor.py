@@ -221,28 +221,29 @@ def _drain(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
 
     after = 0
     in_flight: Future[None] | None = None
-    try:
-        while True:
-            ctx.check()
-            if stopping.is_set():
-                return False
-            if time.monotonic() >= deadline:
-                return True
-            rows = ctx.conn.execute(query("outbox_claim"),
-                                    {"after": after, "limit": s.batch_size}).fetchall()
-            if not rows:
-                return False
-            outcome = _publish_batch(ctx, s, publisher, rows, totals)
-            if in_flight is not None:
-                in_flight.result()
-            in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
-            after = rows[-1]["id"]
-            if outcome.resume_at is not None:
-                in_flight.result()  # re-claimed rows must see this batch committed
-                after = outcome.resume_at - 1
-    finally:
+    exhausted = False
+    while True:
+        ctx.check()
+        if stopping.is_set():
+            break
+        if time.monotonic() >= deadline:
+            exhausted = True
+            break
+        rows = ctx.conn.execute(query("outbox_claim"),
+                                {"after": after, "limit": s.batch_size}).fetchall()
+        if not rows:
+            break
+        outcome = _publish_batch(ctx, s, publisher, rows, totals)
         if in_flight is not None:
             in_flight.result()
+        in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
+        after = rows[-1]["id"]
+        if outcome.resume_at is not None:
+            in_flight.result()  # re-claimed rows must see this batch committed
+            after = outcome.resume_at - 1
+    if in_flight is not None:
+        in_flight.result()  # committed before the pass lingers or ends
+    return exhausted
 
 
 def _wait(ctx: PassContext, listener: psycopg.Connection[Any], until: float,
