@@ -61,7 +61,8 @@ SELECT g, 'order.created', 'order', (g %% %(aggs)s)::text,
                g > %(n)s - %(pending)s AND g <= %(n)s - %(pending)s + %(aggs)s
                  AND (g %% %(aggs)s) %% 10 = 0 AS held_first
           FROM generate_series(1, %(n)s) g,
-               LATERAL (SELECT now() - interval '1 day' * %(days)s * (%(n)s - g) / %(n)s AS t) tt) s
+               LATERAL (SELECT now() - interval '1 day'
+                                 * (%(days)s * (%(n)s - g)::float8 / %(n)s) AS t) tt) s
 """
 
 REPLAY_LOG = """
@@ -70,7 +71,7 @@ INSERT INTO m10_recovery.replay_log
         holder_id, enqueued_at, published_at)
 SELECT g, 'k:' || g, 'order.created', 'm10:outbox', g || '-0', 1, 'h', t, t + interval '1 s'
   FROM generate_series(1, %(n)s) g,
-       LATERAL (SELECT now() - interval '1 day' * %(days)s * (%(n)s - g) / %(n)s AS t) tt
+       LATERAL (SELECT now() - interval '1 day' * (%(days)s * (%(n)s - g)::float8 / %(n)s) AS t) tt
 """
 
 DEAD_LETTERS = """
@@ -84,12 +85,12 @@ SELECT 'm10:dead_letter', g || '-0', 'm10:outbox', NULL, g * 10, 'k:' || g * 10,
        CASE WHEN g <= %(n)s / 2 THEN 'abandoned' END, CASE WHEN g <= %(n)s / 2 THEN 1 ELSE 0 END,
        CASE WHEN g <= %(n)s / 2 THEN t + interval '5 minutes' END, 'k:' || g * 10
   FROM generate_series(1, %(n)s) g,
-       LATERAL (SELECT now() - interval '1 day' * %(days)s * (%(n)s - g) / %(n)s AS t) tt
+       LATERAL (SELECT now() - interval '1 day' * (%(days)s * (%(n)s - g)::float8 / %(n)s) AS t) tt
 """
 
 COST_RECORDS = """
 INSERT INTO aos_cost.cost_records (occurred_at, tenant_id, category, amount_usd)
-SELECT now() - interval '2 days' * %(days)s * (%(n)s - g) / %(n)s,
+SELECT now() - interval '2 days' * (%(days)s * (%(n)s - g)::float8 / %(n)s),
        't' || (g %% 50), 'c' || (g %% 5),
        (g %% 1000) / 100.0
   FROM generate_series(1, %(n)s) g
