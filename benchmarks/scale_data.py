@@ -238,6 +238,22 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
                                 "threshold_usd": 4, "k": 3, "min_amount_usd": 1, "token": 1},
         "cost_delete_cleared_anomalies": {"day": DAY.date(), **TENANTS},
         "cost_anomalies_on_day": {"day": DAY.date()},
+        "stats_retained_since": {}, "stats_last_day": {},
+        "stats_days_between": {"first": DAY.date() - timedelta(days=30), "last": DAY.date()},
+        "stats_rows_since": {"first": DAY.date() - timedelta(days=30), "last": DAY.date()},
+        "stats_store_day": {"day": DAY.date(), "timezone": "UTC", "host": "h", "token": 1,
+                            "outbox_enqueued": 1, "outbox_published": 1,
+                            "publish_latency_p50_ms": 1, "publish_latency_p95_ms": 1,
+                            "dead_lettered": 0, "dl_reconciled": 0, "retention_rows_deleted": 0,
+                            "locks_reclaimed": None, "synthetic_sent": 0,
+                            "synthetic_arrived": 0},
+        # rollback (every 5 min)
+        "rollback_action": {"report_run_id": "r"}, "rollback_latest": {},
+        "rollback_claim": {"report_run_id": "r", "host": "h", "lock": "m10:rollback",
+                           "holder": "h", "token": 1, "run_id": "r", "command": "true",
+                           "verdict": "fail", "cooldown_s": 3600},
+        "rollback_finish": {"outcome": "succeeded", "exit_status": 0, "duration_s": 1.0,
+                            "report_run_id": "r", "run_id": "r"},
     }
     # retention batches: the first batch of each table policy, and one in the middle
     for _policy, _age in (("replay_log", 7), ("dead_letter_archive", 7), ("outbox", 7),
@@ -252,7 +268,8 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
     return params
 
 
-# Named queries run only by hand (`m10 ...`), by --dry-run, or once per operator action.
+# Named queries outside the plan check: run only by hand (`m10 ...`), by --dry-run, once
+# per operator action, or not plannable.
 OPERATOR_ONLY = {
     # run by hand (`m10 ...`), by --dry-run, or once per operator action
     "list_locks", "force_release_lock", "count_expired_locks",
@@ -263,4 +280,9 @@ OPERATOR_ONLY = {
     "retention_count_retention_jobs",
     "cost_show_days", "cost_show_baselines", "cost_show_anomalies", "cost_show_hours",
     "cost_status",
+    # `m10 flows --check` (the access audit), over the catalog
+    "audit_app_privileges", "audit_lock_table_grants", "audit_public_privileges",
+    "audit_lock_rows",
+    # not a query: no plan to check
+    "rollback_lock_ledger",
 }

@@ -1,10 +1,11 @@
 """The job registry: each job is declared once, in its own module under m10jobs.jobs.
 
 A declaration (Job) names the console script, lock(s), schedule, systemd
-ordering, the artifacts it produces and consumes, and the pass function(s).
-The click commands, `m10 run`, systemd units and the flow inventory are all
-derived from it.  Declarations import nothing heavy: a job's pass imports its
-clients (redis, boto3) when it runs, so `--help` stays fast.
+ordering, the artifacts it produces and consumes, its settings tables and the
+pass function(s).  The click commands, `m10 run`, systemd units, the flow
+inventory and the configuration reference are all derived from it.
+Declarations import nothing heavy: a job's pass imports its clients (redis,
+boto3) when it runs, so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -24,6 +25,26 @@ if TYPE_CHECKING:
 
 PassFn = Callable[["PassContext"], "dict[str, Any] | None"]
 FlowKind = Literal["lock", "marker", "checkpoint", "table", "stream", "file"]
+Scope = Literal["cluster", "host"]
+"""cluster: state in PostgreSQL/Redis, one holder cluster-wide; host: state in this
+host's files, one holder per host (lease `<lock>@<hostname>`)."""
+HOST_PLACEHOLDER = "<hostname>"
+
+
+def lease_name(lock: str, scope: Scope, host: str) -> str:
+    """The one place a lease name is derived: host-local work is serialised per host,
+    so each host's lease is its own row and hosts never skip each other."""
+    return f"{lock}@{host}" if scope == "host" else lock
+
+
+def scope_of(lease: str) -> Scope | None:
+    """The declared scope of a lease row's name (None: no job declares it)."""
+    base, _, host = lease.partition("@")
+    for job in jobs():
+        for task in job.tasks:
+            if task.matches(base) and (task.scope == "host") == bool(host):
+                return task.scope
+    return None
 
 
 @dataclass(frozen=True)
@@ -47,12 +68,24 @@ class Task:
     run: PassFn
     summary: str = ""
     keys: Callable[[Config], Sequence[str]] | None = None
+    scope: Scope = "cluster"
 
     def instances(self, config: Config) -> list[tuple[str | None, str]]:
-        """(key, lock name) for every lease this task takes in a run."""
+        """(key, lease name) for every lease this task takes in a run."""
+        locks = ([(None, self.lock)] if self.keys is None
+                 else [(k, self.lock.format(key=k)) for k in self.keys(config)])
+        return [(k, lease_name(lock, self.scope, config.host)) for k, lock in locks]
+
+    @property
+    def lease_pattern(self) -> str:
+        """The lease name as documented: matview_* , m10:rollback@<hostname>."""
+        return lease_name(self.lock.replace("{key}", "*"), self.scope, HOST_PLACEHOLDER)
+
+    def matches(self, lock: str) -> bool:
         if self.keys is None:
-            return [(None, self.lock)]
-        return [(k, self.lock.format(key=k)) for k in self.keys(config)]
+            return lock == self.lock
+        head, _, tail = self.lock.partition("{key}")
+        return lock.startswith(head) and lock.endswith(tail) and len(lock) > len(head + tail)
 
 
 @dataclass(frozen=True)
@@ -65,6 +98,8 @@ class Job:
     lock: str | None = None
     run: PassFn | None = None
     tasks: tuple[Task, ...] = ()
+    scope: Scope = "cluster"
+    """Scope of the job's single pass (lock + run); a job with tasks declares it per task."""
     after: tuple[str, ...] = ()
     wants: tuple[str, ...] = ()
     produces: tuple[Flow, ...] = ()
@@ -76,27 +111,25 @@ class Job:
     """Upper bound of one pass (TimeoutStartSec=), kept below the lease TTL."""
     jitter_seconds: int = 30
     """Timer RandomizedDelaySec=; 0 where the exact minute matters (daily stats at 00:05)."""
+    settings: tuple[type, ...] = ()
+    """Its TOML tables: settings classes (m10jobs.settings) with a SECTION name."""
 
     def __post_init__(self) -> None:
         if not self.tasks:
             if self.lock is None or self.run is None:
                 raise TypeError(f"job {self.script}: give lock and run, or tasks")
             object.__setattr__(self, "tasks", (Task(self.script, self.lock, self.run,
-                                                    self.summary),))
-
-    @property
-    def name(self) -> str:
-        return self.script
+                                                    self.summary, scope=self.scope),))
 
     @property
     def locks(self) -> tuple[str, ...]:
         return tuple(t.lock for t in self.tasks)
 
-    def task(self, name: str) -> Task:
-        for t in self.tasks:
-            if t.name == name:
-                return t
-        raise KeyError(name)
+    @property
+    def scopes(self) -> str:
+        """cluster, host, or mixed (tasks of both kinds), for listings."""
+        found = {t.scope for t in self.tasks}
+        return found.pop() if len(found) == 1 else "mixed"
 
 
 @cache
@@ -111,6 +144,18 @@ def jobs() -> tuple[Job, ...]:
         if isinstance(job, Job):
             found.append(job)
     return tuple(sorted(found, key=lambda j: j.script))
+
+
+@cache
+def sections() -> dict[str, type]:
+    """Every TOML table any job declares, by name (what the config file may contain)."""
+    found: dict[str, type] = {}
+    for job in jobs():
+        for cls in job.settings:
+            name = cls.SECTION  # type: ignore[attr-defined]
+            if found.setdefault(name, cls) is not cls:
+                raise TypeError(f"[{name}] is declared twice ({job.script})")
+    return found
 
 
 def find(name: str) -> tuple[Job, Task | None]:

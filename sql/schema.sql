@@ -252,6 +252,24 @@ CREATE TABLE aos_cost.snapshot_periods (
     CONSTRAINT snapshot_periods_granularity_check CHECK ((granularity = ANY (ARRAY['hour'::text, 'day'::text])))
 );
 ALTER TABLE aos_cost.snapshot_periods OWNER TO m10_ops;
+CREATE TABLE m10_recovery.daily_stats (
+    day date NOT NULL,
+    timezone text NOT NULL,
+    outbox_enqueued bigint,
+    outbox_published bigint,
+    publish_latency_p50_ms numeric,
+    publish_latency_p95_ms numeric,
+    dead_lettered bigint,
+    dl_reconciled bigint,
+    retention_rows_deleted bigint,
+    locks_reclaimed bigint,
+    synthetic_sent bigint,
+    synthetic_arrived bigint,
+    computed_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    host text NOT NULL,
+    fencing_token bigint NOT NULL
+);
+ALTER TABLE m10_recovery.daily_stats OWNER TO m10_ops;
 CREATE TABLE m10_recovery.dead_letter_archive (
     id bigint NOT NULL,
     dl_stream text NOT NULL,
@@ -385,6 +403,25 @@ ALTER TABLE m10_recovery.retention_jobs ALTER COLUMN id ADD GENERATED ALWAYS AS 
     NO MAXVALUE
     CACHE 1
 );
+CREATE TABLE m10_recovery.rollback_actions (
+    report_run_id text NOT NULL,
+    host text NOT NULL,
+    lock_name text NOT NULL,
+    holder_id text NOT NULL,
+    fencing_token bigint NOT NULL,
+    rollback_run_id text NOT NULL,
+    command jsonb NOT NULL,
+    verdict text NOT NULL,
+    started_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    finished_at timestamp with time zone,
+    outcome text,
+    exit_status integer,
+    duration_s numeric,
+    CONSTRAINT rollback_actions_check CHECK (((finished_at IS NULL) = (outcome IS NULL))),
+    CONSTRAINT rollback_actions_outcome_check CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'failed'::text, 'timeout'::text, 'error'::text]))),
+    CONSTRAINT rollback_actions_report_run_id_check CHECK ((report_run_id <> ''::text))
+);
+ALTER TABLE m10_recovery.rollback_actions OWNER TO m10_ops;
 CREATE TABLE m10_recovery.schema_migrations (
     version text NOT NULL,
     checksum text NOT NULL,
@@ -401,6 +438,8 @@ ALTER TABLE ONLY aos_cost.cost_snapshots
     ADD CONSTRAINT cost_snapshots_pkey PRIMARY KEY (granularity, period_start, tenant_id, category);
 ALTER TABLE ONLY aos_cost.snapshot_periods
     ADD CONSTRAINT snapshot_periods_pkey PRIMARY KEY (granularity, period_start);
+ALTER TABLE ONLY m10_recovery.daily_stats
+    ADD CONSTRAINT daily_stats_pkey PRIMARY KEY (day);
 ALTER TABLE ONLY m10_recovery.dead_letter_archive
     ADD CONSTRAINT dead_letter_archive_dl_stream_dl_entry_id_key UNIQUE (dl_stream, dl_entry_id);
 ALTER TABLE ONLY m10_recovery.dead_letter_archive
@@ -419,6 +458,8 @@ ALTER TABLE ONLY m10_recovery.replay_log
     ADD CONSTRAINT replay_log_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY m10_recovery.retention_jobs
     ADD CONSTRAINT retention_jobs_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY m10_recovery.rollback_actions
+    ADD CONSTRAINT rollback_actions_pkey PRIMARY KEY (report_run_id);
 ALTER TABLE ONLY m10_recovery.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 CREATE INDEX anomalies_tenant_idx ON aos_cost.anomalies USING btree (tenant_id, day);
@@ -443,6 +484,7 @@ CREATE INDEX replay_log_idempotency_key_idx ON m10_recovery.replay_log USING btr
 CREATE INDEX replay_log_published_at_idx ON m10_recovery.replay_log USING btree (published_at);
 CREATE INDEX retention_jobs_finished_at_idx ON m10_recovery.retention_jobs USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 CREATE INDEX retention_jobs_started_at_idx ON m10_recovery.retention_jobs USING btree (started_at);
+CREATE INDEX rollback_actions_started_at_idx ON m10_recovery.rollback_actions USING btree (started_at);
 GRANT USAGE ON SCHEMA aos_cost TO aos_cost_source;
 GRANT USAGE ON SCHEMA m10_recovery TO m10_app;
 REVOKE ALL ON FUNCTION m10_recovery.acquire_lock(p_lock_name text, p_holder_id text, p_ttl_seconds integer) FROM PUBLIC;

@@ -93,15 +93,19 @@ def locks() -> None:
     """Leases in m10_recovery.distributed_locks."""
 
 
-@admin_command(locks, "list", help="Every lease: holder, token, acquired, expires, age.")
+@admin_command(locks, "list",
+               help="Every lease: scope, holder, token, acquired, expires, age.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per lease.")
 def locks_list(config: Any, log: Any, as_json: bool) -> int:
     from m10jobs.edges import db as pg
     from m10jobs.edges.queries import query
+    from m10jobs.registry import scope_of
 
     dsn = config.require("database_url")
     with pg.connect(dsn, app="m10 locks list") as conn, pg.translated(dsn):
         rows = conn.execute(query("list_locks")).fetchall()
+    for r in rows:
+        r["scope"] = scope_of(r["lock_name"]) or "unknown"
     if as_json:
         for r in rows:
             click.echo(json.dumps(r, default=str))
@@ -109,9 +113,9 @@ def locks_list(config: Any, log: Any, as_json: bool) -> int:
     if not rows:
         click.echo("no leases held")
         return ExitCode.OK
-    header = ("LOCK", "HOLDER", "TOKEN", "ACQUIRED", "EXPIRES", "AGE", "STATE")
+    header = ("LOCK", "SCOPE", "HOLDER", "TOKEN", "ACQUIRED", "EXPIRES", "AGE", "STATE")
     table = [header] + [
-        (r["lock_name"], r["holder_id"], str(r["fencing_token"]),
+        (r["lock_name"], r["scope"], r["holder_id"], str(r["fencing_token"]),
          r["acquired_at"].isoformat(timespec="seconds"),
          r["expires_at"].isoformat(timespec="seconds"), f"{r['age_s']:.0f}s",
          "live" if r["expires_in_s"] > 0 else "expired")
@@ -184,11 +188,12 @@ main.add_command(RunGroup("run", help="Run one job (or one maintenance task) now
 
 @main.command(context_settings=CONTEXT)
 def jobs() -> None:
-    """The job registry: script, lock(s), schedule."""
+    """The job registry: script, scope, lease(s), schedule."""
     from m10jobs.registry import jobs as registered
 
     for job in registered():
-        click.echo(f"{job.script:28} {', '.join(job.locks):60} {job.schedule}")
+        leases = ", ".join(dict.fromkeys(t.lease_pattern for t in job.tasks))
+        click.echo(f"{job.script:28} {job.scopes:7} {leases:60} {job.schedule}")
 
 
 def _add_ops_groups() -> None:

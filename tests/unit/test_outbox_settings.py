@@ -14,7 +14,7 @@ from m10jobs.jobs.outbox_processor import OutboxSettings, order_key
 def settings(tmp_path: Path, toml: str) -> OutboxSettings:
     path = tmp_path / "c.toml"
     path.write_text(toml)
-    return OutboxSettings.load(load_config(str(path), env={}))
+    return load_config(str(path), env={}).settings(OutboxSettings)
 
 
 def test_defaults_and_routes(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_order_key_needs_an_aggregate_id() -> None:
 
 def test_linger_ends_before_the_next_timer_tick(tmp_path: Path) -> None:
     s = settings(tmp_path, "[outbox]\nlinger_seconds = 55\n")
-    assert (s.linger_s, s.linger_tick_s) == (55.0, 60)
+    assert (s.linger_seconds, s.linger_tick_seconds) == (55.0, 60)
     assert s.linger_for(wall=120.3) == 55.0  # started just after a tick: the full linger
     assert s.linger_for(wall=150.0) == pytest.approx(29.75)  # ends 0.25 s before :00
     assert s.linger_for(wall=179.8) == 0.0  # too close to the tick: no linger at all
