@@ -109,12 +109,17 @@ class RetentionSettings:
 
     batch_size: int = setting(5000, "rows per delete batch (one short transaction)", min=1,
                               max=100_000)
+    workers: int = setting(2, "batches in flight at once, each on its own connection "
+                           "(JSON rendering costs PostgreSQL more than the DELETE)", min=1, max=8)
     archive_prefix: str = setting("retention/", "object key prefix of archived chunks")
     archive_dir: str = setting("", "local archive directory when no bucket is set "
                                "(default: $M10_STATE_DIR/retention-archive)",
                                example="/srv/m10/retention-archive")
     # the table policies, in the order they run
     replay_log: Policy = setting(Policy(max_age_days=30), "m10_recovery.replay_log")
+    outbox_dead_lettered: Policy = setting(Policy(max_age_days=30),
+                                           "dead-lettered outbox rows, by when they were "
+                                           "(dead_letter_archive has them)")
     dead_letter_archive: Policy = setting(Policy(max_age_days=90),
                                           "m10_recovery.dead_letter_archive")
     outbox: Policy = setting(Policy(max_age_days=7), "published/dead outbox rows")

@@ -12,6 +12,7 @@ JOB = Job(
     summary="Drain m10_recovery.outbox into Redis Streams exactly once, recording replay_log.",
     example="m10-outbox-processor --dry-run",
     schedule="minutely",
+    jitter_seconds=0,  # lingering passes hand over at the minute boundary (linger_for)
     lock=LOCK,
     run="m10jobs.jobs.outbox.process:process",
     after=("postgresql.service", "redis-server.service"),

@@ -21,6 +21,8 @@ STREAM = "m10:outbox"
 
 
 DEAD_LETTER_STREAM = "m10:dead_letter"
+TICK_S = 60  # the timer's period: schedule "minutely", no random delay
+HANDOVER_S = 0.25  # a lingering pass ends this long before the next tick (exit takes ~50 ms)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ class OutboxSettings:
     trim_minid_seconds: int = setting(0, "XADD MINID ~ age instead of MAXLEN (0: off)", min=0)
     time_budget_seconds: float = setting(200.0, "a pass stops claiming after this long "
                                          "(kept below the lease TTL)", min=1)
+    linger_seconds: float = setting(0.0, "after draining, keep the lease and LISTEN this long "
+                                    "for new events: ms latency (0: off; 59 with the minutely "
+                                    "timer)", min=0)
+    linger_tick_seconds: int = setting(TICK_S, "the linger ends 0.25 s before a multiple of "
+                                       "this: the timer's period (0: never)", min=0, max=3600)
 
     def problems(self) -> Iterator[str]:
         if self.trim_maxlen and self.trim_minid_seconds:
@@ -68,3 +75,13 @@ class OutboxSettings:
     def budget(self, lease_ttl: int, job_timeout: int) -> float:
         """The pass's time budget, kept below the lease TTL and the unit's timeout."""
         return max(1.0, min(self.time_budget_seconds, lease_ttl * 0.8, job_timeout - 20))
+
+    def linger_for(self, wall: float) -> float:
+        """Seconds to linger from wall-clock time `wall`: linger_seconds, but ended
+        HANDOVER_S before the timer's next tick (a multiple of linger_tick_seconds), so
+        the unit is inactive when the tick comes and the next pass (on any host) takes
+        over after no more than a start-up; systemd skips a tick whose unit still runs."""
+        if self.linger_tick_seconds <= 0:
+            return self.linger_seconds
+        to_tick = self.linger_tick_seconds - wall % self.linger_tick_seconds
+        return max(0.0, min(self.linger_seconds, to_tick - HANDOVER_S))
