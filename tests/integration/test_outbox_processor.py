@@ -17,6 +17,7 @@ from m10jobs.edges.lease import Lease
 from m10jobs.edges.outbox_stream import OUTBOX_FIELDS
 from m10jobs.errors import LeaseLost
 from m10jobs.jobs.outbox import process as outbox_processor
+from m10jobs.jobs.outbox.settings import LOCK as OUTBOX_LOCK
 from m10jobs.registry import by_script
 from m10jobs.runner import PassContext
 from tests.outbox_support import enqueue, entries, summary, write_config
@@ -161,10 +162,10 @@ def test_lapsed_leader_cannot_commit_and_successor_publishes_nothing_twice(
     """The old leader appended its batch but its commit is refused by the fence; the
     next leader finds those entries by their dedup keys instead of appending again."""
     ids = enqueue(conn, 20)
-    lease = Lease(dsn, conn, outbox_processor.LOCK, "old-host:1:r1", 60)
+    lease = Lease(dsn, conn, OUTBOX_LOCK, "old-host:1:r1", 60)
     lease.acquire()
     conn.execute("UPDATE m10_recovery.distributed_locks SET expires_at = clock_timestamp() "
-                 "WHERE lock_name = %s", (outbox_processor.LOCK,))
+                 "WHERE lock_name = %s", (OUTBOX_LOCK,))
     with pytest.raises(LeaseLost):
         from m10jobs.edges import db
 
