@@ -1,8 +1,9 @@
 """Object storage (R2 or any S3-compatible store) through boto3.
 
-boto3 is imported here only (it costs ~300 ms), by the jobs that upload;
-fallback and retry_r2_fallbacks import botocore's exception classes inside
-their functions.
+boto3 is imported here only (it costs ~300 ms), by the jobs that upload:
+edges/fallback.py and retention import this module when they upload, not at
+their top (a pass with no bucket never pays for it); the retry pass
+(jobs/fallback/retry.py), which always uploads, imports it at its top.
 Explicit timeouts and a bounded retry: a pass never hangs on a dead endpoint.
 Credentials come from boto3's usual chain (env, shared files, instance role).
 """

@@ -26,6 +26,8 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
+from m10jobs.edges import db
+from m10jobs.edges.queries import query
 from m10jobs.errors import BadInput, LeaseLost, TaskFailed
 from m10jobs.jobs.canary import report as cr
 from m10jobs.jobs.canary.settings import RollbackSettings
@@ -95,8 +97,6 @@ def _cooling(latest: dict[str, Any] | None, s: RollbackSettings) -> str | None:
 
 def _blocked(conn: Any, report_run_id: str, s: RollbackSettings) -> tuple[str, str] | None:
     """(decision, reason) when the ledger says not to act on this report."""
-    from m10jobs.edges.queries import query
-
     row = conn.execute(query("rollback_action"), {"report_run_id": report_run_id}).fetchone()
     if row is not None:
         return "already_acted", _already(row)
@@ -140,8 +140,6 @@ def _run_command(argv: list[str], timeout: float, env: dict[str, str]
 
 
 def rollback_pass(ctx: PassContext) -> dict[str, Any]:
-    from m10jobs.edges.queries import query
-
     s = settings(ctx.config)
     if not s.command:
         ctx.log.warning("%s", UNCONFIGURED)
@@ -216,9 +214,6 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
 def _record_outcome(ctx: PassContext, report_run_id: str, outcome: str, status: int | None,
                     duration: float) -> None:
     """Write the outcome, over a fresh connection if the pass's own died meanwhile."""
-    from m10jobs.edges import db
-    from m10jobs.edges.queries import query
-
     args = {"report_run_id": report_run_id, "run_id": ctx.run_id, "outcome": outcome,
             "exit_status": status, "duration_s": duration}
     try:

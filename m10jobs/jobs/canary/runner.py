@@ -16,13 +16,23 @@ import contextlib
 import math
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+import redis
+
+from m10jobs.edges import db
+from m10jobs.edges.files import atomic_write_json
+from m10jobs.edges.queries import query
+from m10jobs.edges.streams import describe
 from m10jobs.errors import ConfigError
 from m10jobs.jobs.canary import report as cr
 from m10jobs.jobs.canary.settings import COMPARE, CanarySettings, Probe
+from m10jobs.redact import redact
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
@@ -43,9 +53,6 @@ class Measured(Exception):
 
 def _http(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
     """GET url: pass when the status is expected and the latency (ms) within the threshold."""
-    import urllib.error
-    import urllib.request
-
     url, expect = p.extra["url"], p.extra["expect_status"]
     handlers: list[urllib.request.BaseHandler] = []
     if not p.extra["use_proxy"]:
@@ -82,11 +89,6 @@ def _http(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
 
 def _redis(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
     """PING: pass when PONG comes back within the latency threshold (ms)."""
-    import redis
-
-    from m10jobs.edges.streams import describe
-    from m10jobs.redact import redact
-
     url = p.extra["url"] or ctx.config.redis_url
     client = redis.Redis.from_url(url, socket_timeout=p.timeout_s,
                                   socket_connect_timeout=p.timeout_s)
@@ -112,11 +114,6 @@ def _read_only(ctx: PassContext, p: Probe, sql: str, params: dict[str, Any] | No
 
     A query error or timeout raises Measured(no_data): the probe could not measure.
     """
-    import psycopg
-
-    from m10jobs.edges import db
-    from m10jobs.edges.queries import query
-
     try:
         with ctx.conn.transaction():
             ctx.conn.execute("SET TRANSACTION READ ONLY")
@@ -160,16 +157,12 @@ def _sql(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
 
 
 def _outbox_backlog(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
-    from m10jobs.edges.queries import query
-
     row = _read_only(ctx, p, query("canary_outbox_backlog"))
     assert row is not None
     return _against(p, row["pending"], " pending")
 
 
 def _outbox_oldest_age(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
-    from m10jobs.edges.queries import query
-
     row = _read_only(ctx, p, query("canary_outbox_backlog"))
     assert row is not None
     return _against(p, round(row["oldest_age_s"], 1), "s")
@@ -177,8 +170,6 @@ def _outbox_oldest_age(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | N
 
 def _dead_letter_rate(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
     """Dead letters per hour over the last window_s seconds."""
-    from m10jobs.edges.queries import query
-
     window = p.extra["window_s"]
     row = _read_only(ctx, p, query("canary_dead_letters"), {"window_s": window})
     assert row is not None
@@ -205,8 +196,6 @@ def probes(s: CanarySettings, source: str) -> list[Probe]:
 # -- the pass ------------------------------------------------------------------------------
 
 def run_probe(ctx: PassContext, p: Probe) -> cr.ProbeResult:
-    from m10jobs.redact import redact
-
     t0 = time.monotonic()
     try:
         status, value, detail = PROBES[p.type](ctx, p)
@@ -245,8 +234,6 @@ def _remove_stale_tmp(reports: Path) -> None:
 
 
 def canary_pass(ctx: PassContext) -> dict[str, Any]:
-    from m10jobs.edges.files import atomic_write_json
-
     s = ctx.config.settings(CanarySettings)
     limits = s.thresholds()
     configured = probes(s, ctx.config.source)

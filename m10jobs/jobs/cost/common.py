@@ -1,11 +1,11 @@
-"""What both cost snapshot jobs share: the [cost] settings, UTC period planning,
-the configurable source query (validated before any period is written) and the
+"""What both cost snapshot jobs share: UTC period planning, the configurable
+source query (validated before any period is written) and the
 fenced per-period upsert.
 
 Money is Decimal end to end (PostgreSQL numeric <-> Python Decimal); floats
 never touch an amount.  Periods are half-open UTC intervals [start, start+step),
-and "now" is the database clock (or --until), never the host's.  psycopg is
-imported inside the functions that talk to the database, so `--help` stays fast.
+and "now" is the database clock (or --until), never the host's.  The [cost]
+settings are in settings.py, the --until option in __init__.py.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from decimal import (
 )
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+from psycopg.postgres import types
+
+from m10jobs.edges import db
 from m10jobs.edges.queries import query
 from m10jobs.errors import BadInput, ConfigError
 
 if TYPE_CHECKING:
-    import psycopg
-
     from m10jobs.runner import PassContext
 
 HOUR = timedelta(hours=1)
@@ -152,10 +154,6 @@ def validate_source(conn: psycopg.Connection[Any], source_query: str) -> None:
     Anything wrong (syntax, missing grant, wrong columns or types, a statement
     that writes) exits 78 before any period is touched.
     """
-    import psycopg
-
-    from m10jobs.edges import db
-
     try:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
@@ -201,8 +199,6 @@ def check_columns(columns: list[tuple[str, int]]) -> None:
 
 
 def _type_name(oid: int) -> str:
-    from psycopg.postgres import types
-
     info = types.get(oid)
     return info.name if info else "unknown"
 

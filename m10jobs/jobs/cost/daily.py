@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
 from m10jobs.edges.queries import query
 from m10jobs.errors import TaskFailed
 from m10jobs.jobs.cost import common as cc
-from m10jobs.jobs.cost.settings import CostSettings
+from m10jobs.jobs.cost.settings import HOURLY_LOCK, CostSettings
 
 if TYPE_CHECKING:
     import psycopg
@@ -194,9 +195,6 @@ def _waited_for_hourly(ctx: PassContext, s: CostSettings,
     """Hours are missing: if an hourly run holds its lease (on another host: After=
     orders the two only on one host), wait for it, bounded; True when we waited and
     should look again.  Still held -> skipped (75), never a false "missing" failure."""
-    from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
-    from m10jobs.jobs.cost.settings import HOURLY_LOCK
-
     if live_holder(ctx.conn, HOURLY_LOCK) is None:
         return False
     first = pending[0][0].date().isoformat()

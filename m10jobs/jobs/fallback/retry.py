@@ -14,19 +14,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from m10jobs.edges import fallback, storage
+from m10jobs.errors import BadInput, DependencyUnavailable, TaskFailed
 from m10jobs.jobs.fallback.settings import RetrySettings
+from m10jobs.runner import as_m10_error
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
 
 
 def retry_pass(ctx: PassContext) -> dict[str, Any]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from m10jobs.edges import fallback, storage
-    from m10jobs.errors import BadInput, DependencyUnavailable, TaskFailed
-    from m10jobs.runner import as_m10_error
-
     alert_after = ctx.config.settings(RetrySettings).alert_after_hours
     directory = fallback.fallback_dir(ctx.config)
     entries = fallback.pending(directory)

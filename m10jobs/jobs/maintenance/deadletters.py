@@ -24,6 +24,10 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import redis
+from psycopg.types.json import Jsonb
+
+from m10jobs.edges import streams
 from m10jobs.edges.queries import query
 from m10jobs.jobs.maintenance.settings import DeadLetterSettings
 
@@ -72,8 +76,6 @@ def settings(config: Config) -> DeadLetterSettings:
 
 
 def _redis(ctx: PassContext) -> Any:
-    from m10jobs.edges import streams
-
     return streams.client(ctx.config.redis_url)
 
 
@@ -93,10 +95,6 @@ def over_limit(entry: dict[str, Any], st: DeadLetterSettings) -> str | None:
 
 
 def route(ctx: PassContext) -> dict[str, Any]:
-    import redis
-
-    from m10jobs.edges import streams
-
     st = settings(ctx.config)
     r = _redis(ctx)
     script = r.register_script(ROUTE_LUA)
@@ -153,8 +151,6 @@ def lineage_of(idempotency_key: str | None, event_id: int | None, dl_stream: str
 
 def archive_row(dl_stream: str, entry_id: str, raw: dict[Any, Any]) -> dict[str, Any]:
     """A dead-letter stream entry as a dead_letter_archive row."""
-    from psycopg.types.json import Jsonb
-
     fields = {_text(k): _text(v) for k, v in raw.items()}
     event_id = int(fields["event_id"]) if fields.get("event_id", "").isdigit() else None
     attempts = fields.get("attempts", "")
@@ -177,8 +173,6 @@ def archive_row(dl_stream: str, entry_id: str, raw: dict[Any, Any]) -> dict[str,
 
 
 def archive(ctx: PassContext) -> dict[str, Any]:
-    from m10jobs.edges import streams
-
     st = settings(ctx.config)
     r = _redis(ctx)
     archived = 0
@@ -209,7 +203,6 @@ def replay(cur: psycopg.Cursor[Any], row: dict[str, Any], attempt: int) -> int:
     """Re-enqueue a dead letter through the outbox as <lineage>#replay<attempt>; the
     outbox id.  The same attempt always uses the same key, so a retry is a no-op."""
     payload = json.loads(row["payload"]) if row["payload"] is not None else None
-    from psycopg.types.json import Jsonb
 
     key = f"{row['lineage_key']}#replay{attempt}"
     out = cur.execute(query("dl_enqueue_replay"), {

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from psycopg import sql
+
 from m10jobs.edges.queries import query
 from m10jobs.errors import TaskFailed
 from m10jobs.jobs.maintenance.settings import MatviewSettings
@@ -19,8 +21,6 @@ if TYPE_CHECKING:
 
 
 def refresh(ctx: PassContext) -> dict[str, Any]:
-    from psycopg import sql
-
     name = ctx.key or ""
     min_interval = ctx.config.settings(MatviewSettings).min_interval_seconds
     info = ctx.conn.execute(query("matview_info"), {"name": name}).fetchone()

@@ -18,15 +18,19 @@ import gzip
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m10jobs.edges import files
+from m10jobs.edges import db, files
+from m10jobs.edges.fallback import META_SUFFIX, UPLOADED_SUFFIX, fallback_dir
 from m10jobs.edges.queries import query
 from m10jobs.errors import DependencyUnavailable, LeaseLost, TaskFailed
+from m10jobs.jobs.canary.report import LATEST, reports_dir
 from m10jobs.jobs.maintenance.settings import Policy, RetentionSettings
+from m10jobs.jobs.stats.statsfile import NAME, marker_path
 
 if TYPE_CHECKING:
     import psycopg
@@ -65,7 +69,7 @@ class Sink:
         """Store a chunk durably (the caller commits its DELETE only afterwards)."""
         if self.bucket:
             with self._s3_lock:
-                if self._s3 is None:
+                if self._s3 is None:  # boto3 (~300 ms) only for a pass that has a bucket
                     from m10jobs.edges import storage
 
                     self._s3 = storage.client(self.config)
@@ -94,10 +98,6 @@ def purge_table(ctx: PassContext, policy: str, job_id: int, cutoff: datetime, si
     transaction (disjoint id ranges: they never wait for each other's rows), while
     this thread finds the next batch's bounds.  Each still commits only after its
     own chunk is durable."""
-    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-
-    from m10jobs.edges import db
-
     out = Outcome()
     after = 0
     idle: list[psycopg.Connection[Any]] = []
@@ -143,8 +143,6 @@ def _purge_batch(ctx: PassContext, conn: psycopg.Connection[Any], policy: str, j
                  sink: Sink, args: dict[str, Any]) -> tuple[int, float]:
     """One batch in one transaction: DELETE ... RETURNING as JSON lines, store the chunk,
     count it, fence, commit.  Rows archived/deleted, seconds the transaction took."""
-    from m10jobs.edges import db
-
     t0 = time.monotonic()
     n = 0
     with db.translated(ctx.dsn), conn.transaction(), conn.cursor() as cur:
@@ -173,8 +171,6 @@ def _old(path: Path, cutoff_ts: float) -> bool:
 
 def fallback_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
     """Uploaded fallback files: [file, file.meta.json, file.uploaded], marker last."""
-    from m10jobs.edges.fallback import META_SUFFIX, UPLOADED_SUFFIX, fallback_dir
-
     base = fallback_dir(config)
     for marker in sorted(base.glob("*" + UPLOADED_SUFFIX)) if base.is_dir() else ():
         if not marker.name.startswith(".") and _old(marker, cutoff_ts):
@@ -184,8 +180,6 @@ def fallback_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]
 
 def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
     """Stats CSVs whose month ended more than `months` months ago, marker last."""
-    from m10jobs.jobs.stats.statsfile import NAME, marker_path
-
     now = datetime.now(UTC)
     limit = now.year * 12 + now.month - 1 - months
     base = config.log_dir
@@ -196,8 +190,6 @@ def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
 
 
 def canary_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
-    from m10jobs.jobs.canary.report import LATEST, reports_dir
-
     base = reports_dir(config.state_dir)
     for p in sorted(base.iterdir()) if base.is_dir() else ():
         if (p.is_file() and p.name != LATEST and not p.name.startswith(".")
@@ -290,8 +282,6 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
             assert fn is not None
             out = fn(job["id"], job["cutoff"])
         except BaseException as exc:
-            from m10jobs.edges import db
-
             with contextlib.suppress(Exception):
                 ctx.conn.execute(query("retention_finish"), {
                     "id": job["id"], "status": "failed", "error": str(exc)[:500]})

@@ -22,18 +22,32 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from psycopg.types.json import Jsonb
+
+from m10jobs import stop
+from m10jobs.edges import db, streams
+from m10jobs.edges.outbox_stream import (
+    Entry,
+    Publisher,
+    Trim,
+    dead_letter_key,
+    outbox_fields,
+    published_key,
+)
+from m10jobs.edges.queries import query
 from m10jobs.errors import TaskFailed
 from m10jobs.jobs.outbox.settings import OutboxSettings
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import Future
 
     import psycopg
 
-    from m10jobs.edges.outbox_stream import Outcome, Publisher
+    from m10jobs.edges.outbox_stream import Outcome
     from m10jobs.runner import PassContext
 
 CHANNEL = "m10_outbox"  # enqueue_outbox() notifies it (migration 065)
@@ -59,9 +73,6 @@ class Totals:
 
 
 def process(ctx: PassContext) -> dict[str, Any]:
-    from m10jobs import stop
-    from m10jobs.edges.queries import query
-
     s = ctx.config.settings(OutboxSettings)
     if ctx.dry_run:
         ready = ctx.conn.execute(query("outbox_claim"),
@@ -96,11 +107,6 @@ def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
     """Drain; then, until linger_end, wait for enqueue_outbox's notification (or
     LINGER_POLL_S) and drain again.  LISTEN starts before the first drain, so an
     event committed in between is never missed.  Whether the budget ran out."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from m10jobs.edges import db, streams
-    from m10jobs.edges.outbox_stream import Publisher, Trim
-
     trim = (Trim("MINID", s.trim_minid_seconds * 1000) if s.trim_minid_seconds
             else Trim("MAXLEN", s.trim_maxlen) if s.trim_maxlen else None)
     url = ctx.config.redis_url
@@ -135,8 +141,6 @@ def _drain(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
            committer: ThreadPoolExecutor, commit_conn: psycopg.Connection[Any],
            totals: Totals, deadline: float, stopping: threading.Event) -> bool:
     """Publish every ready event, batch by batch; True when the budget ran out."""
-    from m10jobs.edges.queries import query
-
     after = 0
     in_flight: Future[None] | None = None
     exhausted = False
@@ -181,8 +185,6 @@ def _wait(ctx: PassContext, listener: psycopg.Connection[Any], until: float,
 
 
 def _backlog(ctx: PassContext) -> dict[str, Any]:
-    from m10jobs.edges.queries import query
-
     row = ctx.conn.execute(query("outbox_backlog")).fetchone()
     return {"backlog": row["backlog"], "retrying": row["retrying"],
             "dead_lettered_total": row["dead_lettered"],
@@ -201,8 +203,6 @@ class BatchOutcome:
 def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
                    rows: list[dict[str, Any]], totals: Totals) -> BatchOutcome:
     """Append one claimed batch (and its dead letters) to Redis; what to commit."""
-    from m10jobs.edges.outbox_stream import Entry, outbox_fields, published_key
-
     dead: list[tuple[dict[str, Any], str]] = []
     sendable: list[dict[str, Any]] = []
     for r in rows:
@@ -251,8 +251,6 @@ def _dead_letter(s: OutboxSettings, publisher: Publisher,
                  dead: list[tuple[dict[str, Any], str]]
                  ) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
     """Append dead letters to the dead-letter stream (before the row is marked)."""
-    from m10jobs.edges.outbox_stream import Entry, dead_letter_key, outbox_fields
-
     entries = []
     for r, reason in dead:
         fields = [*outbox_fields(r), ("reason", reason), ("attempts", str(r["attempts"] + 1))]
@@ -272,11 +270,6 @@ def _dead_letter(s: OutboxSettings, publisher: Publisher,
 def _commit(ctx: PassContext, conn: psycopg.Connection[Any], s: OutboxSettings,
             b: BatchOutcome) -> None:
     """Mark a published batch in one transaction that checks the fencing token."""
-    from psycopg.types.json import Jsonb
-
-    from m10jobs.edges import db
-    from m10jobs.edges.queries import query
-
     lease = ctx.lease
     with db.translated(ctx.dsn), conn.transaction(), conn.cursor() as cur:
         ctx.fence(cur)

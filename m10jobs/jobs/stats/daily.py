@@ -24,12 +24,29 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
+from m10jobs.edges import fallback
+from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
+from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
+from m10jobs.edges.queries import query
+from m10jobs.errors import BadInput
+from m10jobs.jobs.maintenance.settings import RetentionSettings
 from m10jobs.jobs.stats.settings import LOCK, DailyStatsSettings
+from m10jobs.jobs.stats.statsfile import (
+    COLUMNS,
+    csv_path,
+    days,
+    marker_for,
+    marker_path,
+    month_files,
+    parse,
+    read_marker,
+    render,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
-    from zoneinfo import ZoneInfo
 
     from m10jobs.runner import PassContext
 
@@ -37,8 +54,6 @@ MAX_BACKFILL_DAYS = 3660
 
 
 def _zone(ctx: PassContext) -> ZoneInfo:
-    from zoneinfo import ZoneInfo
-
     return ZoneInfo(ctx.config.settings(DailyStatsSettings).timezone)
 
 
@@ -47,8 +62,6 @@ def yesterday(tz: ZoneInfo) -> date:
 
 
 def _until(ctx: PassContext, tz: ZoneInfo) -> date:
-    from m10jobs.errors import BadInput
-
     last_possible = yesterday(tz)
     until: date = ctx.params.get("until") or last_possible
     if until > last_possible:
@@ -65,8 +78,6 @@ def _bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
 def _csv_last_date(ctx: PassContext) -> date | None:
     """The last day in this host's CSVs: where a first compute resumes after an upgrade
     from the CSV-only checkpoint."""
-    from m10jobs.jobs.stats.statsfile import month_files, parse
-
     for path in reversed(month_files(ctx.config.log_dir)):
         last = parse(path).last_date
         if last:
@@ -76,10 +87,6 @@ def _csv_last_date(ctx: PassContext) -> date | None:
 
 def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
     """Days to compute: not yet in the table, within [first, until]."""
-    from m10jobs.edges.queries import query
-    from m10jobs.errors import BadInput
-    from m10jobs.jobs.stats.statsfile import days
-
     until = _until(ctx, tz)
     start: date | None = ctx.params.get("start_date")
     if start is None:
@@ -99,9 +106,6 @@ def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
 def refuse_unretained(ctx: PassContext, todo: list[date], tz: ZoneInfo) -> None:
     """BadInput (65, nothing computed) when a day starts before what retention kept:
     its figures would silently be zeros or undercounts."""
-    from m10jobs.edges.queries import query
-    from m10jobs.errors import BadInput
-
     since = ctx.conn.execute(query("stats_retained_since")).fetchone()["since"]
     if since is None or not todo or _bounds(todo[0], tz)[0] >= since:
         return
@@ -118,8 +122,6 @@ def refuse_unretained(ctx: PassContext, todo: list[date], tz: ZoneInfo) -> None:
 
 
 def compute(ctx: PassContext, day: date, tz: ZoneInfo) -> dict[str, Any]:
-    from m10jobs.edges.queries import query
-
     lo, hi = _bounds(day, tz)
     row = ctx.conn.execute(query("daily_stats"), {"lo": lo, "hi": hi}).fetchone()
     return {"day": day, **row}
@@ -127,8 +129,6 @@ def compute(ctx: PassContext, day: date, tz: ZoneInfo) -> dict[str, Any]:
 
 def compute_pass(ctx: PassContext) -> dict[str, Any]:
     """Cluster-wide: compute and store the missing days (fenced, all or nothing)."""
-    from m10jobs.edges.queries import query
-
     tz = _zone(ctx)
     todo = plan(ctx, tz)
     refuse_unretained(ctx, todo, tz)
@@ -152,8 +152,6 @@ def compute_pass(ctx: PassContext) -> dict[str, Any]:
 def _export_window(ctx: PassContext, tz: ZoneInfo) -> tuple[date, date]:
     """[first, last] day whose month this host's CSVs hold: every month retention keeps
     (from the first of the month it keeps), and any --start-date asked for."""
-    from m10jobs.jobs.maintenance.settings import RetentionSettings
-
     until = _until(ctx, tz)
     kept = ctx.config.settings(RetentionSettings).stats_csv
     months = kept.max_age_months if kept.enabled else None
@@ -167,8 +165,6 @@ def _export_window(ctx: PassContext, tz: ZoneInfo) -> tuple[date, date]:
 def _wait_for_compute(ctx: PassContext, last: date, have_last: bool) -> None:
     """Another host computing right now (the timers fire together): wait for it, bounded,
     so this host's CSV gets the day it is adding; still busy -> skipped (75)."""
-    from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
-
     wait_s = ctx.config.settings(DailyStatsSettings).compute_wait_seconds
     if have_last or ctx.dry_run or live_holder(ctx.conn, LOCK) is None:
         return
@@ -183,9 +179,6 @@ def _wait_for_compute(ctx: PassContext, last: date, have_last: bool) -> None:
 def _marker_stale(path: Path) -> bool:
     """The month's marker is missing or does not describe the CSV as it is (a crash
     between the CSV's rename and the marker's): it is rewritten, so the pair heals."""
-    from m10jobs.errors import BadInput
-    from m10jobs.jobs.stats.statsfile import marker_for, parse, read_marker
-
     try:
         marker = read_marker(path)
     except BadInput:  # torn or damaged: it only describes the CSV, so write it again
@@ -198,19 +191,6 @@ def _marker_stale(path: Path) -> bool:
 
 def export_pass(ctx: PassContext) -> dict[str, Any]:
     """Host-local: bring this host's month files in line with the table, then upload."""
-    from m10jobs.edges import fallback
-    from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
-    from m10jobs.edges.queries import query
-    from m10jobs.jobs.stats.statsfile import (
-        COLUMNS,
-        csv_path,
-        marker_for,
-        marker_path,
-        month_files,
-        parse,
-        render,
-    )
-
     tz = _zone(ctx)
     s = ctx.config.settings(DailyStatsSettings)
     first, last = _export_window(ctx, tz)

@@ -25,7 +25,7 @@ def _zone_name(name: str) -> str | None:
 
 
 def _object_prefix(prefix: str) -> str | None:
-    from m10jobs.edges import fallback
+    from m10jobs.edges import fallback  # not at the top: this module is on every start-up path
 
     try:
         fallback.check_key(prefix + "m10_stats.csv")

@@ -16,6 +16,8 @@ import statistics
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from m10jobs.edges import streams
+from m10jobs.edges.queries import query
 from m10jobs.errors import TaskFailed
 from m10jobs.jobs.synthetic.settings import EVENT_TYPE, SyntheticSettings
 
@@ -48,9 +50,6 @@ def _missing(client: redis.Redis, published: list[dict[str, Any]]) -> list[dict[
 
 
 def synthetic(ctx: PassContext) -> dict[str, Any]:
-    from m10jobs.edges import streams
-    from m10jobs.edges.queries import query
-
     s = ctx.config.settings(SyntheticSettings)
     count, stall_s, lookback_s = s.count, s.stall_seconds, s.lookback_seconds
 
