@@ -12,11 +12,13 @@ so `--help` and a lock-busy pass never load a pass module or its clients.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -192,8 +194,29 @@ def find(name: str) -> tuple[Job, Task | None]:
     raise KeyError(name)
 
 
+def _declaring_package(script: str) -> str | None:
+    """The flow package whose __init__ declares `script`, found by reading the sources, so
+    a console script (`--help`, every timer start) imports its own declaration only."""
+    import m10jobs.jobs as package
+
+    needle = f'script="{script}"'
+    for info in pkgutil.iter_modules(package.__path__):
+        init = Path(package.__path__[0], info.name, "__init__.py")
+        with contextlib.suppress(OSError):
+            if needle in init.read_text(encoding="utf-8"):
+                return f"{package.__name__}.{info.name}"
+    return None
+
+
 def by_script(script: str) -> Job:
-    """A console script's job."""
+    """A console script's job, importing only its own flow package; the full scan is the
+    fallback."""
+    name = _declaring_package(script)
+    if name is not None:
+        module = importlib.import_module(name)
+        for job in getattr(module, "JOBS", (getattr(module, "JOB", None),)):
+            if isinstance(job, Job) and job.script == script:
+                return job
     for job in jobs():
         if job.script == script:
             return job

@@ -42,6 +42,22 @@ def test_by_script_finds_every_declared_job() -> None:
         assert by_script(job.script) is job
 
 
+def test_a_console_script_imports_only_its_own_flow_package() -> None:
+    # every timer start and --help: one declaration imported, not all of them
+    import subprocess
+    import sys
+
+    for job in jobs():
+        code = ("import sys\nfrom m10jobs.registry import by_script\n"
+                f"job = by_script({job.script!r})\n"
+                "flows = {m.split('.')[2] for m in sys.modules if m.startswith('m10jobs.jobs.')}\n"
+                "own = job.tasks[0].run.split('.')[2]\n"
+                "print(sorted(flows - {own, 'outbox'}))")  # outbox: its stream names
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                             text=True).stdout
+        assert out.strip() == "[]", (job.script, out)
+
+
 def test_every_pass_is_named_lazily_and_resolves() -> None:
     # declarations name their pass "module:function" inside their own flow package
     from m10jobs.registry import resolve
