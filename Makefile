@@ -28,18 +28,18 @@ deps: venv
 	scripts/dev/install-deps.sh $(BIN)/pip
 
 test: deps
-	$(BIN)/ruff check m10jobs tests benchmarks
+	$(BIN)/ruff check m10jobs devenv tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: deps
-	$(BIN)/python -m m10jobs.devenv.demo
+	$(BIN)/python -m devenv.demo
 
 bench: deps
 	$(BIN)/python -m benchmarks.run $(BENCH)
 
 lint: venv
-	$(BIN)/ruff check m10jobs tests benchmarks
-	$(BIN)/ruff format --check m10jobs tests benchmarks || true
+	$(BIN)/ruff check m10jobs devenv tests benchmarks
+	$(BIN)/ruff format --check m10jobs devenv tests benchmarks || true
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,5 +1,5 @@
 """Real services for the suite: one PostgreSQL cluster and one redis-server per
-session (started by m10jobs.devenv.services, unprivileged when we are root),
+session (started by devenv.services, unprivileged when we are root),
 a fresh migrated database per test (cloned from a template), and moto's S3
 server on loopback for the tests that ask for it."""
 
@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from m10jobs.devenv.services import S3, Postgres, Redis
+from devenv.services import S3, Postgres, Redis
 from m10jobs.edges.migrate import migrate
 
 BIN = Path(sys.executable).parent

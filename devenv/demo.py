@@ -1,7 +1,7 @@
 """`make demo`: the suite end to end on throwaway local services.
 
 Starts PostgreSQL, Redis and moto's S3 server under a temp dir, migrates, then
-runs every scene in m10jobs/devenv/demos/ (ordered by each module's ORDER):
+runs every scene in devenv/demos/ (ordered by each module's ORDER):
 each scene runs real console scripts and shows what happened.  Scenes may
 contribute a CONFIG TOML fragment to the demo's config file.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from m10jobs.devenv.services import Stack, stack
+from devenv.services import Stack, stack
 
 BIN = Path(sys.executable).parent
 
@@ -58,7 +58,7 @@ class Demo:
 
 
 def scenes() -> list[ModuleType]:
-    import m10jobs.devenv.demos as pkg
+    import devenv.demos as pkg
 
     mods = [importlib.import_module(f"{pkg.__name__}.{m.name}")
             for m in pkgutil.iter_modules(pkg.__path__)]

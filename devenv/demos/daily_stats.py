@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m10jobs.devenv.demo import Demo
+    from devenv.demo import Demo
 
 ORDER = 40
 CONFIG = """
@@ -23,7 +23,7 @@ alert_after_hours = 24
 def run(d: Demo) -> None:
     import boto3
 
-    from m10jobs.devenv.services import free_port
+    from devenv.services import free_port
 
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     start = yesterday - timedelta(days=2)

@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m10jobs.devenv.demo import Demo
+    from devenv.demo import Demo
 
 ORDER = 30
 CONFIG = """
@@ -55,7 +55,7 @@ def run(d: Demo) -> None:
     if d.stack.s3 is not None:
         import boto3
 
-        from m10jobs.devenv.services import S3
+        from devenv.services import S3
 
         s3 = boto3.client("s3", endpoint_url=d.stack.s3.endpoint_url,
                           aws_access_key_id=S3.env["AWS_ACCESS_KEY_ID"],
