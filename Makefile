@@ -32,7 +32,7 @@ test: deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: deps
-	$(BIN)/python -m devenv.demo
+	$(BIN)/python -m devenv.demo $(DEMO_ARGS)
 
 bench: deps
 	$(BIN)/python -m benchmarks.run $(BENCH)
