@@ -1,7 +1,8 @@
 """Build a job's click command from its registry declaration.
 
-Imports only click and the registry: the runner (and with it psycopg) is
-imported when the command actually runs, so `--help` costs no driver import.
+Imports only click, the registry and the global settings (m10jobs.config, for
+the flags): the runner (and with it psycopg) is imported when the command
+actually runs, so `--help` costs no driver import.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def job_command(job: Job, only: Task | None = None, name: str | None = None) -> 
 
     def callback(config_file: str | None, dry_run: bool, verbose: bool, **kwargs: Any) -> None:
         from m10jobs import runner
+        from m10jobs.cli import service_identity
 
+        service_identity.adopt()
         flags, params = split_flags(kwargs)
         code = runner.run(job, only=only, config_file=config_file, flags=flags,
                           dry_run=dry_run, verbose=verbose, params=params)

@@ -1,6 +1,8 @@
 """Object storage (R2 or any S3-compatible store) through boto3.
 
-boto3 is imported here only (it costs ~300 ms), by the jobs that upload.
+boto3 is imported here only (it costs ~300 ms), by the jobs that upload;
+fallback and retry_r2_fallbacks import botocore's exception classes inside
+their functions.
 Explicit timeouts and a bounded retry: a pass never hangs on a dead endpoint.
 Credentials come from boto3's usual chain (env, shared files, instance role).
 
@@ -11,9 +13,8 @@ MULTIPART_THRESHOLD goes multipart (`upload_file`), each part with its SHA-256
 checked by the store, and the composite checksum the store reports for the
 object is compared with the one computed from the file (for multipart
 uploads R2, like S3, offers SHA-256 only in this composite form, not as a
-full-object checksum).  A store that answers without a
-checksum (no support for them) gets the old check: read the object back and
-hash it.
+full-object checksum).  A store that answers without a checksum (no support
+for them) gets the old check: read the object back and hash it.
 """
 
 from __future__ import annotations
