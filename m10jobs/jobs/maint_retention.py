@@ -244,9 +244,10 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
                                           {"max_age_s": secs}).fetchone()["n"]
                  for policy, _, secs, _ in plans}
         return {"would_delete": would, "archive": sink.location("<policy>")}
-    results, longest = _run(ctx, sink, plans, TABLE_POLICIES, TABLE_TARGET_PREFIX)
+    results, longest, failures = _run(ctx, sink, plans, TABLE_POLICIES, TABLE_TARGET_PREFIX)
     ctx.gauge("m10_retention_longest_txn_seconds", longest,
               "Longest single retention batch transaction.")
+    _fail_on(failures)
     return {"policies": results, "longest_txn_s": round(longest, 3),
             "archive": sink.location("<policy>")}
 
@@ -281,7 +282,8 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
         (p, host + t, secs,
          lambda jid, cut, g=g, a=a, p=p: purge_files(ctx, p, g(), sink, a, jid))
         for p, t, secs, g, a in file_plans]
-    results, _ = _run(ctx, sink, plans, FILE_POLICIES, host)
+    results, _, failures = _run(ctx, sink, plans, FILE_POLICIES, host)
+    _fail_on(failures)
     return {"policies": results, "archive": sink.location("<policy>")}
 
 
@@ -291,11 +293,11 @@ def _age(s: RetentionSettings, policy: str) -> float | None:
 
 
 def _run(ctx: PassContext, sink: Sink, plans: list[Plan], policies: tuple[str, ...],
-         target_prefix: str) -> tuple[dict[str, Any], float]:
+         target_prefix: str) -> tuple[dict[str, Any], float, list[str]]:
     """Run each plan under its own retention_jobs row; a failing policy does not stop the
-    others (the task fails at the end).  Rows of this task's own domain (its policies, its
-    target prefix: the tables, or this host's files) left `running` by a killed run are
-    closed as interrupted; another task's or host's running rows are not ours to judge."""
+    others (the caller then fails the task: _fail_on).  Rows of this task's own domain
+    (its policies and target prefix: the tables, or this host's files) left `running` by a
+    killed run are closed as interrupted; another task's or host's running rows may be live."""
     for r in ctx.conn.execute(query("retention_interrupted"), {
             "run_id": ctx.run_id, "policies": list(policies), "target_prefix": target_prefix}):
         ctx.log.warning("retention run %s (policy %s) was interrupted; resuming its work",
@@ -329,7 +331,10 @@ def _run(ctx: PassContext, sink: Sink, plans: list[Plan], policies: tuple[str, .
                            "seconds": round(time.monotonic() - t0, 3)}
         ctx.gauge("m10_retention_rows_deleted", out.deleted, "Rows/files deleted by retention.",
                   policy=policy)
+    return results, longest, failures
+
+
+def _fail_on(failures: list[str]) -> None:
     if failures:
         raise TaskFailed(f"retention policies failed: {', '.join(failures)} (see the log and "
                          "`m10 retention history`); the others ran")
-    return results, longest
