@@ -119,12 +119,14 @@ ON CONFLICT (view_name) DO UPDATE
        was_concurrent = EXCLUDED.was_concurrent, run_id = EXCLUDED.run_id;
 
 -- retention_interrupted --
--- Runs that died mid-way (we hold the lease, so nobody else is running): mark them failed.
+-- Runs of the same domain (policies, target prefix: the tables, or one host's files) that
+-- died mid-way: we hold that domain's lease, so none of them is running.  Mark them failed.
 UPDATE m10_recovery.retention_jobs
    SET status = 'failed', finished_at = now(),
        error = 'interrupted; its remaining rows are handled by run ' || %(run_id)s,
        duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
  WHERE status = 'running' AND run_id <> %(run_id)s
+   AND policy = ANY(%(policies)s::text[]) AND starts_with(target, %(target_prefix)s)
 RETURNING id, run_id, policy;
 
 -- retention_start --
