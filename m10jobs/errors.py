@@ -19,6 +19,18 @@ class ExitCode(IntEnum):
     CONFIG = 78
 
 
+MEANINGS = {
+    ExitCode.OK: "ok",
+    ExitCode.FAILED: "failed",
+    ExitCode.USAGE: "usage error",
+    ExitCode.DATAERR: "bad input data",
+    ExitCode.UNAVAILABLE: "dependency unreachable",
+    ExitCode.TEMPFAIL: "skipped: lock held elsewhere",
+    ExitCode.CONFIG: "bad configuration",
+}
+"""What each exit code means, in words (`m10 status`, alert texts)."""
+
+
 class M10Error(Exception):
     """An expected failure: one clear line, a documented exit code, no traceback."""
 
