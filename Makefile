@@ -59,6 +59,7 @@ endif
 		install -m 0640 systemd/m10jobs.toml.example $(DESTDIR)$(CONFDIR)/m10jobs.toml
 	[ -e $(DESTDIR)$(CONFDIR)/env ] || install -m 0600 systemd/env.example $(DESTDIR)$(CONFDIR)/env
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 monitoring/*.yml $(DESTDIR)$(DOCDIR)/
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemd-sysusers && systemctl daemon-reload; fi
 

@@ -141,6 +141,12 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     elif appended:
         ctx.log.info("upload skipped (daily_stats.upload is off or r2_bucket is not set)")
     ctx.gauge("m10_daily_stats_days_exported", len(todo), "Days appended by the last pass.")
+    files = month_files(ctx.config.log_dir)
+    newest = parse(files[-1]).last_date if files else None
+    if newest is not None:
+        ctx.gauge("m10_daily_stats_last_day_timestamp_seconds",
+                  datetime.combine(newest, time(), tz).timestamp(),
+                  "Start of the newest day in the stats CSVs (stale when older than 2 days).")
     return {"exported": [d.isoformat() for d in todo], "files": [p.name for p in written],
             "uploads": uploads, "timezone": tz.key}
 

@@ -21,6 +21,21 @@ if TYPE_CHECKING:
 
 
 def retry_pass(ctx: PassContext) -> dict[str, Any]:
+    """One pass; whatever its outcome, the age of the oldest upload still pending after it
+    (what the M10FallbackUploadsPending alert watches)."""
+    from m10jobs.edges import fallback
+
+    try:
+        return _retry(ctx)
+    finally:
+        ages = [fallback.age_hours(meta) * 3600
+                for entry in fallback.pending(fallback.fallback_dir(ctx.config))
+                if (meta := entry.read_meta_or_none()) is not None]
+        ctx.gauge("m10_fallback_oldest_pending_age_seconds", max(ages, default=0),
+                  "Time since the oldest still pending fallback upload first failed.")
+
+
+def _retry(ctx: PassContext) -> dict[str, Any]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from m10jobs.edges import fallback, storage
