@@ -150,11 +150,17 @@ main.add_command(RunGroup("run", help="Run one job (or one maintenance task) now
 
 @main.command(context_settings=CONTEXT)
 def jobs() -> None:
-    """The job registry: script, lock(s), schedule."""
+    """The job registry: script, schedule (OnCalendar=), lease(s), tasks."""
     from m10jobs.registry import jobs as registered
 
-    for job in registered():
-        click.echo(f"{job.script:28} {', '.join(job.locks):60} {job.schedule}")
+    rows = [("SCRIPT", "SCHEDULE", "LEASES", "TASKS")] + [
+        (job.script, job.schedule, ", ".join(dict.fromkeys(job.locks)),
+         ", ".join(t.name for t in job.tasks) if len(job.tasks) > 1 else "-")
+        for job in registered()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        click.echo("  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[3]])
+                   .rstrip())
 
 
 def _add_ops_groups() -> None:

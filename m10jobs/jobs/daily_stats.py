@@ -179,7 +179,7 @@ JOB = Job(
     produces=(
         Flow("checkpoint", "CSV stats files", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv",
              "Daily stats; next day's export resumes after its last date",
-             ("m10-daily-stats", "retention")),
+             ("m10-daily-stats", "retention_cleanup")),
         Flow("marker", ".processed", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv.processed",
              "Last date, rows and sha256 of the CSV", ("m10 postflight",)),
     ),

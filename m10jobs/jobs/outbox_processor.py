@@ -317,15 +317,15 @@ JOB = Job(
     wants=("network-online.target",),
     produces=(
         Flow("lock", LOCK, "m10_recovery.distributed_locks", "Single-leader outbox processing",
-             ("orchestrator.py",)),
+             ("m10 outbox status",)),
         Flow("checkpoint", "replay_log", "m10_recovery.replay_log", "Idempotency tracking",
-             ("retry scripts", "retention cleanup")),
+             ("dl_reconcile", "retention_cleanup")),
         Flow("stream", "m10:outbox", "Redis stream (outbox.stream, outbox.routes)",
              "Published outbox events (A5 fields)"),
         Flow("stream", "m10:dead_letter", "Redis stream (outbox.dead_letter_stream)",
              "Events that could not be published", ("dl_reconcile",)),
         Flow("checkpoint", "dead_letter_archive", "m10_recovery.dead_letter_archive",
-             "DL message storage", ("retention_archive.py", "reconcile_dl.py")),
+             "DL message storage", ("dl_reconcile", "retention_cleanup", "m10 dl list")),
     ),
     consumes=("m10_recovery.outbox",),
 )

@@ -1,0 +1,33 @@
+"""What `m10 jobs` and `m10 flows` print: headers, the project's own names, no repeats."""
+
+from __future__ import annotations
+
+import re
+
+from click.testing import CliRunner
+
+from m10jobs.cli.admin import main
+from m10jobs.registry import jobs
+
+
+def test_jobs_has_a_header_and_each_lease_once() -> None:
+    out = CliRunner().invoke(main, ["jobs"]).output
+    lines = out.splitlines()
+    assert re.fullmatch(r"SCRIPT\s+SCHEDULE\s+LEASES\s+TASKS", lines[0])
+    assert len(lines) == 1 + len(jobs())
+    maintenance = next(line for line in lines if line.startswith("m10-maintenance "))
+    leases = re.split(r"\s{2,}", maintenance)[2]
+    assert leases == "reclaim_gc, dl_reconcile, matview_{key}, retention_cleanup"
+
+
+def test_flows_names_our_own_parts_and_groups_tables_by_schema() -> None:
+    out = CliRunner().invoke(main, ["flows"]).output
+    assert ".py" not in out  # no seed file names as producers or consumers
+    sections = re.split(r"\n\n", out.strip())
+    for section in sections:
+        title, header = section.splitlines()[:2]
+        assert re.fullmatch(r"\s+NAME\s+PRODUCER\s+CONSUMERS / LOCATION", header), section
+        if "(m10_recovery)" in title:
+            assert "aos_cost." not in section, section
+    assert any(s.startswith("Cost tables (aos_cost") and "aos_cost.anomalies" in s
+               for s in sections)
