@@ -16,12 +16,14 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import version_option
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.cli.jobcommand import job_command
 from m10jobs.errors import ExitCode
 
 
 @click.group(context_settings=CONTEXT)
+@version_option()
 def main() -> None:
     """m10jobs admin: migrations, leases, and running any job by hand.
 

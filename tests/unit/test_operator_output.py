@@ -31,3 +31,17 @@ def test_flows_names_our_own_parts_and_groups_tables_by_schema() -> None:
             assert "aos_cost." not in section, section
     assert any(s.startswith("Cost tables (aos_cost") and "aos_cost.anomalies" in s
                for s in sections)
+
+
+def test_every_script_has_version() -> None:
+    """--version on m10 and on every job's console script, from the installed metadata."""
+    from importlib.metadata import version
+
+    from m10jobs.cli import entry
+
+    commands = {"m10": main} | {j.script: getattr(entry, j.script.replace("-", "_"))
+                                for j in jobs()}
+    for script, command in commands.items():
+        result = CliRunner().invoke(command, ["--version"], prog_name=script)
+        assert result.exit_code == 0, (script, result.output)
+        assert result.output == f"{script} (m10jobs) {version('m10jobs')}\n"
