@@ -28,8 +28,9 @@ def COMMAND() -> None:
 
 
 @admin_command(COMMAND, "status")
-def status(config: Any, log: logging.Logger) -> int:
-    """Show latest_report.json (verdict, age, failing probes) and rollback's records for it."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (for machines).")
+def status(config: Any, log: logging.Logger, as_json: bool) -> int:
+    """Show latest_report.json (verdict, age, probes) and rollback's records for it."""
     from m10jobs import canary_report as cr
     from m10jobs.jobs.rollback import read_actions
 
@@ -39,7 +40,7 @@ def status(config: Any, log: logging.Logger) -> int:
         click.echo(f"no canary report at {path} yet")
         return 0
     actions = read_actions(cr.actions_log_path(config.state_dir)).get(report.run_id, [])
-    click.echo(json.dumps({
+    shown = {
         "report": str(path),
         "run_id": report.run_id,
         "verdict": report.verdict,
@@ -50,5 +51,29 @@ def status(config: Any, log: logging.Logger) -> int:
         "not_passing": [{k: p.get(k) for k in ("name", "status", "detail", "critical")}
                         for p in report.raw["probes"] if p["status"] != "pass"],
         "rollback": actions,
-    }, indent=2, default=str))
+    }
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, default=str))
+        return 0
+    _print_text(shown, report.raw["probes"])
     return 0
+
+
+def _print_text(shown: dict[str, Any], probes: list[dict[str, Any]]) -> None:
+    from m10jobs.cli.ops.deadletters import print_table
+
+    done = [" ".join(f"{k}={v}" for k, v in a.items() if k != "report_run_id")
+            for a in shown["rollback"]]
+    for label, value in (
+        ("report", shown["report"]),
+        ("run", f"{shown['run_id']}, finished {shown['finished_at']} "
+                f"({shown['age_s']:.0f}s ago)"),
+        ("verdict", f"{shown['verdict']} (score {shown['score']})"
+                    + (f": {shown['reason']}" if shown["reason"] else "")),
+        ("rollback", "; ".join(done) if done else "nothing done for this report"),
+    ):
+        click.echo(f"{label:9} {value}")
+    click.echo("")
+    print_table(probes, [("PROBE", "name"), ("STATUS", "status"), ("VALUE", "value"),
+                         ("THRESHOLD", "threshold"), ("CRITICAL", "critical"),
+                         ("DETAIL", "detail")])
