@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from m10jobs.cli.admin import main
@@ -45,3 +47,25 @@ def test_every_script_has_version() -> None:
         result = CliRunner().invoke(command, ["--version"], prog_name=script)
         assert result.exit_code == 0, (script, result.output)
         assert result.output == f"{script} (m10jobs) {version('m10jobs')}\n"
+
+
+def test_units_render_needs_output_outside_a_checkout(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    refused = CliRunner().invoke(main, ["units", "render"])
+    assert refused.exit_code == 2 and "give --output DIR" in refused.output
+    assert list(tmp_path.iterdir()) == []
+    ok = CliRunner().invoke(main, ["units", "render", "--output", str(tmp_path / "out")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "out" / "m10-canary.timer").is_file()
+
+
+def test_units_render_defaults_to_systemd_inside_a_checkout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "m10jobs"\n')
+    (tmp_path / "m10jobs").mkdir()
+    (tmp_path / "m10jobs" / "registry.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    ok = CliRunner().invoke(main, ["units", "render"])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "systemd" / "m10-canary.service").is_file()
