@@ -69,3 +69,37 @@ def test_units_render_defaults_to_systemd_inside_a_checkout(
     ok = CliRunner().invoke(main, ["units", "render"])
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "systemd" / "m10-canary.service").is_file()
+
+
+def test_status_reads_systemd_formats() -> None:
+    """The shapes systemctl prints (list-timers JSON since v246, show --timestamp=unix
+    since v251), parsed as `m10 status` needs them; older formats read as unknown."""
+    from m10jobs.cli.ops import status
+
+    timers = status.parse_list_timers(
+        '[{"next": 1589485390891904, "left": 1589485390891904, "last": 1589481783203015,'
+        ' "passed": 1589481783203015, "unit": "m10-canary.timer",'
+        ' "activates": "m10-canary.service"},'
+        ' {"next": 0, "left": 0, "last": null, "passed": null, "unit": "aos-cost.timer",'
+        ' "activates": "aos-cost.service"}]')
+    assert timers == {"m10-canary.timer": 1589485390.891904, "aos-cost.timer": None}
+    assert status.parse_list_timers("") == {} and status.parse_list_timers("garbage") == {}
+    shown = status.parse_systemctl_show(
+        "Id=m10-canary.service\nExecMainStatus=69\nExecMainExitTimestamp=@1639232757\n\n"
+        "Id=m10-rollback.service\nExecMainStatus=0\nExecMainExitTimestamp=\n")
+    assert shown["m10-canary.service"]["ExecMainStatus"] == "69"
+    assert status.systemd_timestamp(shown["m10-canary.service"]["ExecMainExitTimestamp"]) \
+        == 1639232757
+    assert status.systemd_timestamp(shown["m10-rollback.service"]["ExecMainExitTimestamp"]) \
+        is None
+    assert status.systemd_timestamp("Sat 2021-12-11 15:25:57 CET") is None
+
+
+def test_status_schedule_intervals() -> None:
+    from m10jobs.cli.ops.status import human, schedule_seconds
+
+    assert [schedule_seconds(s) for s in ("minutely", "*:0/5", "*:1/5", "*:0/30", "hourly",
+                                          "daily", "*-*-* 00:05:00")] == [
+        60, 300, 300, 1800, 3600, 86400, 86400]
+    assert [human(s) for s in (5, 119, 600, 7260, 200000, -30)] == [
+        "5s", "119s", "10m", "2h01m", "2d7h", "-30s"]

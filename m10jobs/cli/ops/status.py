@@ -137,7 +137,8 @@ def systemd_present() -> bool:
     return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
 
 
-SYSTEMD_PROPS = ("Id", "NextElapseUSecRealtime", "ExecMainStatus", "ExecMainExitTimestamp")
+SYSTEMD_PROPS = ("Id", "ExecMainStatus", "ExecMainExitTimestamp")
+"""Of each service; `--timestamp=unix` formats the timestamp as @seconds (systemd >= 251)."""
 
 
 def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
@@ -161,17 +162,38 @@ def systemd_timestamp(value: str | None) -> float | None:
     return None
 
 
-def systemd_units(names: Sequence[str]) -> dict[str, dict[str, str]]:
+def _systemctl(*args: str) -> str:
+    try:
+        return subprocess.run(["systemctl", "--no-pager", *args], capture_output=True,
+                              text=True, timeout=SYSTEMCTL_TIMEOUT_S, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def systemd_services(names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Last exit status and time of each service, by unit name ({} without systemd)."""
     if not names or not systemd_present():
         return {}
+    return parse_systemctl_show(_systemctl("show", "--timestamp=unix",
+                                           *(f"-p{p}" for p in SYSTEMD_PROPS), "--", *names))
+
+
+def parse_list_timers(text: str) -> dict[str, float | None]:
+    """`systemctl list-timers --output=json`: next elapse (Unix seconds) by timer unit.
+    (NextElapseUSecRealtime in `systemctl show` ignores --timestamp before systemd 258.)"""
     try:
-        out = subprocess.run(
-            ["systemctl", "show", "--timestamp=unix", *(f"-p{p}" for p in SYSTEMD_PROPS),
-             "--", *names], capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S,
-            check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        timers = json.loads(text or "[]")
+    except ValueError:
         return {}
-    return parse_systemctl_show(out.stdout)
+    return {t["unit"]: (t["next"] / 1e6 if t.get("next") else None)
+            for t in timers if isinstance(t, dict) and "unit" in t}
+
+
+def systemd_timers(patterns: Sequence[str]) -> dict[str, float | None]:
+    if not systemd_present():
+        return {}
+    return parse_list_timers(_systemctl("list-timers", "--all", "--output=json", "--",
+                                        *patterns))
 
 
 # --- jobs -------------------------------------------------------------------------------
@@ -203,7 +225,8 @@ def check_jobs(st: Status, config: Any, leases: list[dict[str, Any]] | None) -> 
     from m10jobs.registry import jobs
 
     registered = jobs()
-    units = systemd_units([f"{j.script}{s}" for j in registered for s in (".service", ".timer")])
+    units = systemd_services([f"{j.script}.service" for j in registered])
+    timers = systemd_timers([f"{j.script}.timer" for j in registered])
     claimed: set[str] = set()
     for job in registered:
         row = JobRow(job.script)
@@ -223,9 +246,8 @@ def check_jobs(st: Status, config: Any, leases: list[dict[str, Any]] | None) -> 
             # 75 (another host holds the lease) is a normal run, whatever the metric counts.
             if row.exit_code in (ExitCode.OK, ExitCode.TEMPFAIL):
                 row.last_ok = max(row.last_ok or 0, row.last_run or 0) or None
-        timer = units.get(f"{job.script}.timer")
-        if timer is not None:
-            nxt = systemd_timestamp(timer.get("NextElapseUSecRealtime"))
+        if f"{job.script}.timer" in timers:
+            nxt = timers[f"{job.script}.timer"]
             row.next_elapse = "in " + human(nxt - st.now) if nxt else "not scheduled"
         st.jobs.append(row)
 
