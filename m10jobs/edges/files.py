@@ -4,6 +4,11 @@ Every marker, checkpoint and report goes through atomic_write under a
 filelock, so a reader (or a crash) sees the old complete content or the new
 one, never a torn file.  The lock is reentrant within a process, so a
 read-modify-write (CSV append) holds file_lock() around read and write.
+
+One lock file per directory (`.m10jobs.lock`), never one per artifact: a lock
+file cannot be removed safely while another process may be waiting on it, so
+per-artifact locks would pile up for ever (one per canary report, 288 a day).
+Every write in a directory is short, so serialising them costs nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ from typing import Any
 LOCK_TIMEOUT_S = 60
 
 
+DIR_LOCK_NAME = ".m10jobs.lock"
+
+
 def lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
+    """The lock that serialises writers of path: its directory's one lock file."""
+    return path.parent / DIR_LOCK_NAME
 
 
 @contextlib.contextmanager
@@ -40,10 +49,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644,
+                 lock: bool = True) -> None:
+    """lock=False where the directory is not ours to leave a lock file in (the
+    systemd unit directory): there the caller is the only writer."""
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
-    with file_lock(path):
+    with file_lock(path) if lock else contextlib.nullcontext():
         _remove_stale_temps(path)
         import tempfile  # imported here: not on the start-up path of a skipped pass
 
@@ -63,8 +75,11 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
 
 
 def _remove_stale_temps(path: Path) -> None:
-    """Temp files a killed writer left behind; safe to remove while we hold the lock."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    """Temp files a killed writer left behind, and the per-artifact lock file that
+    earlier releases kept beside each artifact; safe to remove while we hold the lock."""
+    leftovers = [*path.parent.glob(f".{glob.escape(path.name)}.*.tmp"),
+                 path.with_name(f".{path.name}.lock")]
+    for stale in leftovers:
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
 
