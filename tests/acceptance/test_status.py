@@ -19,6 +19,7 @@ from m10jobs.config import load_config
 from m10jobs.edges.fallback import retry_local_fallback
 from m10jobs.edges.files import atomic_write, atomic_write_json
 from m10jobs.edges.metrics import write_job_metrics
+from m10jobs.registry import jobs
 from m10jobs.statsfile import COLUMNS, csv_path, marker_for, marker_path, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,10 +46,18 @@ def write_canary(state_dir: Path, finished: float, status: str = "pass") -> None
     atomic_write_json(path, report)
 
 
+def ran_here(env: dict[str, str], script: str, code: int = 0, ago: float = 60) -> None:
+    """The metrics file a run of `script` on this host leaves (the runner's writer)."""
+    write_job_metrics(Path(env["M10_METRICS_DIR"]), script, exit_code=code,
+                      started=time.time() - ago, duration=1.0, succeeded=code in (0, 75))
+
+
 @pytest.fixture
 def green(env: dict[str, str], conn: Any) -> dict[str, str]:
-    """A host where everything is well: stats to yesterday, a fresh passing canary, every
-    hour of cost snapshotted, nothing pending, no lease."""
+    """A host where everything is well: every job ran a minute ago, stats to yesterday, a
+    fresh passing canary, every hour of cost snapshotted, nothing pending, no lease."""
+    for job in jobs():
+        ran_here(env, job.script)
     write_stats(Path(env["M10_LOG_DIR"]), datetime.now(UTC).date() - timedelta(days=1))
     write_canary(Path(env["M10_STATE_DIR"]), time.time() - 5)
     conn.execute("""
@@ -66,8 +75,6 @@ def status(cli: Any, env: dict[str, str], *args: str) -> Any:
 
 
 def test_all_green_exits_0(cli: Any, green: dict[str, str]) -> None:
-    write_job_metrics(Path(green["M10_METRICS_DIR"]), "m10-canary", exit_code=0,
-                      started=time.time() - 60, duration=1.0, succeeded=True)
     r = status(cli, green)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK: nothing needs action" in r.stdout
@@ -143,8 +150,11 @@ def _cost_gap(env: dict[str, str], conn: Any) -> None:
 
 
 def _job_failed(env: dict[str, str], conn: Any) -> None:
-    write_job_metrics(Path(env["M10_METRICS_DIR"]), "m10-outbox-processor", exit_code=69,
-                      started=time.time() - 30, duration=1.0, succeeded=False)
+    ran_here(env, "m10-outbox-processor", code=69, ago=30)
+
+
+def _job_late(env: dict[str, str], conn: Any) -> None:
+    ran_here(env, "m10-canary", ago=3 * 3600)
 
 
 STATES = {
@@ -159,6 +169,7 @@ STATES = {
     "uploads-pending": (_pending_upload, "m10-retry-r2-fallbacks"),
     "cost-gap": (_cost_gap, "aos-cost-snapshot-hourly"),
     "job-failed": (_job_failed, "m10 run m10-outbox-processor --verbose"),
+    "job-late": (_job_late, "systemctl status m10-canary.timer"),
 }
 
 
@@ -183,6 +194,25 @@ def test_stuck_lease_is_shown_on_its_job(cli: Any, green: dict[str, str], conn: 
     out = status(cli, green).stdout
     row = next(line for line in out.splitlines() if line.startswith("m10-outbox-processor "))
     assert "m10:outbox_processor ghost:4242:abc (held 2h00m)" in row
+
+
+@pytest.mark.parametrize("code", [75, None])
+def test_host_local_files_of_a_job_another_host_runs_are_not_red(
+        cli: Any, green: dict[str, str], code: int | None) -> None:
+    """Several hosts, one wins each lease: a host whose stats/canary runs are skipped
+    (75) or never happened here does not keep those files; that is not a problem."""
+    for p in [*Path(green["M10_LOG_DIR"]).iterdir(), *Path(green["M10_STATE_DIR"]).rglob("*")]:
+        if p.is_file():
+            p.unlink()
+    for script in ("m10-daily-stats", "m10-canary"):
+        if code is None:
+            (Path(green["M10_METRICS_DIR"]) / f"m10_{script.replace('-', '_')}.prom").unlink()
+        else:
+            ran_here(green, script, code=code)
+    r = status(cli, green)
+    assert r.returncode == 0, r.stdout
+    why = "last skipped here" if code == 75 else "has not run on this host"
+    assert f"(m10-daily-stats {why}" in r.stdout and f"(m10-canary {why}" in r.stdout
 
 
 def test_database_down_is_red_and_files_still_shown(cli: Any, green: dict[str, str]) -> None:

@@ -85,6 +85,19 @@ class Status:
     def red(self, check: str, message: str, fix: str) -> None:
         self.problems.append(Problem(check, message, fix))
 
+    def elsewhere(self, script: str, known: bool) -> str | None:
+        """Why a host-local artifact of `script` is not this host's to keep, or None.
+
+        Several hosts run the same timers and one wins the lease: a host whose last run
+        was skipped (75), or which never ran the job while its runs are recorded here
+        (`known`: metrics or systemd), is not where that job's files are kept."""
+        row = next((j for j in self.jobs if j.job == script), None)
+        if row is not None and row.exit_code == ExitCode.TEMPFAIL:
+            return f"{script} last skipped here (lease held by another host)"
+        if row is not None and row.exit_code is None and known:
+            return f"{script} has not run on this host"
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         return {"host": self.host, "time": _iso(self.now), "ok": not self.problems,
                 "jobs": [asdict(j) for j in self.jobs], "pipeline": self.pipeline,
@@ -359,8 +372,12 @@ def check_stats(st: Status, config: Any) -> None:
     yesterday = stats_today(config) - timedelta(days=1)
     info: dict[str, Any] = {"dir": str(log_dir), "newest_day": None, "marker": None}
     st.artifacts["daily_stats"] = info
+    elsewhere = st.elsewhere("m10-daily-stats", _run_records(config))
+    if elsewhere:
+        info["elsewhere"] = elsewhere
     if not files:
-        st.red("stats-stale", f"no m10_stats_YYYY-MM.csv in {log_dir}", "m10-daily-stats")
+        if not elsewhere:
+            st.red("stats-stale", f"no m10_stats_YYYY-MM.csv in {log_dir}", "m10-daily-stats")
         return
     newest = files[-1]
     info["file"] = newest.name
@@ -379,7 +396,7 @@ def check_stats(st: Status, config: Any) -> None:
     if mismatches:
         st.red("stats-marker", f"{newest.name}: {'; '.join(mismatches)}",
                f"rm {marker_path(newest)}; m10-daily-stats")
-    if stats.last_date is None or stats.last_date < yesterday:
+    if (stats.last_date is None or stats.last_date < yesterday) and not elsewhere:
         st.red("stats-stale", f"newest stats day is {info['newest_day']}, expected yesterday "
                f"({yesterday})", "m10-daily-stats   (backfills every missing day)")
 
@@ -392,6 +409,9 @@ def check_canary(st: Status, config: Any) -> None:
     max_age = config.section("rollback").float("max_report_age_s", 900.0, min=1.0)
     info: dict[str, Any] = {"report": str(path)}
     st.artifacts["canary"] = info
+    elsewhere = st.elsewhere("m10-canary", _run_records(config))
+    if elsewhere:
+        info["elsewhere"] = elsewhere
     try:
         report = cr.load(path)
     except BadInput as exc:
@@ -401,18 +421,25 @@ def check_canary(st: Status, config: Any) -> None:
         return
     if report is None:
         info["verdict"] = None
-        st.red("canary-stale", f"no canary report at {path}", "m10-canary")
+        if not elsewhere:
+            st.red("canary-stale", f"no canary report at {path}", "m10-canary")
         return
     age = st.now - report.finished_at.timestamp()
     info.update(verdict=report.verdict, score=report.score, age_s=round(age, 1),
                 run_id=report.run_id)
-    if age > max_age:
+    if age > max_age and not elsewhere:
         st.red("canary-stale", f"canary report is {human(age)} old (> rollback "
                f"max_report_age_s {max_age:g}): rollback will not act on it",
                "systemctl status m10-canary.timer; m10-canary")
     if report.verdict in ("fail", "inconclusive"):
         st.red("canary-failing", f"canary verdict {report.verdict} (score {report.score})",
                "m10 canary status   (failing probes, and what rollback did)")
+
+
+def _run_records(config: Any) -> bool:
+    """Whether this host records its runs (metrics files or systemd): only then does
+    "no record of a job" mean it has not run here."""
+    return bool(config.metrics_dir) or systemd_present()
 
 
 def check_uploads(st: Status, config: Any) -> None:
@@ -505,10 +532,12 @@ def render(st: Status) -> list[str]:
     lines += ["", "ARTIFACTS",
               f"  daily stats   newest day {stats.get('newest_day') or '-'}"
               f"{' in ' + stats['file'] if stats.get('file') else ''}; marker "
-              f"{stats.get('marker') or '-'}",
+              f"{stats.get('marker') or '-'}"
+              + (f" ({stats['elsewhere']})" if stats.get("elsewhere") else ""),
               f"  canary        verdict {canary.get('verdict') or '-'}"
               + (f" (score {canary['score']}), report {human(canary['age_s'])} old"
-                 if 'age_s' in canary else ""),
+                 if 'age_s' in canary else "")
+              + (f" ({canary['elsewhere']})" if canary.get("elsewhere") else ""),
               f"  uploads       {up.get('pending', 0)} fallback upload(s) pending"
               + (f", oldest {human(up['oldest_age_s'])}" if up.get("oldest_age_s") else "")]
     if cost:
