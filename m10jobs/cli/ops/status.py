@@ -499,6 +499,7 @@ def collect(config: Any, now: float | None = None) -> Status:
 
 
 def render(st: Status) -> list[str]:
+    """The screen (red and green only on a terminal: click.echo strips the colour else)."""
     lines = [f"m10 status on {st.host} at {_iso(st.now)}  "
              "(jobs and files: this host; database: cluster-wide)", ""]
     header = ("JOB", "LAST RUN", "EXIT", "NEXT", "LEASE")
@@ -547,12 +548,12 @@ def render(st: Status) -> list[str]:
                      f"{newest.strftime('%Y-%m-%d %H:00') if newest else '-'}")
     lines.append("")
     if not st.problems:
-        lines.append("OK: nothing needs action")
+        lines.append(click.style("OK: nothing needs action", fg="green"))
         return lines
-    lines.append(f"NEEDS ACTION ({len(st.problems)})")
+    lines.append(click.style(f"NEEDS ACTION ({len(st.problems)})", fg="red", bold=True))
     for p in st.problems:
-        lines += [f"  RED {p.check}: {p.message}", f"      fix: {p.fix}",
-                  f"      see: {p.runbook}"]
+        lines += [click.style(f"  RED {p.check}: {p.message}", fg="red"),
+                  f"      fix: {p.fix}", f"      see: {p.runbook}"]
     return lines
 
 
