@@ -12,12 +12,14 @@ duplicates a day; a CSV that does not parse stops the pass (65), untouched.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
 from m10jobs.registry import Flow, Job
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -28,17 +30,42 @@ if TYPE_CHECKING:
 MAX_BACKFILL_DAYS = 3660
 
 
-def _zone(ctx: PassContext) -> ZoneInfo:
+def _zone_name(name: str) -> str | None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from m10jobs.errors import ConfigError
-
-    name = ctx.config.section("daily_stats").str("timezone", "UTC")
     try:
-        return ZoneInfo(name)
+        ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"config key daily_stats.timezone: unknown time zone {name!r}; "
-                          "use an IANA name such as UTC or Europe/Berlin") from None
+        return "an IANA time zone name such as UTC or Europe/Berlin"
+    return None
+
+
+def _object_prefix(prefix: str) -> str | None:
+    from m10jobs.edges import fallback
+
+    try:
+        fallback.check_key(prefix + "m10_stats.csv")
+    except ValueError as exc:
+        return f"an object key prefix ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class DailyStatsSettings:
+    """[daily_stats]: the day boundary and where the month CSVs are uploaded."""
+
+    SECTION: ClassVar[str] = "daily_stats"
+
+    timezone: str = setting("UTC", "IANA zone whose midnight ends a day", check=_zone_name)
+    key_prefix: str = setting("m10/stats/", "object key prefix of the uploaded CSVs",
+                              check=_object_prefix)
+    upload: bool = setting(True, "upload each changed month CSV (needs r2_bucket)")
+
+
+def _zone(ctx: PassContext) -> ZoneInfo:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(ctx.config.settings(DailyStatsSettings).timezone)
 
 
 def yesterday(tz: ZoneInfo) -> date:
@@ -94,14 +121,8 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.statsfile import csv_path, marker_for, marker_path, month_files, parse, render
 
     tz = _zone(ctx)
-    section = ctx.config.section("daily_stats")
-    prefix = section.str("key_prefix", "m10/stats/")
-    try:
-        fallback.check_key(prefix + "m10_stats.csv")
-    except ValueError as exc:
-        from m10jobs.errors import ConfigError
-
-        raise ConfigError(f"config key daily_stats.key_prefix: {exc}") from None
+    s = ctx.config.settings(DailyStatsSettings)
+    prefix = s.key_prefix
     todo = plan(ctx, tz)
     if ctx.dry_run:
         return {"would_export": [d.isoformat() for d in todo], "timezone": tz.key}
@@ -133,7 +154,7 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
         ctx.log.info("%s: %d row(s), last %s", path.name, len(rows), rows[-1]["date"],
                      extra={"added": [r["date"] for r in new_rows]})
     uploads = {}
-    if appended and section.bool("upload", True) and ctx.config.r2_bucket:
+    if appended and s.upload and ctx.config.r2_bucket:
         for path in appended:
             result = fallback.upload(ctx.config, path, prefix + path.name, ctx.log,
                                      "text/csv")
@@ -185,4 +206,5 @@ JOB = Job(
     ),
     consumes=("m10_recovery.outbox", "m10_recovery.dead_letter_archive",
               "m10_recovery.retention_jobs"),
+    settings=(DailyStatsSettings,),
 )

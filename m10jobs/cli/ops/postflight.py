@@ -54,17 +54,11 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
 
 def stats_today(config: Any) -> date:
     """Today in the daily_stats time zone: the day whose eve the newest row must be."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from zoneinfo import ZoneInfo
 
-    from m10jobs.errors import ConfigError
+    from m10jobs.jobs.daily_stats import DailyStatsSettings
 
-    tzname = config.section("daily_stats").str("timezone", "UTC")
-    try:
-        tz = ZoneInfo(tzname)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"config key daily_stats.timezone: unknown time zone {tzname!r}") \
-            from None
-    return datetime.now(tz).date()
+    return datetime.now(ZoneInfo(config.settings(DailyStatsSettings).timezone)).date()
 
 
 @admin_command(None, "postflight",

@@ -319,8 +319,9 @@ def _pid(holder: str) -> str:
 
 def check_pipeline(st: Status, config: Any, conn: Any) -> None:
     from m10jobs.edges.queries import query
+    from m10jobs.jobs.maintenance import MaintenanceSettings
 
-    stale_after = config.section("maintenance").int("outbox_stale_seconds", 600, min=1)
+    stale_after = config.settings(MaintenanceSettings).outbox_stale_seconds
     ob = conn.execute(query("status_outbox")).fetchone()
     st.pipeline["outbox"] = ob
     if ob["pending"] and (ob["oldest_pending_age_s"] or 0) > stale_after:
@@ -404,9 +405,10 @@ def check_stats(st: Status, config: Any) -> None:
 def check_canary(st: Status, config: Any) -> None:
     from m10jobs import canary_report as cr
     from m10jobs.errors import BadInput
+    from m10jobs.jobs.rollback import RollbackSettings
 
     path = cr.latest_path(config.state_dir)
-    max_age = config.section("rollback").float("max_report_age_s", 900.0, min=1.0)
+    max_age = config.settings(RollbackSettings).max_report_age_s
     info: dict[str, Any] = {"report": str(path)}
     st.artifacts["canary"] = info
     elsewhere = st.elsewhere("m10-canary", _run_records(config))
