@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from m10jobs.errors import ConfigError
 from m10jobs.redact import register_secret
-from m10jobs.settings import build, suggest
+from m10jobs.settings import build, fields, suggest
 
 DEFAULT_CONFIG_PATH = Path("/etc/m10jobs/m10jobs.toml")
 T = TypeVar("T")
@@ -89,7 +89,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_dir", Path("/var/log/m10"), _path, "daily stats CSVs"),
     Setting("metrics_dir", None, _path, "node_exporter textfile directory (unset: off); "
             "the units let jobs write only to the one given to `m10 units render "
-            "--metrics-dir` (default: this example)",
+            "--metrics-dir` (default: the example shown)",
             example="/var/lib/prometheus/node-exporter"),
     Setting("r2_endpoint_url", None, _url(("http", "https")), "S3-compatible endpoint",
             flag=False, example="https://ACCOUNT.r2.cloudflarestorage.com"),
@@ -152,7 +152,7 @@ class Config:
                 found.append(f"{key}: can only be set by the environment ({GLOBAL[key].env})")
             elif key not in known:
                 what = "section" if isinstance(value, dict) else "key"
-                found.append(f"{key}: unknown {what}{suggest(key, known)}")
+                found.append(f"{key}: unknown {what}{suggest(key, known) or _home(key, sections)}")
         return [*self.errors, *(self._where(p) for p in found)]
 
     def check(self, sections: Mapping[str, type]) -> None:
@@ -177,6 +177,13 @@ class Config:
                 f"{key} is not set; set {setting.env} or '{key}' in the config file"
             )
         return value
+
+
+def _home(key: str, sections: Mapping[str, type]) -> str:
+    """For a section's key written at the top of the file: which table it belongs in."""
+    homes = [f"[{name}]" for name, cls in sections.items()
+             if any(f.name == key for f, _ in fields(cls))]
+    return f"; it is a key of {', '.join(homes)}: move it under its table" if homes else ""
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> Path | None:

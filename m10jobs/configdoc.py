@@ -156,15 +156,22 @@ def _rows(name: str, cls: type, obj: Any) -> Iterator[str]:
         s, value, full = spec(f), getattr(obj, f.name), f"{name}.{f.name}"
         k = kind(tp)
         if k == "table":
+            yield f"| `[{full}]` | a table | | {_cell(s.help)} |"
             yield from _rows(full, typing.cast(type, tp), value)
             continue
         if k == "tables":
-            yield f"| `[[{full}]]` | list of tables, below | | {_cell(s.help)} |"
+            yield f"| `[[{full}]]` | a list of tables, below | | {_cell(s.help)} |"
             continue
-        default = "(none)" if value in (None, (), "", {}) else f"`{toml(value)}`"
+        default = _default(value, s.example, "(none)")
         secret = " (secret: redacted in output)" if s.secret else ""
         yield (f"| `{full}` | {_cell(describe(tp, s))} | {_cell(default)} | "
                f"{_cell(s.help)}{secret} |")
+
+
+def _default(value: Any, example: Any, empty: str) -> str:
+    if value not in (None, (), "", {}):
+        return f"`{toml(value)}`"
+    return empty + (f", e.g. `{toml(example)}`" if example is not None else "")
 
 
 def _nested_lists(name: str, cls: type) -> Iterator[tuple[str, type]]:
@@ -196,13 +203,13 @@ def reference() -> str:
         "|---|---|---|---|---|",
     ]
     for s in SETTINGS:
-        default = "(unset)" if s.default is None else f"`{toml(s.default)}`"
+        default = _default(s.default, s.example, "(unset)")
         key = f"`{s.key}`" if s.file else f"(env only) `{s.key}`"
         secret = " (password redacted in output)" if s.secret else ""
         out.append(f"| {key} | `{s.env}` | {f'`{s.option}`' if s.flag else ''} | "
                    f"{_cell(default)} | {_cell(s.help)}{secret} |")
     for name, cls in sections().items():
-        out += ["", f"## [{name}]", "", f"Used by {', '.join(_users(cls))}: {_doc(cls)}", "",
+        out += ["", f"## [{name}]", "", f"{_doc(cls)} Used by {', '.join(_users(cls))}.", "",
                 head]
         out.extend(_rows(name, cls, cls()))
         for full, item in _nested_lists(name, cls):

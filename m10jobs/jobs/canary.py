@@ -239,7 +239,7 @@ def _redis_url(url: str) -> str | None:
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """One [[canary.probes]] table; which keys apply depends on its type."""
+    """A probe; which keys apply depends on its type (docs/canary.md)."""
 
     name: str = setting("", "unique probe name (required)", check=_probe_name)
     type: str = setting("", "probe type (required)", choices=tuple(PROBE_TYPES))

@@ -73,6 +73,8 @@ return dl_id
 
 @dataclass(frozen=True)
 class Source:
+    """A consumer group whose stuck entries dead-letter routing moves on."""
+
     stream: str = setting("", "a stream with a consumer group to watch (required)")
     group: str = setting("", "its consumer group (required)")
 

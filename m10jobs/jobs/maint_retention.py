@@ -35,12 +35,16 @@ DAY = 86400.0
 
 @dataclass(frozen=True)
 class Policy:
+    """One retention policy: whether it runs and how old is too old."""
+
     enabled: bool = setting(True, "false: this policy is skipped")
     max_age_days: int = setting(30, "rows/files older than this are removed", min=0)
 
 
 @dataclass(frozen=True)
 class StatsPolicy:
+    """The stats CSV policy, counted in months (one file per month)."""
+
     enabled: bool = setting(True, "false: this policy is skipped")
     max_age_months: int = setting(13, "month CSVs older than this are removed", min=1)
 

@@ -125,3 +125,14 @@ def test_every_declared_setting_refuses_a_wrong_type(tmp_path: Path, path: str, 
     cfg = type(cfg)(cfg.values, cfg.origins, data, "test.toml")
     problems = cfg.problems(sections())
     assert len(problems) == 1 and f"{path}.{key}: expected" in problems[0], problems
+
+
+@pytest.mark.parametrize(("content", "expected"), [(None, "does not exist"),
+                                                   ("[outbox\n", "not valid TOML")])
+def test_a_file_that_cannot_be_read_is_78(env: dict[str, str], tmp_path: Path,
+                                          content: str | None, expected: str) -> None:
+    cfg = tmp_path / "c.toml"
+    if content is not None:
+        cfg.write_text(content)
+    p = check(env, "--config", str(cfg))
+    assert p.returncode == 78 and expected in p.stderr and "Traceback" not in p.stderr

@@ -48,6 +48,8 @@ def test_sections_validate_and_name_the_key(tmp_path: Path) -> None:
     ("[[canary.probes]]\nname = 'r'\ntype = 'redis'\nmax_pending = 3\n",
      "canary.probes[0].max_pending: not a key of a redis probe"),
     ('log_format = "text"\n', "log_format: can only be set by the environment"),
+    ("max_replays = 2\n", "max_replays: unknown key; it is a key of [dead_letter]: move it "
+                          "under its table"),
 ])
 def test_unknown_names_are_refused_with_a_suggestion(tmp_path: Path, toml: str,
                                                      message: str) -> None:
