@@ -72,15 +72,19 @@ def locks() -> None:
     """Leases in m10_recovery.distributed_locks."""
 
 
-@admin_command(locks, "list", help="Every lease: holder, token, acquired, expires, age.")
+@admin_command(locks, "list",
+               help="Every lease: scope, holder, token, acquired, expires, age.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per lease.")
 def locks_list(config: Any, log: Any, as_json: bool) -> int:
     from m10jobs.edges import db as pg
     from m10jobs.edges.queries import query
+    from m10jobs.registry import scope_of
 
     dsn = config.require("database_url")
     with pg.connect(dsn, app="m10 locks list") as conn, pg.translated(dsn):
         rows = conn.execute(query("list_locks")).fetchall()
+    for r in rows:
+        r["scope"] = scope_of(r["lock_name"]) or "unknown"
     if as_json:
         for r in rows:
             click.echo(json.dumps(r, default=str))
@@ -88,9 +92,9 @@ def locks_list(config: Any, log: Any, as_json: bool) -> int:
     if not rows:
         click.echo("no leases held")
         return ExitCode.OK
-    header = ("LOCK", "HOLDER", "TOKEN", "ACQUIRED", "EXPIRES", "AGE", "STATE")
+    header = ("LOCK", "SCOPE", "HOLDER", "TOKEN", "ACQUIRED", "EXPIRES", "AGE", "STATE")
     table = [header] + [
-        (r["lock_name"], r["holder_id"], str(r["fencing_token"]),
+        (r["lock_name"], r["scope"], r["holder_id"], str(r["fencing_token"]),
          r["acquired_at"].isoformat(timespec="seconds"),
          r["expires_at"].isoformat(timespec="seconds"), f"{r['age_s']:.0f}s",
          "live" if r["expires_in_s"] > 0 else "expired")
@@ -163,16 +167,16 @@ main.add_command(RunGroup("run", help="Run one job (or one maintenance task) now
 
 @main.command(context_settings=CONTEXT)
 def jobs() -> None:
-    """The job registry: script, schedule (OnCalendar=), lease(s), tasks."""
+    """The job registry: script, scope (cluster/host), lease(s), schedule, tasks."""
     from m10jobs.registry import jobs as registered
 
-    rows = [("SCRIPT", "SCHEDULE", "LEASES", "TASKS")] + [
-        (job.script, job.schedule, ", ".join(dict.fromkeys(job.locks)),
-         ", ".join(t.name for t in job.tasks) if len(job.tasks) > 1 else "-")
+    rows = [("SCRIPT", "SCOPE", "LEASES", "SCHEDULE", "TASKS")] + [
+        (job.script, job.scopes, ", ".join(dict.fromkeys(t.lease_pattern for t in job.tasks)),
+         job.schedule, ", ".join(t.name for t in job.tasks) if len(job.tasks) > 1 else "-")
         for job in registered()]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        click.echo("  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[3]])
+        click.echo("  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[4]])
                    .rstrip())
 
 

@@ -15,11 +15,11 @@ from m10jobs.registry import jobs
 def test_jobs_has_a_header_and_each_lease_once() -> None:
     out = CliRunner().invoke(main, ["jobs"]).output
     lines = out.splitlines()
-    assert re.fullmatch(r"SCRIPT\s+SCHEDULE\s+LEASES\s+TASKS", lines[0])
+    assert re.fullmatch(r"SCRIPT\s+SCOPE\s+LEASES\s+SCHEDULE\s+TASKS", lines[0])
     assert len(lines) == 1 + len(jobs())
     maintenance = next(line for line in lines if line.startswith("m10-maintenance "))
     leases = re.split(r"\s{2,}", maintenance)[2]
-    assert leases == "reclaim_gc, dl_reconcile, matview_{key}, retention_cleanup"
+    assert leases == "reclaim_gc, dl_reconcile, matview_*, retention_cleanup"
 
 
 def test_flows_names_our_own_parts_and_groups_tables_by_schema() -> None:

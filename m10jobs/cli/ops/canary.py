@@ -30,16 +30,22 @@ def COMMAND() -> None:
 @admin_command(COMMAND, "status")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (for machines).")
 def status(config: Any, log: logging.Logger, as_json: bool) -> int:
-    """Show latest_report.json (verdict, age, probes) and rollback's records for it."""
+    """Show this host's latest_report.json (verdict, age, probes) and the rollback
+    ledger's row for it (cluster-wide: whichever host acted)."""
     from m10jobs import canary_report as cr
-    from m10jobs.jobs.rollback import read_actions
+    from m10jobs.edges import db as pg
+    from m10jobs.edges.queries import query
 
     path = cr.latest_path(config.state_dir)
     report = cr.load(path)
     if report is None:
         click.echo(f"no canary report at {path} yet")
         return 0
-    actions = read_actions(cr.actions_log_path(config.state_dir)).get(report.run_id, [])
+    dsn = config.require("database_url")
+    with pg.connect(dsn, app="m10 canary status") as conn, pg.translated(dsn):
+        action = conn.execute(query("rollback_action"),
+                              {"report_run_id": report.run_id}).fetchone()
+        last = conn.execute(query("rollback_latest")).fetchone()
     shown = {
         "report": str(path),
         "run_id": report.run_id,
@@ -50,7 +56,8 @@ def status(config: Any, log: logging.Logger, as_json: bool) -> int:
         "age_s": round(time.time() - report.finished_at.timestamp(), 1),
         "not_passing": [{k: p.get(k) for k in ("name", "status", "detail", "critical")}
                         for p in report.raw["probes"] if p["status"] != "pass"],
-        "rollback": actions,
+        "rollback": action,
+        "last_rollback": last,
     }
     if as_json:
         click.echo(json.dumps(shown, indent=2, default=str))
@@ -62,15 +69,21 @@ def status(config: Any, log: logging.Logger, as_json: bool) -> int:
 def _print_text(shown: dict[str, Any], probes: list[dict[str, Any]]) -> None:
     from m10jobs.cli.ops.deadletters import print_table
 
-    done = [" ".join(f"{k}={v}" for k, v in a.items() if k != "report_run_id")
-            for a in shown["rollback"]]
+    def ledger(row: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
+        return "none" if row is None else " ".join(f"{k}={row[k]}" for k in keys
+                                                   if row.get(k) is not None)
+
     for label, value in (
         ("report", shown["report"]),
         ("run", f"{shown['run_id']}, finished {shown['finished_at']} "
                 f"({shown['age_s']:.0f}s ago)"),
         ("verdict", f"{shown['verdict']} (score {shown['score']})"
                     + (f": {shown['reason']}" if shown["reason"] else "")),
-        ("rollback", "; ".join(done) if done else "nothing done for this report"),
+        ("rollback", "nothing done for this report" if shown["rollback"] is None else ledger(
+            shown["rollback"], ("host", "outcome", "exit_status", "started_at", "finished_at",
+                                "duration_s"))),
+        ("last", ledger(shown["last_rollback"], ("report_run_id", "host", "outcome",
+                                                 "started_at"))),
     ):
         click.echo(f"{label:9} {value}")
     click.echo("")
