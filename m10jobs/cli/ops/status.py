@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -471,7 +470,7 @@ def collect(config: Any, now: float | None = None) -> Status:
     from m10jobs.edges.queries import query
     from m10jobs.errors import M10Error
 
-    st = Status(socket.gethostname(), time.time() if now is None else now)
+    st = Status(config.host, time.time() if now is None else now)
     dsn = config.require("database_url")
     conn = None
     try:
