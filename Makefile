@@ -21,7 +21,7 @@ TIMERS           := $(filter %.timer,$(UNITS))
 # systemctl only for a real install on a running systemd, never into a DESTDIR stage
 LIVE_SYSTEMD     := $(if $(DESTDIR),,$(wildcard /run/systemd/system))
 
-.PHONY: all venv deps test demo bench lint clean install uninstall units-check
+.PHONY: all venv deps test demo bench bench-scale lint clean install uninstall units-check schema
 
 all: test
 
@@ -37,18 +37,26 @@ deps: venv
 	scripts/dev/install-deps.sh $(BIN)/pip
 
 test: deps
-	$(BIN)/ruff check m10jobs tests benchmarks
+	$(BIN)/ruff check m10jobs devenv tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: deps
-	$(BIN)/python -m m10jobs.devenv.demo
+	$(BIN)/python -m devenv.demo $(DEMO_ARGS)
 
 bench: deps
 	$(BIN)/python -m benchmarks.run $(BENCH)
 
+# every recurring query and pass at 100k and 10M rows (minutes; not part of bench)
+bench-scale: deps
+	$(BIN)/python -m benchmarks.scale
+
+# sql/schema.sql: rewritten from a throwaway database migrated from zero
+schema: deps
+	M10_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_schema.py -k from_zero
+
 lint: venv
-	$(BIN)/ruff check m10jobs tests benchmarks
-	$(BIN)/ruff format --check m10jobs tests benchmarks || true
+	$(BIN)/ruff check m10jobs devenv tests benchmarks
+	$(BIN)/ruff format --check m10jobs devenv tests benchmarks || true
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

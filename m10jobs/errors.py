@@ -19,16 +19,22 @@ class ExitCode(IntEnum):
     CONFIG = 78
 
 
-MEANINGS = {
-    ExitCode.OK: "ok",
-    ExitCode.FAILED: "failed",
+MEANINGS: dict[int, str] = {
+    ExitCode.OK: "pass done, or nothing to do",
+    ExitCode.FAILED: "the pass ran and something failed, or its lease was lost",
     ExitCode.USAGE: "usage error",
-    ExitCode.DATAERR: "bad input data",
-    ExitCode.UNAVAILABLE: "dependency unreachable",
-    ExitCode.TEMPFAIL: "skipped: lock held elsewhere",
-    ExitCode.CONFIG: "bad configuration",
+    ExitCode.DATAERR: "bad input data: nothing acted on",
+    ExitCode.UNAVAILABLE: "PostgreSQL, Redis or object storage unreachable",
+    ExitCode.TEMPFAIL: "lock held by another holder: skipped, nothing done",
+    ExitCode.CONFIG: "bad or missing configuration",
 }
-"""What each exit code means, in words (`m10 status`, alert texts)."""
+
+
+def exit_meaning(code: int) -> str:
+    """The README's one-line meaning of an exit code (a negative code: killed by a signal)."""
+    if code < 0:
+        return f"killed by signal {-code}"
+    return MEANINGS.get(code, "not an m10jobs exit code")
 
 
 class M10Error(Exception):

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from m10jobs import stop
 from m10jobs.config import Config, load_config
 from m10jobs.edges import db
 from m10jobs.edges.lease import Lease, LockBusy, holder_id
@@ -158,6 +159,7 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
     print(json.dumps(summary, default=str), flush=True)
     if config is not None and config.metrics_dir and not dry_run:
         _write_metrics(config, job, code, started, duration, results, gauges, log)
+    stop.reraise()  # a pass stopped early by SIGTERM/SIGINT: leases released, end by it
     return int(code)
 
 

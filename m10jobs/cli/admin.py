@@ -38,6 +38,7 @@ def main(ctx: click.Context) -> None:
     Examples:
       m10 status
       m10 db migrate
+      m10 db schema --check
       m10 locks list
       m10 locks release m10:outbox_processor --force
       m10 run maintenance --dry-run
@@ -64,6 +65,29 @@ def db_migrate(config: Any, log: Any, dry_run: bool) -> int:
     verb = "would apply" if dry_run else "applied"
     log.info("%s %d migration(s)", verb, len(versions), extra={"versions": versions})
     click.echo(f"{verb}: {', '.join(versions)}" if versions else "schema is up to date")
+    return ExitCode.OK
+
+
+@admin_command(db, "schema", help="Print the database's schema as sql/schema.sql has it.")
+@click.option("--check", is_flag=True,
+              help="Compare with sql/schema.sql instead; exit 1 when they differ.")
+def db_schema(config: Any, log: Any, check: bool) -> int:
+    import difflib
+
+    from m10jobs.edges.migrate import SCHEMA_FILE, dump_schema
+
+    live = dump_schema(config.require("database_url"))
+    if not check:
+        click.echo(live, nl=False)
+        return ExitCode.OK
+    diff = list(difflib.unified_diff(SCHEMA_FILE.read_text().splitlines(), live.splitlines(),
+                                     "sql/schema.sql", "database", lineterm="", n=1))
+    if diff:
+        click.echo("\n".join(diff))
+        log.error("the database's schema differs from sql/schema.sql (diff on stdout); "
+                  "run `m10 db migrate`, or look for changes made by hand")
+        return ExitCode.FAILED
+    click.echo("schema matches sql/schema.sql")
     return ExitCode.OK
 
 

@@ -1,6 +1,11 @@
 -- `m10 status` (and `m10 cost status`): read-only, each query bounded by an index so the
 -- whole screen stays under a second on production-size tables.  Times by the database clock.
 
+-- status_session --
+-- This session only reads, and no statement of it runs longer than %(ms)s milliseconds.
+SELECT set_config('default_transaction_read_only', 'on', false),
+       set_config('statement_timeout', %(ms)s, false);
+
 -- status_leases --
 -- Every lease row (the table holds one row per held lock: small) with ages and its TTL.
 SELECT lock_name, holder_id, fencing_token,

@@ -79,7 +79,8 @@ def test_all_green_exits_0(cli: Any, green: dict[str, str]) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK: nothing needs action" in r.stdout
     assert "RED" not in r.stdout
-    assert re.search(r"^m10-canary\s+\d+s ago\s+0 ok", r.stdout, re.M), r.stdout
+    assert re.search(r"^m10-canary\s+\d+s ago\s+0 pass done, or nothing to do ", r.stdout,
+                     re.M), r.stdout
     assert re.search(r"^JOB\s+LAST RUN\s+EXIT\s+NEXT\s+LEASE$", r.stdout, re.M)
     doc = json.loads(status(cli, green, "--json").stdout)
     assert doc["ok"] is True and doc["problems"] == []

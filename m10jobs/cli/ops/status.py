@@ -32,7 +32,7 @@ from typing import Any
 import click
 
 from m10jobs.cli.adminkit import admin_command
-from m10jobs.errors import MEANINGS, ExitCode
+from m10jobs.errors import ExitCode, exit_meaning
 
 STATEMENT_TIMEOUT_MS = 5000
 SYSTEMCTL_TIMEOUT_S = 3.0
@@ -254,7 +254,7 @@ def check_jobs(st: Status, config: Any, leases: list[dict[str, Any]] | None) -> 
             row.last_run = systemd_timestamp(service.get("ExecMainExitTimestamp"))
             row.exit_code = int(service.get("ExecMainStatus") or 0)
         if row.exit_code is not None:
-            row.meaning = MEANINGS.get(row.exit_code, "unknown")
+            row.meaning = exit_meaning(row.exit_code)
             # 75 (another host holds the lease) is a normal run, whatever the metric counts.
             if row.exit_code in (ExitCode.OK, ExitCode.TEMPFAIL):
                 row.last_ok = max(row.last_ok or 0, row.last_run or 0) or None
@@ -474,8 +474,9 @@ def collect(config: Any, now: float | None = None) -> Status:
     dsn = config.require("database_url")
     conn = None
     try:
-        conn = db.connect(dsn, app="m10 status", options=(
-            f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"))
+        conn = db.connect(dsn, app="m10 status")
+        with db.translated(dsn):
+            conn.execute(query("status_session"), {"ms": str(STATEMENT_TIMEOUT_MS)})
     except M10Error as exc:
         st.red("database", str(exc), "check PostgreSQL and M10_DATABASE_URL")
     leases = None
