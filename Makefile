@@ -83,6 +83,7 @@ endif
 		chgrp $(SERVICE_USER) $(DESTDIR)$(CONFDIR)/m10jobs.toml $(DESTDIR)$(CONFDIR)/env; fi
 	ln -sfn $(PREFIX)/bin/m10 $(DESTDIR)$(BINDIR)/m10
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 monitoring/*.yml $(DESTDIR)$(DOCDIR)/
 	$(if $(LIVE_SYSTEMD),systemctl daemon-reload)
 
 # Stops and disables before removing, so no timer is left scheduled or failing.

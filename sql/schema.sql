@@ -501,6 +501,7 @@ ALTER TABLE ONLY m10_recovery.schema_migrations
 CREATE INDEX anomalies_tenant_idx ON aos_cost.anomalies USING btree (tenant_id, day);
 CREATE INDEX cost_records_occurred_at_idx ON aos_cost.cost_records USING btree (occurred_at);
 CREATE INDEX cost_snapshots_tenant_idx ON aos_cost.cost_snapshots USING btree (tenant_id, granularity, period_start);
+CREATE INDEX dead_letter_archive_abandoned_idx ON m10_recovery.dead_letter_archive USING btree (id) WHERE (reconcile_outcome = 'abandoned'::text);
 CREATE INDEX dead_letter_archive_dead_lettered_at_idx ON m10_recovery.dead_letter_archive USING btree (dead_lettered_at);
 CREATE INDEX dead_letter_archive_lineage_idx ON m10_recovery.dead_letter_archive USING btree (lineage_key);
 CREATE INDEX dead_letter_archive_reconciled_at_idx ON m10_recovery.dead_letter_archive USING btree (reconciled_at) WHERE (reconcile_outcome IS NOT NULL);

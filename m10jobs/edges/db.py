@@ -39,6 +39,8 @@ def describe(dsn: str) -> str:
 
 def connect(dsn: str, *, app: str = "m10jobs", autocommit: bool = True,
             **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
+    # a caller's server options (e.g. `m10 cost`'s time zone) come after ours
+    options = f"{_options(dsn)} {kwargs.pop('options', '')}".strip()
     try:
         options = _options(dsn, kwargs.pop("options", ""))
         return psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row,

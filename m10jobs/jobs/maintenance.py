@@ -83,6 +83,10 @@ def reclaim_gc(ctx: PassContext) -> dict[str, Any]:
         return {"would_reclaim": expired, "outbox_processor": health}
     reclaimed = ctx.conn.execute(query("reclaim_expired_locks")).fetchone()["reclaimed"]
     ctx.gauge("m10_locks_reclaimed", reclaimed, "Lapsed leases deleted by the last reclaim_gc.")
+    for lease in ctx.conn.execute(query("list_locks")).fetchall():
+        ctx.gauge("m10_lease_held_seconds", lease["age_s"],
+                  "How long each live lease has been held (a stuck holder keeps growing it).",
+                  lock=lease["lock_name"])
     if reclaimed:
         ctx.log.info("reclaimed %d expired lease(s)", reclaimed)
     return {"reclaimed": reclaimed, "outbox_processor": health}
@@ -117,18 +121,19 @@ JOB = Job(
     ),
     produces=(
         Flow("lock", "reclaim_gc", "m10_recovery.distributed_locks",
-             "Expired lock garbage collection", ("lock cleanup task",)),
+             "Expired lock garbage collection", ("reclaim_gc",)),
         Flow("lock", "dl_reconcile", "m10_recovery.distributed_locks",
-             "Dead-letter routing, archive and reconciliation", ("reconcile_dl.py",)),
+             "Dead-letter routing, archive and reconciliation",
+             ("dl_route", "dl_archive", "dl_reconcile", "m10 dl replay")),
         Flow("lock", "matview_*", "m10_recovery.distributed_locks",
-             "Per-view refresh coordination", ("matview refresh tasks",)),
+             "Per-view refresh coordination", ("matview_refresh",)),
         Flow("lock", "retention_cleanup", "m10_recovery.distributed_locks",
              "Cleanup job coordination: table rows cluster-wide, files per host",
-             ("retention_archive.py",)),
+             ("retention_cleanup", "retention_files")),
         Flow("stream", DEAD_LETTER_STREAM, "Redis stream",
              "Dead letters awaiting archive", ("dl_archive",)),
         Flow("checkpoint", "dead_letter_archive", "m10_recovery.dead_letter_archive",
-             "DL message storage", ("retention_archive.py", "reconcile_dl.py")),
+             "DL message storage", ("dl_reconcile", "retention_cleanup", "m10 dl list")),
         Flow("table", "retention_jobs", "m10_recovery.retention_jobs",
              "Archive operation metadata", ("m10 retention history",)),
         Flow("file", "retention archive", "$M10_STATE_DIR/retention-archive/ or "

@@ -35,6 +35,21 @@ class RetrySettings:
 
 
 def retry_pass(ctx: PassContext) -> dict[str, Any]:
+    """One pass; whatever its outcome, the age of the oldest upload still pending after it
+    (what the M10FallbackUploadsPending alert watches)."""
+    from m10jobs.edges import fallback
+
+    try:
+        return _retry(ctx)
+    finally:
+        ages = [fallback.age_hours(meta) * 3600
+                for entry in fallback.pending(fallback.fallback_dir(ctx.config))
+                if (meta := entry.read_meta_or_none()) is not None]
+        ctx.gauge("m10_fallback_oldest_pending_age_seconds", max(ages, default=0),
+                  "Time since the oldest still pending fallback upload first failed.")
+
+
+def _retry(ctx: PassContext) -> dict[str, Any]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from m10jobs.edges import fallback, storage
@@ -115,7 +130,7 @@ JOB = Job(
     wants=("network-online.target",),
     produces=(
         Flow("marker", ".uploaded", "$M10_STATE_DIR/fallback-uploads/<name>.uploaded",
-             "Fallback file stored in R2 and verified", ("retention",)),
+             "Fallback file stored in R2 and verified", ("retention_cleanup",)),
     ),
     consumes=("$M10_STATE_DIR/fallback-uploads/<name>.meta.json",),
     settings=(RetrySettings,),

@@ -41,6 +41,10 @@ SELECT * FROM m10_recovery.dead_letter_archive
 -- How many dead letters await reconciliation (for --dry-run).
 SELECT count(*) AS n FROM m10_recovery.dead_letter_archive WHERE reconcile_outcome IS NULL;
 
+-- dl_count_abandoned --
+-- Abandoned dead letters not replayed since (the m10_dead_letters_abandoned gauge; partial index).
+SELECT count(*) AS n FROM m10_recovery.dead_letter_archive WHERE reconcile_outcome = 'abandoned';
+
 -- dl_processed_elsewhere --
 -- A publish of the same event other than the stream entry that died (processed after all).
 SELECT id, event_id, stream, stream_entry_id, published_at FROM m10_recovery.replay_log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ def test_outbox_leader_health_reported(cli: Any, conn: psycopg.Connection[Any],
     assert health["healthy"] is False and "outbox processor looks unhealthy" in proc.stderr
     prom = (Path(tmp_path) / "metrics" / "m10_m10_maintenance.prom").read_text()
     assert "m10_outbox_processor_lease_live" in prom and "m10_outbox_pending_events" in prom
+    assert re.search(r'^m10_lease_held_seconds\{job="m10-maintenance",lock="m10:outbox_processor"\}'
+                     r" \d", prom, re.M), prom
 
 
 def test_dry_run_changes_nothing(cli: Any, conn: psycopg.Connection[Any], tmp_path: Path,

@@ -133,6 +133,7 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
     assert task(rec, "dl_reconcile")["summary"] == {"already_processed": 1, "replayed": 1,
                                                     "abandoned": 2}
     assert "ABANDONED" in rec.stderr
+    assert _gauge(tmp_path, "m10_dead_letters_abandoned") == 2
     rows = {row["idempotency_key"]: row for row in _archive(conn)}
     assert rows["done-key"]["reconcile_outcome"] == "already_processed"
     assert rows["done-key"]["replay_event_id"] == 10
@@ -154,6 +155,15 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
     assert task(again, "dl_reconcile")["summary"] == {"already_processed": 0, "replayed": 0,
                                                       "abandoned": 0}
     assert (_archive(conn), conn.execute("SELECT * FROM m10_recovery.outbox").fetchall()) == before
+    assert _gauge(tmp_path, "m10_dead_letters_abandoned") == 2  # still waiting for a human
+
+
+def _gauge(tmp_path: Path, name: str) -> float:
+    from m10jobs.edges.metrics import parse
+
+    prom = (tmp_path / "metrics" / "m10_m10_maintenance.prom").read_text()
+    [value] = [g.value for g in parse(prom) if g.name == name]
+    return value
 
 
 def test_archive_is_idempotent_by_entry_id(cli: Any, conn: psycopg.Connection[Any],
