@@ -4,7 +4,7 @@ previous pass still runs: systemd does not start an active unit), with outbox
 linger on versus the same bench without it.
 
 The tick is M10_BENCH_TICK_S (default 20 s; production's timer is 60 s); the
-linger ends 0.25 s before each tick, so the hand-over gap (that margin plus one
+linger ends 0.5 s before each tick, so the hand-over gap (that margin plus one
 start-up) is a larger share of a compressed period than of a real minute: the
 share of events that waited for a hand-over is printed beside the percentiles.
 """

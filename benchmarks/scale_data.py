@@ -209,7 +209,8 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         "matview_info": {"name": "m10_recovery.outbox"},
         "matview_record_refresh": {"name": "v", "duration_ms": 1, "concurrently": True,
                                    "run_id": "r"},
-        "retention_interrupted": {"run_id": "r"},
+        "retention_interrupted": {"run_id": "r", "policies": ["replay_log", "outbox"],
+                                  "target_prefix": "m10_recovery."},
         "retention_start": {"run_id": "r", "policy": "outbox", "target": "t", "max_age_s": 86400,
                             "archive_location": "x"},
         "retention_progress": {"id": 1, "archived": 1, "deleted": 1},
@@ -247,6 +248,10 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
                             "dead_lettered": 0, "dl_reconciled": 0, "retention_rows_deleted": 0,
                             "locks_reclaimed": None, "synthetic_sent": 0,
                             "synthetic_arrived": 0},
+        "dl_count_abandoned": {},
+        # `m10 status` (a health check: as often as monitoring polls it)
+        "status_leases": {}, "status_outbox": {}, "status_dead_letters": {},
+        "status_cost_hours": {"window_hours": 168, "grace_s": 900},
         # rollback (every 5 min)
         "rollback_action": {"report_run_id": "r"}, "rollback_latest": {},
         "rollback_claim": {"report_run_id": "r", "host": "h", "lock": "m10:rollback",
@@ -284,5 +289,5 @@ OPERATOR_ONLY = {
     "audit_app_privileges", "audit_lock_table_grants", "audit_public_privileges",
     "audit_lock_rows",
     # not a query: no plan to check
-    "rollback_lock_ledger",
+    "rollback_lock_ledger", "status_session",
 }

@@ -115,6 +115,14 @@ def report_failure(exc: BaseException, dsn: str | None, log: logging.Logger, ver
     return ExitCode.FAILED, error
 
 
+def describe(summary: Mapping[str, Any]) -> str:
+    """A pass summary as `key=value, ...` (lists and tables as compact JSON), whole."""
+    if not summary:
+        return "nothing"
+    return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}"
+                     for k, v in summary.items())
+
+
 def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
         flags: Mapping[str, Any] | None = None, dry_run: bool = False, verbose: bool = False,
         params: Mapping[str, Any] | None = None) -> int:
@@ -165,8 +173,11 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
             summary = ctx.task.pass_fn(ctx) or {}
         else:
             summary = _run_leased(ctx)
-        ctx.log.info("%s %s", ctx.task.name, "would do" if ctx.dry_run else "done",
-                     extra={"summary": summary})
+        if ctx.dry_run:  # the details in the message too: text logs show only the message
+            ctx.log.info("%s would do: %s", ctx.task.name, describe(summary),
+                         extra={"summary": summary})
+        else:
+            ctx.log.info("%s done", ctx.task.name, extra={"summary": summary})
     except LockBusy as exc:
         status, code, error = "skipped", ExitCode.TEMPFAIL, str(exc)
         ctx.log.warning("%s", exc, extra={"holder": exc.holder.get("holder_id")})

@@ -13,27 +13,52 @@ CREATE FUNCTION m10_recovery.acquire_lock(p_lock_name text, p_holder_id text, p_
     SET lock_timeout TO '2s'
     AS $$
 DECLARE
-    v_now   timestamptz := clock_timestamp();
-    v_token bigint;
+    v_expires timestamptz;
+    v_found   boolean;
+    v_now     timestamptz;
+    v_token   bigint;
 BEGIN
     PERFORM m10_recovery.check_lease_args(p_lock_name, p_holder_id, p_ttl_seconds);
-    BEGIN
-        INSERT INTO m10_recovery.distributed_locks AS l
-               (lock_name, holder_id, fencing_token, acquired_at, expires_at)
-        VALUES (p_lock_name, p_holder_id, nextval('m10_recovery.fencing_token_seq'),
-                v_now, v_now + make_interval(secs => p_ttl_seconds))
-        ON CONFLICT (lock_name) DO UPDATE
-           SET holder_id     = excluded.holder_id,
-               fencing_token = excluded.fencing_token,
-               acquired_at   = excluded.acquired_at,
-               expires_at    = excluded.expires_at,
-               extended_at   = NULL
-         WHERE l.expires_at <= v_now
-        RETURNING fencing_token INTO v_token;
-    EXCEPTION WHEN lock_not_available THEN
-        RETURN NULL;  -- the holder's fenced transaction is still open: held
-    END;
-    RETURN v_token;
+    PERFORM 1 FROM m10_recovery.distributed_locks
+     WHERE lock_name = p_lock_name AND expires_at > clock_timestamp();
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    LOOP
+        BEGIN
+            SELECT l.expires_at INTO v_expires
+              FROM m10_recovery.distributed_locks l
+             WHERE l.lock_name = p_lock_name
+               FOR UPDATE;
+            v_found := FOUND;
+            v_now := clock_timestamp();
+            IF v_found THEN
+                IF v_expires > v_now THEN
+                    RETURN NULL;  -- live: held (not reentrant)
+                END IF;
+                UPDATE m10_recovery.distributed_locks
+                   SET holder_id     = p_holder_id,
+                       fencing_token = nextval('m10_recovery.fencing_token_seq'),
+                       acquired_at   = v_now,
+                       expires_at    = v_now + make_interval(secs => p_ttl_seconds),
+                       extended_at   = NULL
+                 WHERE lock_name = p_lock_name
+                RETURNING fencing_token INTO v_token;
+                RETURN v_token;
+            END IF;
+            INSERT INTO m10_recovery.distributed_locks
+                   (lock_name, holder_id, fencing_token, acquired_at, expires_at)
+            VALUES (p_lock_name, p_holder_id, nextval('m10_recovery.fencing_token_seq'),
+                    v_now, v_now + make_interval(secs => p_ttl_seconds))
+            ON CONFLICT (lock_name) DO NOTHING
+            RETURNING fencing_token INTO v_token;
+            IF v_token IS NOT NULL THEN
+                RETURN v_token;
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN NULL;  -- the holder's fenced transaction is still open: held
+        END;
+    END LOOP;
 END
 $$;
 ALTER FUNCTION m10_recovery.acquire_lock(p_lock_name text, p_holder_id text, p_ttl_seconds integer) OWNER TO m10_ops;
@@ -43,23 +68,25 @@ CREATE FUNCTION m10_recovery.assert_lease(p_lock_name text, p_holder_id text, p_
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
-    v_left_ms bigint;
+    v_expires timestamptz;
+    v_now     timestamptz;
 BEGIN
-    SELECT (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint
-      INTO v_left_ms
+    SELECT expires_at INTO v_expires
       FROM m10_recovery.distributed_locks
      WHERE lock_name = p_lock_name
        AND holder_id = p_holder_id
        AND fencing_token = p_fencing_token
        AND expires_at > clock_timestamp()
        FOR SHARE;
-    IF NOT FOUND THEN
+    v_now := clock_timestamp();  -- after the FOR SHARE wait, if there was one
+    IF v_expires IS NULL OR v_expires <= v_now THEN
         RAISE EXCEPTION 'lease % with fencing token % is no longer held by %',
               p_lock_name, p_fencing_token, p_holder_id
               USING ERRCODE = 'M10LL';
     END IF;
     PERFORM set_config('idle_in_transaction_session_timeout',
-                       greatest(v_left_ms, 1000)::text, true);
+                       greatest((extract(epoch FROM v_expires - v_now) * 1000)::bigint,
+                                1000)::text, true);
 END
 $$;
 ALTER FUNCTION m10_recovery.assert_lease(p_lock_name text, p_holder_id text, p_fencing_token bigint) OWNER TO m10_ops;
@@ -121,9 +148,18 @@ CREATE FUNCTION m10_recovery.extend_lock(p_lock_name text, p_holder_id text, p_f
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
-    v_now timestamptz := clock_timestamp();
+    v_now timestamptz;
 BEGIN
     PERFORM m10_recovery.check_lease_args(p_lock_name, p_holder_id, p_ttl_seconds);
+    PERFORM 1 FROM m10_recovery.distributed_locks
+     WHERE lock_name = p_lock_name
+       AND holder_id = p_holder_id
+       AND (p_fencing_token IS NULL OR fencing_token = p_fencing_token)
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    v_now := clock_timestamp();
     UPDATE m10_recovery.distributed_locks
        SET expires_at = v_now + make_interval(secs => p_ttl_seconds),
            extended_at = v_now
@@ -465,6 +501,7 @@ ALTER TABLE ONLY m10_recovery.schema_migrations
 CREATE INDEX anomalies_tenant_idx ON aos_cost.anomalies USING btree (tenant_id, day);
 CREATE INDEX cost_records_occurred_at_idx ON aos_cost.cost_records USING btree (occurred_at);
 CREATE INDEX cost_snapshots_tenant_idx ON aos_cost.cost_snapshots USING btree (tenant_id, granularity, period_start);
+CREATE INDEX dead_letter_archive_abandoned_idx ON m10_recovery.dead_letter_archive USING btree (id) WHERE (reconcile_outcome = 'abandoned'::text);
 CREATE INDEX dead_letter_archive_dead_lettered_at_idx ON m10_recovery.dead_letter_archive USING btree (dead_lettered_at);
 CREATE INDEX dead_letter_archive_lineage_idx ON m10_recovery.dead_letter_archive USING btree (lineage_key);
 CREATE INDEX dead_letter_archive_reconciled_at_idx ON m10_recovery.dead_letter_archive USING btree (reconciled_at) WHERE (reconcile_outcome IS NOT NULL);

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import version_option
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.cli.jobcommand import job_command
 from m10jobs.errors import ExitCode
@@ -25,6 +26,7 @@ KEEP_ROOT = frozenset({"units"})
 
 
 @click.group(context_settings=CONTEXT)
+@version_option()
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """m10jobs admin: migrations, leases, and running any job by hand.
@@ -34,6 +36,7 @@ def main(ctx: click.Context) -> None:
 
     \b
     Examples:
+      m10 status
       m10 db migrate
       m10 db schema --check
       m10 locks list
@@ -188,12 +191,17 @@ main.add_command(RunGroup("run", help="Run one job (or one maintenance task) now
 
 @main.command(context_settings=CONTEXT)
 def jobs() -> None:
-    """The job registry: script, scope, lease(s), schedule."""
+    """The job registry: script, scope (cluster/host), lease(s), schedule, tasks."""
     from m10jobs.registry import jobs as registered
 
-    for job in registered():
-        leases = ", ".join(dict.fromkeys(t.lease_pattern for t in job.tasks))
-        click.echo(f"{job.script:28} {job.scopes:7} {leases:60} {job.schedule}")
+    rows = [("SCRIPT", "SCOPE", "LEASES", "SCHEDULE", "TASKS")] + [
+        (job.script, job.scopes, ", ".join(dict.fromkeys(t.lease_pattern for t in job.tasks)),
+         job.schedule, ", ".join(t.name for t in job.tasks) if len(job.tasks) > 1 else "-")
+        for job in registered()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        click.echo("  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[4]])
+                   .rstrip())
 
 
 def _add_ops_groups() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import version_option
 from m10jobs.config import SETTINGS
 from m10jobs.registry import Job, Task
 
@@ -62,7 +63,7 @@ def job_command(job: Job, only: Task | None = None, name: str | None = None) -> 
     summary = only.summary if only else job.summary
     locks = ", ".join(t.lock for t in ((only,) if only else job.tasks))
     example = job.example if only is None else f"m10 run {target.name} --dry-run"
-    return click.Command(
+    command = click.Command(
         name or job.script,
         callback=callback,
         params=[*common_options(), *job.options],
@@ -71,3 +72,4 @@ def job_command(job: Job, only: Task | None = None, name: str | None = None) -> 
         short_help=summary,
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     )
+    return version_option()(command)

@@ -39,10 +39,13 @@ def describe(dsn: str) -> str:
 
 def connect(dsn: str, *, app: str = "m10jobs", autocommit: bool = True,
             **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
+    # a caller's server options (e.g. `m10 cost`'s time zone) come after ours
+    options = f"{_options(dsn)} {kwargs.pop('options', '')}".strip()
     try:
+        options = _options(dsn, kwargs.pop("options", ""))
         return psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row,
                                connect_timeout=CONNECT_TIMEOUT_S, application_name=app,
-                               options=_options(dsn), **kwargs)
+                               options=options, **kwargs)
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"database_url is not a valid libpq URI/conninfo: "
                           f"{redact(str(exc))}") from None
@@ -50,15 +53,15 @@ def connect(dsn: str, *, app: str = "m10jobs", autocommit: bool = True,
         raise unavailable(dsn, exc) from None
 
 
-def _options(dsn: str) -> str:
-    """The DSN's own server options plus jit=off: our statements are short, and JIT
-    compiling one whose cost estimate looks big (the outbox claim's, on a large
-    table) took 0.2-1 s, many times the query itself."""
+def _options(dsn: str, extra: str = "") -> str:
+    """The DSN's own server options, the caller's, then jit=off: our statements are
+    short, and JIT compiling one whose cost estimate looks big (the outbox claim's, on
+    a large table) took 0.2-1 s, many times the query itself."""
     try:
         own = conninfo_to_dict(dsn).get("options") or ""
     except psycopg.ProgrammingError:
         own = ""  # connect() reports the bad DSN
-    return f"{own} -c jit=off".strip()
+    return " ".join(part for part in (str(own), extra, "-c jit=off") if part)
 
 
 def unavailable(dsn: str, exc: BaseException) -> DependencyUnavailable:

@@ -65,27 +65,6 @@ class UploadResult:
     error: str | None = None
 
 
-def put_verified(client: Any, bucket: str, key: str, path: Path, sha256: str, size: int,
-                 content_type: str) -> str:
-    """Upload, then read the object back and compare size and sha256; its ETag."""
-    with path.open("rb") as body:
-        resp = client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
-                                 Metadata={"sha256": sha256})
-    obj = client.get_object(Bucket=bucket, Key=key)
-    h, got = hashlib.sha256(), 0
-    for chunk in obj["Body"].iter_chunks(CHUNK):
-        h.update(chunk)
-        got += len(chunk)
-    if got != size or h.hexdigest() != sha256:
-        raise StoredMismatch(f"s3://{bucket}/{key} holds {got} bytes sha256 {h.hexdigest()[:12]}"
-                             f", expected {size} bytes sha256 {sha256[:12]}")
-    return str(resp.get("ETag", "")).strip('"')
-
-
-class StoredMismatch(Exception):
-    """What the store returned differs from what was sent."""
-
-
 def upload(config: Config, path: Path, key: str, log: logging.Logger,
            content_type: str | None = None) -> UploadResult:
     """Store path at key; on any failure keep it for m10-retry-r2-fallbacks instead."""
@@ -99,8 +78,8 @@ def upload(config: Config, path: Path, key: str, log: logging.Logger,
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     try:
-        put_verified(storage.client(config), bucket, key, path, sha, len(data), ctype)
-    except (BotoCoreError, ClientError, StoredMismatch) as exc:
+        storage.put_verified(storage.client(config), bucket, key, path, sha, len(data), ctype)
+    except (BotoCoreError, ClientError, storage.StoredMismatch) as exc:
         error = f"{type(exc).__name__}: {exc}"
         kept = retry_local_fallback(config, data, path.name, bucket, key, ctype, error)
         log.warning("upload of %s to s3://%s/%s failed (%s); kept in %s for "

@@ -41,6 +41,10 @@ SELECT * FROM m10_recovery.dead_letter_archive
 -- How many dead letters await reconciliation (for --dry-run).
 SELECT count(*) AS n FROM m10_recovery.dead_letter_archive WHERE reconcile_outcome IS NULL;
 
+-- dl_count_abandoned --
+-- Abandoned dead letters not replayed since (the m10_dead_letters_abandoned gauge; partial index).
+SELECT count(*) AS n FROM m10_recovery.dead_letter_archive WHERE reconcile_outcome = 'abandoned';
+
 -- dl_processed_elsewhere --
 -- A publish of the same event other than the stream entry that died (processed after all).
 SELECT id, event_id, stream, stream_entry_id, published_at FROM m10_recovery.replay_log
@@ -119,12 +123,14 @@ ON CONFLICT (view_name) DO UPDATE
        was_concurrent = EXCLUDED.was_concurrent, run_id = EXCLUDED.run_id;
 
 -- retention_interrupted --
--- Runs that died mid-way (we hold the lease, so nobody else is running): mark them failed.
+-- Runs of the same domain (policies, target prefix: the tables, or one host's files) that
+-- died mid-way: we hold that domain's lease, so none of them is running.  Mark them failed.
 UPDATE m10_recovery.retention_jobs
    SET status = 'failed', finished_at = now(),
        error = 'interrupted; its remaining rows are handled by run ' || %(run_id)s,
        duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
  WHERE status = 'running' AND run_id <> %(run_id)s
+   AND policy = ANY(%(policies)s::text[]) AND starts_with(target, %(target_prefix)s)
 RETURNING id, run_id, policy;
 
 -- retention_start --

@@ -96,7 +96,8 @@ def test_usage_error_exits_2_and_help_has_an_example(cli: Any) -> None:
     assert p.returncode == 0 and "Example:" in p.stdout and "--dry-run" in p.stdout
 
 
-def test_dry_run_takes_no_lease_and_changes_nothing(cli: Any, conn: Conn) -> None:
+def test_dry_run_takes_no_lease_and_changes_nothing(cli: Any, conn: Conn,
+                                                    env: dict[str, str]) -> None:
     conn.execute("SELECT m10_recovery.acquire_lock('old', 'dead', 1)")
     import time
 
@@ -104,6 +105,10 @@ def test_dry_run_takes_no_lease_and_changes_nothing(cli: Any, conn: Conn) -> Non
     p = cli("m10-maintenance", "--dry-run")
     assert p.returncode == 0
     assert json.loads(p.stdout)["tasks"][0]["summary"]["would_reclaim"] == 1
+    # text logs say what would be done, not just "would do"
+    text = cli("m10-maintenance", "--dry-run", env={**env, "M10_LOG_FORMAT": "text"})
+    assert "info: reclaim_gc would do: would_reclaim=1, outbox_processor={" in text.stderr
+    assert "info: retention_cleanup would do: " in text.stderr
     rows = conn.execute("SELECT lock_name FROM m10_recovery.distributed_locks").fetchall()
     assert rows == [{"lock_name": "old"}]
     assert cli("m10-maintenance").returncode == 0

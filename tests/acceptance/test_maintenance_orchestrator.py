@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,8 @@ import psycopg
 from tests.maintenance_support import client, deliver, event_fields, summary, task, write_config
 
 ORDER = ["reclaim_gc", "dl_route", "dl_archive", "dl_reconcile", "matview_refresh",
-         "retention_cleanup"]
+         "retention_cleanup", "retention_files"]
+HOST = socket.gethostname()  # the env fixture sets no M10_HOSTNAME
 
 
 def test_all_tasks_run_in_order_and_poison_travels(cli: Any, conn: psycopg.Connection[Any],
@@ -29,7 +32,7 @@ def test_all_tasks_run_in_order_and_poison_travels(cli: Any, conn: psycopg.Conne
     assert [t["task"] for t in s["tasks"]] == ORDER
     assert [t["lock"] for t in s["tasks"]] == ["reclaim_gc", "dl_reconcile", "dl_reconcile",
                                                "dl_reconcile", "matview_public.mv",
-                                               "retention_cleanup"]
+                                               "retention_cleanup", f"retention_cleanup@{HOST}"]
     assert {t["status"] for t in s["tasks"]} == {"ok"}
     assert task(proc, "dl_route")["summary"]["routed"] == 1
     assert task(proc, "dl_archive")["summary"]["archived"] == 1
@@ -53,7 +56,8 @@ def test_failing_task_does_not_stop_the_others(cli: Any, tmp_path: Path) -> None
 def test_all_leases_taken_exits_75(cli: Any, conn: psycopg.Connection[Any],
                                    tmp_path: Path) -> None:
     cfg = write_config(tmp_path, '[matviews]\nviews = ["public.mv"]\n')
-    for lock in ("reclaim_gc", "dl_reconcile", "matview_public.mv", "retention_cleanup"):
+    for lock in ("reclaim_gc", "dl_reconcile", "matview_public.mv", "retention_cleanup",
+                 f"retention_cleanup@{HOST}"):
         conn.execute("SELECT m10_recovery.acquire_lock(%s, 'other-host:1:x', 120)", (lock,))
     proc = cli("m10-maintenance", "--config", str(cfg))
     assert proc.returncode == 75, proc.stderr
@@ -78,6 +82,8 @@ def test_outbox_leader_health_reported(cli: Any, conn: psycopg.Connection[Any],
     assert health["healthy"] is False and "outbox processor looks unhealthy" in proc.stderr
     prom = (Path(tmp_path) / "metrics" / "m10_m10_maintenance.prom").read_text()
     assert "m10_outbox_processor_lease_live" in prom and "m10_outbox_pending_events" in prom
+    assert re.search(r'^m10_lease_held_seconds\{job="m10-maintenance",lock="m10:outbox_processor"\}'
+                     r" \d", prom, re.M), prom
 
 
 def test_dry_run_changes_nothing(cli: Any, conn: psycopg.Connection[Any], tmp_path: Path,

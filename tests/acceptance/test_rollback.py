@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -384,6 +385,13 @@ def test_m10_canary_status_shows_the_report_and_rollback_records(
     report = put_report(env)
     assert rollback(cli, env).returncode == 0
     proc = cli("m10", "canary", "status", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^verdict\s+fail \(score ", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^rollback\s+host=\S+ outcome=succeeded exit_status=0 ", proc.stdout, re.M)
+    assert re.search(r"^PROBE\s+STATUS\s+VALUE\s+THRESHOLD\s+CRITICAL\s+DETAIL$", proc.stdout,
+                     re.M)
+    assert re.search(r"^errors\s+fail\s", proc.stdout, re.M), proc.stdout
+    proc = cli("m10", "canary", "status", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     shown = json.loads(proc.stdout)
     assert shown["run_id"] == report["run_id"] and shown["verdict"] == "fail"

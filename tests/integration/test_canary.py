@@ -60,6 +60,8 @@ def test_every_probe_type_passes(cli: Any, env: dict[str, str], endpoint: Endpoi
     assert task_summary(proc.stdout)["verdict"] == "pass"
     prom = (Path(env["M10_METRICS_DIR"]) / "m10_m10_canary.prom").read_text()
     assert re.search(r"^m10_canary_score\{[^}]*\} 1(\.0)?$", prom, re.M), prom
+    written = re.search(r"^m10_canary_report_timestamp_seconds\{[^}]*\} (\S+)$", prom, re.M)
+    assert written and abs(float(written.group(1)) - time.time()) < 60, prom
 
 
 @pytest.mark.parametrize(("failing", "verdict"), [(0, "pass"), (1, "marginal"), (2, "fail")])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -285,3 +287,22 @@ SELECT CASE WHEN %(period_start)s::timestamptz >= '2026-01-09T23:00:00Z' THEN NU
     assert proc.returncode == 65, proc.stderr
     assert "empty tenant_id" in error_lines(proc)[0]["message"]
     assert periods(conn, "hour") == [T0 - 2 * H]
+
+
+def test_cost_status_shows_a_hole_behind_the_newest_hour(
+        cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
+    cfg = with_config(env, tmp_path, backfill_max_hours=6)
+    assert cli(HOURLY, env=cfg).returncode == 0
+    whole = cli("m10", "cost", "status", env=cfg)
+    assert re.search(r"^hours_missing\s+0 in the last 6 h$", whole.stdout, re.M), whole.stdout
+    conn.execute("DELETE FROM aos_cost.snapshot_periods WHERE granularity = 'hour' AND "
+                 "period_start = date_trunc('hour', now(), 'UTC') - interval '4 hours'")
+    holed = cli("m10", "cost", "status", env=cfg)
+    hole = re.search(r"^hours_missing\s+1 in the last 6 h: (\S+ \S+) \.\. (\S+ \S+) UTC",
+                     holed.stdout, re.M)
+    assert hole and hole.group(1) == hole.group(2), holed.stdout
+    doc = json.loads(cli("m10", "cost", "status", "--json", env=cfg).stdout)
+    assert doc["hours_missing"] == 1 and doc["last_hour"] > doc["first_missing_hour"]
+    assert cli(HOURLY, env=cfg).returncode == 0  # the next run fills it
+    assert json.loads(cli("m10", "cost", "status", "--json", env=cfg).stdout)[
+        "hours_missing"] == 0

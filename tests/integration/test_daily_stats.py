@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,10 @@ def test_backfill_across_month_boundary_is_idempotent(cli: Any, env: dict[str, s
     assert summary(again.stdout)["tasks"][0]["summary"]["computed"] == []
     assert summary(again.stdout)["tasks"][1]["summary"]["exported"] == []
     assert stats_files(log) == before
+    # nothing to do still reports the newest day (the M10DailyStatsStale alert's input)
+    prom = (Path(env["M10_METRICS_DIR"]) / "m10_m10_daily_stats.prom").read_text()
+    assert ('m10_daily_stats_last_day_timestamp_seconds{job="m10-daily-stats"} '
+            f"{int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())}") in prom
 
     ok = cli("m10", "postflight", "--as-of", "2026-11-02")
     assert ok.returncode == 0, ok.stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -252,3 +253,78 @@ def test_busy_fenced_commit_past_expiry_keeps_the_row_but_nobody_hangs(
     assert waited < 8, waited  # two 2 s waits and a CLI start, not the 10 s commit
     assert busy.communicate(timeout=30)[0].strip() == "committed"
     assert acquire(conn, "slow", "heir") > token
+
+
+ROW_HOLDER = textwrap.dedent("""
+    import sys, psycopg
+    dsn, name, holder, token, hold = sys.argv[1:6]
+    with psycopg.connect(dsn) as c:   # one transaction, committed when the block ends
+        c.execute("SELECT m10_recovery.assert_lease(%s, %s, %s)", (name, holder, int(token)))
+        print("fenced", flush=True)
+        c.execute("SELECT pg_sleep(%s)", (float(hold),))  # busy: keeps the row FOR SHARE
+        released = c.execute("SELECT clock_timestamp() AS t").fetchone()[0]
+    print(released.isoformat(), flush=True)
+""")
+
+
+def hold_row(dsn: str, name: str, holder: str, token: int, seconds: float
+             ) -> subprocess.Popen[str]:
+    """A holder's fenced transaction keeping the lease row locked for `seconds`."""
+    proc = subprocess.Popen([sys.executable, "-c", ROW_HOLDER, dsn, name, holder, str(token),
+                             str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "fenced"
+    return proc
+
+
+def released_at(proc: subprocess.Popen[str]) -> datetime:
+    """When the holder's transaction ended, by the database clock (read just before COMMIT)."""
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    return datetime.fromisoformat(out.strip())
+
+
+def test_takeover_after_waiting_for_the_row_is_stamped_after_the_wait(
+        conn: Conn, dsn: str) -> None:
+    """The old lease lapses while its holder's fenced transaction still has the row; the
+    heir waits for that transaction, and its lease starts when it got the row, with its
+    whole TTL."""
+    conn.execute("SET statement_timeout = '15s'")  # a regression fails rather than hangs
+    old = acquire(conn, "waited", "old", ttl=1)
+    holder = hold_row(dsn, "waited", "old", old, 1.8)
+    left = conn.execute("SELECT extract(epoch FROM expires_at - clock_timestamp()) AS s "
+                        "FROM m10_recovery.distributed_locks WHERE lock_name = 'waited'"
+                        ).fetchone()["s"]
+    time.sleep(float(left) + 0.1)  # lapsed, but the row is still locked for a while
+    t0 = time.monotonic()
+    new = acquire(conn, "waited", "heir", ttl=60)
+    waited = time.monotonic() - t0
+    released = released_at(holder)
+    assert new is not None and new > old
+    assert waited >= 0.2, waited  # it really queued behind the holder's transaction
+    row = conn.execute("SELECT holder_id, acquired_at, expires_at "
+                       "FROM m10_recovery.distributed_locks WHERE lock_name = 'waited'"
+                       ).fetchone()
+    assert row["holder_id"] == "heir"
+    assert row["acquired_at"] >= released, (row, released)
+    assert row["expires_at"] - row["acquired_at"] == timedelta(seconds=60)
+
+
+def test_extend_after_waiting_for_the_row_judges_and_stamps_after_the_wait(
+        conn: Conn, dsn: str) -> None:
+    """An extend that queued behind a fenced transaction: a lease still live after the
+    wait gets its full TTL from then; one that lapsed during the wait is not revived."""
+    conn.execute("SET statement_timeout = '15s'")
+    live = acquire(conn, "live", "a", ttl=5)
+    holder = hold_row(dsn, "live", "a", live, 0.8)
+    assert extend(conn, "live", "a", live, ttl=60) is True
+    released = released_at(holder)
+    row = conn.execute("SELECT extended_at, expires_at FROM m10_recovery.distributed_locks "
+                       "WHERE lock_name = 'live'").fetchone()
+    assert row["extended_at"] >= released, (row, released)
+    assert row["expires_at"] - row["extended_at"] == timedelta(seconds=60)
+
+    lapsing = acquire(conn, "lapsing", "a", ttl=1)
+    holder = hold_row(dsn, "lapsing", "a", lapsing, 1.5)
+    assert extend(conn, "lapsing", "a", lapsing, ttl=60) is False  # lapsed while it waited
+    released_at(holder)
+    assert acquire(conn, "lapsing", "b") is not None

@@ -133,6 +133,7 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
     assert task(rec, "dl_reconcile")["summary"] == {"already_processed": 1, "replayed": 1,
                                                     "abandoned": 2}
     assert "ABANDONED" in rec.stderr
+    assert _gauge(tmp_path, "m10_dead_letters_abandoned") == 2
     rows = {row["idempotency_key"]: row for row in _archive(conn)}
     assert rows["done-key"]["reconcile_outcome"] == "already_processed"
     assert rows["done-key"]["replay_event_id"] == 10
@@ -154,6 +155,15 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
     assert task(again, "dl_reconcile")["summary"] == {"already_processed": 0, "replayed": 0,
                                                       "abandoned": 0}
     assert (_archive(conn), conn.execute("SELECT * FROM m10_recovery.outbox").fetchall()) == before
+    assert _gauge(tmp_path, "m10_dead_letters_abandoned") == 2  # still waiting for a human
+
+
+def _gauge(tmp_path: Path, name: str) -> float:
+    from m10jobs.edges.metrics import parse
+
+    prom = (tmp_path / "metrics" / "m10_m10_maintenance.prom").read_text()
+    [value] = [g.value for g in parse(prom) if g.name == name]
+    return value
 
 
 def test_archive_is_idempotent_by_entry_id(cli: Any, conn: psycopg.Connection[Any],
@@ -253,10 +263,13 @@ def test_route_by_idle_time(cli: Any, tmp_path: Path, redis_url: str) -> None:
     stuck = r.xadd("m10:outbox", event_fields(60, "idle"))
     deliver(r, "m10:outbox", "workers", times=1)
     cfg = write_config(tmp_path, base=write_config(tmp_path).read_text().replace(
-        "max_idle_seconds = 0", "max_idle_seconds = 1"))
+        "max_idle_seconds = 0", "max_idle_seconds = 30"))
     early = cli("m10", "run", "dl_route", "--config", str(cfg))
     assert task(early, "dl_route")["summary"]["routed"] == 0
-    time.sleep(1.1)
+    # Age the pending entry past the threshold instead of sleeping (a loaded machine's
+    # start-up time must not decide the outcome); JUSTID keeps its delivery count.
+    [pending] = r.xpending_range("m10:outbox", "workers", "-", "+", 1)
+    r.xclaim("m10:outbox", "workers", pending["consumer"], 0, [stuck], idle=31_000, justid=True)
     late = cli("m10", "run", "dl_route", "--config", str(cfg))
     assert task(late, "dl_route")["summary"]["routed"] == 1
     [(_, fields)] = r.xrange("m10:dead_letter")

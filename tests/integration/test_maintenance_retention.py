@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -144,7 +145,7 @@ def test_file_policies(cli: Any, conn: psycopg.Connection[Any], env: dict[str, s
     kept += [_touch(reports / "latest_report.json", 40), _touch(reports / "report-new.json", 1)]
     cfg = write_config(tmp_path, "[retention.stats_csv]\nmax_age_months = 12\n", base="")
 
-    proc = cli("m10", "run", "retention_cleanup", "--config", str(cfg))
+    proc = cli("m10", "run", "retention_files", "--config", str(cfg))
     assert proc.returncode == 0, proc.stderr
     assert not any(p.exists() for p in old_up + old_csv + old_reports)
     assert all(p.exists() for p in kept)
@@ -152,10 +153,12 @@ def test_file_policies(cli: Any, conn: psycopg.Connection[Any], env: dict[str, s
     [csv_gz] = archive.rglob("m10_stats_2020-01.csv.gz")
     assert gzip.decompress(csv_gz.read_bytes()) == b"date,n\n2020-01-01,1\n"
     assert list(archive.rglob("report-2020.json.gz"))
-    counts = {r["policy"]: r["rows_deleted"] for r in conn.execute(
-        "SELECT policy, rows_deleted FROM m10_recovery.retention_jobs")}
-    assert counts["fallback_uploads"] == 3 and counts["stats_csv"] == 2
-    assert counts["canary_reports"] == 1
+    rows = {r["policy"]: r for r in conn.execute(
+        "SELECT policy, target, rows_deleted FROM m10_recovery.retention_jobs")}
+    assert set(rows) == {"fallback_uploads", "stats_csv", "canary_reports"}  # files only
+    assert rows["fallback_uploads"]["rows_deleted"] == 3
+    assert rows["stats_csv"]["rows_deleted"] == 2 and rows["canary_reports"]["rows_deleted"] == 1
+    assert rows["stats_csv"]["target"] == f"{socket.gethostname()}:{logs}/m10_stats_*.csv"
 
 
 def test_archive_to_object_storage(cli: Any, conn: psycopg.Connection[Any],

@@ -98,7 +98,10 @@ def test_leader_stopped_past_its_ttl_cannot_commit(conn: Any, env: dict[str, str
     cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
     env = {**env, "M10_LEASE_TTL_SECONDS": "2"}
     old = start(env, "--config", str(cfg))
-    time.sleep(0.8)
+    deadline = time.monotonic() + 30  # mid-pass: it holds the lease and committed a batch
+    while not conn.execute("SELECT count(*) AS n FROM m10_recovery.replay_log").fetchone()["n"]:
+        assert time.monotonic() < deadline, "the leader never committed a batch"
+        time.sleep(0.02)
     assert old.poll() is None, "the leader finished before it could be stopped"
     old.send_signal(signal.SIGSTOP)
     try:

@@ -57,6 +57,7 @@ def test_store_down_then_retry_uploads_verified(cli: Any, s3_env: dict[str, str]
     assert "object storage is unreachable" in still_down.stderr
     assert metas(s3_env)[0]["attempts"] == 2
     assert not kept.with_name(kept.name + ".uploaded").exists()
+    assert 0 <= oldest_pending_age(s3_env) < 600
 
     back = cli("m10-retry-r2-fallbacks", env=s3_env)
     assert back.returncode == 0, back.stderr
@@ -65,10 +66,20 @@ def test_store_down_then_retry_uploads_verified(cli: Any, s3_env: dict[str, str]
     marker = json.loads(kept.with_name(kept.name + ".uploaded").read_text())
     assert marker["sha256"] == meta["sha256"] and marker["key"] == meta["key"]
     assert kept.exists()  # left for retention
+    assert oldest_pending_age(s3_env) == 0
 
     again = cli("m10-retry-r2-fallbacks", env=s3_env)
     assert again.returncode == 0
     assert summary(again.stdout)["tasks"][0]["summary"] == {"pending": 0, "uploaded": 0}
+
+
+def oldest_pending_age(env: dict[str, str]) -> float:
+    """The m10_fallback_oldest_pending_age_seconds gauge of the last pass."""
+    from m10jobs.edges.metrics import parse
+
+    prom = (Path(env["M10_METRICS_DIR"]) / "m10_m10_retry_r2_fallbacks.prom").read_text()
+    [age] = [g.value for g in parse(prom) if g.name == "m10_fallback_oldest_pending_age_seconds"]
+    return age
 
 
 def _fallback(env: dict[str, str], data: bytes, key: str) -> Path:

@@ -131,9 +131,10 @@ def daily_while_hourly_held(server: Host, host: Host) -> None:
 def lease_overlaps(rows: list[dict[str, str]]) -> list[str]:
     """Each (lock, token) holds from the moment its row was written until the row is deleted
     (released, reclaimed) or its last expiry, whichever is first.  (Not from `acquired_at`:
-    that is the clock when acquire_lock began, before it may have waited for the previous
-    holder's release to commit.)  A takeover is legitimate only once the previous lease has
-    expired, so it does not end the previous span.  Per lock, spans must not overlap."""
+    before migration 080 that was the clock when acquire_lock began, before it may have
+    waited for the previous holder's release to commit.)  A takeover is legitimate only once
+    the previous lease has expired, so it does not end the previous span.  Per lock, spans
+    must not overlap."""
     spans: dict[tuple[str, int], list[datetime]] = {}
     for r in rows:
         lock, token = r["lock_name"], int(r["fencing_token"])

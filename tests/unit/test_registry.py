@@ -97,6 +97,7 @@ def test_scope_decides_the_lease_name_in_one_place() -> None:
     scopes = {t.lease_pattern: t.scope for j in jobs() for t in j.tasks}
     assert scopes["m10:rollback@<hostname>"] == "host"
     assert scopes["m10:retry_r2_fallbacks@<hostname>"] == "host"
+    assert scopes["retention_cleanup@<hostname>"] == "host"  # retention's files: per host
     for cluster in ("m10:outbox_processor", "m10:canary", "m10:synthetic_traffic",
                     "aos:cost_snapshot_hourly", "aos:cost_snapshot_daily", "reclaim_gc",
                     "retention_cleanup", "m10:daily_stats"):
@@ -107,6 +108,8 @@ def test_scope_decides_the_lease_name_in_one_place() -> None:
     assert scope_of("m10:rollback@web-2") == "host"
     assert scope_of("m10:canary") == "cluster" and scope_of("m10:canary@web-2") is None
     assert scope_of("matview_public.x") == "cluster" and scope_of("nobody") is None
+    assert scope_of("retention_cleanup") == "cluster"
+    assert scope_of("retention_cleanup@web-2") == "host"
 
 
 def test_bad_hostname_setting_is_a_config_error() -> None:

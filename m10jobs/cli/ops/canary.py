@@ -28,8 +28,9 @@ def COMMAND() -> None:
 
 
 @admin_command(COMMAND, "status")
-def status(config: Any, log: logging.Logger) -> int:
-    """Show this host's latest_report.json (verdict, age, failing probes) and the rollback
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (for machines).")
+def status(config: Any, log: logging.Logger, as_json: bool) -> int:
+    """Show this host's latest_report.json (verdict, age, probes) and the rollback
     ledger's row for it (cluster-wide: whichever host acted)."""
     from m10jobs.edges import db as pg
     from m10jobs.edges.queries import query
@@ -45,7 +46,7 @@ def status(config: Any, log: logging.Logger) -> int:
         action = conn.execute(query("rollback_action"),
                               {"report_run_id": report.run_id}).fetchone()
         last = conn.execute(query("rollback_latest")).fetchone()
-    click.echo(json.dumps({
+    shown = {
         "report": str(path),
         "run_id": report.run_id,
         "verdict": report.verdict,
@@ -57,5 +58,35 @@ def status(config: Any, log: logging.Logger) -> int:
                         for p in report.raw["probes"] if p["status"] != "pass"],
         "rollback": action,
         "last_rollback": last,
-    }, indent=2, default=str))
+    }
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, default=str))
+        return 0
+    _print_text(shown, report.raw["probes"])
     return 0
+
+
+def _print_text(shown: dict[str, Any], probes: list[dict[str, Any]]) -> None:
+    from m10jobs.cli.ops.deadletters import print_table
+
+    def ledger(row: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
+        return "none" if row is None else " ".join(f"{k}={row[k]}" for k in keys
+                                                   if row.get(k) is not None)
+
+    for label, value in (
+        ("report", shown["report"]),
+        ("run", f"{shown['run_id']}, finished {shown['finished_at']} "
+                f"({shown['age_s']:.0f}s ago)"),
+        ("verdict", f"{shown['verdict']} (score {shown['score']})"
+                    + (f": {shown['reason']}" if shown["reason"] else "")),
+        ("rollback", "nothing done for this report" if shown["rollback"] is None else ledger(
+            shown["rollback"], ("host", "outcome", "exit_status", "started_at", "finished_at",
+                                "duration_s"))),
+        ("last", ledger(shown["last_rollback"], ("report_run_id", "host", "outcome",
+                                                 "started_at"))),
+    ):
+        click.echo(f"{label:9} {value}")
+    click.echo("")
+    print_table(probes, [("PROBE", "name"), ("STATUS", "status"), ("VALUE", "value"),
+                         ("THRESHOLD", "threshold"), ("CRITICAL", "critical"),
+                         ("DETAIL", "detail")])

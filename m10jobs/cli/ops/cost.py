@@ -111,13 +111,29 @@ def show(config: Any, log: Any, tenant: str, days: int, hours: int, as_json: boo
     return ExitCode.OK
 
 
-@admin_command(COMMAND, "status", help="Newest hour and day snapshotted, anomaly count.")
+@admin_command(COMMAND, "status", help="Newest hour and day snapshotted, missing hours (a "
+               "gap behind the newest hour too), anomaly count.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def status(config: Any, log: Any, as_json: bool) -> int:
+    from m10jobs.cli.ops.status import COST_GRACE_S
+    from m10jobs.jobs.cost.settings import CostSettings
+
+    window = config.settings(CostSettings).backfill_max_hours
     row = _fetch(config, "m10 cost status", "cost_status", {})[0]
+    gaps = _fetch(config, "m10 cost status", "status_cost_hours",
+                  {"window_hours": window, "grace_s": COST_GRACE_S})[0]
+    row |= {"hours_missing": gaps["hours_missing"], "window_hours": window,
+            "first_missing_hour": gaps["first_missing_hour"],
+            "last_missing_hour": gaps["last_missing_hour"]}
     if as_json:
         click.echo(json.dumps(row, default=str))
         return ExitCode.OK
-    for key in ("last_hour", "last_day", "anomalies", "last_anomaly_day"):
-        click.echo(f"{key:18} {'-' if row[key] is None else row[key]}")
+    missing = (f"{gaps['hours_missing']} in the last {window} h" + (
+        f": {gaps['first_missing_hour']:%Y-%m-%d %H:00} .. "
+        f"{gaps['last_missing_hour']:%Y-%m-%d %H:00} UTC (aos-cost-snapshot-hourly fills them)"
+        if gaps["hours_missing"] else ""))
+    for key, value in (("last_hour", row["last_hour"]), ("hours_missing", missing),
+                       ("last_day", row["last_day"]), ("anomalies", row["anomalies"]),
+                       ("last_anomaly_day", row["last_anomaly_day"])):
+        click.echo(f"{key:18} {'-' if value is None else value}")
     return ExitCode.OK

@@ -20,9 +20,7 @@ from m10jobs.errors import BadInput, ExitCode
 
 def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
     """(problems, ok lines) for every stats CSV in log_dir."""
-    import hashlib
-
-    from m10jobs.jobs.stats.statsfile import marker_path, month_files, parse, read_marker
+    from m10jobs.jobs.stats.statsfile import marker_mismatches, month_files, parse, read_marker
 
     problems: list[str] = []
     ok: list[str] = []
@@ -38,19 +36,7 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
             problems.append(str(exc))
             previous = None
             continue
-        found = []
-        if marker is None:
-            found.append(f"marker {marker_path(path).name} is missing")
-        else:
-            sha = hashlib.sha256(path.read_bytes()).hexdigest()
-            if marker.get("sha256") != sha:
-                found.append(f"sha256 {sha[:12]} differs from the marker's "
-                             f"{str(marker.get('sha256'))[:12]} (edited after export?)")
-            if marker.get("rows") != len(stats.rows):
-                found.append(f"{len(stats.rows)} rows, marker says {marker.get('rows')}")
-            last = stats.last_date.isoformat() if stats.last_date else None
-            if marker.get("last_date") != last:
-                found.append(f"last date {last}, marker says {marker.get('last_date')}")
+        found = marker_mismatches(stats, marker)
         for day in stats.dates:
             if previous is not None and day != previous + timedelta(days=1):
                 missing = (day - previous).days - 1
@@ -66,6 +52,15 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
     return problems, ok
 
 
+def stats_today(config: Any) -> date:
+    """Today in the daily_stats time zone: the day whose eve the newest row must be."""
+    from zoneinfo import ZoneInfo
+
+    from m10jobs.jobs.stats.settings import DailyStatsSettings
+
+    return datetime.now(ZoneInfo(config.settings(DailyStatsSettings).timezone)).date()
+
+
 @admin_command(None, "postflight",
                help="Check every stats CSV against its .processed marker (sha256, rows, last "
                     "date), no missing day, newest row = yesterday.  Exit 0, or 65 naming "
@@ -78,13 +73,8 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
               help="Check as if today were this date (the newest row must be the day before).")
 def postflight(config: Any, log: Any, log_dir: Path | None, as_of: str | None) -> int:
     """Validate the daily stats checkpoint; one line per problem."""
-    from zoneinfo import ZoneInfo
-
-    from m10jobs.jobs.stats.settings import DailyStatsSettings
-
-    tz = ZoneInfo(config.settings(DailyStatsSettings).timezone)
     try:
-        today = date.fromisoformat(as_of) if as_of else datetime.now(tz).date()
+        today = date.fromisoformat(as_of) if as_of else stats_today(config)
     except ValueError:
         raise click.BadParameter(f"{as_of!r} is not a date (YYYY-MM-DD)",
                                  param_hint="--as-of") from None

@@ -12,7 +12,16 @@ from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.config import GLOBAL
 from m10jobs.errors import ExitCode
 
-REPO_UNITS = Path(__file__).resolve().parents[3] / "systemd"
+
+def checkout_units() -> Path | None:
+    """./systemd when the working directory is an m10jobs checkout, else None: an
+    installed package has no place of its own for units (never site-packages)."""
+    cwd = Path.cwd()
+    try:
+        ours = 'name = "m10jobs"' in (cwd / "pyproject.toml").read_text()
+    except OSError:
+        return None
+    return cwd / "systemd" if ours and (cwd / "m10jobs" / "registry.py").is_file() else None
 
 
 @click.group(context_settings=CONTEXT)
@@ -21,23 +30,29 @@ def units() -> None:
 
 
 @units.command("render", context_settings=CONTEXT)
-@click.option("--output", type=click.Path(path_type=Path), default=REPO_UNITS,
-              show_default=True, help="Directory to write the units to.")
+@click.option("--output", type=click.Path(path_type=Path),
+              help="Directory to write the units to (default: ./systemd, inside a checkout "
+                   "only).")
 @click.option("--prefix", default="/opt/m10jobs", show_default=True,
               help="Install prefix the ExecStart= lines point into.")
 @click.option("--metrics-dir", metavar="DIR", default=GLOBAL["metrics_dir"].example,
               show_default=True, help="The one directory the sandbox lets jobs write "
               "metrics to; set M10_METRICS_DIR to it.")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 when the units are stale.")
-def render(output: Path, prefix: str, metrics_dir: str, check: bool) -> None:
+def render(output: Path | None, prefix: str, metrics_dir: str, check: bool) -> None:
     """Write a .service and .timer per job (and the failure template).
 
     \b
-    Example:
-      m10 units render --check
+    Examples:
+      m10 units render --check                      (in a checkout: ./systemd)
+      m10 units render --output /etc/systemd/system
     """
     from m10jobs.units import render_all, stale, write
 
+    output = output or checkout_units()
+    if output is None:
+        raise click.UsageError(f"give --output DIR: {Path.cwd()} is not an m10jobs checkout "
+                               "(only there do units default to ./systemd)")
     generated = render_all(prefix, metrics_dir)
     if check:
         outdated = stale(output, generated)

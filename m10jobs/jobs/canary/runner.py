@@ -260,6 +260,8 @@ def canary_pass(ctx: PassContext) -> dict[str, Any]:
     atomic_write_json(history, report)
     atomic_write_json(latest, report)
     trimmed = _trim_history(reports, keep, ctx.run_id)
+    ctx.gauge("m10_canary_report_timestamp_seconds", time.time(),
+              "Unix time latest_report.json was last written.")
     ctx.gauge("m10_canary_score", report["score"] if report["score"] is not None else -1,
               "Weighted share of passing probes in the last canary run (-1: no data).")
     for v in cr.VERDICTS:

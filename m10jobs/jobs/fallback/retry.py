@@ -4,10 +4,12 @@ retry_r2_fallbacks.sh, marker `.uploaded`).
 Every pending fallback is validated before anything is uploaded: a meta file
 with an absolute or `..` key, or a copy whose sha256 no longer matches, stops
 the pass with exit 65 and nothing is touched.  Then, oldest first, the newest
-pending version of each object: upload, read back and compare size and sha256,
-write `<name>.uploaded` (older versions of that object: `.uploaded`,
-superseded).  The copy stays for retention to remove.  Store unreachable ->
-69 (attempt counted); files still failing after `[retry_r2_fallbacks] alert_after_hours` -> exit 1.
+pending version of each object: upload verified against its sha256
+(storage.put_verified: the store checks the checksum sent with it; read back
+where a store lacks checksums), write `<name>.uploaded` (older versions of
+that object: `.uploaded`, superseded).  The copy stays for retention to
+remove.  Store unreachable -> 69 (attempt counted); files still failing
+after `[retry_r2_fallbacks] alert_after_hours` -> exit 1.
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ if TYPE_CHECKING:
 
 
 def retry_pass(ctx: PassContext) -> dict[str, Any]:
+    """One pass; whatever its outcome, the age of the oldest upload still pending after it
+    (what the M10FallbackUploadsPending alert watches)."""
+    try:
+        return _retry(ctx)
+    finally:
+        ages = [fallback.age_hours(meta) * 3600
+                for entry in fallback.pending(fallback.fallback_dir(ctx.config))
+                if (meta := entry.read_meta_or_none()) is not None]
+        ctx.gauge("m10_fallback_oldest_pending_age_seconds", max(ages, default=0),
+                  "Time since the oldest still pending fallback upload first failed.")
+
+
+def _retry(ctx: PassContext) -> dict[str, Any]:
     alert_after = ctx.config.settings(RetrySettings).alert_after_hours
     directory = fallback.fallback_dir(ctx.config)
     entries = fallback.pending(directory)
@@ -56,10 +71,10 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
         ctx.check()
         m = c.meta
         try:
-            etag = fallback.put_verified(client, m["bucket"], m["key"], c.entry.path,
-                                         m["sha256"], m["size"],
-                                         m.get("content_type") or "application/octet-stream")
-        except (BotoCoreError, ClientError, fallback.StoredMismatch) as exc:
+            stored = storage.put_verified(client, m["bucket"], m["key"], c.entry.path,
+                                          m["sha256"], m["size"],
+                                          m.get("content_type") or "application/octet-stream")
+        except (BotoCoreError, ClientError, storage.StoredMismatch) as exc:
             meta = fallback.record_failure(c.entry, f"{type(exc).__name__}: {exc}")
             known = as_m10_error(exc, None)
             if isinstance(known, DependencyUnavailable):
@@ -72,10 +87,11 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
             if fallback.age_hours(meta) >= alert_after:
                 stuck.append(c.entry.path.name)
             continue
-        fallback.mark_uploaded(c.entry, m, etag)
+        fallback.mark_uploaded(c.entry, m, stored.etag)
         fallback.supersede(directory, m["bucket"], m["key"], m["sha256"], keep=c.entry)
         uploaded.append(m["key"])
-        ctx.log.info("uploaded %s to s3://%s/%s", c.entry.path.name, m["bucket"], m["key"])
+        ctx.log.info("uploaded %s to s3://%s/%s (verified by %s)", c.entry.path.name,
+                     m["bucket"], m["key"], stored.verified_by)
     ctx.gauge("m10_fallback_uploaded", len(uploaded), "Fallback files uploaded by the last pass.")
     summary = {"pending": len(checked), "uploaded": len(uploaded), "failed": failed}
     if stuck:

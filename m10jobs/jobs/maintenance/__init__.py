@@ -13,7 +13,10 @@ skipped (exit 0 overall unless every task was skipped: 75; any failure: 1).
   3. dl_archive         (lease dl_reconcile) dead-letter stream -> dead_letter_archive
   4. dl_reconcile       (lease dl_reconcile) already_processed / replayed / abandoned
   5. matview_refresh    (lease matview_<view>, one per configured view)
-  6. retention_cleanup  (lease retention_cleanup) archive + delete old rows and files
+  6. retention_cleanup  (lease retention_cleanup) archive + delete old table rows
+  7. retention_files    (lease retention_cleanup@<host>) delete this host's old files:
+                        host-local state, so every host runs it, not only the one
+                        that wins the cluster-wide retention_cleanup lease
 
 Route and archive come before reconcile so a poison message goes pending ->
 dead letter -> archive -> reconciled in one pass; retention runs last so it
@@ -22,6 +25,7 @@ never removes what an earlier task of the same pass still needed.
 
 from m10jobs.jobs.maintenance.settings import (
     DL_LOCK,
+    RETENTION_LOCK,
     DeadLetterSettings,
     MaintenanceSettings,
     MatviewSettings,
@@ -53,22 +57,28 @@ JOB = Job(
         Task("matview_refresh", "matview_{key}", "m10jobs.jobs.maintenance.matviews:refresh",
              "Refresh each configured materialized view (CONCURRENTLY when possible).",
              keys=views),
-        Task("retention_cleanup", "retention_cleanup", "m10jobs.jobs.maintenance.retention:cleanup",
-             "Archive and delete rows and files past their retention age."),
+        Task("retention_cleanup", RETENTION_LOCK, "m10jobs.jobs.maintenance.retention:cleanup",
+             "Archive and delete table rows past their retention age."),
+        Task("retention_files", RETENTION_LOCK,
+             "m10jobs.jobs.maintenance.retention:cleanup_files",
+             "Delete this host's uploaded fallback files, old stats CSVs and canary reports.",
+             scope="host"),
     ),
     produces=(
         Flow("lock", "reclaim_gc", "m10_recovery.distributed_locks",
-             "Expired lock garbage collection", ("lock cleanup task",)),
+             "Expired lock garbage collection", ("reclaim_gc",)),
         Flow("lock", "dl_reconcile", "m10_recovery.distributed_locks",
-             "Dead-letter routing, archive and reconciliation", ("reconcile_dl.py",)),
+             "Dead-letter routing, archive and reconciliation",
+             ("dl_route", "dl_archive", "dl_reconcile", "m10 dl replay")),
         Flow("lock", "matview_*", "m10_recovery.distributed_locks",
-             "Per-view refresh coordination", ("matview refresh tasks",)),
+             "Per-view refresh coordination", ("matview_refresh",)),
         Flow("lock", "retention_cleanup", "m10_recovery.distributed_locks",
-             "Cleanup job coordination", ("retention_archive.py",)),
+             "Cleanup job coordination: table rows cluster-wide, files per host",
+             ("retention_cleanup", "retention_files")),
         Flow("stream", DEAD_LETTER_STREAM, "Redis stream",
              "Dead letters awaiting archive", ("dl_archive",)),
         Flow("checkpoint", "dead_letter_archive", "m10_recovery.dead_letter_archive",
-             "DL message storage", ("retention_archive.py", "reconcile_dl.py")),
+             "DL message storage", ("dl_reconcile", "retention_cleanup", "m10 dl list")),
         Flow("table", "retention_jobs", "m10_recovery.retention_jobs",
              "Archive operation metadata", ("m10 retention history",)),
         Flow("file", "retention archive", "$M10_STATE_DIR/retention-archive/ or "

@@ -281,4 +281,7 @@ def reconcile(ctx: PassContext) -> dict[str, Any]:
     for outcome, n in counts.items():
         ctx.gauge("m10_dead_letters_reconciled", n, "Dead letters reconciled by outcome.",
                   outcome=outcome)
+    ctx.gauge("m10_dead_letters_abandoned",
+              ctx.conn.execute(query("dl_count_abandoned")).fetchone()["n"],
+              "Abandoned dead letters nobody has replayed yet (m10 dl replay).")
     return counts

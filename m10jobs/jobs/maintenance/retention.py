@@ -1,4 +1,8 @@
-"""Retention task of m10-maintenance (seed: retention_archive.py), lease `retention_cleanup`.
+"""Retention tasks of m10-maintenance (seed: retention_archive.py).
+
+retention_cleanup (lease `retention_cleanup`, cluster-wide) runs the table
+policies; retention_files (lease `retention_cleanup@<host>`, host-local) runs the
+file policies on every host, since each host's files are its own.
 
 Table policies: rows past their age are deleted in batches (dead-lettered outbox
 rows too: dead_letter_archive got a copy when they were dead-lettered); each batch is one
@@ -8,7 +12,8 @@ $M10_STATE_DIR/retention-archive), and commits only once the chunk is durable.
 A crash loses nothing: an uncommitted batch is still in the table (at worst a
 duplicate chunk in the archive), and the next run carries on from there.
 File policies delete uploaded fallback files, old stats CSVs and old canary
-reports.  One retention_jobs row per policy per run.
+reports.  One retention_jobs row per policy per run; a file policy's target is
+`<host>:<path>`, so `m10 retention history` says whose files they were.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ TABLE_POLICIES = ("replay_log", "outbox_dead_lettered", "dead_letter_archive", "
                   "retention_jobs")
 # policy -> its table, where the two differ
 POLICY_TABLES = {"outbox_dead_lettered": "outbox"}
+TABLE_TARGET_PREFIX = "m10_recovery."
+FILE_POLICIES = ("fallback_uploads", "stats_csv", "canary_reports")
 
 
 class Sink:
@@ -220,27 +227,44 @@ def purge_files(ctx: PassContext, policy: str, groups: Iterator[list[Path]], sin
     return out
 
 
-# -- the task ------------------------------------------------------------------
+# -- the tasks -----------------------------------------------------------------
+Plan = tuple[str, str, float, Callable[[int, datetime], Outcome]]
+"""(policy, target, max age in seconds, fn(retention_jobs id, cutoff) -> Outcome)."""
+
+
 def cleanup(ctx: PassContext) -> dict[str, Any]:
+    """The table policies (task retention_cleanup, cluster-wide: the rows are shared)."""
     s = ctx.config.settings(RetentionSettings)
-    batch_size = s.batch_size
     sink = Sink(ctx.config, s)
-    workers = s.workers
-    plans: list[tuple[str, str, float, Callable[[int, datetime], Outcome] | None]] = []
-
-    def age(policy: str) -> float | None:
-        p: Policy = getattr(s, policy)
-        return float(p.max_age_days) * DAY if p.enabled else None
-
+    plans: list[Plan] = []
     for policy in TABLE_POLICIES:
-        secs = age(policy)
+        secs = _age(s, policy)
         if secs is not None:
             plans.append((policy, f"m10_recovery.{POLICY_TABLES.get(policy, policy)}", secs,
                           lambda jid, cut, p=policy: purge_table(ctx, p, jid, cut, sink,
-                                                                 batch_size, workers)))
+                                                                 s.batch_size, s.workers)))
+    if ctx.dry_run:
+        would = {policy: ctx.conn.execute(query(f"retention_count_{policy}"),
+                                          {"max_age_s": secs}).fetchone()["n"]
+                 for policy, _, secs, _ in plans}
+        return {"would_delete": would, "archive": sink.location("<policy>")}
+    results, longest, failures = _run(ctx, sink, plans, TABLE_POLICIES, TABLE_TARGET_PREFIX)
+    ctx.gauge("m10_retention_longest_txn_seconds", longest,
+              "Longest single retention batch transaction.")
+    _fail_on(failures)
+    return {"policies": results, "longest_txn_s": round(longest, 3),
+            "archive": sink.location("<policy>")}
+
+
+def cleanup_files(ctx: PassContext) -> dict[str, Any]:
+    """The file policies (task retention_files, host-local: each host's own log_dir and
+    state_dir, so every host runs it under `retention_cleanup@<host>`)."""
+    s = ctx.config.settings(RetentionSettings)
+    sink = Sink(ctx.config, s)
+    host = f"{ctx.config.host}:"
     now = time.time()
     file_plans: list[tuple[str, str, float, Callable[[], Iterator[list[Path]]], bool]] = []
-    secs = age("fallback_uploads")
+    secs = _age(s, "fallback_uploads")
     if secs is not None:
         file_plans.append(("fallback_uploads",
                            str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"), secs,
@@ -250,36 +274,47 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
         file_plans.append(("stats_csv", str(ctx.config.log_dir / "m10_stats_*.csv"),
                            months * 31 * DAY, lambda m=months: stats_candidates(ctx.config, m),
                            True))
-    secs = age("canary_reports")
+    secs = _age(s, "canary_reports")
     if secs is not None:
         file_plans.append(("canary_reports", str(ctx.config.state_dir / "canary" / "reports"),
                            secs, lambda s=secs: canary_candidates(ctx.config, now - s), True))
-
     if ctx.dry_run:
-        would: dict[str, int] = {}
-        for policy, _, secs, _ in plans:
-            would[policy] = ctx.conn.execute(query(f"retention_count_{policy}"),
-                                             {"max_age_s": secs}).fetchone()["n"]
-        for policy, _, _, groups, _ in file_plans:
-            would[policy] = sum(1 for _ in groups())
-        return {"would_delete": would, "archive": sink.location("<policy>")}
+        return {"would_delete": {policy: sum(1 for _ in groups())
+                                 for policy, _, _, groups, _ in file_plans},
+                "archive": sink.location("<policy>")}
+    plans: list[Plan] = [
+        (p, host + t, secs,
+         lambda jid, cut, g=g, a=a, p=p: purge_files(ctx, p, g(), sink, a, jid))
+        for p, t, secs, g, a in file_plans]
+    results, _, failures = _run(ctx, sink, plans, FILE_POLICIES, host)
+    _fail_on(failures)
+    return {"policies": results, "archive": sink.location("<policy>")}
 
-    for r in ctx.conn.execute(query("retention_interrupted"), {"run_id": ctx.run_id}):
+
+def _age(s: RetentionSettings, policy: str) -> float | None:
+    p: Policy = getattr(s, policy)
+    return float(p.max_age_days) * DAY if p.enabled else None
+
+
+def _run(ctx: PassContext, sink: Sink, plans: list[Plan], policies: tuple[str, ...],
+         target_prefix: str) -> tuple[dict[str, Any], float, list[str]]:
+    """Run each plan under its own retention_jobs row; a failing policy does not stop the
+    others (the caller then fails the task: _fail_on).  Rows of this task's own domain
+    (its policies and target prefix: the tables, or this host's files) left `running` by a
+    killed run are closed as interrupted; another task's or host's running rows may be live."""
+    for r in ctx.conn.execute(query("retention_interrupted"), {
+            "run_id": ctx.run_id, "policies": list(policies), "target_prefix": target_prefix}):
         ctx.log.warning("retention run %s (policy %s) was interrupted; resuming its work",
                         r["run_id"], r["policy"])
     results: dict[str, Any] = {}
     failures: list[str] = []
     longest = 0.0
-    every = [(p, t, s, fn) for p, t, s, fn in plans] + [
-        (p, t, s, lambda jid, cut, g=g, a=a, p=p: purge_files(ctx, p, g(), sink, a, jid))
-        for p, t, s, g, a in file_plans]
-    for policy, target, secs, fn in every:
+    for policy, target, secs, fn in plans:
         t0 = time.monotonic()
         job = ctx.conn.execute(query("retention_start"), {
             "run_id": ctx.run_id, "policy": policy, "target": target, "max_age_s": secs,
             "archive_location": sink.location(policy)}).fetchone()
         try:
-            assert fn is not None
             out = fn(job["id"], job["cutoff"])
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -298,10 +333,10 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
                            "seconds": round(time.monotonic() - t0, 3)}
         ctx.gauge("m10_retention_rows_deleted", out.deleted, "Rows/files deleted by retention.",
                   policy=policy)
-    ctx.gauge("m10_retention_longest_txn_seconds", longest,
-              "Longest single retention batch transaction.")
+    return results, longest, failures
+
+
+def _fail_on(failures: list[str]) -> None:
     if failures:
         raise TaskFailed(f"retention policies failed: {', '.join(failures)} (see the log and "
                          "`m10 retention history`); the others ran")
-    return {"policies": results, "longest_txn_s": round(longest, 3),
-            "archive": sink.location("<policy>")}

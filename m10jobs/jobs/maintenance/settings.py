@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from m10jobs.config import Config
 
 DL_LOCK = "dl_reconcile"
+RETENTION_LOCK = "retention_cleanup"
+"""Both retention tasks' lock: retention_cleanup (tables) and retention_cleanup@<host> (files)."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ STREAM = "m10:outbox"
 
 DEAD_LETTER_STREAM = "m10:dead_letter"
 TICK_S = 60  # the timer's period: schedule "minutely", no random delay
-HANDOVER_S = 0.25  # a lingering pass ends this long before the next tick (exit takes ~50 ms)
+HANDOVER_S = 0.5  # a lingering pass ends this long before the tick (0.25 s lost ticks)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class OutboxSettings:
     linger_seconds: float = setting(0.0, "after draining, keep the lease and LISTEN this long "
                                     "for new events: ms latency (0: off; 59 with the minutely "
                                     "timer)", min=0)
-    linger_tick_seconds: int = setting(TICK_S, "the linger ends 0.25 s before a multiple of "
+    linger_tick_seconds: int = setting(TICK_S, "the linger ends 0.5 s before a multiple of "
                                        "this: the timer's period (0: never)", min=0, max=3600)
 
     def problems(self) -> Iterator[str]:

@@ -50,7 +50,7 @@ JOB = Job(
              "Computed days, once for the cluster; every host's CSVs are written from it",
              ("m10-daily-stats",)),
         Flow("checkpoint", "CSV stats files", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv",
-             "Daily stats, one file per month on every host", ("retention",)),
+             "Daily stats, one file per month on every host", ("retention_cleanup",)),
         Flow("marker", ".processed", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv.processed",
              "Last date, rows and sha256 of the CSV", ("m10 postflight",)),
     ),

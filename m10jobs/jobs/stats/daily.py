@@ -246,5 +246,12 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     exported = sorted(d for a in changes.values() for d in a)
     ctx.gauge("m10_daily_stats_days_exported", len(exported),
               "Days written into this host's CSVs by the last pass.")
+    files = month_files(ctx.config.log_dir)
+    newest = parse(files[-1]).last_date if files else None
+    if newest is not None:
+        ctx.gauge("m10_daily_stats_last_day_timestamp_seconds",
+                  datetime.combine(newest, time(), tz).timestamp(),
+                  "Start of the newest day in this host's stats CSVs (stale when older than "
+                  "2 days).")
     return {"exported": exported, "files": [p.name for p in written], "uploads": uploads,
             "timezone": tz.key}

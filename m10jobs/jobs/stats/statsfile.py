@@ -132,5 +132,23 @@ def read_marker(path: Path) -> dict[str, Any] | None:
     return marker
 
 
+def marker_mismatches(stats: StatsFile, marker: dict[str, Any] | None) -> list[str]:
+    """How a parsed CSV disagrees with its marker (sha256, rows, last date); [] when whole.
+    Shared by `m10 postflight` and `m10 status` so both judge a marker the same way."""
+    if marker is None:
+        return [f"marker {marker_path(stats.path).name} is missing"]
+    found = []
+    sha = hashlib.sha256(stats.path.read_bytes()).hexdigest()
+    if marker.get("sha256") != sha:
+        found.append(f"sha256 {sha[:12]} differs from the marker's "
+                     f"{str(marker.get('sha256'))[:12]} (edited after export?)")
+    if marker.get("rows") != len(stats.rows):
+        found.append(f"{len(stats.rows)} rows, marker says {marker.get('rows')}")
+    last = stats.last_date.isoformat() if stats.last_date else None
+    if marker.get("last_date") != last:
+        found.append(f"last date {last}, marker says {marker.get('last_date')}")
+    return found
+
+
 def days(first: date, last: date) -> list[date]:
     return [first + timedelta(n) for n in range((last - first).days + 1)]
