@@ -43,6 +43,10 @@ def reclaim_gc(ctx: PassContext) -> dict[str, Any]:
         return {"would_reclaim": expired, "outbox_processor": health}
     reclaimed = ctx.conn.execute(query("reclaim_expired_locks")).fetchone()["reclaimed"]
     ctx.gauge("m10_locks_reclaimed", reclaimed, "Lapsed leases deleted by the last reclaim_gc.")
+    for lease in ctx.conn.execute(query("list_locks")).fetchall():
+        ctx.gauge("m10_lease_held_seconds", lease["age_s"],
+                  "How long each live lease has been held (a stuck holder keeps growing it).",
+                  lock=lease["lock_name"])
     if reclaimed:
         ctx.log.info("reclaimed %d expired lease(s)", reclaimed)
     return {"reclaimed": reclaimed, "outbox_processor": health}
