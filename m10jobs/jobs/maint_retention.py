@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -120,13 +121,21 @@ def _old(path: Path, cutoff_ts: float) -> bool:
         return False
 
 
-def fallback_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
-    """Uploaded fallback files: [file, file.meta.json, file.uploaded], marker last."""
-    base = config.state_dir / "fallback-uploads"
-    for marker in sorted(base.glob("*.uploaded")) if base.is_dir() else ():
-        if not marker.name.startswith(".") and _old(marker, cutoff_ts):
-            name = marker.with_suffix("")
-            yield [name, name.with_name(name.name + ".meta.json"), marker]
+def fallback_candidates(ctx: PassContext, cutoff_ts: float) -> Iterator[list[Path]]:
+    """Uploaded fallback files behind a verified marker: [file, meta, marker], marker last.
+    A marker that does not parse or match is never trusted to delete the only copy: the
+    entry stays for m10-retry-r2-fallbacks to verify again."""
+    from m10jobs.edges import fallback
+
+    for entry in fallback.entries(ctx.config.state_dir / "fallback-uploads"):
+        if not os.path.lexists(entry.uploaded_path) or not _old(entry.uploaded_path,
+                                                                  cutoff_ts):
+            continue
+        problem = fallback.marker_problem(entry)
+        if problem is not None:
+            ctx.log.warning("fallback %s kept: %s", entry.path.name, problem)
+            continue
+        yield [entry.path, entry.meta_path, entry.uploaded_path]
 
 
 def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
@@ -196,7 +205,7 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
     if secs is not None:
         file_plans.append(("fallback_uploads",
                            str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"), secs,
-                           lambda s=secs: fallback_candidates(ctx.config, now - s), False))
+                           lambda s=secs: fallback_candidates(ctx, now - s), False))
     stats = section.table("stats_csv")
     if stats.bool("enabled", True):
         months = stats.int("max_age_months", STATS_CSV_MONTHS, min=1)
@@ -243,6 +252,10 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
             if (not isinstance(exc, Exception) or db.is_connection_error(exc)
                     or isinstance(exc, LeaseLost | DependencyUnavailable)):
                 raise
+            from m10jobs.runner import as_m10_error
+
+            if isinstance(as_m10_error(exc, None), DependencyUnavailable):
+                raise  # object storage down: 69, like any other dependency
             ctx.log.error("retention policy %s failed: %s", policy, exc)
             failures.append(policy)
             continue

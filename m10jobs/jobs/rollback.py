@@ -59,10 +59,12 @@ def settings(s: Section) -> Settings:
 def read_actions(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Log records by report run_id.  A torn last line (crash mid-append, before the
     command could run) is ignored; any other unreadable line is BadInput."""
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except FileNotFoundError:
+    from m10jobs.edges import files
+
+    data = files.read_bytes(path, files.ACTIONS_LOG, missing_ok=True)
+    if data is None:
         return {}
+    lines = data.split(b"\n")
     by_report: dict[str, list[dict[str, Any]]] = {}
     for n, line in enumerate(lines, 1):
         if not line.strip():
