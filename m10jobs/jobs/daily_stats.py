@@ -12,15 +12,17 @@ duplicates a day; a CSV that does not parse stops the pass (65), untouched.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from m10jobs.registry import Flow, Job
+from m10jobs.statsfile import StatsFile, marker_path, render
 
 if TYPE_CHECKING:
-    from pathlib import Path
     from zoneinfo import ZoneInfo
 
     from m10jobs.runner import PassContext
@@ -45,10 +47,53 @@ def yesterday(tz: ZoneInfo) -> date:
     return datetime.now(tz).date() - timedelta(days=1)
 
 
-def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
-    """Days to export (BadInput if a month file they go into is corrupt)."""
+@dataclass
+class Month:
+    """One month's file pair as found on disk, before this pass changes anything."""
+
+    path: Path
+    stats: StatsFile | None = None
+    marker: dict[str, Any] | None = None
+    problem: str | None = None  # corrupt CSV or marker, or a marker the CSV does not explain
+    behind: bool = False  # the CSV is the marker's plus appended days (a crash between renames)
+
+
+def survey(log_dir: Path) -> dict[Path, Month]:
+    """Every month file with its marker, checked: nothing is written before this."""
+    import hashlib
+
     from m10jobs.errors import BadInput
-    from m10jobs.statsfile import csv_path, days, month_files, parse
+    from m10jobs.statsfile import explains, month_files, parse, read_marker
+
+    months = {}
+    for path in month_files(log_dir):
+        m = months[path] = Month(path)
+        try:
+            m.stats = parse(path)
+            m.marker = read_marker(path)
+        except BadInput as exc:
+            m.problem = str(exc)
+            continue
+        if m.marker is None or not m.stats.rows:
+            continue
+        data = render(m.stats.rows)
+        if hashlib.sha256(data).hexdigest() == m.marker["sha256"]:
+            continue
+        if explains(m.marker, m.stats.rows):
+            m.behind = True
+        else:
+            m.problem = (f"{path}: its marker {marker_path(path).name} does not match it "
+                         f"(the CSV has {len(m.stats.rows)} rows, the marker says "
+                         f"{m.marker['rows']}; edited after export?); check the CSV, then move "
+                         "the marker aside so the next run rebuilds it from the CSV")
+    return months
+
+
+def plan(ctx: PassContext, tz: ZoneInfo, months: dict[Path, Month]) -> list[date]:
+    """Days to export; BadInput if the month that holds the checkpoint, or one they
+    go into, is bad (nothing is written then)."""
+    from m10jobs.errors import BadInput
+    from m10jobs.statsfile import csv_path, days
 
     log_dir = ctx.config.log_dir
     last_possible = yesterday(tz)
@@ -57,13 +102,12 @@ def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
         raise BadInput(f"--until {until} is not a finished day yet (yesterday in "
                        f"{tz.key} is {last_possible})")
     start: date | None = ctx.params.get("start_date")
-    parsed = {}
-    files = month_files(log_dir)
     last = None
-    for path in reversed(files):  # the newest month with a row holds the last date
-        parsed[path] = parse(path)
-        if parsed[path].last_date:
-            last = parsed[path].last_date
+    for m in reversed(list(months.values())):  # the newest month with a row holds the last date
+        if m.problem and not start:
+            raise BadInput(f"{m.problem} (it holds the checkpoint: nothing was exported)")
+        if m.stats and m.stats.last_date:
+            last = m.stats.last_date
             break
     first = start or (last + timedelta(days=1) if last else until)
     if (until - first).days >= MAX_BACKFILL_DAYS:
@@ -71,10 +115,10 @@ def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
                        "give a later --start-date")
     todo = []
     for day in days(first, until) if first <= until else []:
-        path = csv_path(log_dir, day)
-        if path not in parsed:
-            parsed[path] = parse(path)
-        if day not in set(parsed[path].dates):
+        m = months.get(csv_path(log_dir, day))
+        if m is not None and m.problem:
+            raise BadInput(f"{m.problem} (day {day} goes into it: nothing was exported)")
+        if m is None or m.stats is None or day not in set(m.stats.dates):
             todo.append(day)
     return todo
 
@@ -91,7 +135,8 @@ def compute(ctx: PassContext, day: date, tz: ZoneInfo) -> dict[str, Any]:
 def export_pass(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.edges import fallback
     from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
-    from m10jobs.statsfile import csv_path, marker_for, marker_path, month_files, parse, render
+    from m10jobs.errors import ConfigError, TaskFailed
+    from m10jobs.statsfile import csv_path, marker_for, parse
 
     tz = _zone(ctx)
     section = ctx.config.section("daily_stats")
@@ -99,22 +144,24 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     try:
         fallback.check_key(prefix + "m10_stats.csv")
     except ValueError as exc:
-        from m10jobs.errors import ConfigError
-
         raise ConfigError(f"config key daily_stats.key_prefix: {exc}") from None
-    todo = plan(ctx, tz)
+    upload_on = section.bool("upload", True) and bool(ctx.config.r2_bucket)
+    months = survey(ctx.config.log_dir)
+    bad = [m for m in months.values() if m.problem]
+    # From what is on disk now: stays set until the files are fixed.
+    ctx.gauge("m10_daily_stats_bad_months", len(bad),
+              "Stats months whose CSV or .processed marker is corrupt or does not match.")
+    todo = plan(ctx, tz, months)
+    repair = [m.path for m in months.values() if not m.problem and m.stats and m.stats.rows
+              and (m.marker is None or m.behind)]
     if ctx.dry_run:
-        return {"would_export": [d.isoformat() for d in todo], "timezone": tz.key}
-    by_month: dict[Path, list[dict[str, Any]]] = {}
+        return {"would_export": [d.isoformat() for d in todo], "timezone": tz.key,
+                "would_repair_markers": [p.name for p in repair]}
+    by_month: dict[Path, list[dict[str, Any]]] = {p: [] for p in repair}
     for day in todo:
         ctx.check()
         by_month.setdefault(csv_path(ctx.config.log_dir, day), []).append(
             compute(ctx, day, tz))
-    # A month whose marker is missing (first run, or an operator deleted a stale
-    # one after checking the CSV) gets it rewritten even with no new day.
-    for path in month_files(ctx.config.log_dir):
-        if path not in by_month and not marker_path(path).exists() and parse(path).rows:
-            by_month[path] = []
     written, appended = [], []
     for path, new_rows in sorted(by_month.items()):
         ctx.check()
@@ -124,25 +171,73 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
             rows = sorted([*current.rows, *(r for r in new_rows if r["date"] not in have)],
                           key=lambda r: r["date"])
             data = render(rows)
-            if new_rows:
+            if len(rows) > len(current.rows):
                 atomic_write(path, data)
-            atomic_write_json(marker_path(path), marker_for(path, data, rows))
+            # A marker behind its CSV (killed between the two renames) is rebuilt, and
+            # the CSV it did not cover is owed to object storage.
+            atomic_write_json(marker_path(path), marker_for(path, data, rows,
+                                                            upload_pending=upload_on))
         written.append(path)
+        if path in repair:
+            ctx.log.warning("%s: marker rebuilt from the CSV (it was missing or behind, e.g. "
+                            "a run was killed between the CSV and its marker)", path.name)
         if new_rows:
             appended.append(path)
         ctx.log.info("%s: %d row(s), last %s", path.name, len(rows), rows[-1]["date"],
                      extra={"added": [r["date"] for r in new_rows]})
-    uploads = {}
-    if appended and section.bool("upload", True) and ctx.config.r2_bucket:
-        for path in appended:
-            result = fallback.upload(ctx.config, path, prefix + path.name, ctx.log,
-                                     "text/csv")
-            uploads[path.name] = "stored" if result.stored else "fallback"
-    elif appended:
+    uploads, failed = _upload_pending(ctx, prefix) if upload_on else ({}, [])
+    if appended and not upload_on:
         ctx.log.info("upload skipped (daily_stats.upload is off or r2_bucket is not set)")
     ctx.gauge("m10_daily_stats_days_exported", len(todo), "Days appended by the last pass.")
-    return {"exported": [d.isoformat() for d in todo], "files": [p.name for p in written],
-            "uploads": uploads, "timezone": tz.key}
+    summary = {"exported": [d.isoformat() for d in todo], "files": [p.name for p in written],
+               "uploads": uploads, "timezone": tz.key}
+    problems = [m.problem for m in bad] + failed
+    for problem in problems:
+        ctx.log.error("%s", problem)
+    if problems:
+        raise TaskFailed(f"{len(problems)} stats month(s) need attention, the others were "
+                         f"exported: {problems[0]}")
+    return summary
+
+
+def _upload_pending(ctx: PassContext, prefix: str) -> tuple[dict[str, str], list[str]]:
+    """Upload every month whose marker says it is owed to object storage, then clear
+    that in the marker.  The flag lives in the marker, so a month written while the
+    store was down and the state disk full (no fallback copy possible) is uploaded on
+    a later run instead of never."""
+    import hashlib
+
+    from m10jobs.edges import fallback
+    from m10jobs.edges.files import atomic_write_json, file_lock
+    from m10jobs.errors import M10Error
+    from m10jobs.statsfile import marker_for, month_files, parse, read_marker
+
+    uploads: dict[str, str] = {}
+    failed: list[str] = []
+    for path in month_files(ctx.config.log_dir):
+        ctx.check()
+        try:
+            marker = read_marker(path)
+        except M10Error:
+            continue  # reported by survey
+        if not marker or not marker.get("upload_pending"):
+            continue
+        try:
+            result = fallback.upload(ctx.config, path, prefix + path.name, ctx.log, "text/csv")
+        except (OSError, M10Error) as exc:
+            failed.append(f"{path}: upload failed and could not be kept for retry ({exc}); it "
+                          "stays pending and is retried on the next run")
+            continue
+        uploads[path.name] = "stored" if result.stored else "fallback"
+        with file_lock(path):
+            stats = parse(path)
+            data = render(stats.rows)
+            now = read_marker(path)
+            if now and now["sha256"] == hashlib.sha256(data).hexdigest() == marker["sha256"]:
+                atomic_write_json(marker_path(path), marker_for(path, data, stats.rows))
+    ctx.gauge("m10_daily_stats_uploads_pending", len(failed),
+              "Stats months still owed to object storage.")
+    return uploads, failed
 
 
 def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
