@@ -141,7 +141,7 @@ class Kind:
         return cls(f"{self.what} {path}: {problem}; {self.fix}")
 
 
-CONFIG = Kind("config file", 1 * MiB, "fix it or point --config/M10_CONFIG at the right file",
+CONFIG = Kind("config file", 16 * MiB, "fix it or point --config/M10_CONFIG at the right file",
               config=True)
 FALLBACK_META = Kind("fallback meta", 64 * KiB,
                      "fix it, or move the entry (file and sidecars) out of fallback-uploads")
@@ -154,7 +154,7 @@ UPLOAD_DATA = Kind("file to upload", 5 * GiB, "check what wrote it")
 STATS_CSV = Kind("stats CSV", 4 * MiB, "fix or restore the file (nothing was overwritten)")
 STATS_MARKER = Kind("stats marker", 64 * KiB,
                     "move it aside and rerun m10-daily-stats to rebuild it from the CSV")
-CANARY_REPORT = Kind("canary report", 4 * MiB,
+CANARY_REPORT = Kind("canary report", 16 * MiB,
                      "nothing was acted on. Rerun m10-canary to write a fresh report "
                      "(or move the bad file aside)")
 ACTIONS_LOG = Kind("rollback log", 64 * MiB,

@@ -14,6 +14,7 @@ crash) is never acted on again: a failed rollback is not blindly repeated.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from m10jobs import canary_report as cr
 from m10jobs.config import Section
 from m10jobs.errors import BadInput, ConfigError, LeaseLost, TaskFailed
 from m10jobs.registry import Flow, Job
+from m10jobs.stopping import Stopped
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
@@ -138,8 +140,13 @@ def _run_command(argv: list[str], timeout: float, env: dict[str, str]
         try:
             out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
             break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             interrupted = True
+            if isinstance(exc, Stopped) and proc.poll() is None:
+                # systemctl stop signals the unit's whole cgroup; do the same for the
+                # command's own session, then record how it ended.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, exc.signum)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -201,6 +208,10 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
     ctx.gauge("m10_rollback_acted", 1, "1 when the last pass ran the rollback command.")
     if interrupted:
         ctx.log.error("rollback command output (tail): %s", output.strip())
+        from m10jobs import stopping
+
+        if stopping.signum() is not None:
+            raise Stopped(stopping.signum() or 15)  # recorded above; the runner says the rest
         raise LeaseLost(f"interrupted while the rollback command ran (lease lost?); the command "
                         f"was let finish: {outcome} (exit status {status}), recorded in "
                         f"{log_path}; it will not be repeated for report {report.run_id}")
