@@ -4,13 +4,22 @@ VENV     ?= .venv
 BIN      := $(VENV)/bin
 PYTEST_ARGS ?=
 
-# make install: package into a venv at PREFIX, units, example config (DESTDIR honoured)
+# make install: package into a venv at PREFIX, units, example config (DESTDIR honoured).
+# The venv is built from the distribution's Python, never a user-local one (pyenv):
+# the service user must be able to execute it.
+INSTALL_PYTHON   ?= $(firstword $(wildcard /usr/bin/python3) python3)
 PREFIX           ?= /opt/m10jobs
+BINDIR           ?= /usr/local/bin
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 SYSUSERS_DIR     ?= /usr/lib/sysusers.d
 CONFDIR          ?= /etc/m10jobs
+SERVICE_USER     := m10jobs
 DOCDIR           := $(PREFIX)/share/doc/m10jobs
 STAGE            := $(DESTDIR)$(PREFIX)
+UNITS            := $(notdir $(wildcard systemd/*.service systemd/*.timer systemd/*.target))
+TIMERS           := $(filter %.timer,$(UNITS))
+# systemctl only for a real install on a running systemd, never into a DESTDIR stage
+LIVE_SYSTEMD     := $(if $(DESTDIR),,$(wildcard /run/systemd/system))
 
 .PHONY: all venv deps test demo bench lint clean install uninstall units-check
 
@@ -45,7 +54,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 install:
-	$(PYTHON) -m venv --clear $(STAGE)
+	$(INSTALL_PYTHON) -m venv --clear $(STAGE)
 	$(STAGE)/bin/pip install -q --no-warn-script-location .
 ifneq ($(DESTDIR),)
 	# staged: scripts must point at PREFIX, where the tree will finally live
@@ -54,20 +63,32 @@ endif
 	$(STAGE)/bin/python -m m10jobs.cli.admin units render --prefix $(PREFIX) \
 		--output $(DESTDIR)$(SYSTEMD_UNIT_DIR)
 	install -D -m 0644 systemd/m10jobs.sysusers.conf $(DESTDIR)$(SYSUSERS_DIR)/m10jobs.conf
-	install -d -m 0755 $(DESTDIR)$(CONFDIR) $(DESTDIR)$(DOCDIR)
+	# the service user must exist before its configuration can be given to it
+	$(if $(LIVE_SYSTEMD),systemd-sysusers $(SYSUSERS_DIR)/m10jobs.conf)
+	install -d -m 0755 $(DESTDIR)$(CONFDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(BINDIR)
 	[ -e $(DESTDIR)$(CONFDIR)/m10jobs.toml ] || \
 		install -m 0640 systemd/m10jobs.toml.example $(DESTDIR)$(CONFDIR)/m10jobs.toml
-	[ -e $(DESTDIR)$(CONFDIR)/env ] || install -m 0600 systemd/env.example $(DESTDIR)$(CONFDIR)/env
+	[ -e $(DESTDIR)$(CONFDIR)/env ] || install -m 0640 systemd/env.example $(DESTDIR)$(CONFDIR)/env
+	# readable by root and the service user only (also mends an earlier install's modes)
+	chmod 0640 $(DESTDIR)$(CONFDIR)/m10jobs.toml $(DESTDIR)$(CONFDIR)/env
+	if getent group $(SERVICE_USER) >/dev/null; then \
+		chgrp $(SERVICE_USER) $(DESTDIR)$(CONFDIR)/m10jobs.toml $(DESTDIR)$(CONFDIR)/env; fi
+	ln -sfn $(PREFIX)/bin/m10 $(DESTDIR)$(BINDIR)/m10
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
-	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
-		systemd-sysusers && systemctl daemon-reload; fi
+	$(if $(LIVE_SYSTEMD),systemctl daemon-reload)
 
+# Stops and disables before removing, so no timer is left scheduled or failing.
+# Kept: $(CONFDIR) (configuration, secrets), the $(SERVICE_USER) user and the data
+# systemd created for it (/var/lib/m10jobs: fallback files not yet uploaded; /var/log/m10).
 uninstall:
-	for unit in systemd/*.service systemd/*.timer; do \
-		rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$(basename $$unit); done
+	$(if $(LIVE_SYSTEMD),-systemctl disable --now $(TIMERS) m10jobs.target)
+	$(if $(LIVE_SYSTEMD),-systemctl stop 'm10-*.service' 'aos-*.service')
+	rm -f $(addprefix $(DESTDIR)$(SYSTEMD_UNIT_DIR)/,$(UNITS))
 	rm -rf $(STAGE) $(DESTDIR)$(SYSUSERS_DIR)/m10jobs.conf
-	@echo "kept $(DESTDIR)$(CONFDIR) (configuration and secrets): remove it by hand if unwanted"
-	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	[ ! -L $(DESTDIR)$(BINDIR)/m10 ] || rm -f $(DESTDIR)$(BINDIR)/m10
+	$(if $(LIVE_SYSTEMD),systemctl daemon-reload)
+	$(if $(LIVE_SYSTEMD),-systemctl reset-failed 'm10-*' 'aos-*')
+	@echo "kept $(DESTDIR)$(CONFDIR) (configuration and secrets), the $(SERVICE_USER) user and its data in /var/lib/m10jobs and /var/log/m10: remove them by hand if unwanted"
 
 # What CI checks about the install: units current, a staged install verifies clean.
 units-check: venv

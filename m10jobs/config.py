@@ -161,10 +161,12 @@ class Config:
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> Path | None:
+    """M10_CONFIG set but empty means no file at all: defaults and environment only
+    (a DBA migrating as the postgres account, which may not read the host's file)."""
     if flag:
         return Path(flag)
-    if env.get("M10_CONFIG"):
-        return Path(env["M10_CONFIG"])
+    if "M10_CONFIG" in env:
+        return Path(env["M10_CONFIG"]) if env["M10_CONFIG"] else None
     return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
 
 

@@ -3,6 +3,9 @@
 The run context is a plain dict that the runner updates as the lease is taken
 and released; a filter stamps it on every record.  Whole lines go through
 redact() after formatting, so nothing secret escapes in messages or tracebacks.
+When stderr is the journal, each line starts with its syslog priority (`<3>`),
+which journald strips and honours: `journalctl -p err` shows the job's own
+reason, and the message itself stays one JSON object.
 """
 
 from __future__ import annotations
@@ -61,6 +64,34 @@ class _RedactingTextFormatter(logging.Formatter):
         return redact(line)
 
 
+_SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
+                    logging.INFO: 6, logging.DEBUG: 7}
+
+
+class _JournalPriorityFormatter(logging.Formatter):
+    """Prefix every line with `<N>` (sd-daemon(3)); journald reads the prefix when
+    SyslogLevelPrefix= is on, its default."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
+def stderr_is_journal() -> bool:
+    """True when systemd connected stderr to the journal: JOURNAL_STREAM names the
+    device and inode of that very stream (systemd.exec(5)), not merely inherited."""
+    try:
+        dev, ino = (int(part) for part in os.environ["JOURNAL_STREAM"].split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (KeyError, ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def new_run_id() -> str:
     """12 hex digits naming one run in every log line, summary and holder id.
     (os.urandom, not secrets: it is an identifier, and secrets costs start-up time.)"""
@@ -74,10 +105,14 @@ def setup_logging(job: str, run_id: str, *, verbose: bool = False) -> logging.Lo
     logger.handlers.clear()
     logger.filters.clear()
     handler = logging.StreamHandler(sys.stderr)
+    formatter: logging.Formatter
     if os.environ.get("M10_LOG_FORMAT") == "text":
-        handler.setFormatter(_RedactingTextFormatter(verbose))
+        formatter = _RedactingTextFormatter(verbose)
     else:
-        handler.setFormatter(_RedactingJsonFormatter(verbose))
+        formatter = _RedactingJsonFormatter(verbose)
+    if stderr_is_journal():
+        formatter = _JournalPriorityFormatter(formatter)
+    handler.setFormatter(formatter)
     handler.addFilter(_ContextFilter())
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)

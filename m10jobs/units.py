@@ -1,10 +1,14 @@
 """systemd units derived from the job registry (`m10 units render`, `make install`).
 
 Every job gets a oneshot .service (exit 75 = skipped counts as success, a
-timeout below the lease TTL, a dynamic user with its state/log directories,
-failures recorded by the m10-failure@ template) and a persistent .timer.
-The sandbox keeps what a job needs (Python, TCP to PostgreSQL/Redis/S3, its
-own directories) and removes the rest.
+timeout below the lease TTL, the static m10jobs user with its state/log
+directories, failures recorded by the m10-failure@ template) and a persistent
+.timer.  `m10jobs.target` wants every timer, so one `systemctl enable --now
+m10jobs.target` schedules them all (systemctl expands globs only over units
+already loaded, so `enable 'm10-*.timer'` on a fresh host enables nothing).
+Every job reaches PostgreSQL over the network, so every service waits for
+network-online.target.  The sandbox keeps what a job needs (Python, TCP to
+PostgreSQL/Redis/S3, its own directories) and removes the rest.
 """
 
 from __future__ import annotations
@@ -61,22 +65,23 @@ KeyringMode=private
 """
 
 
-def _list(values: tuple[str, ...]) -> str:
-    return " ".join(values)
+TARGET = "m10jobs.target"
+NETWORK = "network-online.target"
+
+
+def _list(*values: str) -> str:
+    """Space-separated, first occurrence kept (a job may name the network too)."""
+    return " ".join(dict.fromkeys(values))
 
 
 def service(job: Job, prefix: str = DEFAULT_PREFIX) -> str:
-    after = _list(job.after) or "network-online.target"
     unit = [
         HEADER,
         "[Unit]",
         f"Description=m10jobs {job.script}: {job.summary}",
         f"Documentation=file://{prefix}/share/doc/m10jobs/runbook.md",
-        f"After={after}",
-    ]
-    if job.wants:
-        unit.append(f"Wants={_list(job.wants)}")
-    unit += [
+        f"Wants={_list(NETWORK, *job.wants)}",
+        f"After={_list(NETWORK, *job.after)}",
         "OnFailure=m10-failure@%n.service",
         "",
         "[Service]",
@@ -97,6 +102,7 @@ def timer(job: Job) -> str:
         HEADER,
         "[Unit]",
         f"Description=Run {job.script} ({job.schedule})",
+        f"PartOf={TARGET}",
         "",
         "[Timer]",
         f"OnCalendar={job.schedule}",
@@ -106,7 +112,7 @@ def timer(job: Job) -> str:
         f"Unit={job.script}.service",
         "",
         "[Install]",
-        "WantedBy=timers.target",
+        f"WantedBy={TARGET}",
         "",
     ]
     return "\n".join(lines)
@@ -127,8 +133,23 @@ def failure_template(prefix: str = DEFAULT_PREFIX) -> str:
     ])
 
 
+def target(prefix: str = DEFAULT_PREFIX) -> str:
+    timers = " ".join(f"{job.script}.timer" for job in jobs())
+    return "\n".join([
+        HEADER,
+        "[Unit]",
+        "Description=m10jobs: every job's timer",
+        f"Documentation=file://{prefix}/share/doc/m10jobs/runbook.md",
+        f"Wants={timers}",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+        "",
+    ])
+
+
 def render_all(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
-    units = {"m10-failure@.service": failure_template(prefix)}
+    units = {"m10-failure@.service": failure_template(prefix), TARGET: target(prefix)}
     for job in jobs():
         units[f"{job.script}.service"] = service(job, prefix)
         units[f"{job.script}.timer"] = timer(job)
@@ -138,8 +159,8 @@ def render_all(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
 def stale(directory: Path, units: dict[str, str]) -> list[str]:
     """Units missing or different in directory, and ones we generated earlier that no
     job declares any more (only files carrying our header: never someone else's)."""
-    present = {p.name for p in [*directory.glob("*.service"), *directory.glob("*.timer")]
-               if p.read_text().startswith(HEADER)}
+    present = {p.name for pattern in ("*.service", "*.timer", "*.target")
+               for p in directory.glob(pattern) if p.read_text().startswith(HEADER)}
     out = [n for n, text in units.items()
            if not (directory / n).exists() or (directory / n).read_text() != text]
     return sorted(out + sorted(present - set(units)))
@@ -152,7 +173,7 @@ def write(directory: Path, units: dict[str, str]) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     for name in changed:
         if name in units:
-            atomic_write(directory / name, units[name])
+            atomic_write(directory / name, units[name], lock=False)
         else:
             (directory / name).unlink()
     return changed

@@ -20,10 +20,17 @@ from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.cli.jobcommand import job_command
 from m10jobs.errors import ExitCode
 
+# Subcommands that must keep root when an operator runs them as root.
+KEEP_ROOT = frozenset({"units"})
+
 
 @click.group(context_settings=CONTEXT)
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """m10jobs admin: migrations, leases, and running any job by hand.
+
+    Run as root on an installed host, every subcommand reads /etc/m10jobs/env
+    and runs as the m10jobs user, like the units (`units` keeps root).
 
     \b
     Examples:
@@ -32,6 +39,9 @@ def main() -> None:
       m10 locks release m10:outbox_processor --force
       m10 run maintenance --dry-run
     """
+    from m10jobs.cli import service_identity
+
+    service_identity.adopt(drop=ctx.invoked_subcommand not in KEEP_ROOT)
 
 
 @main.group(context_settings=CONTEXT)

@@ -50,7 +50,9 @@ def job_command(job: Job, only: Task | None = None, name: str | None = None) -> 
 
     def callback(config_file: str | None, dry_run: bool, verbose: bool, **kwargs: Any) -> None:
         from m10jobs import runner
+        from m10jobs.cli import service_identity
 
+        service_identity.adopt()
         flags, params = split_flags(kwargs)
         code = runner.run(job, only=only, config_file=config_file, flags=flags,
                           dry_run=dry_run, verbose=verbose, params=params)

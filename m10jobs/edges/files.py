@@ -6,6 +6,11 @@ Every marker, checkpoint and report goes through atomic_write under a
 filelock, so a reader (or a crash) sees the old complete content or the new
 one, never a torn file.  The lock is reentrant within a process, so a
 read-modify-write (CSV append) holds file_lock() around read and write.
+
+One lock file per directory (`.m10jobs.lock`), never one per artifact: a lock
+file cannot be removed safely while another process may be waiting on it, so
+per-artifact locks would pile up for ever (one per canary report, 288 a day).
+Every write in a directory is short, so serialising them costs nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from m10jobs.errors import BadInput, ConfigError, M10Error, WriteFailed
 LOCK_TIMEOUT_S = 60
 
 
+DIR_LOCK_NAME = ".m10jobs.lock"
+
+
 def lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
+    """The lock that serialises writers of path: its directory's one lock file."""
+    return path.parent / DIR_LOCK_NAME
 
 
 @contextlib.contextmanager
@@ -48,11 +57,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
-    """Replace path atomically; a failed write (ENOSPC, EROFS...) is WriteFailed naming path."""
+def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644,
+                 lock: bool = True) -> None:
+    """Replace path atomically; a failed write (ENOSPC, EROFS...) is WriteFailed naming
+    path.  lock=False where the directory is not ours to leave a lock file in (the
+    systemd unit directory): there the caller is the only writer."""
     path = Path(path)
     try:
-        _atomic_write(path, data.encode() if isinstance(data, str) else data, mode)
+        _atomic_write(path, data.encode() if isinstance(data, str) else data, mode, lock)
     except WriteFailed:
         raise
     except OSError as exc:
@@ -61,8 +73,8 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
         raise WriteFailed(exc.errno, exc.strerror, str(path)) from exc
 
 
-def _atomic_write(path: Path, payload: bytes, mode: int) -> None:
-    with file_lock(path):
+def _atomic_write(path: Path, payload: bytes, mode: int, lock: bool) -> None:
+    with file_lock(path) if lock else contextlib.nullcontext():
         _remove_stale_temps(path)
         import tempfile  # imported here: not on the start-up path of a skipped pass
 
@@ -82,8 +94,11 @@ def _atomic_write(path: Path, payload: bytes, mode: int) -> None:
 
 
 def _remove_stale_temps(path: Path) -> None:
-    """Temp files a killed writer left behind; safe to remove while we hold the lock."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    """Temp files a killed writer left behind, and the per-artifact lock file that
+    earlier releases kept beside each artifact; safe to remove while we hold the lock."""
+    leftovers = [*path.parent.glob(f".{glob.escape(path.name)}.*.tmp"),
+                 path.with_name(f".{path.name}.lock")]
+    for stale in leftovers:
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
 

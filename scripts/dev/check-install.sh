@@ -12,13 +12,20 @@ prefix=$stage/opt/m10jobs
 fail=0
 
 ls "$prefix"/lib/python3*/site-packages/m10jobs/sql/migrations/001_schema.sql >/dev/null
+for f in m10jobs.toml env; do
+    mode=$(stat -c %a "$stage/etc/m10jobs/$f")
+    [ "$mode" = 640 ] || { echo "/etc/m10jobs/$f is mode $mode, want 640"; fail=1; }
+done
+[ "$(readlink "$stage/usr/local/bin/m10")" = /opt/m10jobs/bin/m10 ] || { echo "m10 is not on PATH"; fail=1; }
+leftover=$(find "$stage" -name '*.lock')
+[ -z "$leftover" ] || { echo "lock files installed: $leftover"; fail=1; }
 "$prefix/bin/python" -m m10jobs.cli.admin jobs >/dev/null
 
 # verify inside the staged root, with the host's own units (targets) visible there
 mkdir -p "$stage/usr/lib"
 mkdir -p "$stage/usr/lib/systemd"
 cp -a /usr/lib/systemd/system "$stage/usr/lib/systemd/system"
-out=$(cd "$units" && systemd-analyze verify --root="$stage" --man=no ./*.service ./*.timer 2>&1) || fail=1
+out=$(cd "$units" && systemd-analyze verify --root="$stage" --man=no ./*.service ./*.timer ./*.target 2>&1) || fail=1
 if [ -n "$out" ]; then echo "systemd-analyze verify:"; echo "$out"; fail=1; fi
 
 for timer in "$units"/*.timer; do
