@@ -48,9 +48,14 @@ class LeaseLost(M10Error):
 
 
 class TaskFailed(M10Error):
-    """A pass ran and something in it failed (details already logged)."""
+    """A pass ran and something in it failed (details already logged).  summary: what
+    the pass did get done, kept in the run's JSON summary."""
 
     exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str, summary: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 def combine_exit_codes(codes: list[int]) -> int:

@@ -190,6 +190,7 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
                         ctx.task.name, exc, ctx.lock)
     except Exception as exc:
         status = "failed"
+        summary = getattr(exc, "summary", None) or {}
         code, error = report_failure(exc, ctx.config.database_url, ctx.log, verbose,
                                      what=ctx.task.name)
     finally:

@@ -196,7 +196,7 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
         ctx.log.error("%s", problem)
     if problems:
         raise TaskFailed(f"{len(problems)} stats month(s) need attention, the others were "
-                         f"exported: {problems[0]}")
+                         f"exported: {problems[0]}", summary)
     return summary
 
 

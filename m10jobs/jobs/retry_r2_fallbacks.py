@@ -118,7 +118,7 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
                 f"left in place ({bad[0]})")
         if not acted:
             raise BadInput(f"{what}; nothing else to upload")
-        raise TaskFailed(f"{what}; the {len(uploaded)} valid one(s) were uploaded")
+        raise TaskFailed(f"{what}; the {len(uploaded)} valid one(s) were uploaded", summary)
     if failed:
         ctx.log.warning("%d fallback upload(s) failed; they stay pending", len(failed))
     return summary

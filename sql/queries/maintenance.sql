@@ -221,3 +221,7 @@ SELECT count(*) AS n FROM m10_recovery.outbox
 -- Finished retention_jobs rows past the cutoff (for --dry-run).
 SELECT count(*) AS n FROM m10_recovery.retention_jobs
  WHERE status <> 'running' AND started_at < now() - make_interval(secs => %(max_age_s)s);
+
+-- dl_count_abandoned --
+-- Dead letters abandoned and not replayed by hand since (the degraded state an operator acts on).
+SELECT count(*) AS n FROM m10_recovery.dead_letter_archive WHERE reconcile_outcome = 'abandoned';
