@@ -284,6 +284,9 @@ def validate(entry: Entry) -> Checked:
     """Meta well-formed, key safe, name short enough for its sidecars, file a regular
     file (never a symlink) with the recorded size and sha256.  BadInput naming the file."""
     meta = read_meta(entry)
+    if entry.uploaded_path.is_dir() and not entry.uploaded_path.is_symlink():
+        raise BadInput(f"upload marker {entry.uploaded_path}: is a directory, so no marker can "
+                       "be written after an upload; refused before uploading: remove it")
     if len(os.fsencode(entry.path.name)) > MAX_NAME_BYTES:
         raise BadInput(f"fallback file {entry.path}: name is longer than {MAX_NAME_BYTES} "
                        "bytes, its marker could not be written; refused before uploading: "
