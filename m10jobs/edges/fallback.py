@@ -145,6 +145,8 @@ def retry_local_fallback(config: Config, data: bytes, basename: str, bucket: str
     directory.mkdir(parents=True, exist_ok=True)
     sha = hashlib.sha256(data).hexdigest()
     for entry in pending(directory):
+        if len(os.fsencode(entry.path.name)) > MAX_NAME_BYTES:
+            continue  # its meta cannot be rewritten; the retry job reports it
         meta = entry.read_meta_or_none()
         if meta and meta.get("key") == key and meta.get("sha256") == sha \
                 and meta.get("bucket") == bucket:
