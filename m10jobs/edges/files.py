@@ -174,6 +174,8 @@ CANARY_REPORT = Kind("canary report", 16 * MiB,
                      "(or move the bad file aside)")
 ACTIONS_LOG = Kind("rollback log", 64 * MiB,
                    "nothing was acted on. Repair or move it (the log is append-only)")
+ARCHIVED = Kind("file to archive", 1 * GiB,
+                "retention left it in place: replace it with a regular file or remove it")
 METRICS = Kind("metrics file", 4 * MiB, "remove it; the next run rewrites it")
 
 CHUNK = 1 << 20

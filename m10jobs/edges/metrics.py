@@ -81,17 +81,28 @@ def write_gauges(path: Path, job: str, gauges: Iterable[Gauge], *, merge: bool =
     """Write gauges atomically; with merge, keep other label sets already in the file
     (the caller holds files.file_lock(path) around the read-modify-write)."""
     new = list(gauges)
-    if merge and path.exists():
+    old = _read(path) if merge else None
+    if old is not None:
         keys = {(g.name, tuple(sorted(g.labels.items()))) for g in new}
-        new = [g for g in parse(path.read_text())
+        new = [g for g in parse(old)
                if (g.name, tuple(sorted(g.labels.items()))) not in keys] + new
     atomic_write(path, render(job, new))
 
 
-def _previous(path: Path, name: str) -> float | None:
+def _read(path: Path) -> str | None:
+    """The previous textfile, or None when absent or not something we wrote."""
+    from m10jobs.edges import files
+    from m10jobs.errors import M10Error
+
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
+        return files.read_text(path, files.METRICS, missing_ok=True)
+    except M10Error:
+        return None
+
+
+def _previous(path: Path, name: str) -> float | None:
+    text = _read(path)
+    if text is None:
         return None
     m = re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)
     return float(m.group(1)) if m else None

@@ -165,9 +165,11 @@ def purge_files(ctx: PassContext, policy: str, groups: Iterator[list[Path]], sin
     for group in groups:
         ctx.check()
         with files.file_lock(group[0]):
-            if archive and group[0].exists():
-                sink.put(policy, group[0].name + ".gz",
-                         gzip.compress(group[0].read_bytes(), compresslevel=6))
+            if archive and os.path.lexists(group[0]):
+                # Through the safe reader: a planted symlink is refused (the policy fails
+                # naming it), never archived with its target's content.
+                data = files.read_bytes(group[0], files.ARCHIVED) or b""
+                sink.put(policy, group[0].name + ".gz", gzip.compress(data, compresslevel=6))
                 out.archived += 1
             for p in group:
                 try:

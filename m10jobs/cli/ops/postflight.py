@@ -22,6 +22,7 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
     """(problems, ok lines) for every stats CSV in log_dir."""
     import hashlib
 
+    from m10jobs.edges import files as fs
     from m10jobs.statsfile import marker_path, month_files, parse, read_marker
 
     problems: list[str] = []
@@ -42,7 +43,7 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
         if marker is None:
             found.append(f"marker {marker_path(path).name} is missing")
         else:
-            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            sha = hashlib.sha256(fs.read_bytes(path, fs.STATS_CSV) or b"").hexdigest()
             if marker.get("sha256") != sha:
                 found.append(f"sha256 {sha[:12]} differs from the marker's "
                              f"{str(marker.get('sha256'))[:12]} (edited after export?)")
