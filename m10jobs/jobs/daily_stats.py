@@ -62,6 +62,7 @@ def survey(log_dir: Path) -> dict[Path, Month]:
     """Every month file with its marker, checked: nothing is written before this."""
     import hashlib
 
+    from m10jobs.edges import files
     from m10jobs.errors import BadInput
     from m10jobs.statsfile import explains, month_files, parse, read_marker
 
@@ -76,8 +77,8 @@ def survey(log_dir: Path) -> dict[Path, Month]:
             continue
         if m.marker is None or not m.stats.rows:
             continue
-        data = render(m.stats.rows)
-        if hashlib.sha256(data).hexdigest() == m.marker["sha256"]:
+        raw = files.read_bytes(path, files.STATS_CSV) or b""  # the bytes, as postflight sees them
+        if hashlib.sha256(raw).hexdigest() == m.marker["sha256"]:
             continue
         if explains(m.marker, m.stats.rows):
             m.behind = True
@@ -171,8 +172,8 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
             rows = sorted([*current.rows, *(r for r in new_rows if r["date"] not in have)],
                           key=lambda r: r["date"])
             data = render(rows)
-            if len(rows) > len(current.rows):
-                atomic_write(path, data)
+            if len(rows) > len(current.rows) or path in repair:
+                atomic_write(path, data)  # (a repaired month: in its canonical form)
             # A marker behind its CSV (killed between the two renames) is rebuilt, and
             # the CSV it did not cover is owed to object storage.
             atomic_write_json(marker_path(path), marker_for(path, data, rows,
