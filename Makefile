@@ -61,7 +61,7 @@ ifneq ($(DESTDIR),)
 	grep -rlI -- '$(STAGE)' $(STAGE)/bin | xargs -r sed -i 's|$(STAGE)|$(PREFIX)|g'
 endif
 	$(STAGE)/bin/python -m m10jobs.cli.admin units render --prefix $(PREFIX) \
-		--output $(DESTDIR)$(SYSTEMD_UNIT_DIR)
+		--output $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(if $(METRICS_DIR),--metrics-dir $(METRICS_DIR))
 	install -D -m 0644 systemd/m10jobs.sysusers.conf $(DESTDIR)$(SYSUSERS_DIR)/m10jobs.conf
 	# the service user must exist before its configuration can be given to it
 	$(if $(LIVE_SYSTEMD),systemd-sysusers $(SYSUSERS_DIR)/m10jobs.conf)
@@ -90,7 +90,9 @@ uninstall:
 	$(if $(LIVE_SYSTEMD),-systemctl reset-failed 'm10-*' 'aos-*')
 	@echo "kept $(DESTDIR)$(CONFDIR) (configuration and secrets), the $(SERVICE_USER) user and its data in /var/lib/m10jobs and /var/log/m10: remove them by hand if unwanted"
 
-# What CI checks about the install: units current, a staged install verifies clean.
+# What CI checks about the install: units and config example/reference current, a staged
+# install verifies clean.
 units-check: venv
 	$(BIN)/m10 units render --check
+	$(BIN)/m10 config render --check
 	scripts/dev/check-install.sh

@@ -1,5 +1,6 @@
 """`m10 flows --check`: audit a live installation against the seed's isolation and
-atomicity properties.  Each check returns the breaches it found (empty = holds)."""
+atomicity properties.  Each check returns the breaches it found (empty = holds);
+its SQL is the named queries of sql/queries/audit.sql."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from typing import Any
 
 from m10jobs.config import Config
 from m10jobs.edges.metrics import SAMPLE_LINE
+from m10jobs.edges.queries import query
 
+# The seed's lock inventory, spelled out on purpose: the audit checks the registry
+# against it, so it must not be derived from the registry.
 SEED_LOCKS = ("m10:outbox_processor", "dl_reconcile", "matview_*", "retention_cleanup",
               "reclaim_gc")
 
@@ -31,53 +35,23 @@ class Check:
     run: Callable[[Audit], list[str]]
 
 
-def _rows(a: Audit, sql: str) -> list[dict[str, Any]]:
-    return a.conn.execute(sql).fetchall()
+def _rows(a: Audit, name: str) -> list[dict[str, Any]]:
+    """The rows of one named query of sql/queries/audit.sql."""
+    return a.conn.execute(query(name)).fetchall()
 
 
 def app_reads_nothing(a: Audit) -> list[str]:
-    return [f"m10_app can {r['priv']} {r['obj']}" for r in _rows(a, """
-        SELECT c.oid::regclass::text AS obj, p.priv FROM pg_class c
-          JOIN pg_namespace n ON n.oid = c.relnamespace
-          CROSS JOIN unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE']) AS p(priv)
-         WHERE n.nspname = 'm10_recovery' AND c.relkind IN ('r','v','m','p')
-           AND has_table_privilege('m10_app', c.oid, p.priv)
-        UNION ALL
-        SELECT p.oid::regprocedure::text, 'EXECUTE' FROM pg_proc p
-          JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE n.nspname = 'm10_recovery' AND p.proname <> 'enqueue_outbox'
-           AND has_function_privilege('m10_app', p.oid, 'EXECUTE')
-    """)]
+    return [f"m10_app can {r['priv']} {r['obj']}"
+            for r in _rows(a, "audit_app_privileges")]
 
 
 def lock_access_function_only(a: Audit) -> list[str]:
     return [f"{r['grantee']} holds {r['privilege_type']} on distributed_locks directly"
-            for r in _rows(a, """
-        SELECT coalesce(nullif(g.grantee::regrole::text, '-'), 'PUBLIC') AS grantee,
-               g.privilege_type
-          FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) g
-         WHERE c.oid = 'm10_recovery.distributed_locks'::regclass
-           AND g.grantee <> c.relowner
-    """)]
+            for r in _rows(a, "audit_lock_table_grants")]
 
 
 def public_has_nothing(a: Audit) -> list[str]:
-    return [f"PUBLIC has {r['priv']} on {r['obj']}" for r in _rows(a, """
-        SELECT 'schema m10_recovery' AS obj, g.privilege_type AS priv
-          FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) g
-         WHERE n.nspname = 'm10_recovery' AND g.grantee = 0
-        UNION ALL
-        SELECT c.oid::regclass::text, g.privilege_type
-          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
-               aclexplode(coalesce(c.relacl, acldefault(
-                   CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner))) g
-         WHERE n.nspname = 'm10_recovery' AND g.grantee = 0
-        UNION ALL
-        SELECT p.oid::regprocedure::text, g.privilege_type
-          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
-               aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) g
-         WHERE n.nspname = 'm10_recovery' AND g.grantee = 0
-    """)]
+    return [f"PUBLIC has {r['priv']} on {r['obj']}" for r in _rows(a, "audit_public_privileges")]
 
 
 def registered_locks_only(a: Audit) -> list[str]:
@@ -89,9 +63,7 @@ def registered_locks_only(a: Audit) -> list[str]:
                 for name in SEED_LOCKS if name not in {p.replace("{key}", "*")
                                                        for p in patterns}]
     breaches += [f"lock {r['lock_name']} (held by {r['holder_id']}) is not a registered lock"
-                 for r in _rows(a, "SELECT lock_name, holder_id FROM "
-                                   "m10_recovery.distributed_locks")
-                 if not regex.fullmatch(r["lock_name"])]
+                 for r in _rows(a, "audit_lock_rows") if not regex.fullmatch(r["lock_name"])]
     return breaches
 
 

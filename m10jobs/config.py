@@ -1,14 +1,17 @@
 """Configuration: command-line flag > environment > TOML file > default (DESIGN.md A3).
 
-Core settings are declared once in SETTINGS (which also yields their CLI flags
-and env names); job settings live in TOML sections read through Section, whose
-getters name the offending key when a value is wrong (exit 78).
+Global settings are declared once in SETTINGS (which also yields their CLI
+flags and env names); each job's tables are declared as settings classes on its
+Job (m10jobs.settings) and read through Config.settings().  Config.check() is
+the one validation of the whole file: jobs run it at start, `m10 config check`
+prints it.  Anything wrong is a ConfigError naming the key (exit 78).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ from urllib.parse import urlsplit
 
 from m10jobs.errors import ConfigError
 from m10jobs.redact import register_secret
+from m10jobs.settings import build, fields, suggest
 
 DEFAULT_CONFIG_PATH = Path("/etc/m10jobs/m10jobs.toml")
 T = TypeVar("T")
@@ -44,13 +48,27 @@ def _ttl(value: str) -> int:
     return ttl
 
 
+def _log_format(value: str) -> str:
+    if value not in ("json", "text"):
+        raise ValueError("expected json or text")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
+    """A global setting: a flag (unless flag=False), an env variable and a top-level
+    key of the file (unless file=False)."""
+
     key: str
     default: Any
     parse: Callable[[str], Any]
     help: str
     flag: bool = True
+    file: bool = True
+    toml: type = str
+    """The TOML type the file must give (a quoted "300" is not an integer)."""
+    secret: bool = False
+    example: Any = None
 
     @property
     def env(self) -> str:
@@ -62,73 +80,27 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("database_url", None, _url(("postgresql", "postgres")), "libpq URI or conninfo"),
+    Setting("database_url", None, _url(("postgresql", "postgres")),
+            "libpq URI or conninfo; jobs that need it exit 78 while it is unset", secret=True,
+            example="postgresql://m10_ops_login@db.internal:5432/platform"),
     Setting("redis_url", "redis://localhost:6379/0", _url(("redis", "rediss", "unix")),
-            "Redis URL"),
+            "Redis URL", secret=True),
     Setting("state_dir", Path("/var/lib/m10jobs"), _path, "fallback uploads, canary reports"),
     Setting("log_dir", Path("/var/log/m10"), _path, "daily stats CSVs"),
-    Setting("metrics_dir", None, _path, "node_exporter textfile directory (unset: off)"),
+    Setting("metrics_dir", None, _path, "node_exporter textfile directory (unset: off); "
+            "the units let jobs write only to the one given to `m10 units render "
+            "--metrics-dir` (default: the example shown)",
+            example="/var/lib/prometheus/node-exporter"),
     Setting("r2_endpoint_url", None, _url(("http", "https")), "S3-compatible endpoint",
-            flag=False),
-    Setting("r2_bucket", None, str, "bucket for uploads and archives", flag=False),
-    Setting("lease_ttl_seconds", 300, _ttl, "lease TTL", flag=False),
+            flag=False, example="https://ACCOUNT.r2.cloudflarestorage.com"),
+    Setting("r2_bucket", None, str, "bucket for uploads and archives", flag=False,
+            example="m10-ops"),
+    Setting("lease_ttl_seconds", 300, _ttl, "lease TTL (1..86400); else each job's own",
+            flag=False, toml=int),
+    Setting("log_format", "json", _log_format, "log lines on stderr: json or text",
+            flag=False, file=False),
 )
-
-
-@dataclass(frozen=True)
-class Section:
-    """One TOML table, e.g. [outbox]; getters validate and name the key on error."""
-
-    name: str
-    data: Mapping[str, Any]
-    source: str
-
-    def _fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(
-            f"config key {self.name}.{key}: expected {expected}, got {value!r} "
-            f"(in {self.source}); fix the value or remove it to use the default"
-        )
-
-    def get(self, key: str, default: T, check: Callable[[Any], bool] | None = None,
-            expected: str = "a valid value") -> T:
-        value = self.data.get(key, default)
-        want = type(default) if default is not None else None
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if (want is not None and not isinstance(value, want)) or (
-            isinstance(value, bool) and want is not bool
-        ):
-            raise self._fail(key, expected if check else f"a {want.__name__}", value)
-        if check is not None and not check(value):
-            raise self._fail(key, expected, value)
-        return value
-
-    def int(self, key: str, default: int, *, min: int | None = None,
-            max: int | None = None) -> int:
-        bounds = " ".join(p for p in (f">= {min}" if min is not None else "",
-                                      f"<= {max}" if max is not None else "") if p)
-        return self.get(key, default,
-                        lambda v: (min is None or v >= min) and (max is None or v <= max),
-                        f"an integer {bounds}".strip())
-
-    def float(self, key: str, default: float, *, min: float | None = None) -> float:
-        return self.get(key, default, lambda v: min is None or v >= min,
-                        f"a number >= {min}" if min is not None else "a number")
-
-    def str(self, key: str, default: str) -> str:
-        return self.get(key, default, lambda v: v != "", "a non-empty string")
-
-    def bool(self, key: str, default: bool) -> bool:
-        return self.get(key, default)
-
-    def list(self, key: str, default: list[Any]) -> list[Any]:
-        return self.get(key, default)
-
-    def table(self, key: str) -> Section:
-        value = self.data.get(key, {})
-        if not isinstance(value, dict):
-            raise self._fail(key, "a table", value)
-        return Section(f"{self.name}.{key}", value, self.source)
+GLOBAL = {s.key: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -137,6 +109,9 @@ class Config:
     origins: Mapping[str, str]
     file: Mapping[str, Any] = field(default_factory=dict)
     source: str = "defaults"
+    errors: tuple[str, ...] = ()
+    """Bad global values, kept by load_config(strict=False) for `m10 config check`."""
+    _tables: dict[type, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -144,20 +119,71 @@ class Config:
         except KeyError:
             raise AttributeError(key) from None
 
-    def section(self, name: str) -> Section:
-        data = self.file.get(name, {})
-        if not isinstance(data, dict):
-            raise ConfigError(f"config key {name}: expected a table (in {self.source})")
-        return Section(name, data, self.source)
+    def settings(self, cls: type[T]) -> T:
+        """The validated table `cls.SECTION` of the file (defaults where absent); the
+        first problem is a ConfigError naming the key."""
+        if cls not in self._tables:
+            problems: list[str] = []
+            name: str = cls.SECTION  # type: ignore[attr-defined]
+            data = self.file.get(name, {})
+            if not isinstance(data, dict):
+                problems.append(f"{name}: expected a table, got {data!r}")
+                data = {}
+            self._tables[cls] = build(cls, data, name, problems)
+            if problems:
+                raise ConfigError(self._line(problems))
+        return typing.cast(T, self._tables[cls])
+
+    def problems(self, sections: Mapping[str, type]) -> list[str]:
+        """Every problem of the file against the global settings and `sections`
+        (name -> settings class), one line each."""
+        found: list[str] = []
+        known = [s.key for s in SETTINGS if s.file] + list(sections)
+        for key, value in self.file.items():
+            if key in sections:
+                if not isinstance(value, dict):
+                    found.append(f"{key}: expected a table, got {value!r}")
+                    continue
+                before, cls = len(found), sections[key]
+                table = build(cls, value, key, found)
+                if len(found) == before:  # only a valid table is kept for settings()
+                    self._tables[cls] = table
+            elif key in GLOBAL and not GLOBAL[key].file:
+                found.append(f"{key}: can only be set by the environment ({GLOBAL[key].env})")
+            elif key not in known:
+                what = "section" if isinstance(value, dict) else "key"
+                found.append(f"{key}: unknown {what}{suggest(key, known) or _home(key, sections)}")
+        return [*self.errors, *(self._where(p) for p in found)]
+
+    def check(self, sections: Mapping[str, type]) -> None:
+        """Refuse the whole file if anything in it is wrong (what jobs do at start)."""
+        found = self.problems(sections)
+        if found:
+            more = f" (and {len(found) - 1} more: run `m10 config check`)" if found[1:] else ""
+            raise ConfigError(found[0] + more)
+
+    def _where(self, problem: str) -> str:
+        return f"config {problem} (in {self.source}); fix or remove it (docs/configuration.md)"
+
+    def _line(self, problems: list[str]) -> str:
+        more = f" (and {len(problems) - 1} more)" if problems[1:] else ""
+        return self._where(problems[0]) + more
 
     def require(self, key: str) -> Any:
         value = self.values.get(key)
         if value in (None, ""):
-            setting = next(s for s in SETTINGS if s.key == key)
+            setting = GLOBAL[key]
             raise ConfigError(
                 f"{key} is not set; set {setting.env} or '{key}' in the config file"
             )
         return value
+
+
+def _home(key: str, sections: Mapping[str, type]) -> str:
+    """For a section's key written at the top of the file: which table it belongs in."""
+    homes = [f"[{name}]" for name, cls in sections.items()
+             if any(f.name == key for f, _ in fields(cls))]
+    return f"; it is a key of {', '.join(homes)}: move it under its table" if homes else ""
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> Path | None:
@@ -191,17 +217,21 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_config(config_file: str | None = None, flags: Mapping[str, Any] | None = None,
-                env: Mapping[str, str] | None = None) -> Config:
+                env: Mapping[str, str] | None = None, *, strict: bool = True) -> Config:
+    """The global settings resolved (flag > env > file > default); a bad value is a
+    ConfigError, or with strict=False kept in Config.errors (`m10 config check`)."""
     env = os.environ if env is None else env
     flags = flags or {}
     path = config_path(config_file, env)
     file = read_toml(path) if path else {}
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
+    errors: list[str] = []
     for s in SETTINGS:
         origin, raw = next(
             ((o, v) for o, v in (("flag", flags.get(s.key)), ("env", env.get(s.env)),
-                                 ("file", file.get(s.key))) if v not in (None, "")),
+                                 ("file", file.get(s.key) if s.file else None))
+             if v not in (None, "")),
             ("default", None),
         )
         if origin == "default":
@@ -209,18 +239,22 @@ def load_config(config_file: str | None = None, flags: Mapping[str, Any] | None 
             continue
         where = {"flag": s.option, "env": s.env, "file": f"{s.key} in {path}"}[origin]
         try:
+            if origin == "file" and (not isinstance(raw, s.toml) or isinstance(raw, bool)):
+                raise ValueError(f"expected {'an integer' if s.toml is int else 'a string'}")
             values[s.key] = s.parse(str(raw))
-        except ValueError as exc:
-            raise ConfigError(
-                f"config key {s.key} ({where}): {exc}, got {raw!r}"
-                if s.key not in ("database_url", "redis_url")
-                else f"config key {s.key} ({where}): {exc}"
-            ) from None
+        except ValueError as exc:  # a secret's value is never echoed, not even malformed
+            errors.append(f"config key {s.key} ({where}): {exc}"
+                          + ("" if s.secret else f", got {raw!r}"))
+            values[s.key], origins[s.key] = s.default, "default"
+            continue
         origins[s.key] = origin
-    for key in ("database_url", "redis_url"):
-        register_secret(_password_of(values.get(key)))
+    for s in SETTINGS:
+        if s.secret:
+            register_secret(_password_of(values.get(s.key)))
     register_secret(env.get("AWS_SECRET_ACCESS_KEY"))
-    return Config(values, origins, file, str(path) if path else "defaults")
+    if errors and strict:
+        raise ConfigError(errors[0])
+    return Config(values, origins, file, str(path) if path else "defaults", tuple(errors))
 
 
 def _password_of(url: str | None) -> str | None:

@@ -127,7 +127,3 @@ def set_context(**fields: Any) -> None:
             _context.pop(key, None)
         else:
             _context[key] = value
-
-
-def get_logger() -> logging.Logger:
-    return logging.getLogger(LOGGER_NAME)

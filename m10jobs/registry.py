@@ -1,10 +1,11 @@
 """The job registry: each job is declared once, in its own module under m10jobs.jobs.
 
 A declaration (Job) names the console script, lock(s), schedule, systemd
-ordering, the artifacts it produces and consumes, and the pass function(s).
-The click commands, `m10 run`, systemd units and the flow inventory are all
-derived from it.  Declarations import nothing heavy: a job's pass imports its
-clients (redis, boto3) when it runs, so `--help` stays fast.
+ordering, the artifacts it produces and consumes, its settings tables and the
+pass function(s).  The click commands, `m10 run`, systemd units, the flow
+inventory and the configuration reference are all derived from it.
+Declarations import nothing heavy: a job's pass imports its clients (redis,
+boto3) when it runs, so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class Job:
     """Upper bound of one pass (TimeoutStartSec=), kept below the lease TTL."""
     jitter_seconds: int = 30
     """Timer RandomizedDelaySec=; 0 where the exact minute matters (daily stats at 00:05)."""
+    settings: tuple[type, ...] = ()
+    """Its TOML tables: settings classes (m10jobs.settings) with a SECTION name."""
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -85,18 +88,8 @@ class Job:
                                                     self.summary),))
 
     @property
-    def name(self) -> str:
-        return self.script
-
-    @property
     def locks(self) -> tuple[str, ...]:
         return tuple(t.lock for t in self.tasks)
-
-    def task(self, name: str) -> Task:
-        for t in self.tasks:
-            if t.name == name:
-                return t
-        raise KeyError(name)
 
 
 @cache
@@ -111,6 +104,18 @@ def jobs() -> tuple[Job, ...]:
         if isinstance(job, Job):
             found.append(job)
     return tuple(sorted(found, key=lambda j: j.script))
+
+
+@cache
+def sections() -> dict[str, type]:
+    """Every TOML table any job declares, by name (what the config file may contain)."""
+    found: dict[str, type] = {}
+    for job in jobs():
+        for cls in job.settings:
+            name = cls.SECTION  # type: ignore[attr-defined]
+            if found.setdefault(name, cls) is not cls:
+                raise TypeError(f"[{name}] is declared twice ({job.script})")
+    return found
 
 
 def find(name: str) -> tuple[Job, Task | None]:

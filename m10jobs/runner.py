@@ -1,7 +1,8 @@
 """The one lifecycle every entry point goes through.
 
-config -> JSON logging with run_id -> for each task: lease -> pass (lease
-extended in the background) -> release -> metrics -> exit code.  Jobs hold only
+JSON logging with run_id -> config (the whole file validated against every
+job's declared settings) -> for each task: lease -> pass (lease extended in the
+background) -> release -> metrics -> exit code.  Jobs hold only
 their pass; everything an operator relies on (exit codes, one-line errors,
 the JSON summary on stdout, metrics) is done here, once.
 """
@@ -25,7 +26,7 @@ from m10jobs.edges.lease import Lease, LockBusy, holder_id
 from m10jobs.edges.metrics import Gauge, write_job_metrics
 from m10jobs.errors import DependencyUnavailable, ExitCode, LeaseLost, M10Error, combine_exit_codes
 from m10jobs.logs import new_run_id, set_context, setup_logging
-from m10jobs.registry import Job, Task
+from m10jobs.registry import Job, Task, sections
 
 
 @dataclass
@@ -134,6 +135,7 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
     with stopping.handling(on_stop):
         try:
             config = load_config(config_file, flags)
+            config.check(sections())
             dsn = config.require("database_url")
             conn = db.connect(dsn, app=job.script)
             try:

@@ -1,7 +1,8 @@
 """Build a job's click command from its registry declaration.
 
-Imports only click and the registry: the runner (and with it psycopg) is
-imported when the command actually runs, so `--help` costs no driver import.
+Imports only click, the registry and the global settings (m10jobs.config, for
+the flags): the runner (and with it psycopg) is imported when the command
+actually runs, so `--help` costs no driver import.
 """
 
 from __future__ import annotations

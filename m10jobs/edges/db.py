@@ -1,7 +1,9 @@
 """PostgreSQL access: connections and turning driver failures into exit codes.
 
-psycopg is imported here and only here; it costs ~100 ms, so nothing on the
---help path imports this module.
+Every connection is opened by connect() here.  psycopg itself (~100 ms to
+import) is also imported by the lease and migrate edges, the runner, and inside
+passes that need psycopg.sql or its Jsonb adapter -- never at module level of a
+job, so `--help` does not pay for it.
 """
 
 from __future__ import annotations

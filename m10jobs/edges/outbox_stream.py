@@ -27,7 +27,6 @@ import redis
 # A5: the fields of every outbox stream entry; a dead-letter entry adds REASON and ATTEMPTS.
 OUTBOX_FIELDS = ("event_id", "idempotency_key", "event_type", "aggregate_type",
                  "aggregate_id", "payload", "created_at")
-DEAD_LETTER_FIELDS = (*OUTBOX_FIELDS, "reason", "attempts")
 
 # KEYS: stream_1, dedup_1, stream_2, dedup_2, ...
 # ARGV: dedup_ttl, trim_kind ('' | MAXLEN | MINID), trim_value, and one JSON array with,

@@ -1,6 +1,8 @@
 """Object storage (R2 or any S3-compatible store) through boto3.
 
-boto3 is imported here only (it costs ~300 ms), by the jobs that upload.
+boto3 is imported here only (it costs ~300 ms), by the jobs that upload;
+fallback and retry_r2_fallbacks import botocore's exception classes inside
+their functions.
 Explicit timeouts and a bounded retry: a pass never hangs on a dead endpoint.
 Credentials come from boto3's usual chain (env, shared files, instance role).
 """

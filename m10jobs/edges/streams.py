@@ -1,4 +1,9 @@
-"""Redis (Streams) access.  redis-py is imported here only, by the jobs that use it.
+"""Redis (Streams) access: the client the jobs use, and connection failures as 69.
+
+redis-py is imported by the Redis edges (this one, outbox_stream) and inside
+two passes: dead-letter routing (redis.ResponseError) and the canary's redis
+probe (its own client, with the probe's timeout) -- never at module level of a
+job, so `--help` does not pay for it.
 
 Connection problems surface as DependencyUnavailable (exit 69) naming the
 server without its password.

@@ -16,15 +16,15 @@ import contextlib
 import math
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs import canary_report as cr
-from m10jobs.config import Section
 from m10jobs.errors import ConfigError
 from m10jobs.registry import Flow, Job
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
@@ -225,77 +225,124 @@ PROBE_TYPES: dict[str, ProbeType] = {
 
 # -- configuration -------------------------------------------------------------------------
 
-def _probe(s: Section) -> Probe:
-    kind = s.str("type", "")
-    if kind not in PROBE_TYPES:
-        raise ConfigError(f"config key {s.name}.type: expected one of "
-                          f"{', '.join(PROBE_TYPES)}, got {kind!r} (in {s.source})")
-    pt = PROBE_TYPES[kind]
-    unknown = set(s.data) - COMMON_KEYS - pt.keys - {pt.threshold_key}
-    if unknown:
-        raise ConfigError(f"config {s.name}: unknown key(s) {', '.join(sorted(unknown))} for a "
-                          f"{kind} probe (in {s.source}); check the spelling in docs/canary.md")
-    if pt.threshold_default is None and pt.threshold_key not in s.data:
-        raise ConfigError(f"config key {s.name}.{pt.threshold_key} is missing (in {s.source}); "
-                          f"a {kind} probe needs one")
-    threshold = s.float(pt.threshold_key, pt.threshold_default or 0.0)
-    extra: dict[str, Any] = {}
-    if kind == "http":
-        extra["url"] = s.get("url", "", lambda v: v.startswith(("http://", "https://")),
-                             "an http:// or https:// URL")
-        extra["expect_status"] = s.int("expect_status", 200, min=100, max=599)
-        extra["use_proxy"] = s.bool("use_proxy", False)
-    elif kind == "redis":
-        extra["url"] = s.get("url", "", lambda v: v == "" or "://" in v, "a redis:// URL")
-    elif kind == "sql":
-        extra["query"] = s.str("query", "")
-        extra["compare"] = s.get("compare", "<=", lambda v: v in COMPARE,
-                                 f"one of {' '.join(COMPARE)}")
-    elif kind == "dead_letter_rate":
-        extra["window_s"] = s.int("window_s", 3600, min=60, max=7 * 86400)
-    return Probe(
-        name=s.get("name", "", lambda v: v != "" and "/" not in v, "a non-empty name"),
-        type=kind,
-        weight=s.float("weight", 1.0, min=0.0),
-        critical=s.bool("critical", False),
-        timeout_s=s.get("timeout_s", 5.0, lambda v: 0 < v <= 60, "seconds in (0, 60]"),
-        threshold=threshold,
-        extra=extra,
-    )
+def _probe_name(name: str) -> str | None:
+    return "a name without '/'" if "/" in name else None
 
 
-def probes(section: Section) -> list[Probe]:
-    raw = section.list("probes", [])
-    if not raw:
-        raise ConfigError(f"config key canary.probes is empty (in {section.source}); add at "
-                          "least one [[canary.probes]] table, see docs/canary.md")
-    found: list[Probe] = []
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"config key canary.probes[{i}]: expected a table "
-                              f"(in {section.source})")
-        found.append(_probe(Section(f"canary.probes[{i}]", entry, section.source)))
-    names = [p.name for p in found]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"config canary.probes: duplicate probe name(s) {', '.join(dupes)} "
-                          f"(in {section.source}); give every probe its own name")
-    if sum(p.weight for p in found) <= 0:
-        raise ConfigError("config canary.probes: every weight is 0; give at least one probe a "
-                          "positive weight")
-    return found
+def _http_url(url: str) -> str | None:
+    return None if url.startswith(("http://", "https://")) else "an http:// or https:// URL"
 
 
-def thresholds(section: Section) -> cr.Thresholds:
-    def share(key: str, default: float) -> float:
-        return section.get(key, default, lambda v: 0 <= v <= 1, "a number between 0 and 1")
+def _redis_url(url: str) -> str | None:
+    return None if "://" in url else "a redis:// URL"
 
-    t = cr.Thresholds(share("pass_threshold", 0.9), share("marginal_threshold", 0.6),
-                      share("max_no_data_share", 0.5))
-    if t.marginal_score > t.pass_score:
-        raise ConfigError(f"config canary.marginal_threshold ({t.marginal_score}) is above "
-                          f"canary.pass_threshold ({t.pass_score}) (in {section.source})")
-    return t
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """A probe; which keys apply depends on its type (docs/canary.md)."""
+
+    name: str = setting("", "unique probe name (required)", check=_probe_name)
+    type: str = setting("", "probe type (required)", choices=tuple(PROBE_TYPES))
+    weight: float = setting(1.0, "share of the score", min=0)
+    critical: bool = setting(False, "a failure fails the verdict whatever the score")
+    timeout_s: float = setting(5.0, "give up after this long", min=0.001, max=60)
+    url: str | None = setting(None, "http: the URL (required); redis: default redis_url",
+                              secret=True)
+    expect_status: int | None = setting(None, "http: expected status (default 200)", min=100,
+                                        max=599)
+    use_proxy: bool | None = setting(None, "http: honour *_proxy variables (default false)")
+    query: str | None = setting(None, "sql: read-only query returning one number (required)")
+    compare: str | None = setting(None, "sql: value <compare> threshold passes (default <=)",
+                                  choices=tuple(COMPARE))
+    threshold: float | None = setting(None, "sql: the threshold (required)")
+    window_s: int | None = setting(None, "dead_letter_rate: window (default 3600)", min=60,
+                                   max=7 * 86400)
+    max_latency_ms: float | None = setting(None, "http/redis: slower fails (1000/250)", min=0)
+    max_pending: float | None = setting(None, "outbox_backlog: more fails (1000)", min=0)
+    max_age_s: float | None = setting(None, "outbox_oldest_age: older fails (300)", min=0)
+    max_per_hour: float | None = setting(None, "dead_letter_rate: more fails (10)", min=0)
+
+    def problems(self) -> Iterator[str]:
+        if not self.name:
+            yield "name: is missing; every probe needs a name"
+        if self.type not in PROBE_TYPES:
+            yield f"type: is missing; one of {', '.join(PROBE_TYPES)}"
+            return
+        pt = PROBE_TYPES[self.type]
+        allowed = COMMON_KEYS | pt.keys | {pt.threshold_key}
+        for f in fields(ProbeSettings):
+            if f.name not in allowed and getattr(self, f.name) is not None:
+                yield f"{f.name}: not a key of a {self.type} probe (docs/canary.md)"
+        if pt.threshold_default is None and getattr(self, pt.threshold_key) is None:
+            yield f"{pt.threshold_key}: is missing; a {self.type} probe needs one"
+        if self.type == "http" and self.url is None:
+            yield "url: is missing; an http probe needs one"
+        if self.type == "http" and self.url and (e := _http_url(self.url)):
+            yield f"url: expected {e}"
+        if self.type == "redis" and self.url and (e := _redis_url(self.url)):
+            yield f"url: expected {e}"
+        if self.type == "sql" and not self.query:
+            yield "query: is missing; a sql probe needs one"
+
+    def probe(self) -> Probe:
+        """The runtime probe, each type's defaults filled in."""
+        pt = PROBE_TYPES[self.type]
+        threshold = getattr(self, pt.threshold_key)
+        extra: dict[str, Any] = {
+            "http": {"url": self.url, "expect_status": self.expect_status or 200,
+                     "use_proxy": bool(self.use_proxy)},
+            "redis": {"url": self.url or ""},
+            "sql": {"query": self.query, "compare": self.compare or "<="},
+            "dead_letter_rate": {"window_s": self.window_s or 3600},
+        }.get(self.type, {})
+        return Probe(self.name, self.type, self.weight, self.critical, self.timeout_s,
+                     pt.threshold_default if threshold is None else threshold, extra)
+
+
+@dataclass(frozen=True)
+class CanarySettings:
+    """[canary]: the probes and how their results become a verdict."""
+
+    SECTION: ClassVar[str] = "canary"
+
+    target: str = setting("default", "what the report is about (a deployment name)")
+    pass_threshold: float = setting(0.9, "score at or above: pass", min=0, max=1)
+    marginal_threshold: float = setting(0.6, "score at or above: marginal (below: fail)",
+                                        min=0, max=1)
+    max_no_data_share: float = setting(0.5, "more probes without data: inconclusive", min=0,
+                                       max=1)
+    history_keep: int = setting(200, "history copies of the report kept (0: all)", min=0)
+    probes: tuple[ProbeSettings, ...] = setting(
+        (), "the probes (at least one for m10-canary to run); the example ships the "
+        "pipeline's own health, add http/sql probes", ship=True, example=[
+            {"name": "outbox-backlog", "type": "outbox_backlog", "max_pending": 1000},
+            {"name": "outbox-age", "type": "outbox_oldest_age", "max_age_s": 300,
+             "critical": True},
+            {"name": "dead-letters", "type": "dead_letter_rate", "max_per_hour": 10},
+            {"name": "redis", "type": "redis"}])
+
+    def problems(self) -> Iterator[str]:
+        if self.marginal_threshold > self.pass_threshold:
+            yield (f"marginal_threshold ({self.marginal_threshold}) is above "
+                   f"canary.pass_threshold ({self.pass_threshold})")
+        names = [p.name for p in self.probes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            yield (f"probes: duplicate probe name(s) {', '.join(dupes)}; give every probe its "
+                   "own name")
+        if self.probes and sum(p.weight for p in self.probes) <= 0:
+            yield "probes: every weight is 0; give at least one probe a positive weight"
+
+    def thresholds(self) -> cr.Thresholds:
+        return cr.Thresholds(self.pass_threshold, self.marginal_threshold,
+                             self.max_no_data_share)
+
+
+def probes(s: CanarySettings, source: str) -> list[Probe]:
+    if not s.probes:
+        raise ConfigError(f"config key canary.probes is empty (in {source}); add at least "
+                          "one [[canary.probes]] table, see docs/canary.md")
+    return [p.probe() for p in s.probes]
 
 
 # -- the pass ------------------------------------------------------------------------------
@@ -343,11 +390,10 @@ def _remove_stale_tmp(reports: Path) -> None:
 def canary_pass(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.edges.files import atomic_write_json
 
-    section = ctx.config.section("canary")
-    limits = thresholds(section)
-    configured = probes(section)
-    target = section.str("target", "default")
-    keep = section.int("history_keep", 200, min=0)
+    s = ctx.config.settings(CanarySettings)
+    limits = s.thresholds()
+    configured = probes(s, ctx.config.source)
+    target, keep = s.target, s.history_keep
     started = time.time()
     results = []
     for p in configured:
@@ -396,4 +442,5 @@ JOB = Job(
              "history copy <run_id>.json beside it", ("m10-rollback",)),
     ),
     consumes=("m10_recovery.outbox", "m10_recovery.dead_letter_archive"),
+    settings=(CanarySettings,),
 )

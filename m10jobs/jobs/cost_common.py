@@ -24,12 +24,13 @@ from decimal import (
     InvalidOperation,
     localcontext,
 )
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
 from m10jobs.edges.queries import query
 from m10jobs.errors import BadInput, ConfigError
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     import psycopg
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
-SECTION = "cost"
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -79,54 +79,46 @@ class Totals:
     record_count: int
 
 
+def _placeholders(source_query: str) -> str | None:
+    missing = [n for n in ("period_start", "period_end") if f"%({n})s" not in source_query]
+    return (f"a query filtering on %({missing[0]})s (each period is [period_start, "
+            "period_end))") if missing else None
+
+
 @dataclass(frozen=True)
 class CostSettings:
-    """The [cost] table of the config file (every key optional)."""
+    """[cost] (both cost jobs): the source query, backfill caps, the anomaly rule."""
 
-    source_query: str
-    backfill_max_hours: int = 168
-    resnapshot_hours: int = 3
-    backfill_max_days: int = 35
-    resnapshot_days: int = 2
-    baseline_days: int = 14
-    baseline_min_days: int = 7
-    anomaly_k: Decimal = Decimal(3)
-    anomaly_min_amount_usd: Decimal = Decimal(50)
+    SECTION: ClassVar[str] = "cost"
 
+    source_query: str = setting(
+        "", "SELECT returning (amount_usd, record_count) for %(period_start)s .. "
+        "%(period_end)s (empty: the built-in query on aos_cost.cost_records)",
+        check=_placeholders)
+    backfill_max_hours: int = setting(168, "hourly: missing hours filled per pass, at most",
+                                      min=1, max=24 * 366)
+    resnapshot_hours: int = setting(3, "hourly: recent hours snapshotted again (late rows)",
+                                    min=0, max=24 * 31)
+    backfill_max_days: int = setting(35, "daily: missing days filled per pass, at most",
+                                     min=1, max=3660)
+    resnapshot_days: int = setting(2, "daily: recent days snapshotted again", min=0,
+                                   max=366)
+    baseline_days: int = setting(14, "days of history behind the anomaly baseline", min=2,
+                                 max=366)
+    baseline_min_days: int = setting(7, "fewer days of history: no anomaly verdict", min=2,
+                                     max=366)
+    anomaly_k: Decimal = setting(Decimal("3"), "flag a day above mean + k * stddev", min=0)
+    anomaly_min_amount_usd: Decimal = setting(Decimal("50.00"), "and above this amount",
+                                                   min=0)
 
-def _decimal(section: Any, key: str, default: Decimal, minimum: Decimal) -> Decimal:
-    raw = section.data.get(key, default)
-    try:
-        if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
-            raise InvalidOperation
-        value = Decimal(str(raw))
-        if not value.is_finite() or value < minimum:
-            raise InvalidOperation
-    except InvalidOperation:
-        raise ConfigError(f"config key {SECTION}.{key}: expected a decimal number >= {minimum} "
-                          f"(a string like \"50.00\" keeps it exact), got {raw!r} (in "
-                          f"{section.source}); fix the value or remove it to use the "
-                          "default") from None
-    return value
+    @property
+    def query(self) -> str:
+        """The source query to run (the built-in one unless configured)."""
+        return self.source_query or query("cost_source_default")
 
 
 def settings(config: Config) -> CostSettings:
-    """Read and check [cost]; a bad key exits 78 naming it."""
-    sec = config.section(SECTION)
-    d = CostSettings(source_query="")
-    return CostSettings(
-        source_query=sec.str("source_query", query("cost_source_default")),
-        backfill_max_hours=sec.int("backfill_max_hours", d.backfill_max_hours, min=1,
-                                   max=24 * 366),
-        resnapshot_hours=sec.int("resnapshot_hours", d.resnapshot_hours, min=0, max=24 * 31),
-        backfill_max_days=sec.int("backfill_max_days", d.backfill_max_days, min=1, max=3660),
-        resnapshot_days=sec.int("resnapshot_days", d.resnapshot_days, min=0, max=366),
-        baseline_days=sec.int("baseline_days", d.baseline_days, min=2, max=366),
-        baseline_min_days=sec.int("baseline_min_days", d.baseline_min_days, min=2, max=366),
-        anomaly_k=_decimal(sec, "anomaly_k", d.anomaly_k, Decimal(0)),
-        anomaly_min_amount_usd=_decimal(sec, "anomaly_min_amount_usd",
-                                        d.anomaly_min_amount_usd, Decimal(0)),
-    )
+    return config.settings(CostSettings)
 
 
 # -- time -------------------------------------------------------------------------
@@ -230,11 +222,6 @@ def validate_source(conn: psycopg.Connection[Any], source_query: str) -> None:
 
     from m10jobs.edges import db
 
-    for name in ("period_start", "period_end"):
-        if f"%({name})s" not in source_query:
-            raise ConfigError(f"config key {SECTION}.source_query must filter on %({name})s "
-                              "(each period is [period_start, period_end)); add the "
-                              "placeholder")
     try:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
@@ -246,10 +233,10 @@ def validate_source(conn: psycopg.Connection[Any], source_query: str) -> None:
         reason = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
         hint = ("; grant SELECT on the source to m10_ops"
                 if isinstance(exc, psycopg.errors.InsufficientPrivilege) else "")
-        raise ConfigError(f"config key {SECTION}.source_query failed: {reason}{hint}; "
+        raise ConfigError(f"config key cost.source_query failed: {reason}{hint}; "
                           "fix the query (it must be a read-only SELECT)") from None
     if description is None:
-        raise ConfigError(f"config key {SECTION}.source_query returns no rows (not a SELECT); "
+        raise ConfigError(f"config key cost.source_query returns no rows (not a SELECT); "
                           f"it must return {', '.join(SOURCE_COLUMNS)}")
     check_columns([(c.name, c.type_code) for c in description])
 
@@ -274,7 +261,7 @@ def check_columns(columns: list[tuple[str, int]]) -> None:
                             f"{'/'.join(sorted(set(accepted.values())))}: select "
                             f"{_CAST_HINT[name]}")
     if problems:
-        raise ConfigError(f"config key {SECTION}.source_query returns the wrong columns "
+        raise ConfigError(f"config key cost.source_query returns the wrong columns "
                           f"({'; '.join(problems)}); it must return exactly "
                           f"{', '.join(SOURCE_COLUMNS)}")
 

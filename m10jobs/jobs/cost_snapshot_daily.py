@@ -74,7 +74,7 @@ def build_day(cur: psycopg.Cursor[Any], ctx: PassContext, s: cc.CostSettings,
     bounds = {"day_start": start, "day_end": start + cc.DAY}
     totals = {(r["tenant_id"], r["category"]): cc.Totals(r["amount_usd"], r["record_count"])
               for r in cur.execute(query("cost_day_from_hours"), bounds).fetchall()}
-    source = cc.read_source(cur, s.source_query, start, start + cc.DAY)
+    source = cc.read_source(cur, s.query, start, start + cc.DAY)
     mismatches = 0
     for key in sorted(set(totals) | set(source)):
         hourly = totals.get(key, cc.Totals(Decimal(0), 0)).amount_usd
@@ -123,7 +123,7 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
     s = cc.settings(ctx.config)
     redo = ctx.params.get("resnapshot_days")
     redo = s.resnapshot_days if redo is None else redo
-    cc.validate_source(ctx.conn, s.source_query)
+    cc.validate_source(ctx.conn, s.query)
     end = cc.floor(cc.now_utc(ctx), cc.DAY)
     first_hour = ctx.conn.execute(query("cost_first_period"),
                                   {"granularity": "hour"}).fetchone()["first"]
@@ -237,4 +237,5 @@ JOB = Job(
     ),
     consumes=("aos_cost.cost_snapshots (hour)", "aos_cost.snapshot_periods",
               "aos_cost.cost_records (or [cost] source_query)"),
+    settings=(cc.CostSettings,),
 )

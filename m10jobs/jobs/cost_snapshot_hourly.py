@@ -28,7 +28,7 @@ def snapshot_hours(ctx: PassContext) -> dict[str, Any]:
     s = cc.settings(ctx.config)
     redo = ctx.params.get("resnapshot_hours")
     redo = s.resnapshot_hours if redo is None else redo
-    cc.validate_source(ctx.conn, s.source_query)
+    cc.validate_source(ctx.conn, s.query)
     end = cc.floor(cc.now_utc(ctx), cc.HOUR)
     done, history = cc.done_periods(ctx.conn, "hour", end - s.backfill_max_hours * cc.HOUR,
                                     end)
@@ -47,7 +47,7 @@ def snapshot_hours(ctx: PassContext) -> dict[str, Any]:
     for start in plan.periods:
         ctx.check()
         with ctx.conn.transaction(), ctx.conn.cursor() as cur:
-            totals = cc.read_source(cur, s.source_query, start, start + cc.HOUR)
+            totals = cc.read_source(cur, s.query, start, start + cc.HOUR)
             ctx.fence(cur)
             cc.write_period(cur, "hour", start, totals, cc.token(ctx))
         rows += len(totals)
@@ -91,4 +91,5 @@ JOB = Job(
              "Hours done: where backfill resumes", ("aos-cost-snapshot-daily",)),
     ),
     consumes=("aos_cost.cost_records (or [cost] source_query)",),
+    settings=(cc.CostSettings,),
 )

@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
 from m10jobs.registry import Flow, Job
+from m10jobs.settings import setting
 from m10jobs.statsfile import StatsFile, marker_path, render
 
 if TYPE_CHECKING:
@@ -30,17 +31,42 @@ if TYPE_CHECKING:
 MAX_BACKFILL_DAYS = 3660
 
 
-def _zone(ctx: PassContext) -> ZoneInfo:
+def _zone_name(name: str) -> str | None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from m10jobs.errors import ConfigError
-
-    name = ctx.config.section("daily_stats").str("timezone", "UTC")
     try:
-        return ZoneInfo(name)
+        ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"config key daily_stats.timezone: unknown time zone {name!r}; "
-                          "use an IANA name such as UTC or Europe/Berlin") from None
+        return "an IANA time zone name such as UTC or Europe/Berlin"
+    return None
+
+
+def _object_prefix(prefix: str) -> str | None:
+    from m10jobs.edges import fallback
+
+    try:
+        fallback.check_key(prefix + "m10_stats.csv")
+    except ValueError as exc:
+        return f"an object key prefix ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class DailyStatsSettings:
+    """[daily_stats]: the day boundary and where the month CSVs are uploaded."""
+
+    SECTION: ClassVar[str] = "daily_stats"
+
+    timezone: str = setting("UTC", "IANA zone whose midnight ends a day", check=_zone_name)
+    key_prefix: str = setting("m10/stats/", "object key prefix of the uploaded CSVs",
+                              check=_object_prefix)
+    upload: bool = setting(True, "upload each changed month CSV (needs r2_bucket)")
+
+
+def _zone(ctx: PassContext) -> ZoneInfo:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(ctx.config.settings(DailyStatsSettings).timezone)
 
 
 def yesterday(tz: ZoneInfo) -> date:
@@ -134,19 +160,14 @@ def compute(ctx: PassContext, day: date, tz: ZoneInfo) -> dict[str, Any]:
 
 
 def export_pass(ctx: PassContext) -> dict[str, Any]:
-    from m10jobs.edges import fallback
     from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
-    from m10jobs.errors import ConfigError, TaskFailed
+    from m10jobs.errors import TaskFailed
     from m10jobs.statsfile import csv_path, marker_for, parse
 
     tz = _zone(ctx)
-    section = ctx.config.section("daily_stats")
-    prefix = section.str("key_prefix", "m10/stats/")
-    try:
-        fallback.check_key(prefix + "m10_stats.csv")
-    except ValueError as exc:
-        raise ConfigError(f"config key daily_stats.key_prefix: {exc}") from None
-    upload_on = section.bool("upload", True) and bool(ctx.config.r2_bucket)
+    s = ctx.config.settings(DailyStatsSettings)
+    prefix = s.key_prefix
+    upload_on = s.upload and bool(ctx.config.r2_bucket)
     months = survey(ctx.config.log_dir)
     bad = [m for m in months.values() if m.problem]
     # From what is on disk now: stays set until the files are fixed.
@@ -275,4 +296,5 @@ JOB = Job(
     ),
     consumes=("m10_recovery.outbox", "m10_recovery.dead_letter_archive",
               "m10_recovery.retention_jobs"),
+    settings=(DailyStatsSettings,),
 )

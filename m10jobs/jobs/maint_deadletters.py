@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.edges.queries import query
-from m10jobs.errors import ConfigError
+from m10jobs.jobs.outbox_processor import DEAD_LETTER_STREAM
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     import psycopg
@@ -71,37 +73,40 @@ return dl_id
 
 @dataclass(frozen=True)
 class Source:
-    stream: str
-    group: str
+    """A consumer group whose stuck entries dead-letter routing moves on."""
+
+    stream: str = setting("", "a stream with a consumer group to watch (required)")
+    group: str = setting("", "its consumer group (required)")
+
+    def problems(self) -> Iterator[str]:
+        for key in ("stream", "group"):
+            if not getattr(self, key):
+                yield f"{key}: is missing; each source needs a stream and a group"
 
 
 @dataclass(frozen=True)
-class Settings:
-    dl_stream: str
-    sources: tuple[Source, ...]
-    max_deliveries: int
-    max_idle_ms: int
-    batch_size: int
-    max_replays: int
+class DeadLetterSettings:
+    """[dead_letter]: which consumer groups are watched, the limits, the replay cap."""
+
+    SECTION: ClassVar[str] = "dead_letter"
+
+    stream: str = setting(DEAD_LETTER_STREAM, "the dead-letter stream")
+    sources: tuple[Source, ...] = setting(
+        (), "[[dead_letter.sources]]: (stream, group) pairs whose stuck entries are routed",
+        example=[{"stream": "m10:outbox", "group": "workers"}])
+    max_deliveries: int = setting(5, "a pending entry delivered this often is dead", min=1)
+    max_idle_seconds: int = setting(3600, "a pending entry idle this long is dead (0: off)",
+                                    min=0)
+    batch_size: int = setting(100, "entries per page/batch", min=1, max=10_000)
+    max_replays: int = setting(3, "replays of one event before it is abandoned", min=0)
+
+    @property
+    def max_idle_ms(self) -> int:
+        return self.max_idle_seconds * 1000
 
 
-def settings(config: Config) -> Settings:
-    s = config.section("dead_letter")
-    sources = []
-    for i, item in enumerate(s.list("sources", [])):
-        if not (isinstance(item, dict) and isinstance(item.get("stream"), str)
-                and isinstance(item.get("group"), str) and item["stream"] and item["group"]):
-            raise ConfigError(f"config key dead_letter.sources[{i}]: expected a table with "
-                              f"non-empty 'stream' and 'group', got {item!r} (in {s.source})")
-        sources.append(Source(item["stream"], item["group"]))
-    return Settings(
-        dl_stream=s.str("stream", "m10:dead_letter"),
-        sources=tuple(sources),
-        max_deliveries=s.int("max_deliveries", 5, min=1),
-        max_idle_ms=s.int("max_idle_seconds", 3600, min=0) * 1000,
-        batch_size=s.int("batch_size", 100, min=1, max=10000),
-        max_replays=s.int("max_replays", 3, min=0),
-    )
+def settings(config: Config) -> DeadLetterSettings:
+    return config.settings(DeadLetterSettings)
 
 
 def _redis(ctx: PassContext) -> Any:
@@ -115,7 +120,7 @@ def _text(value: Any) -> str:
 
 
 # -- route -------------------------------------------------------------------
-def over_limit(entry: dict[str, Any], st: Settings) -> str | None:
+def over_limit(entry: dict[str, Any], st: DeadLetterSettings) -> str | None:
     """Why a pending entry is dead, or None while it may still be processed."""
     if entry["times_delivered"] >= st.max_deliveries:
         return f"delivered {entry['times_delivered']} times (limit {st.max_deliveries})"
@@ -156,7 +161,7 @@ def route(ctx: PassContext) -> dict[str, Any]:
                         would += 1
                         continue
                     ctx.check()
-                    dl_id = script(keys=[src.stream, st.dl_stream],
+                    dl_id = script(keys=[src.stream, st.stream],
                                    args=[src.group, entry_id, reason, entry["times_delivered"]])
                     if dl_id:
                         n += 1
@@ -217,20 +222,20 @@ def archive(ctx: PassContext) -> dict[str, Any]:
     archived = 0
     with streams.translated(ctx.config.redis_url):
         if ctx.dry_run:
-            return {"would_archive": r.xlen(st.dl_stream)}
+            return {"would_archive": r.xlen(st.stream)}
         for _ in range(MAX_PAGES):
             ctx.check()
-            entries = r.xrange(st.dl_stream, "-", "+", st.batch_size)
+            entries = r.xrange(st.stream, "-", "+", st.batch_size)
             if not entries:
                 break
             ids = [_text(eid) for eid, _ in entries]
             with ctx.conn.transaction(), ctx.conn.cursor() as cur:
                 for eid, raw in entries:
-                    cur.execute(query("dl_archive_insert"), archive_row(st.dl_stream,
+                    cur.execute(query("dl_archive_insert"), archive_row(st.stream,
                                                                         _text(eid), raw))
                     archived += cur.rowcount
                 ctx.fence(cur)
-            r.xdel(st.dl_stream, *ids)  # only after the rows are committed
+            r.xdel(st.stream, *ids)  # only after the rows are committed
             if len(entries) < st.batch_size:
                 break
     ctx.gauge("m10_dead_letters_archived", archived, "Dead letters stored in the archive.")
@@ -272,7 +277,7 @@ def unreplayable(row: dict[str, Any]) -> str | None:
     return None
 
 
-def decide(cur: psycopg.Cursor[Any], row: dict[str, Any], st: Settings,
+def decide(cur: psycopg.Cursor[Any], row: dict[str, Any], st: DeadLetterSettings,
            ctx: PassContext) -> str:
     """Reconcile one archived dead letter; its outcome (recorded on the row)."""
     done = cur.execute(query("dl_processed_elsewhere"), row).fetchone()

@@ -8,32 +8,45 @@ warning.  A view refreshed less than min_interval_seconds ago is left alone.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.edges.queries import query
-from m10jobs.errors import ConfigError, TaskFailed
+from m10jobs.errors import TaskFailed
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
 
+def _view_names(names: tuple[str, ...]) -> str | None:
+    bad = [n for n in names if n.count(".") > 1]
+    return f"names like \"schema.view\" (not {bad[0]!r})" if bad else None
+
+
+@dataclass(frozen=True)
+class MatviewSettings:
+    """[matviews]: which materialized views maintenance refreshes."""
+
+    SECTION: ClassVar[str] = "matviews"
+
+    views: tuple[str, ...] = setting((), "views to refresh, one lease matview_<name> each",
+                                     check=_view_names, example=["public.daily_totals"])
+    min_interval_seconds: int = setting(300, "a view refreshed more recently is left alone",
+                                        min=0)
+
+
 def views(config: Config) -> list[str]:
     """The configured views ([matviews] views), one lease each."""
-    s = config.section("matviews")
-    names = s.list("views", [])
-    for name in names:
-        if not isinstance(name, str) or not name or name.count(".") > 1:
-            raise ConfigError(f"config key matviews.views: expected names like "
-                              f"\"schema.view\", got {name!r} (in {s.source})")
-    return names
+    return list(config.settings(MatviewSettings).views)
 
 
 def refresh(ctx: PassContext) -> dict[str, Any]:
     from psycopg import sql
 
     name = ctx.key or ""
-    min_interval = ctx.config.section("matviews").int("min_interval_seconds", 300, min=0)
+    min_interval = ctx.config.settings(MatviewSettings).min_interval_seconds
     info = ctx.conn.execute(query("matview_info"), {"name": name}).fetchone()
     if info is None or not info["is_matview"]:
         raise TaskFailed(f"matviews.views names {name!r}, which is not a materialized view in "

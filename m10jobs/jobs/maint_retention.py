@@ -15,40 +15,77 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.edges import files
 from m10jobs.edges.queries import query
 from m10jobs.errors import DependencyUnavailable, LeaseLost, TaskFailed
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
-    from m10jobs.config import Config, Section
+    from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
 DAY = 86400.0
-# policy -> default max age in days (the table policies, in the order they run)
-TABLE_POLICIES = {"replay_log": 30, "dead_letter_archive": 90, "outbox": 7,
-                  "retention_jobs": 180}
-FILE_POLICIES = {"fallback_uploads": 7, "canary_reports": 30}
-STATS_CSV_MONTHS = 13
-STATS_NAME = re.compile(r"^m10_stats_(\d{4})-(\d{2})\.csv$")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One retention policy: whether it runs and how old is too old."""
+
+    enabled: bool = setting(True, "false: this policy is skipped")
+    max_age_days: int = setting(30, "rows/files older than this are removed", min=0)
+
+
+@dataclass(frozen=True)
+class StatsPolicy:
+    """The stats CSV policy, counted in months (one file per month)."""
+
+    enabled: bool = setting(True, "false: this policy is skipped")
+    max_age_months: int = setting(13, "month CSVs older than this are removed", min=1)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """[retention]: how long each table and file kind is kept, where archives go."""
+
+    SECTION: ClassVar[str] = "retention"
+
+    batch_size: int = setting(5000, "rows per delete batch (one short transaction)", min=1,
+                              max=100_000)
+    archive_prefix: str = setting("retention/", "object key prefix of archived chunks")
+    archive_dir: str = setting("", "local archive directory when no bucket is set "
+                               "(default: $M10_STATE_DIR/retention-archive)",
+                               example="/srv/m10/retention-archive")
+    # the table policies, in the order they run
+    replay_log: Policy = setting(Policy(max_age_days=30), "m10_recovery.replay_log")
+    dead_letter_archive: Policy = setting(Policy(max_age_days=90),
+                                          "m10_recovery.dead_letter_archive")
+    outbox: Policy = setting(Policy(max_age_days=7), "published/dead outbox rows")
+    retention_jobs: Policy = setting(Policy(max_age_days=180), "m10_recovery.retention_jobs")
+    fallback_uploads: Policy = setting(Policy(max_age_days=7),
+                                       "fallback files behind an .uploaded marker")
+    stats_csv: StatsPolicy = setting(StatsPolicy(), "daily stats month CSVs")
+    canary_reports: Policy = setting(Policy(max_age_days=30), "canary report history")
+
+
+TABLE_POLICIES = ("replay_log", "dead_letter_archive", "outbox", "retention_jobs")
 
 
 class Sink:
     """Where archived chunks go: a local directory, or an S3/R2 bucket."""
 
-    def __init__(self, config: Config, section: Section) -> None:
+    def __init__(self, config: Config, s: RetentionSettings) -> None:
         self.config = config
         self.day = datetime.now(UTC).strftime("%Y/%m/%d")
         self.bucket = config.r2_bucket
-        self.prefix = section.str("archive_prefix", "retention/")
-        self.dir = Path(section.get("archive_dir", "") or config.state_dir / "retention-archive")
+        self.prefix = s.archive_prefix
+        self.dir = Path(s.archive_dir or config.state_dir / "retention-archive")
         self._s3: Any = None
 
     def location(self, policy: str) -> str:
@@ -127,7 +164,7 @@ def fallback_candidates(ctx: PassContext, cutoff_ts: float) -> Iterator[list[Pat
     entry stays for m10-retry-r2-fallbacks to verify again."""
     from m10jobs.edges import fallback
 
-    for entry in fallback.entries(ctx.config.state_dir / "fallback-uploads"):
+    for entry in fallback.entries(fallback.fallback_dir(ctx.config)):
         if not os.path.lexists(entry.uploaded_path) or not _old(entry.uploaded_path,
                                                                   cutoff_ts):
             continue
@@ -140,19 +177,23 @@ def fallback_candidates(ctx: PassContext, cutoff_ts: float) -> Iterator[list[Pat
 
 def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
     """Stats CSVs whose month ended more than `months` months ago, marker last."""
+    from m10jobs.statsfile import NAME, marker_path
+
     now = datetime.now(UTC)
     limit = now.year * 12 + now.month - 1 - months
     base = config.log_dir
     for csv in sorted(base.glob("m10_stats_*.csv")) if base.is_dir() else ():
-        m = STATS_NAME.match(csv.name)
+        m = NAME.match(csv.name)
         if m and int(m[1]) * 12 + int(m[2]) - 1 < limit:
-            yield [csv, csv.with_name(csv.name + ".processed")]
+            yield [csv, marker_path(csv)]
 
 
 def canary_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
-    base = config.state_dir / "canary" / "reports"
+    from m10jobs.canary_report import LATEST, reports_dir
+
+    base = reports_dir(config.state_dir)
     for p in sorted(base.iterdir()) if base.is_dir() else ():
-        if (p.is_file() and p.name != "latest_report.json" and not p.name.startswith(".")
+        if (p.is_file() and p.name != LATEST and not p.name.startswith(".")
                 and _old(p, cutoff_ts)):
             yield [p]
 
@@ -184,37 +225,34 @@ def purge_files(ctx: PassContext, policy: str, groups: Iterator[list[Path]], sin
 
 # -- the task ------------------------------------------------------------------
 def cleanup(ctx: PassContext) -> dict[str, Any]:
-    section = ctx.config.section("retention")
-    batch_size = section.int("batch_size", 5000, min=1, max=100000)
-    sink = Sink(ctx.config, section)
+    s = ctx.config.settings(RetentionSettings)
+    batch_size = s.batch_size
+    sink = Sink(ctx.config, s)
     plans: list[tuple[str, str, float, Callable[[int, datetime], Outcome] | None]] = []
 
-    def age(policy: str, default: float) -> float | None:
-        sub = section.table(policy)
-        if not sub.bool("enabled", True):
-            return None
-        return float(sub.int("max_age_days", int(default), min=0)) * DAY
+    def age(policy: str) -> float | None:
+        p: Policy = getattr(s, policy)
+        return float(p.max_age_days) * DAY if p.enabled else None
 
-    for policy, days in TABLE_POLICIES.items():
-        secs = age(policy, days)
+    for policy in TABLE_POLICIES:
+        secs = age(policy)
         if secs is not None:
             plans.append((policy, f"m10_recovery.{policy}", secs,
                           lambda jid, cut, p=policy: purge_table(ctx, p, jid, cut, sink,
                                                                  batch_size)))
     now = time.time()
     file_plans: list[tuple[str, str, float, Callable[[], Iterator[list[Path]]], bool]] = []
-    secs = age("fallback_uploads", FILE_POLICIES["fallback_uploads"])
+    secs = age("fallback_uploads")
     if secs is not None:
         file_plans.append(("fallback_uploads",
                            str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"), secs,
                            lambda s=secs: fallback_candidates(ctx, now - s), False))
-    stats = section.table("stats_csv")
-    if stats.bool("enabled", True):
-        months = stats.int("max_age_months", STATS_CSV_MONTHS, min=1)
+    if s.stats_csv.enabled:
+        months = s.stats_csv.max_age_months
         file_plans.append(("stats_csv", str(ctx.config.log_dir / "m10_stats_*.csv"),
                            months * 31 * DAY, lambda m=months: stats_candidates(ctx.config, m),
                            True))
-    secs = age("canary_reports", FILE_POLICIES["canary_reports"])
+    secs = age("canary_reports")
     if secs is not None:
         file_plans.append(("canary_reports", str(ctx.config.state_dir / "canary" / "reports"),
                            secs, lambda s=secs: canary_candidates(ctx.config, now - s), True))

@@ -22,25 +22,38 @@ never removes what an earlier task of the same pass still needed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.edges.queries import query
 from m10jobs.jobs import maint_deadletters as dl
 from m10jobs.jobs import maint_matviews as mv
 from m10jobs.jobs import maint_retention as retention
+from m10jobs.jobs.outbox_processor import DEAD_LETTER_STREAM
+from m10jobs.jobs.outbox_processor import LOCK as OUTBOX_LOCK
 from m10jobs.registry import Flow, Job, Task
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
 
-OUTBOX_LOCK = "m10:outbox_processor"
+
+
+@dataclass(frozen=True)
+class MaintenanceSettings:
+    """[maintenance]: the orchestrator's own checks."""
+
+    SECTION: ClassVar[str] = "maintenance"
+
+    outbox_stale_seconds: int = setting(600, "oldest pending outbox event older than this "
+                                        "(or no live leader) is reported unhealthy", min=1)
 
 
 def outbox_leader_health(ctx: PassContext) -> dict[str, Any]:
     """State of the outbox processor's lease and the backlog it leaves (seed: the
     orchestrator consumes that lock).  Warns when events wait with no live leader."""
     row = ctx.conn.execute(query("outbox_leader_health"), {"name": OUTBOX_LOCK}).fetchone()
-    stale_after = ctx.config.section("maintenance").int("outbox_stale_seconds", 600, min=1)
+    stale_after = ctx.config.settings(MaintenanceSettings).outbox_stale_seconds
     live = row["holder_id"] is not None and row["expires_in_s"] > 0
     state = "free" if row["holder_id"] is None else "live" if live else "expired"
     oldest = row["oldest_pending_age_s"]
@@ -105,7 +118,7 @@ JOB = Job(
              "Per-view refresh coordination", ("matview refresh tasks",)),
         Flow("lock", "retention_cleanup", "m10_recovery.distributed_locks",
              "Cleanup job coordination", ("retention_archive.py",)),
-        Flow("stream", "m10:dead_letter", "Redis stream",
+        Flow("stream", DEAD_LETTER_STREAM, "Redis stream",
              "Dead letters awaiting archive", ("dl_archive",)),
         Flow("checkpoint", "dead_letter_archive", "m10_recovery.dead_letter_archive",
              "DL message storage", ("retention_archive.py", "reconcile_dl.py")),
@@ -114,7 +127,9 @@ JOB = Job(
         Flow("file", "retention archive", "$M10_STATE_DIR/retention-archive/ or "
              "s3://$M10_R2_BUCKET/retention/", "Compressed JSON lines of deleted rows"),
     ),
-    consumes=("m10_recovery.distributed_locks", "m10:outbox_processor", "m10_recovery.replay_log",
-              "m10_recovery.outbox", "m10:dead_letter", ".uploaded", ".processed",
+    consumes=("m10_recovery.distributed_locks", OUTBOX_LOCK, "m10_recovery.replay_log",
+              "m10_recovery.outbox", DEAD_LETTER_STREAM, ".uploaded", ".processed",
               "latest_report.json"),
+    settings=(MaintenanceSettings, dl.DeadLetterSettings, mv.MatviewSettings,
+              retention.RetentionSettings),
 )

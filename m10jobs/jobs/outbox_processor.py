@@ -18,86 +18,73 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from m10jobs.errors import ConfigError, TaskFailed
+from m10jobs.errors import TaskFailed
 from m10jobs.registry import Flow, Job
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
     import psycopg
 
-    from m10jobs.config import Config
     from m10jobs.edges.outbox_stream import Outcome, Publisher
     from m10jobs.runner import PassContext
 
 LOCK = "m10:outbox_processor"
-SECTION = "outbox"
+# Default stream names (DESIGN.md A5); maintenance's [dead_letter] defaults to the second.
+STREAM = "m10:outbox"
+DEAD_LETTER_STREAM = "m10:dead_letter"
 
 
 @dataclass(frozen=True)
 class OutboxSettings:
-    """[outbox] in the TOML file; every getter names the bad key (exit 78)."""
+    """[outbox]: where events go, how failures are retried, how streams are trimmed."""
 
-    stream: str = "m10:outbox"
-    dead_letter_stream: str = "m10:dead_letter"
-    routes: tuple[tuple[str, str], ...] = ()
-    batch_size: int = 1000
-    max_attempts: int = 8
-    retry_base_s: float = 5.0
-    retry_max_s: float = 900.0
-    max_payload_bytes: int = 1_000_000
-    dedup_ttl_s: int = 7 * 86400
-    dedup_prefix: str = "m10:outbox:published:"
-    trim_maxlen: int = 1_000_000
-    trim_minid_s: int = 0
-    time_budget_s: float = 200.0
+    SECTION: ClassVar[str] = "outbox"
 
-    @classmethod
-    def load(cls, config: Config) -> OutboxSettings:
-        sec = config.section(SECTION)
-        d = cls()
-        routes_sec = sec.table("routes")
-        routes = tuple((event_type, routes_sec.str(event_type, "-"))
-                       for event_type in sorted(routes_sec.data))
-        s = cls(
-            stream=sec.str("stream", d.stream),
-            dead_letter_stream=sec.str("dead_letter_stream", d.dead_letter_stream),
-            routes=routes,
-            batch_size=sec.int("batch_size", d.batch_size, min=1, max=10_000),
-            max_attempts=sec.int("max_attempts", d.max_attempts, min=1, max=1000),
-            retry_base_s=sec.float("retry_base_seconds", d.retry_base_s, min=0),
-            retry_max_s=sec.float("retry_max_seconds", d.retry_max_s, min=0),
-            max_payload_bytes=sec.int("max_payload_bytes", d.max_payload_bytes, min=1,
-                                      max=512 * 1024 * 1024),
-            dedup_ttl_s=sec.int("dedup_ttl_seconds", d.dedup_ttl_s, min=3600),
-            dedup_prefix=sec.str("dedup_key_prefix", d.dedup_prefix),
-            trim_maxlen=sec.int("trim_maxlen", d.trim_maxlen, min=0),
-            trim_minid_s=sec.int("trim_minid_seconds", d.trim_minid_s, min=0),
-            time_budget_s=sec.float("time_budget_seconds", d.time_budget_s, min=1),
-        )
-        if s.trim_maxlen and s.trim_minid_s:
-            raise ConfigError(f"config keys {SECTION}.trim_maxlen and {SECTION}."
-                              f"trim_minid_seconds are both set (in {config.source}); set one "
-                              "of them to 0")
-        if s.dead_letter_stream == s.stream or s.dead_letter_stream in dict(s.routes).values():
-            raise ConfigError(f"config key {SECTION}.dead_letter_stream: must differ from the "
-                              f"event streams (in {config.source})")
-        return s
+    stream: str = setting(STREAM, "stream events go to unless routed")
+    dead_letter_stream: str = setting(DEAD_LETTER_STREAM, "stream for events that gave up")
+    routes: dict[str, str] = setting({}, "event_type -> stream; others go to outbox.stream",
+                                     example={"order.created": "m10:orders"})
+    batch_size: int = setting(1000, "events claimed per batch", min=1, max=10_000)
+    max_attempts: int = setting(8, "publish attempts before an event is dead-lettered",
+                                min=1, max=1000)
+    retry_base_seconds: float = setting(5.0, "first retry delay (doubles, with jitter)", min=0)
+    retry_max_seconds: float = setting(900.0, "cap of the retry delay", min=0)
+    max_payload_bytes: int = setting(1_000_000, "larger payloads are dead-lettered at once",
+                                     min=1, max=512 * 1024 * 1024)
+    dedup_ttl_seconds: int = setting(7 * 86400, "how long the publish-once keys live",
+                                     min=3600)
+    dedup_key_prefix: str = setting("m10:outbox:published:", "Redis key prefix of those keys")
+    trim_maxlen: int = setting(1_000_000, "XADD MAXLEN ~ per stream (0: off)", min=0)
+    trim_minid_seconds: int = setting(0, "XADD MINID ~ age instead of MAXLEN (0: off)", min=0)
+    time_budget_seconds: float = setting(200.0, "a pass stops claiming after this long "
+                                         "(kept below the lease TTL)", min=1)
+
+    def problems(self) -> Iterator[str]:
+        if self.trim_maxlen and self.trim_minid_seconds:
+            yield ("trim_maxlen and outbox.trim_minid_seconds are both set; set one of them "
+                   "to 0")
+        if self.dead_letter_stream == self.stream or \
+                self.dead_letter_stream in self.routes.values():
+            yield "dead_letter_stream: must differ from the event streams"
 
     def stream_for(self, event_type: str) -> str:
-        return dict(self.routes).get(event_type, self.stream)
+        return self.routes.get(event_type, self.stream)
 
     def retry_delay(self, failures: int) -> float:
         """Exponential backoff with a cap and 'equal jitter' (half fixed, half random)."""
-        delay = min(self.retry_max_s, self.retry_base_s * 2 ** min(failures, 60))
+        delay = min(self.retry_max_seconds,
+                    self.retry_base_seconds * 2 ** min(failures, 60))
         return delay / 2 + random.uniform(0, delay / 2)
 
     def budget(self, lease_ttl: int, job_timeout: int) -> float:
         """The pass's time budget, kept below the lease TTL and the unit's timeout."""
-        return max(1.0, min(self.time_budget_s, lease_ttl * 0.8, job_timeout - 20))
+        return max(1.0, min(self.time_budget_seconds, lease_ttl * 0.8, job_timeout - 20))
 
 
 def order_key(row: dict[str, Any]) -> str:
@@ -123,12 +110,12 @@ def process(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.edges.outbox_stream import Publisher, Trim
     from m10jobs.edges.queries import query
 
-    s = OutboxSettings.load(ctx.config)
+    s = ctx.config.settings(OutboxSettings)
     if ctx.dry_run:
         ready = ctx.conn.execute(query("outbox_claim"),
                                  {"after": 0, "limit": s.batch_size}).fetchall()
         return {"would_publish_first_batch": len(ready), **_backlog(ctx)}
-    trim = (Trim("MINID", s.trim_minid_s * 1000) if s.trim_minid_s
+    trim = (Trim("MINID", s.trim_minid_seconds * 1000) if s.trim_minid_seconds
             else Trim("MAXLEN", s.trim_maxlen) if s.trim_maxlen else None)
     url = ctx.config.redis_url
     ttl = ctx.lease.ttl if ctx.lease else ctx.config.lease_ttl_seconds
@@ -144,7 +131,7 @@ def process(ctx: PassContext) -> dict[str, Any]:
     exhausted = False
     try:
         with streams.translated(url):
-            publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_s, trim=trim)
+            publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_seconds, trim=trim)
             while True:
                 ctx.check()
                 if time.monotonic() >= deadline:
@@ -212,11 +199,11 @@ def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
     for r in rows:
         size = len(r["payload"].encode())
         if size > s.max_payload_bytes:
-            dead.append((r, f"payload of {size} bytes exceeds {SECTION}.max_payload_bytes "
+            dead.append((r, f"payload of {size} bytes exceeds outbox.max_payload_bytes "
                             f"({s.max_payload_bytes})"))
         else:
             sendable.append(r)
-    entries = [Entry(s.stream_for(r["event_type"]), published_key(s.dedup_prefix, r["id"]),
+    entries = [Entry(s.stream_for(r["event_type"]), published_key(s.dedup_key_prefix, r["id"]),
                      outbox_fields(r), order_key(r)) for r in sendable]
     outcomes = publisher.publish(entries)
     published: list[tuple[dict[str, Any], str, Outcome]] = []
@@ -261,7 +248,7 @@ def _dead_letter(s: OutboxSettings, publisher: Publisher,
     for r, reason in dead:
         fields = [*outbox_fields(r), ("reason", reason), ("attempts", str(r["attempts"] + 1))]
         entries.append(Entry(s.dead_letter_stream,
-                             dead_letter_key(s.dedup_prefix, r["id"], r["dead_letters"] + 1),
+                             dead_letter_key(s.dedup_key_prefix, r["id"], r["dead_letters"] + 1),
                              fields))
     outcomes = publisher.publish(entries)
     bad = [o.value for o in outcomes if not o.published]
@@ -320,12 +307,13 @@ JOB = Job(
              ("orchestrator.py",)),
         Flow("checkpoint", "replay_log", "m10_recovery.replay_log", "Idempotency tracking",
              ("retry scripts", "retention cleanup")),
-        Flow("stream", "m10:outbox", "Redis stream (outbox.stream, outbox.routes)",
+        Flow("stream", STREAM, "Redis stream (outbox.stream, outbox.routes)",
              "Published outbox events (A5 fields)"),
-        Flow("stream", "m10:dead_letter", "Redis stream (outbox.dead_letter_stream)",
+        Flow("stream", DEAD_LETTER_STREAM, "Redis stream (outbox.dead_letter_stream)",
              "Events that could not be published", ("dl_reconcile",)),
         Flow("checkpoint", "dead_letter_archive", "m10_recovery.dead_letter_archive",
              "DL message storage", ("retention_archive.py", "reconcile_dl.py")),
     ),
     consumes=("m10_recovery.outbox",),
+    settings=(OutboxSettings,),
 )

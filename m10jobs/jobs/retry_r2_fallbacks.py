@@ -17,12 +17,24 @@ alert_after_hours` -> exit 1.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.registry import Flow, Job
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """[retry_r2_fallbacks]: when a file that keeps failing becomes an alert."""
+
+    SECTION: ClassVar[str] = "retry_r2_fallbacks"
+
+    alert_after_hours: float = setting(24.0, "a file still not uploaded after this long "
+                                       "fails the pass (exit 1)", min=0)
 
 
 def retry_pass(ctx: PassContext) -> dict[str, Any]:
@@ -32,8 +44,7 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.errors import BadInput, DependencyUnavailable, TaskFailed
     from m10jobs.runner import as_m10_error
 
-    alert_after = ctx.config.section("retry_r2_fallbacks").float("alert_after_hours", 24.0,
-                                                                  min=0)
+    alert_after = ctx.config.settings(RetrySettings).alert_after_hours
     directory = fallback.fallback_dir(ctx.config)
     bad: list[str] = []
     verified: list[fallback.Checked] = []
@@ -138,4 +149,5 @@ JOB = Job(
              "Fallback file stored in R2 and verified", ("retention",)),
     ),
     consumes=("$M10_STATE_DIR/fallback-uploads/<name>.meta.json",),
+    settings=(RetrySettings,),
 )

@@ -24,15 +24,16 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs import canary_report as cr
-from m10jobs.config import Section
 from m10jobs.errors import BadInput, ConfigError, LeaseLost, TaskFailed
 from m10jobs.registry import Flow, Job
+from m10jobs.settings import setting
 from m10jobs.stopping import Stopped
 
 if TYPE_CHECKING:
+    from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
 MAX_CLOCK_SKEW_S = 300
@@ -41,21 +42,27 @@ KILL_GRACE_S = 5
 
 
 @dataclass(frozen=True)
-class Settings:
-    command: list[str]
-    timeout_s: float
-    max_report_age_s: float
+class RollbackSettings:
+    """[rollback]: what to run on a fresh failing report; required before m10-rollback
+    can act, so the whole table is optional for every other job."""
+
+    SECTION: ClassVar[str] = "rollback"
+
+    command: tuple[str, ...] = setting(
+        (), "argv run without a shell (required for m10-rollback to run)",
+        example=["/usr/local/bin/rollback-deploy", "--to", "previous"])
+    timeout_s: float = setting(300.0, "the command is killed after this long", min=0.001,
+                               max=600)
+    max_report_age_s: float = setting(900.0, "an older report is not acted on", min=1.0)
 
 
-def settings(s: Section) -> Settings:
-    command = s.list("command", [])
-    if not command or not all(isinstance(a, str) and a for a in command):
-        raise ConfigError(f"config key rollback.command: expected a non-empty list of strings "
-                          f"(argv, run without a shell), got {command!r} (in {s.source}); "
-                          "e.g. command = [\"/usr/local/bin/deploy\", \"rollback\"]")
-    return Settings(command,
-                    s.get("timeout_s", 300.0, lambda v: 0 < v <= 600, "seconds in (0, 600]"),
-                    s.float("max_report_age_s", 900.0, min=1.0))
+def settings(config: Config) -> RollbackSettings:
+    s = config.settings(RollbackSettings)
+    if not s.command:
+        raise ConfigError(f"config key rollback.command is not set (in {config.source}); "
+                          "e.g. command = [\"/usr/local/bin/deploy\", \"rollback\"] (argv, run "
+                          "without a shell)")
+    return s
 
 
 def read_actions(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -93,7 +100,7 @@ def _record(path: Path, **fields: Any) -> None:
     append_line(path, json.dumps({"at": _now_iso(), **fields}, sort_keys=True))
 
 
-def decide(report: cr.Report | None, s: Settings, latest: Path) -> tuple[bool, str, str]:
+def decide(report: cr.Report | None, s: RollbackSettings, latest: Path) -> tuple[bool, str, str]:
     """(act?, decision, reason) from the report alone (the log is checked under its lock)."""
     if report is None:
         return False, "no_report", f"no canary report at {latest} yet"
@@ -163,7 +170,7 @@ def _run_command(argv: list[str], timeout: float, env: dict[str, str]
 def rollback_pass(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.edges.files import file_lock
 
-    s = settings(ctx.config.section("rollback"))
+    s = settings(ctx.config)
     latest = cr.latest_path(ctx.config.state_dir)
     log_path = cr.actions_log_path(ctx.config.state_dir)
     report = cr.load(latest)
@@ -200,7 +207,7 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
            "M10_CANARY_RUN_ID": report.run_id, "M10_CANARY_VERDICT": report.verdict}
     ctx.log.warning("running the rollback command %s: %s", s.command, reason)
     t0 = time.monotonic()
-    outcome, status, output, interrupted = _run_command(s.command, s.timeout_s, env)
+    outcome, status, output, interrupted = _run_command(list(s.command), s.timeout_s, env)
     duration = round(time.monotonic() - t0, 3)
     with file_lock(log_path):
         _record(log_path, event="finished", report_run_id=report.run_id, outcome=outcome,
@@ -244,4 +251,5 @@ JOB = Job(
     consumes=(f"$M10_STATE_DIR/canary/reports/{cr.LATEST}",),
     timeout_seconds=720,
     ttl_seconds=900,  # above the pass timeout: the lease outlives the longest rollback
+    settings=(RollbackSettings,),
 )

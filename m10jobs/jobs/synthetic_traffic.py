@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs.errors import TaskFailed
+from m10jobs.jobs.outbox_processor import STREAM
 from m10jobs.registry import Flow, Job
+from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     import redis
@@ -50,14 +53,24 @@ def _missing(client: redis.Redis, published: list[dict[str, Any]]) -> list[dict[
             and _entry_key(r["stream_entry_id"]) >= first[r["stream"]]]
 
 
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """[synthetic_traffic]: how many probe events per pass and when one counts as lost."""
+
+    SECTION: ClassVar[str] = "synthetic_traffic"
+
+    count: int = setting(10, "synthetic events enqueued per pass", min=0, max=10_000)
+    stall_seconds: float = setting(900.0, "a pending synthetic event older than this fails "
+                                   "the pass", min=1)
+    lookback_seconds: float = setting(7200.0, "how far back earlier events are checked", min=1)
+
+
 def synthetic(ctx: PassContext) -> dict[str, Any]:
     from m10jobs.edges import streams
     from m10jobs.edges.queries import query
 
-    sec = ctx.config.section("synthetic_traffic")
-    count = sec.int("count", 10, min=0, max=10_000)
-    stall_s = sec.float("stall_seconds", 900.0, min=1)
-    lookback_s = sec.float("lookback_seconds", 7200.0, min=1)
+    s = ctx.config.settings(SyntheticSettings)
+    count, stall_s, lookback_s = s.count, s.stall_seconds, s.lookback_seconds
 
     earlier = ctx.conn.execute(query("synthetic_recent"), {"lookback": lookback_s}).fetchall()
     published = [r for r in earlier if r["status"] == "published"]
@@ -128,5 +141,6 @@ JOB = Job(
              "End-to-end probe of the outbox pipeline; event count to journal",
              ("m10-outbox-processor",)),
     ),
-    consumes=("m10_recovery.outbox", "m10:outbox"),
+    consumes=("m10_recovery.outbox", STREAM),
+    settings=(SyntheticSettings,),
 )

@@ -238,7 +238,7 @@ def test_history_is_trimmed_to_history_keep(cli: Any, env: dict[str, str],
     ({"canary": {"target": "x"}}, "canary.probes is empty"),
     ({"probes": [{"name": "a", "type": "ftp"}]}, "canary.probes[0].type"),
     ({"probes": [{"name": "a", "type": "redis", "max_latncy_ms": 5}]}, "max_latncy_ms"),
-    ({"probes": [{"name": "a", "type": "sql", "query": "SELECT 1"}]}, "threshold is missing"),
+    ({"probes": [{"name": "a", "type": "sql", "query": "SELECT 1"}]}, "threshold: is missing"),
     ({"probes": [sql("a", "SELECT 1"), sql("a", "SELECT 2")]}, "duplicate probe name"),
     ({"canary": {"pass_threshold": 0.5, "marginal_threshold": 0.8},
       "probes": [sql("a", "SELECT 1")]}, "marginal_threshold"),
@@ -267,24 +267,32 @@ def _kill(proc: subprocess.Popen[str], conn: Any) -> None:
 
 def test_sigkill_while_writing_the_report_leaves_the_previous_one_whole(
         cli: Any, env: dict[str, str], conn: Any, tmp_path: Path) -> None:
-    """Killed while writing latest_report.json (blocked on its file lock, and later in a
-    race against a large write): the previous report stays whole, the next run recovers."""
+    """Killed while writing its reports (blocked on the directory's file lock, and later
+    in a race against a large write): the previous report stays whole, the next run
+    recovers."""
     from filelock import FileLock
+
+    from m10jobs.edges.files import DIR_LOCK_NAME
 
     write_config(env, tmp_path / "c.toml", probes=[sql("ok", "SELECT 0")])
     assert run(cli, env).returncode == 0
     before = (reports(env) / "latest_report.json").read_bytes()
 
-    lock = FileLock(str(reports(env) / ".latest_report.json.lock"))
-    with lock:
-        proc = _start(env)
+    lock = FileLock(str(reports(env) / DIR_LOCK_NAME))  # the directory's one lock
+    log = tmp_path / "canary.log"
+    with lock, log.open("w") as err:
+        proc = subprocess.Popen([str(BIN / "m10-canary")], env=env, stdout=subprocess.DEVNULL,
+                                stderr=err, text=True)
         deadline = time.monotonic() + 30
-        # Its history copy is written just before latest: then it is inside the latest write.
-        while len(list(reports(env).glob("*.json"))) < 3 and time.monotonic() < deadline:
+        # The probe ran: the report is built and its writer waits for the lock we hold.
+        while "probe ok" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert len(list(reports(env).glob("*.json"))) == 3
-        time.sleep(0.1)
-        _kill(proc, conn)
+        assert "probe ok" in log.read_text()
+        time.sleep(0.3)
+        assert proc.poll() is None  # still blocked
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        conn.execute("DELETE FROM m10_recovery.distributed_locks WHERE lock_name = 'm10:canary'")
     assert (reports(env) / "latest_report.json").read_bytes() == before
 
     # Now against a large report, killed whenever its temp file shows up.

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from m10jobs.config import load_config
 from m10jobs.errors import ConfigError
+from m10jobs.jobs.maint_retention import RetentionSettings
+from m10jobs.jobs.outbox_processor import OutboxSettings
+from m10jobs.registry import sections
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
@@ -22,15 +26,71 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
 
 def test_sections_validate_and_name_the_key(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[outbox]\nbatch_size = "big"\nstreams = ["a"]\nratio = 2\n')
-    section = load_config(str(cfg), env={}).section("outbox")
-    with pytest.raises(ConfigError, match=r"outbox\.batch_size"):
-        section.int("batch_size", 100)
-    assert section.list("streams", []) == ["a"]
-    assert section.float("ratio", 1.5) == 2.0
-    assert section.int("missing", 7, min=1) == 7
-    with pytest.raises(ConfigError, match=r"outbox\.ratio: expected an integer >= 5"):
-        section.int("ratio", 10, min=5)
+    cfg.write_text('[outbox]\nbatch_size = "big"\nretry_base_seconds = 2\n')
+    config = load_config(str(cfg), env={})
+    with pytest.raises(ConfigError, match=r"outbox\.batch_size: expected an integer between "
+                                          r"1 and 10000, got 'big'") as info:
+        config.settings(OutboxSettings)
+    assert info.value.exit_code == 78 and str(cfg) in str(info.value)
+    cfg.write_text("[outbox]\nretry_base_seconds = 2\n")
+    s = load_config(str(cfg), env={}).settings(OutboxSettings)
+    assert s.retry_base_seconds == 2.0 and isinstance(s.retry_base_seconds, float)
+    assert s.batch_size == 1000  # absent: the declared default
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[outbox]\nbatch_sise = 5\n", "outbox.batch_sise: unknown key; did you mean 'batch_size'"),
+    ("[canery]\ntarget = 'x'\n", "canery: unknown section; did you mean 'canary'"),
+    ("lease_ttl_second = 30\n", "lease_ttl_second: unknown key; did you mean "
+                                 "'lease_ttl_seconds'"),
+    ("[retention.replay_logs]\nmax_age_days = 3\n",
+     "retention.replay_logs: unknown key; did you mean 'replay_log'"),
+    ("[[canary.probes]]\nname = 'r'\ntype = 'redis'\nmax_pending = 3\n",
+     "canary.probes[0].max_pending: not a key of a redis probe"),
+    ('log_format = "text"\n', "log_format: can only be set by the environment"),
+    ("max_replays = 2\n", "max_replays: unknown key; it is a key of [dead_letter]: move it "
+                          "under its table"),
+])
+def test_unknown_names_are_refused_with_a_suggestion(tmp_path: Path, toml: str,
+                                                     message: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    config = load_config(str(cfg), env={})
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        config.check(sections())
+    assert info.value.exit_code == 78 and str(cfg) in str(info.value)
+
+
+def test_every_problem_is_listed_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[outbox]\nbatch_sise = 5\nmax_attempts = 0\n[canery]\n")
+    problems = load_config(str(cfg), env={}).problems(sections())
+    assert [p.split(":")[0] for p in problems] == [
+        "config outbox.batch_sise", "config outbox.max_attempts", "config canery"]
+
+
+def test_nested_tables_keep_their_own_defaults(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[retention.outbox]\nenabled = false\n")
+    s = load_config(str(cfg), env={}).settings(RetentionSettings)
+    assert (s.outbox.enabled, s.outbox.max_age_days) == (False, 7)
+    assert (s.replay_log.enabled, s.replay_log.max_age_days) == (True, 30)
+
+
+def test_log_format_is_json_or_text() -> None:
+    with pytest.raises(ConfigError, match=r"M10_LOG_FORMAT.*json or text") as info:
+        load_config(None, None, {"M10_LOG_FORMAT": "txt"})
+    assert info.value.exit_code == 78
+    assert load_config(None, None, {"M10_LOG_FORMAT": "text"}).log_format == "text"
+
+
+@pytest.mark.parametrize("line", ['lease_ttl_seconds = "300"', "state_dir = 5",
+                                  "redis_url = true"])
+def test_global_keys_in_the_file_need_their_toml_type(tmp_path: Path, line: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=line.split()[0]):
+        load_config(str(cfg), env={})
 
 
 @pytest.mark.parametrize("env, key", [
@@ -54,3 +114,21 @@ def test_database_password_is_not_echoed_in_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, None, {"M10_DATABASE_URL": "mysql://u:hunter22@h/db"})
     assert "hunter22" not in str(info.value)
+
+
+@pytest.mark.parametrize("line", ["retry_base_seconds = nan", "time_budget_seconds = inf",
+                                  "retry_max_seconds = -inf"])
+def test_non_finite_numbers_are_refused(tmp_path: Path, line: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[outbox]\n{line}\n")
+    with pytest.raises(ConfigError, match=f"outbox.{line.split()[0]}: expected a number"):
+        load_config(str(cfg), env={}).settings(OutboxSettings)
+
+
+def test_a_secret_setting_is_not_echoed_when_wrong(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[canary.probes]]\nname = "r"\ntype = "redis"\n'
+                   'url = ["redis://:hunter22@r"]\n')
+    problems = load_config(str(cfg), env={}).problems(sections())
+    assert len(problems) == 1 and "canary.probes[0].url: expected" in problems[0]
+    assert "hunter22" not in problems[0]

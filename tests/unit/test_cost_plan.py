@@ -85,7 +85,7 @@ def test_right_columns_pass() -> None:
 def test_settings_defaults_and_exact_decimals(tmp_path: Path) -> None:
     s = cc.settings(load_config(None, env={}))
     assert (s.backfill_max_hours, s.resnapshot_hours, s.anomaly_k) == (168, 3, Decimal(3))
-    assert "%(period_start)s" in s.source_query
+    assert "%(period_start)s" in s.query
     path = tmp_path / "c.toml"
     path.write_text('[cost]\nanomaly_k = 2.5\nanomaly_min_amount_usd = "0.10"\n')
     s = cc.settings(load_config(str(path), env={}))

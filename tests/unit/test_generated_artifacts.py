@@ -1,4 +1,5 @@
-"""Units, docs/flows.md and pyproject are derived from the registry and committed current."""
+"""Units, docs/flows.md, the config example/reference and pyproject are derived from
+the registry and committed current."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from m10jobs.configdoc import rendered
 from m10jobs.flows import markdown
 from m10jobs.registry import jobs
 from m10jobs.units import render_all, stale
@@ -31,6 +33,11 @@ def unit(text: str) -> configparser.ConfigParser:
 
 def test_committed_units_are_current() -> None:
     assert stale(ROOT / "systemd", render_all()) == [], "run `m10 units render` and commit"
+
+
+def test_committed_config_example_and_reference_are_current() -> None:
+    for path, text in rendered().items():
+        assert (ROOT / path).read_text() == text, f"{path} is stale: run `m10 config render`"
 
 
 def test_committed_flow_inventory_is_current() -> None:
@@ -58,3 +65,29 @@ def test_the_seed_services_keep_names_schedules_and_order() -> None:
         assert after <= set(unit(units[f"{name}.service"])["Unit"]["After"].split())
     daily_stats = unit(units["m10-daily-stats.timer"])["Timer"]
     assert daily_stats["RandomizedDelaySec"] == "0"  # 00:05 exactly
+
+
+def test_the_sandbox_lets_jobs_write_to_the_rendered_metrics_dir() -> None:
+    default = render_all()["m10-canary.service"]
+    assert "ReadWritePaths=-/var/lib/prometheus/node-exporter" in default
+    units = render_all(metrics_dir="/srv/metrics")
+    for name, text in units.items():
+        if name.endswith(".service"):
+            assert "ReadWritePaths=-/srv/metrics\n" in text, name
+            assert "node-exporter" not in text, name
+
+
+def test_toml_examples_in_the_docs_are_valid_config() -> None:
+    import re
+    import tomllib
+
+    from m10jobs.config import load_config
+    from m10jobs.registry import sections
+
+    blocks = [(path.name, block) for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+              for block in re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)]
+    assert len(blocks) >= 3
+    base = load_config(None, env={})
+    for name, block in blocks:
+        cfg = type(base)(base.values, base.origins, tomllib.loads(block), name)
+        assert cfg.problems(sections()) == [], f"a ```toml block in {name} is not valid config"

@@ -12,7 +12,8 @@ from m10jobs.jobs import maint_deadletters as dl
 from m10jobs.jobs import maint_matviews as mv
 from m10jobs.jobs import maint_retention as retention
 
-ST = dl.Settings("dl", (), max_deliveries=3, max_idle_ms=60_000, batch_size=10, max_replays=2)
+ST = dl.DeadLetterSettings("dl", (), max_deliveries=3, max_idle_seconds=60, batch_size=10,
+                           max_replays=2)
 
 
 def test_over_limit() -> None:

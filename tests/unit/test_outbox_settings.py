@@ -14,7 +14,7 @@ from m10jobs.jobs.outbox_processor import OutboxSettings, order_key
 def settings(tmp_path: Path, toml: str) -> OutboxSettings:
     path = tmp_path / "c.toml"
     path.write_text(toml)
-    return OutboxSettings.load(load_config(str(path), env={}))
+    return load_config(str(path), env={}).settings(OutboxSettings)
 
 
 def test_defaults_and_routes(tmp_path: Path) -> None:

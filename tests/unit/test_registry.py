@@ -44,3 +44,30 @@ def test_each_job_lives_in_its_conventional_module() -> None:
     for job in jobs():
         assert importlib.import_module(module_name(job.script)).JOB is job
         assert by_script(job.script) is job
+
+
+def test_every_setting_is_declared_with_help_and_a_usable_default() -> None:
+    """What the example config, the reference and `m10 config check` rely on."""
+    import dataclasses
+    import typing
+
+    from m10jobs.configdoc import kind
+    from m10jobs.registry import sections
+    from m10jobs.settings import fields, spec
+
+    def walk(path: str, cls: type) -> None:
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, path
+        assert cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("), path
+        cls()  # every key optional: the defaults alone make a valid table
+        for f, tp in fields(cls):
+            assert spec(f).help, f"{path}.{f.name} has no help"
+            if kind(tp) == "table":
+                walk(f"{path}.{f.name}", typing.cast(type, tp))
+            elif kind(tp) == "tables":
+                walk(f"{path}.{f.name}[]", typing.get_args(tp)[0])
+
+    found = sections()
+    assert set(found) >= {"outbox", "dead_letter", "retention", "canary", "rollback", "cost"}
+    for name, cls in found.items():
+        assert name == cls.SECTION  # type: ignore[attr-defined]
+        walk(name, cls)

@@ -17,8 +17,7 @@ import click
 
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.errors import BadInput, ExitCode
-
-LOCK = "m10:outbox_processor"
+from m10jobs.jobs.outbox_processor import LOCK as OUTBOX_LOCK
 
 
 @click.group("outbox", context_settings=CONTEXT)
@@ -42,7 +41,7 @@ def status(config: Any, log: Any, as_json: bool) -> int:
     with _connect(config, "m10 outbox status") as conn, db.translated(dsn):
         backlog = conn.execute(query("outbox_backlog")).fetchone()
         extra = conn.execute(query("outbox_status_extra")).fetchone()
-        leader = conn.execute(query("lock_holder"), {"name": LOCK}).fetchone()
+        leader = conn.execute(query("lock_holder"), {"name": OUTBOX_LOCK}).fetchone()
     live = leader is not None and leader["expires_in_s"] > 0
     report = {
         "backlog": backlog["backlog"], "retrying": backlog["retrying"],

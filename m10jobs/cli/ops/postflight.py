@@ -79,16 +79,11 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
               help="Check as if today were this date (the newest row must be the day before).")
 def postflight(config: Any, log: Any, log_dir: Path | None, as_of: str | None) -> int:
     """Validate the daily stats checkpoint; one line per problem."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from zoneinfo import ZoneInfo
 
-    from m10jobs.errors import ConfigError
+    from m10jobs.jobs.daily_stats import DailyStatsSettings
 
-    tzname = config.section("daily_stats").str("timezone", "UTC")
-    try:
-        tz = ZoneInfo(tzname)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"config key daily_stats.timezone: unknown time zone {tzname!r}") \
-            from None
+    tz = ZoneInfo(config.settings(DailyStatsSettings).timezone)
     try:
         today = date.fromisoformat(as_of) if as_of else datetime.now(tz).date()
     except ValueError:

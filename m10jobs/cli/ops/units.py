@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from m10jobs.cli.adminkit import CONTEXT, admin_command
+from m10jobs.config import GLOBAL
 from m10jobs.errors import ExitCode
 
 REPO_UNITS = Path(__file__).resolve().parents[3] / "systemd"
@@ -24,8 +25,11 @@ def units() -> None:
               show_default=True, help="Directory to write the units to.")
 @click.option("--prefix", default="/opt/m10jobs", show_default=True,
               help="Install prefix the ExecStart= lines point into.")
+@click.option("--metrics-dir", metavar="DIR", default=GLOBAL["metrics_dir"].example,
+              show_default=True, help="The one directory the sandbox lets jobs write "
+              "metrics to; set M10_METRICS_DIR to it.")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 when the units are stale.")
-def render(output: Path, prefix: str, check: bool) -> None:
+def render(output: Path, prefix: str, metrics_dir: str, check: bool) -> None:
     """Write a .service and .timer per job (and the failure template).
 
     \b
@@ -34,7 +38,7 @@ def render(output: Path, prefix: str, check: bool) -> None:
     """
     from m10jobs.units import render_all, stale, write
 
-    generated = render_all(prefix)
+    generated = render_all(prefix, metrics_dir)
     if check:
         outdated = stale(output, generated)
         for name in outdated:

@@ -1,0 +1,184 @@
+"""Job settings, declared once: one frozen dataclass per TOML table.
+
+A job names its tables on its Job (`Job.settings`).  Each field is a setting:
+its annotation is the type, its default the default, and `setting()` adds the
+help, range, choices, an extra check and the secret flag.  `build()` checks a
+table against its class -- unknown key (with a did-you-mean), wrong type, out
+of range, then the class's own cross-field `problems()` ("<key>: <what>") --
+and returns every problem instead of stopping at the first, so `m10 config
+check` can list them all.  The example config and docs/configuration.md are
+generated from the same declarations (m10jobs/configdoc.py): a setting is
+added in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Any, ...] = ()
+    check: Callable[[Any], str | None] | None = None
+    """Returns what was expected when the (typed) value is wrong, else None."""
+    secret: bool = False
+    example: Any = None
+    """Shown commented out in the example config where the default says too little."""
+    ship: bool = False
+    """Ship the example active in the example config (a starting set, not a default)."""
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            choices: tuple[Any, ...] = (), check: Callable[[Any], str | None] | None = None,
+            secret: bool = False, example: Any = None, ship: bool = False) -> Any:
+    """A dataclass field carrying its Spec (dict defaults are copied per instance)."""
+    meta = {"m10": Spec(help, min, max, choices, check, secret, example, ship)}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def spec(f: dataclasses.Field[Any]) -> Spec:
+    return f.metadata.get("m10") or Spec("")
+
+
+@cache
+def fields(cls: type) -> tuple[tuple[dataclasses.Field[Any], Any], ...]:
+    """(field, resolved type) of a settings class, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f, hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def suggest(name: str, known: list[str]) -> str:
+    """"; did you mean 'x'?" for a near miss among `known`, else ""."""
+    import difflib  # only on the error path
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class _Bad(Exception):
+    """A value that is not what the declaration expects (the message says what is)."""
+
+
+def describe(tp: Any, s: Spec) -> str:
+    """What a value of this declared type must be, in an operator's words."""
+    if s.choices:
+        return "one of " + ", ".join(repr(c) for c in s.choices)
+    tp = _optional(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    if origin is tuple:
+        item = args[0]
+        return "a list of tables" if dataclasses.is_dataclass(item) else \
+            f"a list of {describe(item, Spec('')).removeprefix('a ').removeprefix('an ')}s"
+    if origin is not None:
+        return "a table of strings"
+    base = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string",
+            Decimal: "a decimal number (a string like \"50.00\" keeps it exact)"}.get(tp, "a value")
+    if s.min is not None and s.max is not None:
+        return f"{base} between {_num(s.min)} and {_num(s.max)}"
+    if s.min is not None:
+        return f"{base} >= {_num(s.min)}"
+    if s.max is not None:
+        return f"{base} <= {_num(s.max)}"
+    return base
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _optional(tp: Any) -> Any:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
+
+
+def _convert(tp: Any, value: Any, s: Spec, where: str, problems: list[str],
+             base: Any = None) -> Any:
+    tp = _optional(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Bad
+        return build(typing.cast(type, tp), value, where, problems, base)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _Bad
+        items = [_convert(args[0], v, Spec(""), f"{where}[{i}]", problems)
+                 for i, v in enumerate(value)]
+        value = tuple(items)
+    elif origin is not None:  # a table of strings (e.g. outbox.routes)
+        if not isinstance(value, dict):
+            raise _Bad
+        for k, v in value.items():
+            if not isinstance(v, str) or not v:
+                problems.append(f"{where}.{k}: expected a non-empty string, got {v!r}")
+        value = {k: v for k, v in value.items() if isinstance(v, str) and v}
+    elif tp is Decimal:
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise _Bad
+            value = Decimal(str(value))
+        except InvalidOperation:
+            raise _Bad from None
+        if not value.is_finite():
+            raise _Bad
+    elif tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        value = float(value)
+        if not math.isfinite(value):  # TOML has nan and inf; no setting means them
+            raise _Bad
+    elif not isinstance(value, tp) or (isinstance(value, bool) and tp is not bool):
+        raise _Bad
+    if tp is str and value == "":
+        raise _Bad
+    if s.choices and value not in s.choices:
+        raise _Bad
+    if (s.min is not None and value < s.min) or (s.max is not None and value > s.max):
+        raise _Bad
+    if s.check is not None:
+        expected = s.check(value)
+        if expected:
+            raise _Bad(expected)
+    return value
+
+
+def build(cls: type, data: Mapping[str, Any], where: str, problems: list[str],
+          base: Any = None) -> Any:
+    """An instance of settings class `cls` from TOML table `data` (named `where`) over
+    `base` (a nested table's declared default, else the class defaults); what is
+    wrong goes to `problems` ("<where>.<key>: <what>") and the default stays."""
+    known = {f.name: (f, tp) for f, tp in fields(cls)}
+    for key in data:
+        if key not in known:
+            problems.append(f"{where}.{key}: unknown key{suggest(key, list(known))}")
+    values: dict[str, Any] = {}
+    before = len(problems)
+    for name, (f, tp) in known.items():
+        if name not in data:
+            continue
+        try:
+            values[name] = _convert(tp, data[name], spec(f), f"{where}.{name}", problems,
+                                    None if f.default is dataclasses.MISSING else f.default)
+        except _Bad as exc:
+            expected = str(exc) or describe(tp, spec(f))
+            got = "" if spec(f).secret else f", got {data[name]!r}"
+            problems.append(f"{where}.{name}: expected {expected}{got}")
+    obj = dataclasses.replace(base, **values) if base is not None else cls(**values)
+    if len(problems) == before:
+        check = getattr(obj, "problems", None)
+        problems += [f"{where}.{p}" for p in (check() if check else ())]
+    return obj
+
