@@ -84,6 +84,7 @@ def test_a_300_mb_report_is_65_without_reading_it(env: dict[str, str], tmp_path:
     assert code == 65, out.stderr
     assert "over the 16 MiB limit" in out.stderr
     assert rss_kib < 150 * 1024, rss_kib  # the file was never read into memory
+    print(f"300 MB report: exit {code}, max RSS {rss_kib // 1024} MiB")
 
 
 def _entry(env: dict[str, str], name: str = "report.csv", data: bytes = b"x\n"

@@ -172,6 +172,7 @@ def test_sigterm_mid_pass_releases_the_lease_and_ends_by_the_signal(
                 proc.kill()
             blocker.rollback()
     assert released_after < 2.0
+    print(f"{case.script}: lease released {released_after:.2f}s after SIGTERM")
     assert proc.returncode == -signal.SIGTERM, (proc.returncode, err)
     assert "stopped by SIGTERM" in err and "Traceback" not in err, err
     summary = json.loads(out.strip().splitlines()[-1])
