@@ -1,0 +1,132 @@
+"""One real systemd host, the README's install section word for word: every timer scheduled,
+every unit green as `m10jobs`, a failure visible at `journalctl -p err` with its handler
+succeeding, an operator's hand run harmless to the next timer run, uninstall complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from m10jobs.registry import jobs
+from tests.system import steps
+from tests.system.harness import UPPER, Host, cluster, phase
+
+pytestmark = pytest.mark.timeout(300)
+
+SCRIPTS = sorted(job.script for job in jobs())
+# Every path the host has written so far (its overlay's upper layer; whiteouts, i.e. paths
+# deleted, are character devices and left out).
+SNAPSHOT = f"cd {UPPER} && find . -xdev ! -type c | cut -c2-"
+RUNTIME = ("/var/log/journal", "/var/lib/systemd", "/var/lib/postgresql", "/var/log/postgresql",
+           "/var/lib/redis", "/var/log/redis", "/root/.cache", "/var/cache", "/var/tmp")
+
+
+def written(host: Host) -> set[str]:
+    """Paths the host created that the machine (its overlay's lower layer) does not have,
+    runtime state left out."""
+    return {p for p in host.out(SNAPSHOT).splitlines()
+            if p and not p.startswith(RUNTIME) and not os.path.lexists(p)}
+
+
+def unit_status(host: Host, unit: str) -> dict[str, str]:
+    return host.show(unit, "Result", "ExecMainStatus", "ActiveState", "InvocationID")
+
+
+def job_journal(host: Host, script: str, *flags: str) -> list[dict[str, str]]:
+    """The job's own journal entries (not systemd's lines about its unit)."""
+    text = host.out(f"journalctl -u {script}.service -o json --no-pager {' '.join(flags)}")
+    entries = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [e for e in entries if e.get("SYSLOG_IDENTIFIER") == script]
+
+
+def wait_finished(host: Host, unit: str, timeout: float = 60) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = unit_status(host, unit)
+        if status["InvocationID"] and status["ActiveState"] in ("inactive", "failed"):
+            return status
+        assert time.monotonic() < deadline, f"{unit} did not finish: {status}"
+        time.sleep(0.2)
+
+
+def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
+    with cluster(["m10-solo"], tmp_path) as c:
+        host = c.server
+        print(f"boot: {host.boot_seconds:.1f}s")
+        s3 = c.start_s3()
+        readme = steps.Install.from_readme()
+        with phase("database host"):
+            steps.serve_database(host)
+        before = written(host)
+        with phase("README: install"):
+            steps.run_lines(host, readme.install, wheelhouse)
+        installed = written(host) - before
+        assert "/opt/m10jobs/bin/m10" in installed, sorted(installed)[:20]
+        with phase("README: database, configuration, timers"):
+            steps.run_lines(host, readme.database, wheelhouse)
+            steps.add_environment(host, steps.environment(s3))
+            steps.run_lines(host, readme.configure, wheelhouse)
+        steps.create_bucket(host)
+
+        # Every timer is scheduled.
+        listed = host.out("systemctl list-timers --all --no-legend --plain")
+        scheduled = {word for line in listed.splitlines() for word in line.split()
+                     if word.endswith(".timer")}
+        assert {f"{s}.timer" for s in SCRIPTS} <= scheduled, listed
+
+        # Every service, started by hand, succeeds as m10jobs.
+        services = [f"{s}.service" for s in SCRIPTS]
+        with phase("every service once"):
+            host.sh("systemctl start " + " ".join(services), check=False, timeout=280)
+        uid = host.out("id -u m10jobs")
+        failed = {}
+        for script in SCRIPTS:
+            status = unit_status(host, f"{script}.service")
+            if status["Result"] != "success" or status["ExecMainStatus"] not in ("0", "75"):
+                failed[script] = status | {"journal": host.out(
+                    f"journalctl -u {script}.service -n 8 -o cat --no-pager")}
+            uids = {e["_UID"] for e in job_journal(host, script)}
+            assert uids == {uid}, f"{script} ran as uid {uids}, m10jobs is {uid}"
+        assert not failed, json.dumps(failed, indent=1)
+
+        # A job made to fail: its reason at priority err, its OnFailure= handler succeeds.
+        host.sh("systemctl stop redis-server")
+        host.psql("SELECT m10_recovery.enqueue_outbox('system.test', '{}'::jsonb)")
+        host.sh("systemctl start m10-outbox-processor.service", check=False)
+        status = unit_status(host, "m10-outbox-processor.service")
+        assert (status["Result"], status["ExecMainStatus"]) == ("exit-code", "69"), status
+        errors = job_journal(host, "m10-outbox-processor", "-p", "err")
+        assert errors, host.out("journalctl -u m10-outbox-processor -p err -o cat --no-pager")
+        lines = [json.loads(e["MESSAGE"]) for e in errors]  # JSON stays JSON
+        assert any("redis" in line["message"].lower() for line in lines), lines
+        handler = wait_finished(host, "m10-failure@m10-outbox-processor.service.service")
+        assert (handler["Result"], handler["ExecMainStatus"]) == ("success", "0"), handler
+        host.sh("systemctl start redis-server")
+
+        # The runbook's hand run as root leaves nothing the next timer run trips over.
+        steps.says(steps.HAND_RUN, doc=steps.RUNBOOK)
+        again = ["m10-canary", "m10-daily-stats", "m10-retry-r2-fallbacks", "m10-maintenance"]
+        for script in again:
+            host.sh(steps.HAND_RUN.replace("JOB", script))
+        foreign = host.out("find /var/lib/m10jobs /var/log/m10 ! -user m10jobs")
+        assert not foreign, f"hand runs left files the service user does not own:\n{foreign}"
+        host.sh("systemctl start " + " ".join(f"{s}.service" for s in again), check=False)
+        for script in again:
+            status = unit_status(host, f"{script}.service")
+            assert status["Result"] == "success", (script, status)
+
+        # Uninstall: nothing install put there survives but /etc/m10jobs; no timer enabled.
+        steps.uninstall(host)
+        left = sorted(p for p in installed & written(host) if not p.startswith(steps.KEPT))
+        assert not left, f"make uninstall left {left}"
+        units = host.out("systemctl list-unit-files --no-legend --plain 'm10*' 'aos-*'",
+                         check=False)
+        assert not units, units
+        timers = host.out("systemctl list-timers --all --no-legend --plain")
+        assert "m10" not in timers and "aos-" not in timers, timers
+        links = host.out("find /etc/systemd/system \\( -name 'm10*' -o -name 'aos-*' \\)")
+        assert not links, links
