@@ -4,10 +4,14 @@ Appends one row per missing day to `$M10_LOG_DIR/m10_stats_YYYY-MM.csv`: every
 day after the last one in the checkpoint up to yesterday (backfill after
 downtime; the first run does yesterday unless --start-date is given).  Days are
 computed in SQL in the configured time zone; each month file is rewritten
-atomically under its file lock, then its `.processed` marker, then the CSV is
-uploaded through the fallback path (a store outage leaves it for
+atomically under its file lock, then its `.processed` marker (which records
+the CSV's sha256 and whether it is still owed to object storage), then every
+owed CSV is uploaded through the fallback path (a store outage leaves it for
 m10-retry-r2-fallbacks, the export still succeeds).  Rerunning never
-duplicates a day; a CSV that does not parse stops the pass (65), untouched.
+duplicates a day.  Every pair is checked before anything is written: a marker
+behind its CSV (killed between the renames) is rebuilt; a corrupt or edited
+month the new days go into stops the pass (65), untouched; any other bad month
+is reported and skipped (exit 1).
 """
 
 from __future__ import annotations
