@@ -21,7 +21,7 @@ TIMERS           := $(filter %.timer,$(UNITS))
 # systemctl only for a real install on a running systemd, never into a DESTDIR stage
 LIVE_SYSTEMD     := $(if $(DESTDIR),,$(wildcard /run/systemd/system))
 
-.PHONY: all venv deps test demo bench lint clean install uninstall units-check
+.PHONY: all venv deps test demo bench bench-scale lint clean install uninstall units-check schema
 
 all: test
 
@@ -45,6 +45,14 @@ demo: deps
 
 bench: deps
 	$(BIN)/python -m benchmarks.run $(BENCH)
+
+# every recurring query and pass at 100k and 10M rows (minutes; not part of bench)
+bench-scale: deps
+	$(BIN)/python -m benchmarks.scale
+
+# sql/schema.sql: rewritten from a throwaway database migrated from zero
+schema: deps
+	M10_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_schema.py -k from_zero
 
 lint: venv
 	$(BIN)/ruff check m10jobs tests benchmarks

@@ -27,7 +27,19 @@ def _median_ms(argv: list[str], env: dict[str, str], expect: int) -> float:
     return statistics.median(times)
 
 
+def _compile_package() -> None:
+    """Bytecode for m10jobs, as `pip install .` (make install) leaves it: with an editable
+    install and PYTHONDONTWRITEBYTECODE set, every start would compile the sources again
+    (~10 ms for config.py alone) and measure that instead."""
+    import m10jobs
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", m10jobs.__path__[0]], env=env,
+                   check=True, capture_output=True)
+
+
 def run(bench: Bench) -> None:
+    _compile_package()
     dsn = bench.fresh_db()
     env = {**os.environ, "M10_DATABASE_URL": dsn}
     from m10jobs.registry import by_script
@@ -41,6 +53,6 @@ def run(bench: Bench) -> None:
     busy = _median_ms([script], env, 75)
     bench.report("python -c pass (baseline), median", floor, "ms")
     bench.report("m10-maintenance --help, median", helpms, "ms", baseline=floor,
-                 baseline_name="python", goal="<= 150 ms")
+                 baseline_name="python", goal="<= 120 ms")
     bench.report("m10-maintenance lock-busy pass (exit 75), median", busy, "ms", baseline=floor,
-                 baseline_name="python", goal="<= 300 ms")
+                 baseline_name="python", goal="<= 250 ms")

@@ -5,7 +5,6 @@ its SQL is the named queries of sql/queries/audit.sql."""
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,15 +54,14 @@ def public_has_nothing(a: Audit) -> list[str]:
 
 
 def registered_locks_only(a: Audit) -> list[str]:
-    from m10jobs.registry import jobs
+    from m10jobs.registry import jobs, scope_of
 
     patterns = [t.lock for j in jobs() for t in j.tasks]
-    regex = re.compile("|".join(re.escape(p).replace(r"\{key\}", ".+") for p in patterns))
     breaches = [f"seed lock {name} is not registered by any job"
                 for name in SEED_LOCKS if name not in {p.replace("{key}", "*")
                                                        for p in patterns}]
     breaches += [f"lock {r['lock_name']} (held by {r['holder_id']}) is not a registered lock"
-                 for r in _rows(a, "audit_lock_rows") if not regex.fullmatch(r["lock_name"])]
+                 for r in _rows(a, "audit_lock_rows") if scope_of(r["lock_name"]) is None]
     return breaches
 
 

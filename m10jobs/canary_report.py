@@ -22,7 +22,6 @@ KNOWN_SCHEMA_VERSIONS = frozenset({1})
 VERDICTS = ("pass", "marginal", "fail", "inconclusive")
 STATUSES = ("pass", "fail", "no_data")
 LATEST = "latest_report.json"
-ACTIONS_LOG = "rollback_actions.jsonl"
 
 Status = Literal["pass", "fail", "no_data"]
 Verdict = Literal["pass", "marginal", "fail", "inconclusive"]
@@ -38,10 +37,6 @@ def latest_path(state_dir: Path) -> Path:
 
 def history_path(state_dir: Path, run_id: str) -> Path:
     return reports_dir(state_dir) / f"{run_id}.json"
-
-
-def actions_log_path(state_dir: Path) -> Path:
-    return reports_dir(state_dir) / ACTIONS_LOG
 
 
 @dataclass(frozen=True)

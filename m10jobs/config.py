@@ -10,6 +10,8 @@ prints it.  Anything wrong is a ConfigError naming the key (exit 78).
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -46,6 +48,12 @@ def _ttl(value: str) -> int:
     if not 1 <= ttl <= 86400:
         raise ValueError("expected seconds between 1 and 86400")
     return ttl
+
+
+def _hostname(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise ValueError("expected a host name (letters, digits, '.', '_', '-'; at most 63)")
+    return value
 
 
 def _log_format(value: str) -> str:
@@ -99,6 +107,8 @@ SETTINGS: tuple[Setting, ...] = (
             flag=False, toml=int),
     Setting("log_format", "json", _log_format, "log lines on stderr: json or text",
             flag=False, file=False),
+    Setting("hostname", None, _hostname, "this host's name in host-local lease names "
+            "`<lock>@<host>` (default: the OS host name)", flag=False, example="web-1"),
 )
 GLOBAL = {s.key: s for s in SETTINGS}
 
@@ -118,6 +128,12 @@ class Config:
             return self.values[key]
         except KeyError:
             raise AttributeError(key) from None
+
+    @property
+    def host(self) -> str:
+        """This host's name in host-local lease names (`<lock>@<host>`): the hostname
+        setting (M10_HOSTNAME; tests run several "hosts" on one machine), else the OS's."""
+        return self.values.get("hostname") or socket.gethostname()
 
     def settings(self, cls: type[T]) -> T:
         """The validated table `cls.SECTION` of the file (defaults where absent); the

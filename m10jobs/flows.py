@@ -22,6 +22,9 @@ KIND_TITLES = {
     "table": "L7-private database tables (m10_recovery)",
 }
 
+SCOPE_TITLES = {"cluster": "Cluster-wide (one holder in the cluster)",
+                "host": "Host-local (one holder per host)"}
+
 
 @dataclass(frozen=True)
 class Row:
@@ -42,13 +45,14 @@ def inventory() -> list[Row]:
     rows: list[Row] = []
     for job in jobs():
         declared = {f.name: f for f in job.produces}
-        for lock in dict.fromkeys(t.lock.replace("{key}", "*") for t in job.tasks):
-            task = next(t for t in job.tasks if t.lock.replace("{key}", "*") == lock)
-            flow = declared.get(lock)
+        for lock in dict.fromkeys(t.lease_pattern for t in job.tasks):
+            task = next(t for t in job.tasks if t.lease_pattern == lock)
+            flow = declared.get(task.lock.replace("{key}", "*"))
             rows.append(Row("lock", lock, job.script,
                             _consumers(lock, flow.consumers if flow else (job.script,), job),
                             "m10_recovery.distributed_locks",
-                            flow.purpose if flow else task.summary))
+                            f"{SCOPE_TITLES[task.scope]}: "
+                            f"{flow.purpose if flow else task.summary}"))
         for flow in job.produces:
             if flow.kind != "lock":
                 rows.append(Row(flow.kind, flow.name, job.script,
@@ -57,7 +61,8 @@ def inventory() -> list[Row]:
         outputs = [f.name for f in job.produces if f.kind != "lock"] or ["JSON summary"]
         rows.append(Row("service", f"{job.script}.service", f"{job.script}.timer",
                         ("systemd",), f"OnCalendar={job.schedule}; After={' '.join(job.after)}",
-                        f"{job.summary} Output: {', '.join(outputs)}; JSON logs to the journal."))
+                        f"{job.summary} Output: {', '.join(outputs)}; JSON logs to the journal. "
+                        f"Scope: {job.scopes}."))
     order = list(KIND_TITLES)
     return sorted(rows, key=lambda r: (order.index(r.kind), r.name))
 

@@ -25,6 +25,26 @@ if TYPE_CHECKING:
 
 PassFn = Callable[["PassContext"], "dict[str, Any] | None"]
 FlowKind = Literal["lock", "marker", "checkpoint", "table", "stream", "file"]
+Scope = Literal["cluster", "host"]
+"""cluster: state in PostgreSQL/Redis, one holder cluster-wide; host: state in this
+host's files, one holder per host (lease `<lock>@<hostname>`)."""
+HOST_PLACEHOLDER = "<hostname>"
+
+
+def lease_name(lock: str, scope: Scope, host: str) -> str:
+    """The one place a lease name is derived: host-local work is serialised per host,
+    so each host's lease is its own row and hosts never skip each other."""
+    return f"{lock}@{host}" if scope == "host" else lock
+
+
+def scope_of(lease: str) -> Scope | None:
+    """The declared scope of a lease row's name (None: no job declares it)."""
+    base, _, host = lease.partition("@")
+    for job in jobs():
+        for task in job.tasks:
+            if task.matches(base) and (task.scope == "host") == bool(host):
+                return task.scope
+    return None
 
 
 @dataclass(frozen=True)
@@ -48,12 +68,24 @@ class Task:
     run: PassFn
     summary: str = ""
     keys: Callable[[Config], Sequence[str]] | None = None
+    scope: Scope = "cluster"
 
     def instances(self, config: Config) -> list[tuple[str | None, str]]:
-        """(key, lock name) for every lease this task takes in a run."""
+        """(key, lease name) for every lease this task takes in a run."""
+        locks = ([(None, self.lock)] if self.keys is None
+                 else [(k, self.lock.format(key=k)) for k in self.keys(config)])
+        return [(k, lease_name(lock, self.scope, config.host)) for k, lock in locks]
+
+    @property
+    def lease_pattern(self) -> str:
+        """The lease name as documented: matview_* , m10:rollback@<hostname>."""
+        return lease_name(self.lock.replace("{key}", "*"), self.scope, HOST_PLACEHOLDER)
+
+    def matches(self, lock: str) -> bool:
         if self.keys is None:
-            return [(None, self.lock)]
-        return [(k, self.lock.format(key=k)) for k in self.keys(config)]
+            return lock == self.lock
+        head, _, tail = self.lock.partition("{key}")
+        return lock.startswith(head) and lock.endswith(tail) and len(lock) > len(head + tail)
 
 
 @dataclass(frozen=True)
@@ -66,6 +98,8 @@ class Job:
     lock: str | None = None
     run: PassFn | None = None
     tasks: tuple[Task, ...] = ()
+    scope: Scope = "cluster"
+    """Scope of the job's single pass (lock + run); a job with tasks declares it per task."""
     after: tuple[str, ...] = ()
     wants: tuple[str, ...] = ()
     produces: tuple[Flow, ...] = ()
@@ -85,11 +119,17 @@ class Job:
             if self.lock is None or self.run is None:
                 raise TypeError(f"job {self.script}: give lock and run, or tasks")
             object.__setattr__(self, "tasks", (Task(self.script, self.lock, self.run,
-                                                    self.summary),))
+                                                    self.summary, scope=self.scope),))
 
     @property
     def locks(self) -> tuple[str, ...]:
         return tuple(t.lock for t in self.tasks)
+
+    @property
+    def scopes(self) -> str:
+        """cluster, host, or mixed (tasks of both kinds), for listings."""
+        found = {t.scope for t in self.tasks}
+        return found.pop() if len(found) == 1 else "mixed"
 
 
 @cache

@@ -206,7 +206,8 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
     explicit = ctx.config.origins["lease_ttl_seconds"] != "default"
     ttl = (ctx.config.lease_ttl_seconds if explicit else ctx.job.ttl_seconds
            or ctx.config.lease_ttl_seconds)
-    lease = Lease(ctx.dsn, ctx.conn, ctx.lock, holder_id(ctx.run_id), ttl, ctx.log)
+    lease = Lease(ctx.dsn, ctx.conn, ctx.lock, holder_id(ctx.run_id, ctx.config.host), ttl,
+                  ctx.log)
     with lease:
         ctx.lease = lease
         set_context(fencing_token=lease.token)

@@ -35,6 +35,7 @@ def main(ctx: click.Context) -> None:
     \b
     Examples:
       m10 db migrate
+      m10 db schema --check
       m10 locks list
       m10 locks release m10:outbox_processor --force
       m10 run maintenance --dry-run
@@ -64,20 +65,47 @@ def db_migrate(config: Any, log: Any, dry_run: bool) -> int:
     return ExitCode.OK
 
 
+@admin_command(db, "schema", help="Print the database's schema as sql/schema.sql has it.")
+@click.option("--check", is_flag=True,
+              help="Compare with sql/schema.sql instead; exit 1 when they differ.")
+def db_schema(config: Any, log: Any, check: bool) -> int:
+    import difflib
+
+    from m10jobs.edges.migrate import SCHEMA_FILE, dump_schema
+
+    live = dump_schema(config.require("database_url"))
+    if not check:
+        click.echo(live, nl=False)
+        return ExitCode.OK
+    diff = list(difflib.unified_diff(SCHEMA_FILE.read_text().splitlines(), live.splitlines(),
+                                     "sql/schema.sql", "database", lineterm="", n=1))
+    if diff:
+        click.echo("\n".join(diff))
+        log.error("the database's schema differs from sql/schema.sql (diff on stdout); "
+                  "run `m10 db migrate`, or look for changes made by hand")
+        return ExitCode.FAILED
+    click.echo("schema matches sql/schema.sql")
+    return ExitCode.OK
+
+
 @main.group(context_settings=CONTEXT)
 def locks() -> None:
     """Leases in m10_recovery.distributed_locks."""
 
 
-@admin_command(locks, "list", help="Every lease: holder, token, acquired, expires, age.")
+@admin_command(locks, "list",
+               help="Every lease: scope, holder, token, acquired, expires, age.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per lease.")
 def locks_list(config: Any, log: Any, as_json: bool) -> int:
     from m10jobs.edges import db as pg
     from m10jobs.edges.queries import query
+    from m10jobs.registry import scope_of
 
     dsn = config.require("database_url")
     with pg.connect(dsn, app="m10 locks list") as conn, pg.translated(dsn):
         rows = conn.execute(query("list_locks")).fetchall()
+    for r in rows:
+        r["scope"] = scope_of(r["lock_name"]) or "unknown"
     if as_json:
         for r in rows:
             click.echo(json.dumps(r, default=str))
@@ -85,9 +113,9 @@ def locks_list(config: Any, log: Any, as_json: bool) -> int:
     if not rows:
         click.echo("no leases held")
         return ExitCode.OK
-    header = ("LOCK", "HOLDER", "TOKEN", "ACQUIRED", "EXPIRES", "AGE", "STATE")
+    header = ("LOCK", "SCOPE", "HOLDER", "TOKEN", "ACQUIRED", "EXPIRES", "AGE", "STATE")
     table = [header] + [
-        (r["lock_name"], r["holder_id"], str(r["fencing_token"]),
+        (r["lock_name"], r["scope"], r["holder_id"], str(r["fencing_token"]),
          r["acquired_at"].isoformat(timespec="seconds"),
          r["expires_at"].isoformat(timespec="seconds"), f"{r['age_s']:.0f}s",
          "live" if r["expires_in_s"] > 0 else "expired")
@@ -160,11 +188,12 @@ main.add_command(RunGroup("run", help="Run one job (or one maintenance task) now
 
 @main.command(context_settings=CONTEXT)
 def jobs() -> None:
-    """The job registry: script, lock(s), schedule."""
+    """The job registry: script, scope, lease(s), schedule."""
     from m10jobs.registry import jobs as registered
 
     for job in registered():
-        click.echo(f"{job.script:28} {', '.join(job.locks):60} {job.schedule}")
+        leases = ", ".join(dict.fromkeys(t.lease_pattern for t in job.tasks))
+        click.echo(f"{job.script:28} {job.scopes:7} {leases:60} {job.schedule}")
 
 
 def _add_ops_groups() -> None:

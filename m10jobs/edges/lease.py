@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -53,8 +54,41 @@ class LockBusy(M10Error):
         super().__init__(f"lock {name} is {detail}; skipped, nothing done")
 
 
-def holder_id(run_id: str) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{run_id}"
+class StillHeld(LockBusy):
+    """A lease this pass depends on stayed held by another holder while we waited:
+    skipped, nothing done (exit 75)."""
+
+    def __init__(self, name: str, holder: dict[str, Any], waited_s: float, why: str) -> None:
+        M10Error.__init__(self, f"{why}, and lock {name} is still held by "
+                                f"{holder['holder_id']} after waiting {waited_s:.0f}s; "
+                                "skipped, nothing done (the next run retries)")
+        self.name, self.holder = name, holder
+
+
+def live_holder(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:
+    """Who holds lease `name` right now (None: free or lapsed)."""
+    row = conn.execute(query("lock_holder"), {"name": name}).fetchone()
+    return row if row is not None and row["expires_in_s"] > 0 else None
+
+
+def wait_until_free(conn: psycopg.Connection[Any], name: str, timeout_s: float,
+                    check: Callable[[], None] | None = None,
+                    poll_s: float = 0.5) -> dict[str, Any] | None:
+    """Wait (bounded) for another holder of lease `name` to let go: ordering that systemd
+    enforces with After= on one host, across hosts.  None once free; else the holder
+    still there after timeout_s.  `check` (the pass's lease check) runs every poll."""
+    deadline = time.monotonic() + timeout_s
+    while (holder := live_holder(conn, name)) is not None:
+        if time.monotonic() >= deadline:
+            return holder
+        if check is not None:
+            check()
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+    return None
+
+
+def holder_id(run_id: str, host: str | None = None) -> str:
+    return f"{host or socket.gethostname()}:{os.getpid()}:{run_id}"
 
 
 @dataclass

@@ -110,6 +110,9 @@ class CostSettings:
     anomaly_k: Decimal = setting(Decimal("3"), "flag a day above mean + k * stddev", min=0)
     anomaly_min_amount_usd: Decimal = setting(Decimal("50.00"), "and above this amount",
                                                    min=0)
+    hourly_wait_seconds: int = setting(
+        60, "daily: how long to wait for an hourly run holding its lease (on another host) "
+        "before skipping with 75", min=0, max=600)
 
     @property
     def query(self) -> str:

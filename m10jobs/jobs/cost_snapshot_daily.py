@@ -138,11 +138,9 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
     done, history = cc.done_periods(ctx.conn, "day", end - s.backfill_max_days * cc.DAY, end)
     plan = cc.plan_periods(done, history, end, cc.DAY, s.backfill_max_days, redo)
     days = [d for d in plan.periods if d >= first_day]
-    ready, pending = [], []
-    for d in days:
-        hours = ctx.conn.execute(query("cost_hours_done"),
-                                 {"day_start": d, "day_end": d + cc.DAY}).fetchone()["hours"]
-        (ready if hours == 24 else pending).append((d, hours))
+    ready, pending = _split(ctx, days)
+    if pending and not ctx.dry_run and _waited_for_hourly(ctx, s, pending):
+        ready, pending = _split(ctx, days)
     for d, hours in pending:
         ctx.log.warning("day %s not built: %d of 24 hours are snapshotted; run "
                         "aos-cost-snapshot-hourly (raise [cost] backfill_max_hours if the "
@@ -185,6 +183,38 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
                          "built because hourly snapshots are missing; run "
                          "aos-cost-snapshot-hourly, then rerun this job")
     return summary
+
+
+def _split(ctx: PassContext, days: list[datetime]
+           ) -> tuple[list[tuple[datetime, int]], list[tuple[datetime, int]]]:
+    """(days whose 24 hours are snapshotted, days still missing hours), with hour counts."""
+    ready, pending = [], []
+    for d in days:
+        hours = ctx.conn.execute(query("cost_hours_done"),
+                                 {"day_start": d, "day_end": d + cc.DAY}).fetchone()["hours"]
+        (ready if hours == 24 else pending).append((d, hours))
+    return ready, pending
+
+
+def _waited_for_hourly(ctx: PassContext, s: cc.CostSettings,
+                       pending: list[tuple[datetime, int]]) -> bool:
+    """Hours are missing: if an hourly run holds its lease (on another host: After=
+    orders the two only on one host), wait for it, bounded; True when we waited and
+    should look again.  Still held -> skipped (75), never a false "missing" failure."""
+    from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
+    from m10jobs.jobs.cost_snapshot_hourly import JOB as HOURLY
+
+    if live_holder(ctx.conn, HOURLY.lock) is None:
+        return False
+    first = pending[0][0].date().isoformat()
+    ctx.log.info("hourly snapshots missing for %s while %s is held; waiting up to %ss for it",
+                 first, HOURLY.lock, s.hourly_wait_seconds)
+    holder = wait_until_free(ctx.conn, HOURLY.lock, s.hourly_wait_seconds, ctx.check)
+    if holder is not None:
+        raise StillHeld(HOURLY.lock, holder, s.hourly_wait_seconds,
+                        f"hourly snapshots are missing for {len(pending)} day(s) from {first} "
+                        "while aos-cost-snapshot-hourly runs elsewhere")
+    return True
 
 
 def _gauges(ctx: PassContext, ready: list[tuple[datetime, int]],

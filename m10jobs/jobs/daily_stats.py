@@ -1,38 +1,46 @@
 """m10-daily-stats (seed: m10_daily_stats_export.py), daily at 00:05.
 
-Appends one row per missing day to `$M10_LOG_DIR/m10_stats_YYYY-MM.csv`: every
-day after the last one in the checkpoint up to yesterday (backfill after
-downtime; the first run does yesterday unless --start-date is given).  Days are
-computed in SQL in the configured time zone; each month file is rewritten
-atomically under its file lock, then its `.processed` marker (which records
-the CSV's sha256 and whether it is still owed to object storage), then every
-owed CSV is uploaded through the fallback path (a store outage leaves it for
-m10-retry-r2-fallbacks, the export still succeeds).  Rerunning never
-duplicates a day.  Every pair is checked before anything is written: a marker
-behind its CSV (killed between the renames) is rebuilt; a corrupt or edited
-month the new days go into stops the pass (65), untouched; any other bad month
-is reported and skipped (exit 1).
+Two tasks, because on several hosts the figures are cluster state and the
+files are host state:
+
+* `compute` (cluster lease `m10:daily_stats`): every day after the last one in
+  `m10_recovery.daily_stats` up to yesterday (backfill after downtime; the first
+  run does yesterday, or resumes after this host's CSVs, or --start-date) is
+  computed in SQL in the configured time zone and stored, fenced.  A day whose
+  source rows retention may already have deleted is refused (65): its figures
+  would be zeros or undercounts, so nothing is computed.
+* `export` (host-local lease `m10:daily_stats@<host>`): this host's
+  `$M10_LOG_DIR/m10_stats_YYYY-MM.csv` files are brought in line with the table
+  (every month retention keeps), each rewritten atomically under its file lock,
+  then its `.processed` marker, then uploaded through the fallback path.  So
+  every host's CSVs hold every day whichever host computed it.  If another
+  host is computing right now, export waits for it (bounded), else exits 75.
+
+Rerunning never duplicates a day; a CSV that does not parse stops the export
+(65), untouched.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from pathlib import Path
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
-from m10jobs.registry import Flow, Job
+from m10jobs.registry import Flow, Job, Task
 from m10jobs.settings import setting
-from m10jobs.statsfile import StatsFile, marker_path, render
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from zoneinfo import ZoneInfo
 
     from m10jobs.runner import PassContext
 
 MAX_BACKFILL_DAYS = 3660
+LOCK = "m10:daily_stats"
 
 
 def _zone_name(name: str) -> str | None:
@@ -57,7 +65,8 @@ def _object_prefix(prefix: str) -> str | None:
 
 @dataclass(frozen=True)
 class DailyStatsSettings:
-    """[daily_stats]: the day boundary and where the month CSVs are uploaded."""
+    """[daily_stats]: the day boundary, where the month CSVs are uploaded, and how long a
+    host's export waits for another host computing."""
 
     SECTION: ClassVar[str] = "daily_stats"
 
@@ -65,6 +74,9 @@ class DailyStatsSettings:
     key_prefix: str = setting("m10/stats/", "object key prefix of the uploaded CSVs",
                               check=_object_prefix)
     upload: bool = setting(True, "upload each changed month CSV (needs r2_bucket)")
+    compute_wait_seconds: int = setting(
+        60, "export: how long to wait for another host computing the newest day before "
+        "skipping with 75", min=0, max=600)
 
 
 def _zone(ctx: PassContext) -> ZoneInfo:
@@ -77,153 +89,253 @@ def yesterday(tz: ZoneInfo) -> date:
     return datetime.now(tz).date() - timedelta(days=1)
 
 
-@dataclass
-class Month:
-    """One month's file pair as found on disk, before this pass changes anything."""
-
-    path: Path
-    stats: StatsFile | None = None
-    marker: dict[str, Any] | None = None
-    problem: str | None = None  # corrupt CSV or marker, or a marker the CSV does not explain
-    behind: bool = False  # the CSV is the marker's plus appended days (a crash between renames)
-
-
-def survey(log_dir: Path) -> dict[Path, Month]:
-    """Every month file with its marker, checked: nothing is written before this."""
-    import hashlib
-
-    from m10jobs.edges import files
+def _until(ctx: PassContext, tz: ZoneInfo) -> date:
     from m10jobs.errors import BadInput
-    from m10jobs.statsfile import explains, month_files, parse, read_marker
 
-    months = {}
-    for path in month_files(log_dir):
-        m = months[path] = Month(path)
-        try:
-            m.stats = parse(path)
-            m.marker = read_marker(path)
-        except BadInput as exc:
-            m.problem = str(exc)
-            continue
-        if m.marker is None or not m.stats.rows:
-            continue
-        raw = files.read_bytes(path, files.STATS_CSV) or b""  # the bytes, as postflight sees them
-        if hashlib.sha256(raw).hexdigest() == m.marker["sha256"]:
-            continue
-        if explains(m.marker, m.stats.rows):
-            m.behind = True
-        else:
-            m.problem = (f"{path}: its marker {marker_path(path).name} does not match it "
-                         f"(the CSV has {len(m.stats.rows)} rows, the marker says "
-                         f"{m.marker['rows']}; edited after export?); check the CSV, then move "
-                         "the marker aside so the next run rebuilds it from the CSV")
-    return months
-
-
-def plan(ctx: PassContext, tz: ZoneInfo, months: dict[Path, Month]) -> list[date]:
-    """Days to export; BadInput if the month that holds the checkpoint, or one they
-    go into, is bad (nothing is written then)."""
-    from m10jobs.errors import BadInput
-    from m10jobs.statsfile import csv_path, days
-
-    log_dir = ctx.config.log_dir
     last_possible = yesterday(tz)
     until: date = ctx.params.get("until") or last_possible
     if until > last_possible:
         raise BadInput(f"--until {until} is not a finished day yet (yesterday in "
                        f"{tz.key} is {last_possible})")
+    return until
+
+
+def _bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    return (datetime.combine(day, time(), tz),
+            datetime.combine(day + timedelta(days=1), time(), tz))
+
+
+def _csv_last_date(ctx: PassContext) -> date | None:
+    """The last day in this host's CSVs: where a first compute resumes after an upgrade
+    from the CSV-only checkpoint."""
+    from m10jobs.statsfile import month_files, parse
+
+    for path in reversed(month_files(ctx.config.log_dir)):
+        last = parse(path).last_date
+        if last:
+            return last
+    return None
+
+
+def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
+    """Days to compute: not yet in the table, within [first, until]."""
+    from m10jobs.edges.queries import query
+    from m10jobs.errors import BadInput
+    from m10jobs.statsfile import days
+
+    until = _until(ctx, tz)
     start: date | None = ctx.params.get("start_date")
-    last = None
-    for m in reversed(list(months.values())):  # the newest month with a row holds the last date
-        if m.problem and not start:
-            raise BadInput(f"{m.problem} (it holds the checkpoint: nothing was exported)")
-        if m.stats and m.stats.last_date:
-            last = m.stats.last_date
-            break
-    first = start or (last + timedelta(days=1) if last else until)
-    if (until - first).days >= MAX_BACKFILL_DAYS:
-        raise BadInput(f"refusing to backfill {(until - first).days} days from {first}; "
+    if start is None:
+        last = ctx.conn.execute(query("stats_last_day")).fetchone()["last"] or _csv_last_date(
+            ctx)
+        start = last + timedelta(days=1) if last else until
+    if (until - start).days >= MAX_BACKFILL_DAYS:
+        raise BadInput(f"refusing to backfill {(until - start).days} days from {start}; "
                        "give a later --start-date")
-    todo = []
-    for day in days(first, until) if first <= until else []:
-        m = months.get(csv_path(log_dir, day))
-        if m is not None and m.problem:
-            raise BadInput(f"{m.problem} (day {day} goes into it: nothing was exported)")
-        if m is None or m.stats is None or day not in set(m.stats.dates):
-            todo.append(day)
-    return todo
+    if start > until:
+        return []
+    have = {r["day"] for r in ctx.conn.execute(query("stats_days_between"),
+                                               {"first": start, "last": until})}
+    return [d for d in days(start, until) if d not in have]
+
+
+def refuse_unretained(ctx: PassContext, todo: list[date], tz: ZoneInfo) -> None:
+    """BadInput (65, nothing computed) when a day starts before what retention kept:
+    its figures would silently be zeros or undercounts."""
+    from m10jobs.edges.queries import query
+    from m10jobs.errors import BadInput
+
+    since = ctx.conn.execute(query("stats_retained_since")).fetchone()["since"]
+    if since is None or not todo or _bounds(todo[0], tz)[0] >= since:
+        return
+    first_ok = since.astimezone(tz).date()
+    if _bounds(first_ok, tz)[0] < since:
+        first_ok += timedelta(days=1)
+    lost = [d for d in todo if _bounds(d, tz)[0] < since]
+    more = f" (and {len(lost) - 1} more up to {lost[-1]})" if len(lost) > 1 else ""
+    raise BadInput(f"day {lost[0]}{more} is older than "
+                   f"the data it is computed from: retention deleted rows created before "
+                   f"{since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}, so it would be written as "
+                   f"zeros; nothing was computed. Days already computed are kept in "
+                   f"m10_recovery.daily_stats; rerun with --start-date {first_ok} or later")
 
 
 def compute(ctx: PassContext, day: date, tz: ZoneInfo) -> dict[str, Any]:
     from m10jobs.edges.queries import query
 
-    lo = datetime.combine(day, time(), tz)
-    hi = datetime.combine(day + timedelta(days=1), time(), tz)
+    lo, hi = _bounds(day, tz)
     row = ctx.conn.execute(query("daily_stats"), {"lo": lo, "hi": hi}).fetchone()
-    return {"date": day.isoformat(), **{k: "" if v is None else str(v) for k, v in row.items()}}
+    return {"day": day, **row}
+
+
+def compute_pass(ctx: PassContext) -> dict[str, Any]:
+    """Cluster-wide: compute and store the missing days (fenced, all or nothing)."""
+    from m10jobs.edges.queries import query
+
+    tz = _zone(ctx)
+    todo = plan(ctx, tz)
+    refuse_unretained(ctx, todo, tz)
+    if ctx.dry_run:
+        return {"would_compute": [d.isoformat() for d in todo], "timezone": tz.key}
+    computed = []
+    for day in todo:
+        ctx.check()
+        computed.append(compute(ctx, day, tz))
+    if computed:
+        assert ctx.lease is not None
+        with ctx.conn.transaction(), ctx.conn.cursor() as cur:
+            ctx.fence(cur)
+            cur.executemany(query("stats_store_day"), [
+                {**row, "timezone": tz.key, "host": ctx.config.host, "token": ctx.lease.token}
+                for row in computed])
+    ctx.gauge("m10_daily_stats_days_computed", len(todo), "Days computed by the last pass.")
+    return {"computed": [d.isoformat() for d in todo], "timezone": tz.key}
+
+
+def _export_window(ctx: PassContext, tz: ZoneInfo) -> tuple[date, date]:
+    """[first, last] day whose month this host's CSVs hold: every month retention keeps
+    (from the first of the month it keeps), and any --start-date asked for."""
+    from m10jobs.jobs.maint_retention import RetentionSettings
+
+    until = _until(ctx, tz)
+    kept = ctx.config.settings(RetentionSettings).stats_csv
+    months = kept.max_age_months if kept.enabled else None
+    now = datetime.now(UTC)
+    index = now.year * 12 + now.month - 1 - (months if months is not None else 12 * 10)
+    first = date(index // 12, index % 12 + 1, 1)
+    start: date | None = ctx.params.get("start_date")
+    return (min(first, start.replace(day=1)) if start else first), until
+
+
+def _wait_for_compute(ctx: PassContext, last: date, have_last: bool) -> None:
+    """Another host computing right now (the timers fire together): wait for it, bounded,
+    so this host's CSV gets the day it is adding; still busy -> skipped (75)."""
+    from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
+
+    wait_s = ctx.config.settings(DailyStatsSettings).compute_wait_seconds
+    if have_last or ctx.dry_run or live_holder(ctx.conn, LOCK) is None:
+        return
+    ctx.log.info("%s is not computed yet and %s is held; waiting up to %ss for it", last,
+                 LOCK, wait_s)
+    holder = wait_until_free(ctx.conn, LOCK, wait_s, ctx.check)
+    if holder is not None:
+        raise StillHeld(LOCK, holder, wait_s,
+                        f"{last} is not computed yet while another host computes")
+
+
+def _marker_stale(path: Path) -> bool:
+    """The month's marker is missing or does not describe the CSV as it is (a crash
+    between the CSV's rename and the marker's): it is rewritten, so the pair heals."""
+    from m10jobs.edges import files
+    from m10jobs.errors import BadInput
+    from m10jobs.statsfile import marker_for, marker_path, parse, read_marker
+
+    mp = marker_path(path)
+    if os.path.lexists(mp) and not stat.S_ISREG(os.lstat(mp).st_mode):
+        # A directory, FIFO or symlink where the marker goes: writing it would fail (or
+        # follow the link) after the CSV was rewritten; refused before anything is.
+        files.read_bytes(mp, files.STATS_MARKER)  # raises BadInput naming what it is
+    try:
+        marker = read_marker(path)
+    except BadInput:  # torn or damaged: it only describes the CSV, so write it again
+        return True
+    if marker is None:
+        return True
+    data = files.read_bytes(path, files.STATS_CSV, missing_ok=True) or b""
+    described = {k: v for k, v in marker.items() if k != "upload_pending"}
+    return described != {k: v for k, v in marker_for(path, data, parse(path).rows).items()
+                         if k != "upload_pending"}
 
 
 def export_pass(ctx: PassContext) -> dict[str, Any]:
+    """Host-local: bring this host's month files in line with the table, then upload."""
     from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
+    from m10jobs.edges.queries import query
     from m10jobs.errors import TaskFailed
-    from m10jobs.statsfile import csv_path, marker_for, parse
+    from m10jobs.statsfile import (
+        COLUMNS,
+        csv_path,
+        marker_for,
+        marker_path,
+        month_files,
+        parse,
+        render,
+    )
 
     tz = _zone(ctx)
     s = ctx.config.settings(DailyStatsSettings)
-    prefix = s.key_prefix
     upload_on = s.upload and bool(ctx.config.r2_bucket)
-    months = survey(ctx.config.log_dir)
-    bad = [m for m in months.values() if m.problem]
-    # From what is on disk now: stays set until the files are fixed.
-    ctx.gauge("m10_daily_stats_bad_months", len(bad),
-              "Stats months whose CSV or .processed marker is corrupt or does not match.")
-    todo = plan(ctx, tz, months)
-    repair = [m.path for m in months.values() if not m.problem and m.stats and m.stats.rows
-              and (m.marker is None or m.behind)]
+    first, last = _export_window(ctx, tz)
+
+    def fetch() -> list[dict[str, Any]]:
+        return ctx.conn.execute(query("stats_rows_since"), {"first": first,
+                                                            "last": last}).fetchall()
+
+    stored = fetch()
+    _wait_for_compute(ctx, last, bool(stored) and stored[-1]["day"] == last)
+    stored = fetch()
+    by_month: dict[Path, dict[str, dict[str, str]]] = {}
+    for r in stored:
+        row = {"date": r["day"].isoformat(),
+               **{c: "" if r[c] is None else str(r[c]) for c in COLUMNS[1:]}}
+        by_month.setdefault(csv_path(ctx.config.log_dir, r["day"]), {})[row["date"]] = row
+    for path in month_files(ctx.config.log_dir):  # a month's marker may be stale
+        if path not in by_month and parse(path).rows and _marker_stale(path):
+            by_month[path] = {}
+    changes = {}
+    for path, rows in sorted(by_month.items()):
+        current = parse(path)  # BadInput (65, nothing written) when it does not parse
+        have = {r["date"]: r for r in current.rows}
+        added = sorted(d for d in rows if have.get(d) != rows[d])
+        if added or _marker_stale(path):
+            changes[path] = added
     if ctx.dry_run:
-        return {"would_export": [d.isoformat() for d in todo], "timezone": tz.key,
-                "would_repair_markers": [p.name for p in repair]}
-    by_month: dict[Path, list[dict[str, Any]]] = {p: [] for p in repair}
-    for day in todo:
-        ctx.check()
-        by_month.setdefault(csv_path(ctx.config.log_dir, day), []).append(
-            compute(ctx, day, tz))
+        return {"would_write": {p.name: a for p, a in changes.items()}, "timezone": tz.key}
     written, appended = [], []
-    for path, new_rows in sorted(by_month.items()):
+    for path, added in changes.items():
         ctx.check()
         with file_lock(path):
             current = parse(path)  # again, under the lock: another writer may have been here
-            have = {r["date"] for r in current.rows}
-            rows = sorted([*current.rows, *(r for r in new_rows if r["date"] not in have)],
-                          key=lambda r: r["date"])
+            merged = {r["date"]: r for r in current.rows} | by_month[path]
+            rows = [merged[d] for d in sorted(merged)]
             data = render(rows)
-            if len(rows) > len(current.rows) or path in repair:
-                atomic_write(path, data)  # (a repaired month: in its canonical form)
-            # A marker behind its CSV (killed between the two renames) is rebuilt, and
-            # the CSV it did not cover is owed to object storage.
-            atomic_write_json(marker_path(path), marker_for(path, data, rows,
-                                                            upload_pending=upload_on))
+            if added:
+                atomic_write(path, data)
+            # upload_pending: the CSV is owed to object storage until stored (or kept as a
+            # fallback copy); in the marker, so it survives a failed run or a full disk.
+            atomic_write_json(marker_path(path), marker_for(
+                path, data, rows, upload_pending=upload_on and (bool(added) or _owed(path))))
         written.append(path)
-        if path in repair:
-            ctx.log.warning("%s: marker rebuilt from the CSV (it was missing or behind, e.g. "
-                            "a run was killed between the CSV and its marker)", path.name)
-        if new_rows:
+        if added:
             appended.append(path)
         ctx.log.info("%s: %d row(s), last %s", path.name, len(rows), rows[-1]["date"],
-                     extra={"added": [r["date"] for r in new_rows]})
-    uploads, failed = _upload_pending(ctx, prefix) if upload_on else ({}, [])
+                     extra={"added": added})
+    uploads, failed = _upload_pending(ctx, s.key_prefix) if upload_on else ({}, [])
     if appended and not upload_on:
         ctx.log.info("upload skipped (daily_stats.upload is off or r2_bucket is not set)")
-    ctx.gauge("m10_daily_stats_days_exported", len(todo), "Days appended by the last pass.")
-    summary = {"exported": [d.isoformat() for d in todo], "files": [p.name for p in written],
-               "uploads": uploads, "timezone": tz.key}
-    problems = [m.problem for m in bad] + failed
-    for problem in problems:
-        ctx.log.error("%s", problem)
-    if problems:
-        raise TaskFailed(f"{len(problems)} stats month(s) need attention, the others were "
-                         f"exported: {problems[0]}", summary)
+    exported = sorted(d for a in changes.values() for d in a)
+    ctx.gauge("m10_daily_stats_days_exported", len(exported),
+              "Days written into this host's CSVs by the last pass.")
+    summary = {"exported": exported, "files": [p.name for p in written], "uploads": uploads,
+               "timezone": tz.key}
+    if failed:
+        for problem in failed:
+            ctx.log.error("%s", problem)
+        raise TaskFailed(f"{len(failed)} stats month(s) still owed to object storage: "
+                         f"{failed[0]}", summary)
     return summary
+
+
+def _owed(path: Path) -> bool:
+    """The month's marker says its CSV has not reached object storage yet."""
+    from m10jobs.errors import BadInput
+    from m10jobs.statsfile import read_marker
+
+    try:
+        marker = read_marker(path)
+    except BadInput:
+        return True
+    return bool(marker and marker.get("upload_pending"))
 
 
 def _upload_pending(ctx: PassContext, prefix: str) -> tuple[dict[str, str], list[str]]:
@@ -236,7 +348,14 @@ def _upload_pending(ctx: PassContext, prefix: str) -> tuple[dict[str, str], list
     from m10jobs.edges import fallback
     from m10jobs.edges.files import atomic_write_json, file_lock
     from m10jobs.errors import M10Error
-    from m10jobs.statsfile import marker_for, month_files, parse, read_marker
+    from m10jobs.statsfile import (
+        marker_for,
+        marker_path,
+        month_files,
+        parse,
+        read_marker,
+        render,
+    )
 
     uploads: dict[str, str] = {}
     failed: list[str] = []
@@ -245,7 +364,7 @@ def _upload_pending(ctx: PassContext, prefix: str) -> tuple[dict[str, str], list
         try:
             marker = read_marker(path)
         except M10Error:
-            continue  # reported by survey
+            continue
         if not marker or not marker.get("upload_pending"):
             continue
         try:
@@ -277,24 +396,31 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date
 
 JOB = Job(
     script="m10-daily-stats",
-    summary="Append missing days to m10_stats_YYYY-MM.csv, write .processed, upload.",
+    summary="Compute missing days into m10_recovery.daily_stats; write this host's "
+            "m10_stats_YYYY-MM.csv from it, .processed, upload.",
     example="m10-daily-stats --start-date 2026-01-01 --dry-run",
     schedule="*-*-* 00:05:00",
     jitter_seconds=0,  # seed: daily at 00:05
-    lock="m10:daily_stats",
-    run=export_pass,
+    tasks=(
+        Task("stats_compute", LOCK, compute_pass,
+             "Compute and store missing days (cluster-wide, fenced)"),
+        Task("stats_export", LOCK, export_pass,
+             "Write this host's CSVs and markers from the table, upload", scope="host"),
+    ),
     after=("postgresql.service",),
     options=(
         click.Option(["--start-date"], metavar="YYYY-MM-DD", callback=_date,
-                     help="First day to export (default: the day after the checkpoint's "
-                          "last, or yesterday on a first run); days present are skipped."),
+                     help="First day to compute (default: the day after the last computed "
+                          "one, or yesterday on a first run); days present are skipped."),
         click.Option(["--until"], metavar="YYYY-MM-DD", callback=_date,
-                     help="Last day to export (default: yesterday)."),
+                     help="Last day to compute and export (default: yesterday)."),
     ),
     produces=(
+        Flow("table", "daily_stats", "m10_recovery.daily_stats",
+             "Computed days, once for the cluster; every host's CSVs are written from it",
+             ("m10-daily-stats",)),
         Flow("checkpoint", "CSV stats files", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv",
-             "Daily stats; next day's export resumes after its last date",
-             ("m10-daily-stats", "retention")),
+             "Daily stats, one file per month on every host", ("retention",)),
         Flow("marker", ".processed", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv.processed",
              "Last date, rows and sha256 of the CSV", ("m10 postflight",)),
     ),

@@ -1,6 +1,7 @@
 """Retention task of m10-maintenance (seed: retention_archive.py), lease `retention_cleanup`.
 
-Table policies: rows past their age are deleted in batches; each batch is one
+Table policies: rows past their age are deleted in batches (dead-lettered outbox
+rows too: dead_letter_archive got a copy when they were dead-lettered); each batch is one
 short transaction that DELETEs ... RETURNING the rows as JSON, writes them as a
 gzip'd JSON-lines chunk (object storage when M10_R2_BUCKET is set, else
 $M10_STATE_DIR/retention-archive), and commits only once the chunk is durable.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from m10jobs.errors import DependencyUnavailable, LeaseLost, TaskFailed
 from m10jobs.settings import setting
 
 if TYPE_CHECKING:
+    import psycopg
+
     from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
@@ -58,12 +62,17 @@ class RetentionSettings:
 
     batch_size: int = setting(5000, "rows per delete batch (one short transaction)", min=1,
                               max=100_000)
+    workers: int = setting(2, "batches in flight at once, each on its own connection "
+                           "(JSON rendering costs PostgreSQL more than the DELETE)", min=1, max=8)
     archive_prefix: str = setting("retention/", "object key prefix of archived chunks")
     archive_dir: str = setting("", "local archive directory when no bucket is set "
                                "(default: $M10_STATE_DIR/retention-archive)",
                                example="/srv/m10/retention-archive")
     # the table policies, in the order they run
     replay_log: Policy = setting(Policy(max_age_days=30), "m10_recovery.replay_log")
+    outbox_dead_lettered: Policy = setting(Policy(max_age_days=30),
+                                           "dead-lettered outbox rows, by when they were "
+                                           "(dead_letter_archive has them)")
     dead_letter_archive: Policy = setting(Policy(max_age_days=90),
                                           "m10_recovery.dead_letter_archive")
     outbox: Policy = setting(Policy(max_age_days=7), "published/dead outbox rows")
@@ -74,7 +83,11 @@ class RetentionSettings:
     canary_reports: Policy = setting(Policy(max_age_days=30), "canary report history")
 
 
-TABLE_POLICIES = ("replay_log", "dead_letter_archive", "outbox", "retention_jobs")
+# (outbox_dead_lettered runs before dead_letter_archive, whose rows record those dead letters.)
+TABLE_POLICIES = ("replay_log", "outbox_dead_lettered", "dead_letter_archive", "outbox",
+                  "retention_jobs")
+# policy -> its table, where the two differ
+POLICY_TABLES = {"outbox_dead_lettered": "outbox"}
 
 
 class Sink:
@@ -87,6 +100,7 @@ class Sink:
         self.prefix = s.archive_prefix
         self.dir = Path(s.archive_dir or config.state_dir / "retention-archive")
         self._s3: Any = None
+        self._s3_lock = threading.Lock()  # batches store their chunks from worker threads
 
     def location(self, policy: str) -> str:
         if self.bucket:
@@ -96,10 +110,11 @@ class Sink:
     def put(self, policy: str, name: str, data: bytes) -> None:
         """Store a chunk durably (the caller commits its DELETE only afterwards)."""
         if self.bucket:
-            if self._s3 is None:
-                from m10jobs.edges import storage
+            with self._s3_lock:
+                if self._s3 is None:
+                    from m10jobs.edges import storage
 
-                self._s3 = storage.client(self.config)
+                    self._s3 = storage.client(self.config)
             self._s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}{policy}/{self.day}/{name}",
                                 Body=data, ContentType="application/gzip")
         else:
@@ -115,39 +130,83 @@ class Outcome:
 
 
 def purge_table(ctx: PassContext, policy: str, job_id: int, cutoff: datetime, sink: Sink,
-                batch_size: int) -> Outcome:
+                batch_size: int, workers: int = 2) -> Outcome:
     """Keyset batches (id > last batch's upper id), so no batch rescans the dead index
     entries of the ones before it; a new run starts from id 0 again, which resumes it.
-    PostgreSQL renders the JSON and streams it with COPY: no per-row Python work."""
+    PostgreSQL renders the JSON and streams it with COPY: no per-row Python work.
+
+    Rendering the rows as JSON costs PostgreSQL several times the DELETE itself, so
+    `workers` batches run at once, each on its own connection and in its own
+    transaction (disjoint id ranges: they never wait for each other's rows), while
+    this thread finds the next batch's bounds.  Each still commits only after its
+    own chunk is durable."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    from m10jobs.edges import db
+
     out = Outcome()
     after = 0
-    while True:
-        ctx.check()
-        t0 = time.monotonic()
-        args = {"cutoff": cutoff, "limit": batch_size, "after": after}
-        with ctx.conn.transaction(), ctx.conn.cursor() as cur:
-            upto = cur.execute(query(f"retention_upto_{policy}"), args).fetchone()["upto"]
-            if upto is not None:
-                buf = bytearray()
-                with cur.copy(query(f"retention_copy_{policy}"), {**args, "upto": upto}) as cp:
-                    for data in cp:
-                        buf += data
-                # COPY text format doubles backslashes; JSON text has no other escapes.
-                lines = bytes(buf).replace(b"\\\\", b"\\")
-                n = lines.count(b"\n")
-                if n:
-                    sink.put(policy, f"{policy}-{after + 1:012d}-{upto:012d}.jsonl.gz",
-                             gzip.compress(lines, compresslevel=1))
-                    cur.execute(query("retention_progress"), {"id": job_id, "archived": n,
-                                                              "deleted": n})
-                    ctx.fence(cur)
-        out.longest_txn_s = max(out.longest_txn_s, time.monotonic() - t0)
-        if upto is None:
-            return out
-        after = upto
-        out.archived += n
-        out.deleted += n
-        out.batches += 1
+    idle: list[psycopg.Connection[Any]] = []
+    opened: list[psycopg.Connection[Any]] = []
+    running: dict[Future[tuple[int, float]], psycopg.Connection[Any]] = {}
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=f"retention-{policy}")
+
+    def collect(done: set[Future[tuple[int, float]]]) -> None:
+        for f in done:
+            idle.append(running.pop(f))
+            n, took = f.result()
+            out.archived += n
+            out.deleted += n
+            out.batches += 1
+            out.longest_txn_s = max(out.longest_txn_s, took)
+
+    try:
+        while True:
+            ctx.check()
+            args = {"cutoff": cutoff, "limit": batch_size, "after": after}
+            upto = ctx.conn.execute(query(f"retention_upto_{policy}"), args).fetchone()["upto"]
+            if upto is None:
+                break
+            if not idle and len(opened) < workers:
+                opened.append(db.connect(ctx.dsn, app=f"{ctx.job.script}:retention"))
+                idle.append(opened[-1])
+            while not idle:
+                collect(wait(running, return_when=FIRST_COMPLETED).done)
+            conn = idle.pop()
+            running[pool.submit(_purge_batch, ctx, conn, policy, job_id, sink,
+                                {**args, "upto": upto})] = conn
+            after = upto
+        while running:
+            collect(wait(running, return_when=FIRST_COMPLETED).done)
+        return out
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for c in opened:
+            c.close()
+
+
+def _purge_batch(ctx: PassContext, conn: psycopg.Connection[Any], policy: str, job_id: int,
+                 sink: Sink, args: dict[str, Any]) -> tuple[int, float]:
+    """One batch in one transaction: DELETE ... RETURNING as JSON lines, store the chunk,
+    count it, fence, commit.  Rows archived/deleted, seconds the transaction took."""
+    from m10jobs.edges import db
+
+    t0 = time.monotonic()
+    n = 0
+    with db.translated(ctx.dsn), conn.transaction(), conn.cursor() as cur:
+        buf = bytearray()
+        with cur.copy(query(f"retention_copy_{policy}"), args) as cp:
+            for data in cp:
+                buf += data
+        # COPY text format doubles backslashes; JSON text has no other escapes.
+        lines = bytes(buf).replace(b"\\\\", b"\\")
+        n = lines.count(b"\n")
+        if n:
+            sink.put(policy, f"{policy}-{args['after'] + 1:012d}-{args['upto']:012d}.jsonl.gz",
+                     gzip.compress(lines, compresslevel=1))
+            cur.execute(query("retention_progress"), {"id": job_id, "archived": n, "deleted": n})
+            ctx.fence(cur)
+    return n, time.monotonic() - t0
 
 
 # -- file policies -------------------------------------------------------------
@@ -228,6 +287,7 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
     s = ctx.config.settings(RetentionSettings)
     batch_size = s.batch_size
     sink = Sink(ctx.config, s)
+    workers = s.workers
     plans: list[tuple[str, str, float, Callable[[int, datetime], Outcome] | None]] = []
 
     def age(policy: str) -> float | None:
@@ -237,9 +297,9 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
     for policy in TABLE_POLICIES:
         secs = age(policy)
         if secs is not None:
-            plans.append((policy, f"m10_recovery.{policy}", secs,
+            plans.append((policy, f"m10_recovery.{POLICY_TABLES.get(policy, policy)}", secs,
                           lambda jid, cut, p=policy: purge_table(ctx, p, jid, cut, sink,
-                                                                 batch_size)))
+                                                                 batch_size, workers)))
     now = time.time()
     file_plans: list[tuple[str, str, float, Callable[[], Iterator[list[Path]]], bool]] = []
     secs = age("fallback_uploads")

@@ -12,11 +12,16 @@ failing event holds back the later events of its aggregate, nobody else's.
 Failures are retried with exponential backoff, jitter and a cap; after
 `max_attempts` (or at once, for an oversize payload) the event goes to the
 dead-letter stream and then into dead_letter_archive, and its aggregate moves on.
+
+Low latency without a daemon: with outbox.linger_seconds, a pass that has drained
+keeps its lease and LISTENs for enqueue_outbox's notification, draining again on
+each; it ends just before the timer's next tick so the hand-over costs one start-up.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +32,7 @@ from m10jobs.registry import Flow, Job
 from m10jobs.settings import setting
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     import psycopg
 
@@ -38,6 +43,11 @@ LOCK = "m10:outbox_processor"
 # Default stream names (DESIGN.md A5); maintenance's [dead_letter] defaults to the second.
 STREAM = "m10:outbox"
 DEAD_LETTER_STREAM = "m10:dead_letter"
+CHANNEL = "m10_outbox"  # enqueue_outbox() notifies it (migration 065)
+TICK_S = 60  # the timer's period: schedule "minutely", no random delay
+HANDOVER_S = 0.25  # a lingering pass ends this long before the next tick (exit takes ~50 ms)
+LINGER_POLL_S = 5.0  # while lingering, drain at least this often (retries falling due)
+WAIT_SLICE_S = 0.1  # how often a linger wait looks at the stop flag
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,11 @@ class OutboxSettings:
     trim_minid_seconds: int = setting(0, "XADD MINID ~ age instead of MAXLEN (0: off)", min=0)
     time_budget_seconds: float = setting(200.0, "a pass stops claiming after this long "
                                          "(kept below the lease TTL)", min=1)
+    linger_seconds: float = setting(0.0, "after draining, keep the lease and LISTEN this long "
+                                    "for new events: ms latency (0: off; 59 with the minutely "
+                                    "timer)", min=0)
+    linger_tick_seconds: int = setting(TICK_S, "the linger ends 0.25 s before a multiple of "
+                                       "this: the timer's period (0: never)", min=0, max=3600)
 
     def problems(self) -> Iterator[str]:
         if self.trim_maxlen and self.trim_minid_seconds:
@@ -86,6 +101,16 @@ class OutboxSettings:
         """The pass's time budget, kept below the lease TTL and the unit's timeout."""
         return max(1.0, min(self.time_budget_seconds, lease_ttl * 0.8, job_timeout - 20))
 
+    def linger_for(self, wall: float) -> float:
+        """Seconds to linger from wall-clock time `wall`: linger_seconds, but ended
+        HANDOVER_S before the timer's next tick (a multiple of linger_tick_seconds), so
+        the unit is inactive when the tick comes and the next pass (on any host) takes
+        over after no more than a start-up; systemd skips a tick whose unit still runs."""
+        if self.linger_tick_seconds <= 0:
+            return self.linger_seconds
+        to_tick = self.linger_tick_seconds - wall % self.linger_tick_seconds
+        return max(0.0, min(self.linger_seconds, to_tick - HANDOVER_S))
+
 
 def order_key(row: dict[str, Any]) -> str:
     if row["aggregate_id"] is None:
@@ -101,62 +126,28 @@ class Totals:
     dead_lettered: int = 0
     held_back: int = 0
     batches: int = 0
+    wakeups: int = 0
 
 
 def process(ctx: PassContext) -> dict[str, Any]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from m10jobs.edges import db, streams
-    from m10jobs.edges.outbox_stream import Publisher, Trim
     from m10jobs.edges.queries import query
+    from m10jobs.stopping import STOP
 
     s = ctx.config.settings(OutboxSettings)
     if ctx.dry_run:
         ready = ctx.conn.execute(query("outbox_claim"),
                                  {"after": 0, "limit": s.batch_size}).fetchall()
         return {"would_publish_first_batch": len(ready), **_backlog(ctx)}
-    trim = (Trim("MINID", s.trim_minid_seconds * 1000) if s.trim_minid_seconds
-            else Trim("MAXLEN", s.trim_maxlen) if s.trim_maxlen else None)
-    url = ctx.config.redis_url
-    ttl = ctx.lease.ttl if ctx.lease else ctx.config.lease_ttl_seconds
     t0 = time.monotonic()
+    ttl = ctx.lease.ttl if ctx.lease else ctx.config.lease_ttl_seconds
     deadline = t0 + s.budget(ttl, ctx.job.timeout_seconds)
-    totals = Totals()
-    after = 0
-    # Batch k commits on its own connection while batch k+1 is claimed and published:
-    # appends are idempotent, so a crash in between only costs dedup lookups.
-    committer = ThreadPoolExecutor(1, thread_name_prefix="outbox-commit")
-    in_flight: Future[None] | None = None
-    commit_conn = db.connect(ctx.dsn, app=f"{ctx.job.script}:commit")
-    exhausted = False
-    try:
-        with streams.translated(url):
-            publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_seconds, trim=trim)
-            while True:
-                ctx.check()
-                if time.monotonic() >= deadline:
-                    exhausted = True
-                    break
-                rows = ctx.conn.execute(query("outbox_claim"),
-                                        {"after": after, "limit": s.batch_size}).fetchall()
-                if not rows:
-                    break
-                outcome = _publish_batch(ctx, s, publisher, rows, totals)
-                if in_flight is not None:
-                    in_flight.result()
-                in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
-                after = rows[-1]["id"]
-                if outcome.resume_at is not None:
-                    in_flight.result()  # re-claimed rows must see this batch committed
-                    after = outcome.resume_at - 1
-            if in_flight is not None:
-                in_flight.result()
-    finally:
-        committer.shutdown(wait=True, cancel_futures=True)
-        commit_conn.close()
+    linger_end = min(deadline, t0 + s.linger_for(time.time()))
+    stopping = STOP  # set by SIGTERM/SIGINT (the runner's handlers): the waits wake on it
+    totals, exhausted = _drain_and_linger(ctx, s, deadline, linger_end, stopping)
     elapsed = time.monotonic() - t0
     backlog = _backlog(ctx)
     summary = {**totals.__dict__, **backlog, "budget_exhausted": exhausted,
+               "stopped_by_signal": stopping.is_set(),
                "events_per_s": round((totals.published + totals.recovered) / elapsed, 1)
                if elapsed > 0 else 0.0}
     ctx.gauge("m10_outbox_published", totals.published, "Events published by the last pass.")
@@ -169,6 +160,95 @@ def process(ctx: PassContext) -> dict[str, Any]:
                  "backlog %d", totals.published, totals.recovered, totals.retried,
                  totals.dead_lettered, backlog["backlog"])
     return summary
+
+
+def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
+                      linger_end: float, stopping: threading.Event) -> tuple[Totals, bool]:
+    """Drain; then, until linger_end, wait for enqueue_outbox's notification (or
+    LINGER_POLL_S) and drain again.  LISTEN starts before the first drain, so an
+    event committed in between is never missed.  Whether the budget ran out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from m10jobs.edges import db, streams
+    from m10jobs.edges.outbox_stream import Publisher, Trim
+
+    trim = (Trim("MINID", s.trim_minid_seconds * 1000) if s.trim_minid_seconds
+            else Trim("MAXLEN", s.trim_maxlen) if s.trim_maxlen else None)
+    url = ctx.config.redis_url
+    totals = Totals()
+    # Batch k commits on its own connection while batch k+1 is claimed and published:
+    # appends are idempotent, so a crash in between only costs dedup lookups.
+    committer = ThreadPoolExecutor(1, thread_name_prefix="outbox-commit")
+    commit_conn = db.connect(ctx.dsn, app=f"{ctx.job.script}:commit")
+    listener = None
+    try:
+        if linger_end > time.monotonic():
+            listener = db.connect(ctx.dsn, app=f"{ctx.job.script}:listen")
+            listener.execute(f"LISTEN {CHANNEL}")
+        with streams.translated(url):
+            publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_seconds,
+                                  trim=trim)
+            while True:
+                if _drain(ctx, s, publisher, committer, commit_conn, totals, deadline,
+                          stopping):
+                    return totals, True
+                if listener is None or not _wait(ctx, listener, linger_end, stopping):
+                    return totals, False
+                totals.wakeups += 1
+    finally:
+        committer.shutdown(wait=True, cancel_futures=True)
+        commit_conn.close()
+        if listener is not None:
+            listener.close()
+
+
+def _drain(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
+           committer: ThreadPoolExecutor, commit_conn: psycopg.Connection[Any],
+           totals: Totals, deadline: float, stopping: threading.Event) -> bool:
+    """Publish every ready event, batch by batch; True when the budget ran out."""
+    from m10jobs.edges.queries import query
+
+    after = 0
+    in_flight: Future[None] | None = None
+    exhausted = False
+    while True:
+        ctx.check()
+        if stopping.is_set():
+            break
+        if time.monotonic() >= deadline:
+            exhausted = True
+            break
+        rows = ctx.conn.execute(query("outbox_claim"),
+                                {"after": after, "limit": s.batch_size}).fetchall()
+        if not rows:
+            break
+        outcome = _publish_batch(ctx, s, publisher, rows, totals)
+        if in_flight is not None:
+            in_flight.result()
+        in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
+        after = rows[-1]["id"]
+        if outcome.resume_at is not None:
+            in_flight.result()  # re-claimed rows must see this batch committed
+            after = outcome.resume_at - 1
+    if in_flight is not None:
+        in_flight.result()  # committed before the pass lingers or ends
+    return exhausted
+
+
+def _wait(ctx: PassContext, listener: psycopg.Connection[Any], until: float,
+          stopping: threading.Event) -> bool:
+    """Wait for a notification, LINGER_POLL_S, or the end of the linger; False at its
+    end or on a stop request.  Sliced so a SIGTERM (or a lost lease) is seen within
+    WAIT_SLICE_S."""
+    poll_end = min(until, time.monotonic() + LINGER_POLL_S)
+    while not stopping.is_set():
+        ctx.check()
+        left = poll_end - time.monotonic()
+        if left <= 0:
+            return time.monotonic() < until
+        for _ in listener.notifies(timeout=min(WAIT_SLICE_S, left), stop_after=1):
+            return not stopping.is_set()
+    return False
 
 
 def _backlog(ctx: PassContext) -> dict[str, Any]:
@@ -298,6 +378,7 @@ JOB = Job(
     summary="Drain m10_recovery.outbox into Redis Streams exactly once, recording replay_log.",
     example="m10-outbox-processor --dry-run",
     schedule="minutely",
+    jitter_seconds=0,  # lingering passes hand over at the minute boundary (linger_for)
     lock=LOCK,
     run=process,
     after=("postgresql.service", "redis-server.service"),

@@ -141,6 +141,7 @@ JOB = Job(
     example="m10-retry-r2-fallbacks --dry-run",
     schedule="*:0/15",
     lock="m10:retry_r2_fallbacks",
+    scope="host",  # uploads this host's fallback files: every host drains its own
     run=retry_pass,
     after=("network-online.target",),
     wants=("network-online.target",),

@@ -1,15 +1,20 @@
 """m10-rollback: act at most once on a fresh failing canary report (seed: rollback automation).
 
-Reads latest_report.json (validated by m10jobs.canary_report, exit 65 when it
-is corrupt, truncated or of an unknown schema) and acts only when its verdict
-is `fail` and it is fresh.  Acting = running the configured command (argv, no
-shell, with a timeout, the report path in M10_CANARY_REPORT).
+Reads this host's latest_report.json (validated by m10jobs.canary_report, exit
+65 when it is corrupt, truncated or of an unknown schema) and acts only when
+its verdict is `fail` and it is fresh.  Acting = running the configured command
+(argv, no shell, with a timeout, only the environment it is configured to get).
 
-At most once per report: the claim is an fsync'ed "started" line in the
-append-only log rollback_actions.jsonl, appended under that log's file lock
-after checking no line names the report yet.  The outcome follows as a
-"finished" line.  A report already claimed (done, failed, or interrupted by a
-crash) is never acted on again: a failed rollback is not blindly repeated.
+Host-local lease (m10:rollback@<host>: the report is this host's file), cluster-
+wide decision: the claim is a row in m10_recovery.rollback_actions, inserted in
+a transaction fenced by this host's lease, ON CONFLICT (report_run_id) DO
+NOTHING, and refused while the newest claim anywhere is younger than
+`cooldown_seconds`.  So one failing verdict is one rollback whichever hosts see
+it, and a persistently failing canary does not roll back every report.  A
+claimed report (done, failed, or interrupted by a crash) is never acted on
+again: a failed rollback is not blindly repeated.  With no command configured
+the pass warns and does nothing (exit 0), so the shipped config keeps the unit
+green.
 """
 
 from __future__ import annotations
@@ -17,91 +22,86 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from m10jobs import canary_report as cr
-from m10jobs.errors import BadInput, ConfigError, LeaseLost, TaskFailed
+from m10jobs.errors import BadInput, LeaseLost, TaskFailed
 from m10jobs.registry import Flow, Job
 from m10jobs.settings import setting
 from m10jobs.stopping import Stopped
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from m10jobs.config import Config
     from m10jobs.runner import PassContext
 
 MAX_CLOCK_SKEW_S = 300
 OUTPUT_TAIL = 2000
 KILL_GRACE_S = 5
+UNCONFIGURED = "rollback.command is not configured: nothing to do"
+# What every command gets; anything else only through rollback.env / rollback.pass_env.
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8"}
+# Never handed to a command, even when listed: the jobs' own credentials.
+SECRET_ENV = re.compile(r"^(M10_.*|AWS_.*|PG(PASSWORD|PASSFILE|SERVICEFILE)|REDISCLI_AUTH)$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_names(names: tuple[str, ...] | dict[str, str]) -> str | None:
+    """What a pass_env/env entry must be, when one is not (the check of both settings)."""
+    for name in names:
+        if not ENV_NAME.match(name):
+            return f"environment variable names ({name!r} is not one)"
+        if SECRET_ENV.match(name):
+            return (f"names other than the jobs' own settings and credentials ({name} is never "
+                    "given to the rollback command: give it credentials of its own)")
+    return None
 
 
 @dataclass(frozen=True)
 class RollbackSettings:
-    """[rollback]: what to run on a fresh failing report; required before m10-rollback
-    can act, so the whole table is optional for every other job."""
+    """[rollback]: what to run on a fresh failing report, how often, with which
+    environment.  No command: m10-rollback warns and does nothing (exit 0)."""
 
     SECTION: ClassVar[str] = "rollback"
 
     command: tuple[str, ...] = setting(
-        (), "argv run without a shell (required for m10-rollback to run)",
+        (), "argv run without a shell (unset: m10-rollback warns and does nothing)",
         example=["/usr/local/bin/rollback-deploy", "--to", "previous"])
     timeout_s: float = setting(300.0, "the command is killed after this long", min=0.001,
                                max=600)
     max_report_age_s: float = setting(900.0, "an older report is not acted on", min=1.0)
+    cooldown_seconds: int = setting(
+        1800, "cluster-wide: no new rollback within this long of the last one (0: off)",
+        min=0, max=7 * 86400)
+    pass_env: tuple[str, ...] = setting(
+        (), "variables passed from the job's environment to the command (no M10_*, AWS_*, "
+        "PGPASSWORD...)", check=_env_names, example=["KUBECONFIG"])
+    env: dict[str, str] = setting({}, "literal environment given to the command",
+                                  check=_env_names, example={"DEPLOY_TARGET": "production"})
 
 
 def settings(config: Config) -> RollbackSettings:
-    s = config.settings(RollbackSettings)
-    if not s.command:
-        raise ConfigError(f"config key rollback.command is not set (in {config.source}); "
-                          "e.g. command = [\"/usr/local/bin/deploy\", \"rollback\"] (argv, run "
-                          "without a shell)")
-    return s
+    return config.settings(RollbackSettings)
 
 
-def read_actions(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Log records by report run_id.  A torn last line (crash mid-append, before the
-    command could run) is ignored; any other unreadable line is BadInput."""
-    from m10jobs.edges import files
-
-    data = files.read_bytes(path, files.ACTIONS_LOG, missing_ok=True)
-    if data is None:
-        return {}
-    lines = data.split(b"\n")
-    by_report: dict[str, list[dict[str, Any]]] = {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            run_id = rec["report_run_id"]
-        except (ValueError, TypeError, KeyError):
-            if n == len(lines):  # no newline after it: torn by a crash mid-append
-                continue
-            raise BadInput(f"rollback log {path} line {n} is not a valid record; nothing was "
-                           "acted on. Repair or move the line (the log is append-only)") from None
-        by_report.setdefault(str(run_id), []).append(rec)
-    return by_report
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _record(path: Path, **fields: Any) -> None:
-    from m10jobs.edges.files import append_line
-
-    append_line(path, json.dumps({"at": _now_iso(), **fields}, sort_keys=True))
+def command_env(s: RollbackSettings, report: cr.Report, report_path: Path,
+                source: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
+    """Only what the command is configured to get: a minimal base, the pass_env names
+    present in the job's environment, the literal env table, and the report's facts."""
+    return {**BASE_ENV, **{k: source[k] for k in s.pass_env if k in source}, **s.env,
+            "M10_CANARY_REPORT": str(report_path), "M10_CANARY_RUN_ID": report.run_id,
+            "M10_CANARY_VERDICT": report.verdict}
 
 
 def decide(report: cr.Report | None, s: RollbackSettings, latest: Path) -> tuple[bool, str, str]:
-    """(act?, decision, reason) from the report alone (the log is checked under its lock)."""
+    """(act?, decision, reason) from the report alone (the ledger decides under its lock)."""
     if report is None:
         return False, "no_report", f"no canary report at {latest} yet"
     if report.verdict != "fail":
@@ -117,14 +117,33 @@ def decide(report: cr.Report | None, s: RollbackSettings, latest: Path) -> tuple
     return True, "act", f"report {report.run_id} is a fresh fail ({age:.0f}s old)"
 
 
-def _already(records: list[dict[str, Any]]) -> str:
-    last = records[-1]
-    if last.get("event") == "started":
-        return (f"a rollback for this report started at {last.get('at')} and never finished "
-                "(killed?); not repeating it: check the deployment and run the command by hand "
-                "if needed")
-    return (f"already acted on at {last.get('at')}: {last.get('outcome')} "
-            f"(exit status {last.get('exit_status')}); not repeating it")
+def _already(row: dict[str, Any]) -> str:
+    if row["outcome"] is None:
+        return (f"a rollback for this report started at {row['started_at']:%Y-%m-%dT%H:%M:%S%z} "
+                f"on {row['host']} and never finished (killed?); not repeating it: check the "
+                "deployment and run the command by hand if needed")
+    return (f"already acted on at {row['started_at']:%Y-%m-%dT%H:%M:%S%z} on {row['host']}: "
+            f"{row['outcome']} (exit status {row['exit_status']}); not repeating it")
+
+
+def _cooling(latest: dict[str, Any] | None, s: RollbackSettings) -> str | None:
+    """Why the cooldown holds us back, or None."""
+    if latest is None or latest["age_s"] >= s.cooldown_seconds:
+        return None
+    return (f"the last rollback (report {latest['report_run_id']} on {latest['host']}, "
+            f"{latest['outcome'] or 'running'}) started {latest['age_s']:.0f}s ago, within "
+            f"rollback.cooldown_seconds {s.cooldown_seconds}; not rolling back again yet")
+
+
+def _blocked(conn: Any, report_run_id: str, s: RollbackSettings) -> tuple[str, str] | None:
+    """(decision, reason) when the ledger says not to act on this report."""
+    from m10jobs.edges.queries import query
+
+    row = conn.execute(query("rollback_action"), {"report_run_id": report_run_id}).fetchone()
+    if row is not None:
+        return "already_acted", _already(row)
+    cooling = _cooling(conn.execute(query("rollback_latest")).fetchone(), s)
+    return ("cooldown", cooling) if cooling else None
 
 
 def _run_command(argv: list[str], timeout: float, env: dict[str, str]
@@ -168,11 +187,14 @@ def _run_command(argv: list[str], timeout: float, env: dict[str, str]
 
 
 def rollback_pass(ctx: PassContext) -> dict[str, Any]:
-    from m10jobs.edges.files import file_lock
+    from m10jobs.edges.queries import query
 
     s = settings(ctx.config)
+    if not s.command:
+        ctx.log.warning("%s", UNCONFIGURED)
+        ctx.gauge("m10_rollback_acted", 0, "1 when the last pass ran the rollback command.")
+        return {"decision": "unconfigured", "reason": UNCONFIGURED}
     latest = cr.latest_path(ctx.config.state_dir)
-    log_path = cr.actions_log_path(ctx.config.state_dir)
     report = cr.load(latest)
     act, decision, reason = decide(report, s, latest)
     summary: dict[str, Any] = {"report": str(latest), "decision": decision, "reason": reason}
@@ -180,39 +202,45 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
         summary["report_run_id"] = report.run_id
     if act:
         assert report is not None
-        previous = read_actions(log_path).get(report.run_id)
-        if previous:
-            act, decision, reason = False, "already_acted", _already(previous)
+        blocked = _blocked(ctx.conn, report.run_id, s)
+        if blocked:
+            act, (decision, reason) = False, blocked
+    if act and not ctx.dry_run:
+        assert report is not None and ctx.lease is not None
+        with ctx.conn.transaction(), ctx.conn.cursor() as cur:
+            cur.execute(query("rollback_lock_ledger"))
+            ctx.fence(cur)
+            claimed = cur.execute(query("rollback_claim"), {
+                "report_run_id": report.run_id, "host": ctx.config.host, "lock": ctx.lock,
+                "holder": ctx.lease.holder, "token": ctx.lease.token, "run_id": ctx.run_id,
+                "command": json.dumps(s.command), "verdict": report.verdict,
+                "cooldown_s": s.cooldown_seconds}).fetchone()
+            if claimed is None:  # another host claimed it, or another report, meanwhile
+                act, (decision, reason) = False, _blocked(cur, report.run_id, s) or (
+                    "already_acted", "claimed by another holder a moment ago")
     if not act:
-        ctx.log.info("nothing to do: %s", reason)
+        (ctx.log.warning if decision == "cooldown" else ctx.log.info)(
+            "nothing to do: %s", reason)
         ctx.gauge("m10_rollback_acted", 0, "1 when the last pass ran the rollback command.")
+        ctx.gauge("m10_rollback_cooldown_active", int(decision == "cooldown"),
+                  "1 when the last pass did not act on a fresh failing report (cooldown).")
         return {**summary, "decision": decision, "reason": reason}
     assert report is not None
     if ctx.dry_run:
         ctx.log.info("would run the rollback command %s: %s", s.command, reason)
         return {**summary, "decision": "would_act", "command": s.command}
 
-    with file_lock(log_path):  # check and claim atomically against any other rollback
-        previous = read_actions(log_path).get(report.run_id)
-        if previous:
-            reason = _already(previous)
-            ctx.log.info("nothing to do: %s", reason)
-            return {**summary, "decision": "already_acted", "reason": reason}
-        ctx.check()
-        _record(log_path, event="started", report_run_id=report.run_id, command=s.command,
-                host=socket.gethostname(), rollback_run_id=ctx.run_id,
-                fencing_token=ctx.lease.token if ctx.lease else None)
     history = cr.history_path(ctx.config.state_dir, report.run_id)
-    env = {**os.environ, "M10_CANARY_REPORT": str(history if history.exists() else latest),
-           "M10_CANARY_RUN_ID": report.run_id, "M10_CANARY_VERDICT": report.verdict}
+    env = command_env(s, report, history if history.exists() else latest)
     ctx.log.warning("running the rollback command %s: %s", s.command, reason)
     t0 = time.monotonic()
     outcome, status, output, interrupted = _run_command(list(s.command), s.timeout_s, env)
     duration = round(time.monotonic() - t0, 3)
-    with file_lock(log_path):
-        _record(log_path, event="finished", report_run_id=report.run_id, outcome=outcome,
-                exit_status=status, duration_s=duration, rollback_run_id=ctx.run_id)
+    _record_outcome(ctx, report.run_id, outcome, status, duration)
     ctx.gauge("m10_rollback_acted", 1, "1 when the last pass ran the rollback command.")
+    ctx.gauge("m10_rollback_cooldown_active", 0,
+              "1 when the last pass did not act on a fresh failing report (cooldown).")
+    where = "recorded in m10_recovery.rollback_actions"
     if interrupted:
         ctx.log.error("rollback command output (tail): %s", output.strip())
         from m10jobs import stopping
@@ -220,8 +248,8 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
         if stopping.signum() is not None:
             raise Stopped(stopping.signum() or 15)  # recorded above; the runner says the rest
         raise LeaseLost(f"interrupted while the rollback command ran (lease lost?); the command "
-                        f"was let finish: {outcome} (exit status {status}), recorded in "
-                        f"{log_path}; it will not be repeated for report {report.run_id}")
+                        f"was let finish: {outcome} (exit status {status}), {where}; it will "
+                        f"not be repeated for report {report.run_id}")
     result = {**summary, "decision": "acted", "outcome": outcome, "exit_status": status,
               "duration_s": duration}
     if outcome != "succeeded":
@@ -229,24 +257,41 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
         what = {"timeout": f"timed out after {s.timeout_s:g}s and was killed",
                 "error": "could not be started", "failed": f"exited {status}"}[outcome]
         raise TaskFailed(f"rollback command {s.command[0]} {what} for report {report.run_id}; "
-                         f"recorded in {log_path}, it will not be repeated for this report: "
-                         "check the deployment and roll back by hand")
+                         f"{where}, it will not be repeated for this report: check the "
+                         "deployment and roll back by hand")
     ctx.log.info("rollback command succeeded in %ss; output (tail): %s", duration,
                  output.strip())
     return result
 
 
+def _record_outcome(ctx: PassContext, report_run_id: str, outcome: str, status: int | None,
+                    duration: float) -> None:
+    """Write the outcome, over a fresh connection if the pass's own died meanwhile."""
+    from m10jobs.edges import db
+    from m10jobs.edges.queries import query
+
+    args = {"report_run_id": report_run_id, "run_id": ctx.run_id, "outcome": outcome,
+            "exit_status": status, "duration_s": duration}
+    try:
+        ctx.conn.execute(query("rollback_finish"), args)
+    except Exception:
+        with db.connect(ctx.dsn, app=ctx.job.script) as conn:
+            conn.execute(query("rollback_finish"), args)
+
+
 JOB = Job(
     script="m10-rollback",
     lock="m10:rollback",
+    scope="host",  # reads this host's report; the ledger in PostgreSQL decides who acts
     run=rollback_pass,
     summary="Roll back once when the latest canary report is a fresh fail.",
     example="m10-rollback --dry-run",
     schedule="*:1/5",
     after=("postgresql.service", "m10-canary.service"),
     produces=(
-        Flow("file", cr.ACTIONS_LOG, f"$M10_STATE_DIR/canary/reports/{cr.ACTIONS_LOG}",
-             "Append-only log of the reports rollback acted on (started, then outcome)"),
+        Flow("table", "rollback_actions", "m10_recovery.rollback_actions",
+             "Cluster-wide ledger of the reports a rollback acted on (claim, then outcome)",
+             ("m10 canary status",)),
     ),
     consumes=(f"$M10_STATE_DIR/canary/reports/{cr.LATEST}",),
     timeout_seconds=720,

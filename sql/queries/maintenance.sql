@@ -1,13 +1,19 @@
 -- Maintenance orchestrator queries (m10-maintenance tasks and `m10 dl` / `m10 retention`).
 
 -- outbox_leader_health --
--- The m10:outbox_processor lease and the outbox backlog, by the database clock.
+-- The m10:outbox_processor lease and the outbox backlog, by the database clock.  The oldest
+-- pending event is the first by id (outbox_pending_idx), never a walk over published rows.
 SELECT l.holder_id, l.fencing_token,
        extract(epoch FROM clock_timestamp() - l.acquired_at)::float8 AS age_s,
        extract(epoch FROM l.expires_at - clock_timestamp())::float8 AS expires_in_s,
-       (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending') AS pending,
-       (SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8
-          FROM m10_recovery.outbox WHERE status = 'pending') AS oldest_pending_age_s
+       -- exact up to 10,000, then outbox_pending_idx's row count (see outbox_backlog)
+       (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+                 FROM pg_class WHERE oid = 'm10_recovery.outbox_pending_idx'::regclass)) END
+                 FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                        WHERE status = 'pending' LIMIT 10001) AS capped) AS c) AS pending,
+       (SELECT extract(epoch FROM clock_timestamp() - created_at)::float8
+          FROM m10_recovery.outbox WHERE status = 'pending'
+         ORDER BY id LIMIT 1) AS oldest_pending_age_s
   FROM (SELECT 1) AS one
   LEFT JOIN m10_recovery.distributed_locks l ON l.lock_name = %(name)s;
 
@@ -189,6 +195,23 @@ COPY (DELETE FROM m10_recovery.outbox AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status = 'published' AND published_at < %(cutoff)s
    RETURNING row_to_json(t)::text) TO STDOUT;
 
+-- retention_upto_outbox_dead_lettered --
+-- Upper id of the next batch of dead-lettered outbox rows (archived in dead_letter_archive when
+-- they were dead-lettered) past the cutoff: oldest first by outbox_dead_lettered_at_idx, so the
+-- recent ones are never walked; every eligible row up to that id goes in the batch.
+SELECT max(id) AS upto FROM (
+  SELECT id FROM m10_recovery.outbox
+   WHERE status = 'dead_lettered' AND coalesce(dead_lettered_at, created_at) < %(cutoff)s
+     AND id > %(after)s
+   ORDER BY coalesce(dead_lettered_at, created_at), id LIMIT %(limit)s) AS batch;
+
+-- retention_copy_outbox_dead_lettered --
+-- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+COPY (DELETE FROM m10_recovery.outbox AS t
+       WHERE id > %(after)s AND id <= %(upto)s AND status = 'dead_lettered'
+         AND coalesce(dead_lettered_at, created_at) < %(cutoff)s
+   RETURNING row_to_json(t)::text) TO STDOUT;
+
 -- retention_upto_retention_jobs --
 -- Upper id of the next batch of finished retention_jobs rows past the cutoff (keyset: id > after).
 SELECT max(id) AS upto FROM (
@@ -216,6 +239,12 @@ SELECT count(*) AS n FROM m10_recovery.dead_letter_archive
 -- Published outbox rows past the cutoff (for --dry-run).
 SELECT count(*) AS n FROM m10_recovery.outbox
  WHERE status = 'published' AND published_at < now() - make_interval(secs => %(max_age_s)s);
+
+-- retention_count_outbox_dead_lettered --
+-- Dead-lettered outbox rows past the cutoff (for --dry-run).
+SELECT count(*) AS n FROM m10_recovery.outbox
+ WHERE status = 'dead_lettered'
+   AND coalesce(dead_lettered_at, created_at) < now() - make_interval(secs => %(max_age_s)s);
 
 -- retention_count_retention_jobs --
 -- Finished retention_jobs rows past the cutoff (for --dry-run).

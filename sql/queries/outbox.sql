@@ -4,22 +4,22 @@
 -- outbox_claim --
 -- The next ready pending events in id order, holding back every event whose aggregate
 -- (coalesce(aggregate_type, ''), aggregate_id) has an earlier event waiting for a retry.
-WITH held AS MATERIALIZED (
-    SELECT coalesce(aggregate_type, '') AS agg_type, aggregate_id AS agg_id, min(id) AS first_id
-      FROM m10_recovery.outbox
-     WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > now()
-       AND aggregate_id IS NOT NULL
-     GROUP BY 1, 2
-)
+-- The hold-back is one probe of outbox_held_idx per candidate, flat however many wait: a
+-- scalar subquery, which the planner never turns into a join (as NOT EXISTS, it guessed the
+-- held rows few and compared every candidate with every one of them).
 SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.payload::text AS payload,
        o.idempotency_key, o.attempts, o.dead_letters,
        to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
   FROM m10_recovery.outbox o
  WHERE o.status = 'pending' AND o.id > %(after)s AND o.next_attempt_at <= now()
-   AND NOT EXISTS (SELECT 1 FROM held h
-                    WHERE h.agg_id = o.aggregate_id
-                      AND h.agg_type = coalesce(o.aggregate_type, '')
-                      AND h.first_id < o.id)
+   AND (o.aggregate_id IS NULL
+        OR (SELECT h.id FROM m10_recovery.outbox h
+             WHERE h.status = 'pending' AND h.attempts > 0 AND h.aggregate_id IS NOT NULL
+               AND coalesce(h.aggregate_type, '') = coalesce(o.aggregate_type, '')
+               AND h.aggregate_id = o.aggregate_id
+               AND h.id < o.id
+               AND h.next_attempt_at > now()
+             LIMIT 1) IS NULL)
  ORDER BY o.id
  LIMIT %(limit)s;
 
@@ -59,7 +59,7 @@ WITH dl AS (
            AS d(id, reason, entry_id, source, fields)
 ), marked AS (
     UPDATE m10_recovery.outbox o
-       SET status = 'dead_lettered', attempts = o.attempts + 1,
+       SET status = 'dead_lettered', attempts = o.attempts + 1, dead_lettered_at = now(),
            dead_letters = o.dead_letters + 1, last_error = dl.reason
       FROM dl
      WHERE o.id = dl.id AND o.status = 'pending'
@@ -76,10 +76,22 @@ SELECT %(dl_stream)s, entry_id, source, id, idempotency_key, event_type, aggrega
 
 -- outbox_backlog --
 -- Pending events, how many are ready now, the oldest pending age, failing and dead-lettered counts.
-SELECT (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending') AS backlog,
-       (SELECT count(*) FROM m10_recovery.outbox
-         WHERE status = 'pending' AND attempts > 0) AS retrying,
-       (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'dead_lettered') AS dead_lettered,
+-- Counts are exact up to 10,000; above, the row count PostgreSQL keeps for the matching partial
+-- index (as of the last (auto)vacuum/analyze): a million-event backlog costs no full count.
+SELECT (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+                 FROM pg_class WHERE oid = 'm10_recovery.outbox_pending_idx'::regclass)) END
+                 FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                        WHERE status = 'pending' LIMIT 10001) AS capped) AS c) AS backlog,
+       (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+          FROM pg_class WHERE oid = 'm10_recovery.outbox_retrying_idx'::regclass)) END
+          FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                 WHERE status = 'pending' AND attempts > 0 LIMIT 10001) AS capped) AS c)
+           AS retrying,
+       (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+          FROM pg_class WHERE oid = 'm10_recovery.outbox_dead_lettered_idx'::regclass)) END
+          FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                 WHERE status = 'dead_lettered' LIMIT 10001) AS capped) AS c)
+           AS dead_lettered,
        coalesce((SELECT extract(epoch FROM now() - created_at)::float8
                    FROM m10_recovery.outbox WHERE status = 'pending'
                   ORDER BY id LIMIT 1), 0) AS oldest_pending_age_s;

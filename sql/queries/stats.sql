@@ -38,3 +38,40 @@ SELECT enq.enqueued AS outbox_enqueued, pub.published AS outbox_published,
        ret.rows_deleted AS retention_rows_deleted, NULL::bigint AS locks_reclaimed,
        enq.synthetic_sent, enq.synthetic_arrived
   FROM enq, pub, dl, rec, ret;
+
+-- stats_retained_since --
+-- Rows older than this may have been deleted by retention from a table the stats count
+-- (NULL: nothing deleted yet).  By target, so every policy on those tables counts.
+SELECT max(cutoff) AS since
+  FROM m10_recovery.retention_jobs
+ WHERE target IN ('m10_recovery.outbox', 'm10_recovery.dead_letter_archive',
+                  'm10_recovery.retention_jobs');
+
+-- stats_last_day --
+-- The newest computed day (NULL: none yet).
+SELECT max(day) AS last FROM m10_recovery.daily_stats;
+
+-- stats_days_between --
+-- Which days of [first, last] are computed already.
+SELECT day FROM m10_recovery.daily_stats WHERE day BETWEEN %(first)s AND %(last)s;
+
+-- stats_store_day --
+-- Store one computed day (fenced by the caller); a day already there is kept as it is.
+INSERT INTO m10_recovery.daily_stats
+       (day, timezone, host, fencing_token, outbox_enqueued, outbox_published,
+        publish_latency_p50_ms, publish_latency_p95_ms, dead_lettered, dl_reconciled,
+        retention_rows_deleted, locks_reclaimed, synthetic_sent, synthetic_arrived)
+VALUES (%(day)s, %(timezone)s, %(host)s, %(token)s, %(outbox_enqueued)s, %(outbox_published)s,
+        %(publish_latency_p50_ms)s, %(publish_latency_p95_ms)s, %(dead_lettered)s,
+        %(dl_reconciled)s, %(retention_rows_deleted)s, %(locks_reclaimed)s,
+        %(synthetic_sent)s, %(synthetic_arrived)s)
+ON CONFLICT (day) DO NOTHING;
+
+-- stats_rows_since --
+-- Every computed day from a date on, in CSV column order, for the host-local export.
+SELECT day, outbox_enqueued, outbox_published, publish_latency_p50_ms, publish_latency_p95_ms,
+       dead_lettered, dl_reconciled, retention_rows_deleted, locks_reclaimed, synthetic_sent,
+       synthetic_arrived
+  FROM m10_recovery.daily_stats
+ WHERE day >= %(first)s AND day <= %(last)s
+ ORDER BY day;

@@ -125,6 +125,23 @@ def test_operator_lock_commands(cli: Any, conn: Conn) -> None:
     assert cli("m10", "locks", "list").stdout.strip() == "no leases held"
 
 
+def test_locks_list_and_jobs_show_each_lease_scope(cli: Any, conn: Conn) -> None:
+    conn.execute("SELECT m10_recovery.acquire_lock('m10:canary', 'web-1:1:r', 60)")
+    conn.execute("SELECT m10_recovery.acquire_lock('m10:rollback@web-2', 'web-2:1:r', 60)")
+    rows = [json.loads(line) for line in cli("m10", "locks", "list", "--json").stdout
+            .splitlines()]
+    assert {r["lock_name"]: r["scope"] for r in rows} == {"m10:canary": "cluster",
+                                                         "m10:rollback@web-2": "host"}
+    table = cli("m10", "locks", "list").stdout.splitlines()
+    assert table[0].split()[:2] == ["LOCK", "SCOPE"]
+    assert any(line.split()[:2] == ["m10:rollback@web-2", "host"] for line in table)
+    jobs = {line.split()[0]: line.split()[1:3] for line in cli("m10", "jobs").stdout
+            .splitlines()}
+    assert jobs["m10-rollback"] == ["host", "m10:rollback@<hostname>"]
+    assert jobs["m10-canary"] == ["cluster", "m10:canary"]
+    assert jobs["m10-daily-stats"][0] == "mixed"
+
+
 def test_m10_run_runs_a_job_or_a_single_task(cli: Any) -> None:
     p = cli("m10", "run", "reclaim_gc", "--dry-run")
     assert p.returncode == 0 and json.loads(p.stdout)["tasks"][0]["task"] == "reclaim_gc"

@@ -1,4 +1,5 @@
-"""m10-rollback end to end: acts at most once on a fresh failing report, as separate processes."""
+"""m10-rollback end to end: acts at most once on a fresh failing report, as separate processes,
+also when several "hosts" (own state dir, own M10_HOSTNAME) see the same report."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from m10jobs import canary_report as cr
 from m10jobs.edges.files import atomic_write_json
@@ -33,9 +36,12 @@ ECHO = ["sh", "-c", 'echo "$M10_CANARY_RUN_ID $M10_CANARY_VERDICT $M10_CANARY_RE
 
 def configure(env: dict[str, str], tmp_path: Path, command: list[str] | None = None,
               **rollback: Any) -> None:
+    """No cooldown unless a test asks (most act on several reports in a row)."""
+    env["M10_HOSTNAME"] = "host-a"
     write_config(env, tmp_path / "c.toml", probes=[
         {"name": "errors", "type": "sql", "query": "SELECT 5", "threshold": 1,
-         "critical": True}], rollback={"command": command or ECHO, **rollback})
+         "critical": True}], rollback={"command": command or ECHO, "pass_env": ["ROLLBACK_OUT"],
+                                       "cooldown_seconds": 0, **rollback})
 
 
 def put_report(env: dict[str, str], verdict: str = "fail", age_s: float = 0,
@@ -59,8 +65,10 @@ def rollback(cli: Any, env: dict[str, str], *args: str) -> subprocess.CompletedP
 
 
 def actions(env: dict[str, str]) -> list[dict[str, Any]]:
-    path = reports(env) / cr.ACTIONS_LOG
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The cluster-wide rollback ledger, oldest claim first."""
+    with psycopg.connect(env["M10_DATABASE_URL"], row_factory=dict_row) as c:
+        return c.execute("SELECT * FROM m10_recovery.rollback_actions "
+                         "ORDER BY started_at").fetchall()
 
 
 def test_canary_fail_then_rollback_acts_once(cli: Any, env: dict[str, str], out: Path,
@@ -81,10 +89,10 @@ def test_canary_fail_then_rollback_acts_once(cli: Any, env: dict[str, str], out:
     assert second.returncode == 0
     assert task_summary(second.stdout)["decision"] == "already_acted"
     assert len(out.read_text().splitlines()) == 1
-    log = actions(env)
-    assert [r["event"] for r in log] == ["started", "finished"]
-    assert log[1]["outcome"] == "succeeded" and log[1]["exit_status"] == 0
-    assert {r["report_run_id"] for r in log} == {report["run_id"]}
+    [row] = actions(env)
+    assert row["outcome"] == "succeeded" and row["exit_status"] == 0
+    assert row["report_run_id"] == report["run_id"] and row["host"] == "host-a"
+    assert row["lock_name"] == "m10:rollback@host-a" and row["fencing_token"] > 0
 
     # A new failing report is a new decision: rollback acts on it (once).
     assert cli("m10-canary", env=env).returncode == 0
@@ -205,50 +213,120 @@ def test_dry_run_says_it_would_act_and_does_nothing(cli: Any, env: dict[str, str
     assert not out.exists() and actions(env) == []
 
 
-def test_missing_command_config_exits_78(cli: Any, env: dict[str, str], tmp_path: Path) -> None:
-    write_config(env, tmp_path / "c.toml", rollback={"timeout_s": 5})
-    proc = rollback(cli, env)
-    assert proc.returncode == 78 and "rollback.command" in proc.stderr
-
-
-def test_corrupt_action_log_exits_65(cli: Any, env: dict[str, str], out: Path,
-                                     tmp_path: Path) -> None:
-    configure(env, tmp_path)
-    put_report(env)
-    (reports(env) / cr.ACTIONS_LOG).write_text('{"oops"\n{"report_run_id": "x"}\n')
-    proc = rollback(cli, env)
-    assert proc.returncode == 65 and "line 1" in proc.stderr
-    assert not out.exists()
-
-
-def test_torn_last_log_line_is_dropped_and_rollback_still_acts(cli: Any, env: dict[str, str],
-                                                                out: Path,
-                                                                tmp_path: Path) -> None:
-    configure(env, tmp_path)
-    report = put_report(env)
-    (reports(env) / cr.ACTIONS_LOG).write_text('{"report_run_id": "aaa", "event": "fini')
-    assert rollback(cli, env).returncode == 0
-    assert out.read_text().split()[0] == report["run_id"]
-    assert [r["event"] for r in actions(env)] == ["started", "finished"]
-
-
 def _spawn(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen([str(BIN / "m10-rollback")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_concurrent_rollbacks_act_once(env: dict[str, str], out: Path, tmp_path: Path) -> None:
-    """Two processes on one failing report, started together: one acts, the other is
-    skipped (lease busy, 75) or finds the report already claimed (0)."""
+def _host(env: dict[str, str], tmp_path: Path, name: str) -> dict[str, str]:
+    """Another host: its own state dir and host name, same database and config."""
+    return {**env, "M10_HOSTNAME": name, "M10_STATE_DIR": str(tmp_path / name / "state")}
+
+
+def _copy_report(report: dict[str, Any], host_env: dict[str, str]) -> None:
+    state = Path(host_env["M10_STATE_DIR"])
+    atomic_write_json(cr.history_path(state, report["run_id"]), report)
+    atomic_write_json(cr.latest_path(state), report)
+
+
+def test_three_hosts_one_failing_verdict_one_rollback(env: dict[str, str], out: Path,
+                                                      tmp_path: Path) -> None:
+    """Three hosts' rollbacks start together on the same failing report (each has it in its
+    own state dir; their leases are per host, so all three run): exactly one command
+    execution, the others find it claimed.  Repeated for a second report."""
     configure(env, tmp_path, ["sh", "-c", 'sleep 0.5; echo "$M10_CANARY_RUN_ID" >> '
                                           '"$ROLLBACK_OUT"'])
+    hosts = [_host(env, tmp_path, f"host-{n}") for n in "abc"]
     for _ in range(2):
         report = put_report(env)
-        procs = [_spawn(env), _spawn(env)]
-        codes = sorted(p.wait(timeout=60) for p in procs)
-        assert codes in ([0, 0], [0, 75]), [p.stderr.read() for p in procs]
+        for h in hosts:
+            _copy_report(report, h)
+        procs = [_spawn(h) for h in hosts]
+        results = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in procs]
+        assert [code for code, _, _ in results] == [0, 0, 0], results
+        decisions = sorted(task_summary(o)["decision"] for _, o, _ in results)
+        assert decisions == ["acted", "already_acted", "already_acted"], results
         assert out.read_text().splitlines().count(report["run_id"]) == 1
     assert len(out.read_text().splitlines()) == 2
+    assert len({r["host"] for r in actions(env)}) >= 1
+
+
+def test_cooldown_holds_back_the_next_failing_report_cluster_wide(
+        cli: Any, env: dict[str, str], out: Path, tmp_path: Path, conn: Any) -> None:
+    configure(env, tmp_path, cooldown_seconds=600)
+    first = put_report(env)
+    assert rollback(cli, env).returncode == 0
+    # the next failing report, seen by another host: inside the cooldown, not acted on
+    other = _host(env, tmp_path, "host-b")
+    second = put_report(env)
+    _copy_report(second, other)
+    proc = rollback(cli, other)
+    assert proc.returncode == 0, proc.stderr
+    assert task_summary(proc.stdout)["decision"] == "cooldown"
+    assert "cooldown_seconds 600" in proc.stderr and first["run_id"] in proc.stderr
+    assert out.read_text().split()[0::3] == [first["run_id"]]
+    # once the cooldown has passed (moved back by the database clock), it acts
+    conn.execute("UPDATE m10_recovery.rollback_actions "
+                 "SET started_at = started_at - interval '601 seconds'")
+    proc = rollback(cli, other)
+    assert task_summary(proc.stdout)["decision"] == "acted", proc.stderr
+    assert out.read_text().split()[0::3] == [first["run_id"], second["run_id"]]
+
+
+def test_command_gets_only_its_configured_environment(
+        cli: Any, env: dict[str, str], tmp_path: Path) -> None:
+    dump = tmp_path / "env.json"
+    configure(env, tmp_path, [str(BIN / "python"), "-c",
+                              f"import json, os; json.dump(dict(os.environ), open({str(dump)!r}, "
+                              "'w'))"],
+              pass_env=["KUBECONFIG", "NOT_SET_ANYWHERE"])
+    with (tmp_path / "c.toml").open("a") as f:
+        f.write('[rollback.env]\nDEPLOY_TARGET = "prod"\n')
+    secrets_env = {**env, "AWS_SECRET_ACCESS_KEY": "s3cr3t-key", "AWS_ACCESS_KEY_ID": "AKIA",
+                   "PGPASSWORD": "pw", "KUBECONFIG": "/etc/kube.conf", "HOME": "/root",
+                   "SOME_OTHER": "x"}
+    report = put_report(env)
+    proc = rollback(cli, secrets_env)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(dump.read_text())
+    got.pop("LC_CTYPE", None)  # Python's own locale coercion in the child, not passed by us
+    assert got == {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                   "LANG": "C.UTF-8", "KUBECONFIG": "/etc/kube.conf", "DEPLOY_TARGET": "prod",
+                   "M10_CANARY_RUN_ID": report["run_id"], "M10_CANARY_VERDICT": "fail",
+                   "M10_CANARY_REPORT": got["M10_CANARY_REPORT"]}
+    assert "s3cr3t" not in dump.read_text() and env["M10_DATABASE_URL"] not in dump.read_text()
+
+
+@pytest.mark.parametrize(("key", "value"), [("pass_env", ["M10_DATABASE_URL"]),
+                                            ("pass_env", ["AWS_SECRET_ACCESS_KEY"]),
+                                            ("env", {"PGPASSWORD": "x"}),
+                                            ("pass_env", ["NOT A NAME"])])
+def test_secrets_cannot_be_configured_into_the_command_env(
+        cli: Any, env: dict[str, str], tmp_path: Path, key: str, value: Any) -> None:
+    configure(env, tmp_path)
+    text = (tmp_path / "c.toml").read_text()
+    if key == "env":
+        text += "[rollback.env]\n" + "".join(f'{k} = "{v}"\n' for k, v in value.items())
+    else:
+        text = text.replace('pass_env = ["ROLLBACK_OUT"]', f"pass_env = {json.dumps(value)}")
+    (tmp_path / "c.toml").write_text(text)
+    proc = rollback(cli, env)
+    assert proc.returncode == 78, proc.stderr
+    assert f"rollback.{key}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unconfigured_command_is_nothing_to_do_with_one_warning(
+        cli: Any, env: dict[str, str], tmp_path: Path) -> None:
+    write_config(env, tmp_path / "c.toml", rollback={"timeout_s": 5})
+    put_report(env)
+    proc = rollback(cli, env)
+    assert proc.returncode == 0, proc.stderr
+    assert task_summary(proc.stdout)["decision"] == "unconfigured"
+    warnings = [json.loads(line) for line in proc.stderr.splitlines()
+                if json.loads(line)["level"] == "WARNING"]
+    assert [w["message"] for w in warnings] == [
+        "rollback.command is not configured: nothing to do"]
+    assert actions(env) == []
 
 
 def test_lease_lost_mid_command_second_holder_does_not_act_again(
@@ -264,14 +342,16 @@ def test_lease_lost_mid_command_second_holder_does_not_act_again(
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    conn.execute("DELETE FROM m10_recovery.distributed_locks WHERE lock_name = 'm10:rollback'")
+    conn.execute("DELETE FROM m10_recovery.distributed_locks "
+                 "WHERE lock_name = 'm10:rollback@host-a'")
     second = _spawn(env)
     assert second.wait(timeout=60) == 0
     assert "never finished" in second.stderr.read()
     assert first.wait(timeout=60) == 1
     assert "was let finish: succeeded" in first.stderr.read()
     assert out.read_text().split() == [report["run_id"]]
-    assert [r["event"] for r in actions(env)] == ["started", "finished"]
+    [row] = actions(env)
+    assert row["outcome"] == "succeeded"
 
 
 def test_rollback_killed_mid_command_is_not_repeated(cli: Any, env: dict[str, str], conn: Any,
@@ -286,14 +366,16 @@ def test_rollback_killed_mid_command_is_not_repeated(cli: Any, env: dict[str, st
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     os.kill(int(pidfile.read_text()), signal.SIGKILL)
-    conn.execute("DELETE FROM m10_recovery.distributed_locks WHERE lock_name = 'm10:rollback'")
+    conn.execute("DELETE FROM m10_recovery.distributed_locks "
+                 "WHERE lock_name = 'm10:rollback@host-a'")
     pidfile.unlink()
 
     again = rollback(cli, env)
     assert again.returncode == 0
     assert "never finished" in again.stderr
     assert not pidfile.exists()  # the command was not run again
-    assert [r["event"] for r in actions(env)] == ["started"]
+    [row] = actions(env)
+    assert row["outcome"] is None and row["finished_at"] is None
 
 
 def test_m10_canary_status_shows_the_report_and_rollback_records(
@@ -307,6 +389,20 @@ def test_m10_canary_status_shows_the_report_and_rollback_records(
     shown = json.loads(proc.stdout)
     assert shown["run_id"] == report["run_id"] and shown["verdict"] == "fail"
     assert shown["not_passing"][0]["name"] == "errors"
-    assert [r["event"] for r in shown["rollback"]] == ["started", "finished"]
+    assert shown["rollback"]["outcome"] == "succeeded"
+    assert shown["rollback"]["report_run_id"] == report["run_id"]
     (reports(env) / cr.LATEST).write_text("{")
     assert cli("m10", "canary", "status", env=env).returncode == 65
+
+
+def test_rollback_as_a_member_of_m10_ops_claims_in_the_ledger(
+        cli: Any, env: dict[str, str], out: Path, tmp_path: Path, conn: Any, dsn: str) -> None:
+    """The units log in as a role that is only a member of m10_ops (not a superuser)."""
+    conn.execute("CREATE ROLE rollbackjob_t LOGIN IN ROLE m10_ops")
+    configure(env, tmp_path)
+    report = put_report(env)
+    proc = rollback(cli, {**env, "M10_DATABASE_URL": dsn.replace(
+        "postgresql://postgres@", "postgresql://rollbackjob_t@")})
+    assert proc.returncode == 0, proc.stderr
+    assert task_summary(proc.stdout)["decision"] == "acted"
+    assert [r["report_run_id"] for r in actions(env)] == [report["run_id"]]

@@ -51,7 +51,9 @@ def test_backfill_across_month_boundary_is_idempotent(cli: Any, env: dict[str, s
     # three missed days, two of them in October, one in November
     proc = cli("m10-daily-stats", "--until", "2026-11-01")
     assert proc.returncode == 0, proc.stderr
-    assert summary(proc.stdout)["tasks"][0]["summary"]["exported"] == [
+    assert summary(proc.stdout)["tasks"][0]["summary"]["computed"] == [
+        "2026-10-30", "2026-10-31", "2026-11-01"]
+    assert summary(proc.stdout)["tasks"][1]["summary"]["exported"] == [
         "2026-10-30", "2026-10-31", "2026-11-01"]
     october = rows_of(log / "m10_stats_2026-10.csv")
     november = rows_of(log / "m10_stats_2026-11.csv")
@@ -70,7 +72,8 @@ def test_backfill_across_month_boundary_is_idempotent(cli: Any, env: dict[str, s
     before = stats_files(log)
     again = cli("m10-daily-stats", "--until", "2026-11-01")
     assert again.returncode == 0, again.stderr
-    assert summary(again.stdout)["tasks"][0]["summary"]["exported"] == []
+    assert summary(again.stdout)["tasks"][0]["summary"]["computed"] == []
+    assert summary(again.stdout)["tasks"][1]["summary"]["exported"] == []
     assert stats_files(log) == before
 
     ok = cli("m10", "postflight", "--as-of", "2026-11-02")
@@ -180,14 +183,15 @@ def test_dry_run_writes_nothing(cli: Any, env: dict[str, str], seeded: Any) -> N
     proc = cli("m10-daily-stats", "--dry-run", "--start-date", "2026-10-30",
                "--until", "2026-10-31")
     assert proc.returncode == 0, proc.stderr
-    assert summary(proc.stdout)["tasks"][0]["summary"]["would_export"] == [
+    assert summary(proc.stdout)["tasks"][0]["summary"]["would_compute"] == [
         "2026-10-30", "2026-10-31"]
     assert stats_files(Path(env["M10_LOG_DIR"])) == {}
 
 
 def test_sigkill_at_any_moment_never_leaves_a_torn_file(env: dict[str, str], conn: Any) -> None:
     """Kill a 3-month backfill at spread-out moments: every CSV and marker visible
-    afterwards is complete (parses), and the final run fills every day once."""
+    afterwards is complete (parses), and one plain run fills every day once and heals
+    any marker left stale between the two renames."""
     from m10jobs.statsfile import month_files, parse, read_marker
 
     log = Path(env["M10_LOG_DIR"])
@@ -208,18 +212,24 @@ def test_sigkill_at_any_moment_never_leaves_a_torn_file(env: dict[str, str], con
     assert done.returncode == 0, done.stderr
     dates = [d for p in month_files(log) for d in parse(p).dates]
     assert len(dates) == len(set(dates)) == 92
-    # A kill between a CSV's rename and its marker's leaves a marker behind its CSV:
-    # the plain rerun above rebuilt it by itself.
+    # A kill between a CSV's rename and its marker's left a stale marker: the plain rerun
+    # above rewrote it (no operator step), so postflight passes.
     final = subprocess.run([str(BIN / "m10"), "postflight", "--as-of", "2026-10-01"],
                            env=env, capture_output=True, text=True, timeout=60)
     assert final.returncode == 0, final.stdout
 
 
 def test_lock_held_elsewhere_exits_75_and_writes_nothing(cli: Any, env: dict[str, str],
-                                                         seeded: Any) -> None:
+                                                         seeded: Any, tmp_path: Path) -> None:
+    """Another host computing: compute is skipped, export waits for it (here 1 s) and is
+    skipped too rather than write a CSV without the day being added."""
     seeded.execute("SELECT m10_recovery.acquire_lock('m10:daily_stats', 'other:1:x', 60)")
-    proc = cli("m10-daily-stats", "--start-date", "2026-10-30", "--until", "2026-10-31")
-    assert proc.returncode == 75
+    config = tmp_path / "m10.toml"
+    config.write_text("[daily_stats]\ncompute_wait_seconds = 1\n")
+    proc = cli("m10-daily-stats", "--config", str(config), "--start-date", "2026-10-30",
+               "--until", "2026-10-31")
+    assert proc.returncode == 75, proc.stderr
+    assert "still held by other:1:x after waiting 1s" in proc.stderr
     assert stats_files(Path(env["M10_LOG_DIR"])) == {}
 
 
@@ -233,3 +243,25 @@ def test_missing_marker_is_rewritten_on_next_run(cli: Any, env: dict[str, str],
     marker.unlink()
     assert cli("m10-daily-stats", "--until", "2026-10-31").returncode == 0
     assert marker.read_bytes() == good
+
+
+def test_csv_renamed_but_marker_not_heals_on_a_plain_rerun(cli: Any, env: dict[str, str],
+                                                           seeded: Any) -> None:
+    """The kill point between the CSV's rename and its marker's: a new CSV beside the old
+    marker.  The next plain run rewrites the marker; postflight then passes."""
+    log = Path(env["M10_LOG_DIR"])
+    assert cli("m10-daily-stats", "--start-date", "2026-10-29",
+               "--until", "2026-10-30").returncode == 0
+    marker = log / "m10_stats_2026-10.csv.processed"
+    old_marker = marker.read_bytes()
+    assert cli("m10-daily-stats", "--until", "2026-10-31").returncode == 0
+    marker.write_bytes(old_marker)  # as if killed just before the marker's rename
+    assert cli("m10", "postflight", "--as-of", "2026-11-01").returncode == 65
+    again = cli("m10-daily-stats", "--until", "2026-10-31")
+    assert again.returncode == 0, again.stderr
+    assert summary(again.stdout)["tasks"][1]["summary"]["files"] == ["m10_stats_2026-10.csv"]
+    ok = cli("m10", "postflight", "--as-of", "2026-11-01")
+    assert ok.returncode == 0, ok.stdout
+    marker.write_bytes(b"{torn")  # a damaged marker only describes the CSV: rewritten too
+    assert cli("m10-daily-stats", "--until", "2026-10-31").returncode == 0
+    assert cli("m10", "postflight", "--as-of", "2026-11-01").returncode == 0

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 Conn = psycopg.Connection[dict[str, Any]]
 TABLES = ["distributed_locks", "replay_log", "dead_letter_archive", "outbox", "retention_jobs",
-          "schema_migrations"]
+          "schema_migrations", "rollback_actions", "daily_stats"]
 _n = itertools.count()
 
 

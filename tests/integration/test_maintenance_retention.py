@@ -185,3 +185,45 @@ def test_archive_to_object_storage(cli: Any, conn: psycopg.Connection[Any],
     body = s3.get_object(Bucket=s3_env["M10_R2_BUCKET"], Key=key)["Body"].read()
     assert len(gzip.decompress(body).decode().splitlines()) == 50
     assert not (Path(s3_env["M10_STATE_DIR"]) / "retention-archive").exists()
+
+
+def test_dead_lettered_outbox_rows_are_purged_once_old(cli: Any, conn: psycopg.Connection[Any],
+                                                       env: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    """The processor dead-letters (and archives) an event; retention purges dead-lettered
+    outbox rows older than the policy's age, also rows from before dead_lettered_at
+    existed (by created_at), and keeps recent ones and their dead_letter_archive rows."""
+    from tests.outbox_support import enqueue
+    from tests.outbox_support import write_config as outbox_config
+
+    old, recent = (enqueue(conn, 1, payload={"blob": "x" * 500}, key_prefix=p)[0]
+                   for p in ("old", "recent"))
+    (tmp_path / "o").mkdir()
+    ocfg = outbox_config(tmp_path / "o", "[outbox]\nmax_payload_bytes = 100\n")
+    proc = cli("m10-outbox-processor", "--config", str(ocfg))
+    assert proc.returncode == 0, proc.stderr
+    stamped = conn.execute("SELECT count(*) AS n FROM m10_recovery.outbox WHERE status = "
+                           "'dead_lettered' AND dead_lettered_at > now() - interval '1 minute'")
+    assert stamped.fetchone()["n"] == 2
+    conn.execute("UPDATE m10_recovery.outbox SET dead_lettered_at = now() - interval '31 days' "
+                 "WHERE id = %s", (old,))
+    legacy = conn.execute(
+        "INSERT INTO m10_recovery.outbox (event_type, payload, status, created_at) VALUES "
+        "('e', '{}', 'dead_lettered', now() - interval '40 days') RETURNING id").fetchone()["id"]
+    cfg = write_config(tmp_path, "[retention]\nbatch_size = 1000\n", base="")
+
+    dry = cli("m10", "run", "retention_cleanup", "--dry-run", "--config", str(cfg))
+    assert task(dry, "retention_cleanup")["summary"]["would_delete"][
+        "outbox_dead_lettered"] == 2
+    proc = cli("m10", "run", "retention_cleanup", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    s = task(proc, "retention_cleanup")["summary"]
+    assert s["policies"]["outbox_dead_lettered"]["deleted"] == 2
+    left = [r["id"] for r in conn.execute("SELECT id FROM m10_recovery.outbox ORDER BY id")]
+    assert left == [recent]
+    archive = Path(env["M10_STATE_DIR"]) / "retention-archive"
+    assert sorted(_archived_ids(archive, "outbox_dead_lettered")) == sorted([old, legacy])
+    assert _count(conn, "m10_recovery.dead_letter_archive") == 2  # reconciled later, by policy
+    job = conn.execute("SELECT target, rows_deleted FROM m10_recovery.retention_jobs "
+                       "WHERE policy = 'outbox_dead_lettered'").fetchone()
+    assert job == {"target": "m10_recovery.outbox", "rows_deleted": 2}

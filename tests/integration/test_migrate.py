@@ -77,3 +77,90 @@ def test_an_edited_applied_migration_is_refused(empty_dsn: str, tmp_path: Path) 
         with pytest.raises(ConfigError, match=f"{edited.name} was edited"):
             migrate(c, migrations)
         assert c.execute("SELECT to_regclass('m10_recovery.never') AS t").fetchone()["t"] is None
+
+
+def test_a_no_transaction_file_builds_indexes_concurrently_and_heals_a_broken_build(
+        empty_dsn: str, tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
+        migrate(c, migrations)
+        # an earlier, interrupted concurrent build left an INVALID index of that name
+        c.execute("INSERT INTO m10_recovery.outbox (event_type, payload) "
+                  "SELECT 'dup', '{}' FROM generate_series(1, 2)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute("CREATE UNIQUE INDEX CONCURRENTLY outbox_by_type "
+                      "ON m10_recovery.outbox (event_type)")
+        c.execute("DELETE FROM m10_recovery.outbox WHERE id = (SELECT max(id) "
+                  "FROM m10_recovery.outbox)")
+        (migrations / "998_concurrent.sql").write_text(
+            "-- m10: no-transaction\n-- a comment; with a semicolon\n"
+            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS outbox_by_type\n"
+            "    ON m10_recovery.outbox (event_type);\n"
+            "COMMENT ON INDEX m10_recovery.outbox_by_type IS 'x; y';  -- trailing\n")
+        assert migrate(c, migrations) == ["998_concurrent"]
+        row = c.execute("SELECT i.indisvalid, obj_description(i.indexrelid) AS d "
+                        "FROM pg_index i WHERE i.indexrelid = "
+                        "'m10_recovery.outbox_by_type'::regclass").fetchone()
+        assert row == {"indisvalid": True, "d": "x; y"}
+
+
+def test_a_migration_waiting_for_a_lock_never_blocks_producers_for_long(
+        empty_dsn: str, tmp_path: Path) -> None:
+    """A long reader holds the outbox; the migration's ALTER must not queue producers
+    (enqueue_outbox) behind it: it retries with a short lock_timeout, then succeeds."""
+    import threading
+    import time
+
+    from m10jobs.edges.migrate import LockPolicy
+
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
+        migrate(c, migrations)
+    (migrations / "999_alter.sql").write_text(
+        "ALTER TABLE m10_recovery.outbox ADD COLUMN note text;\n")
+    reader = psycopg.connect(empty_dsn)
+    reader.execute("SELECT count(*) FROM m10_recovery.outbox")  # AccessShare, held open
+    done: list[Any] = []
+
+    def run_migration() -> None:
+        with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
+            done.append(migrate(c, migrations,
+                                locks=LockPolicy(timeout_ms=200, retry_for_s=60, pause_s=0.3)))
+
+    t = threading.Thread(target=run_migration)
+    t.start()
+    waits = []
+    with psycopg.connect(empty_dsn, autocommit=True) as producer:
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            producer.execute("SELECT m10_recovery.enqueue_outbox('e', '{}')")
+            waits.append(time.monotonic() - t0)
+            time.sleep(0.05)
+    assert not done, "the migration cannot have run while the reader holds the table"
+    reader.rollback()
+    reader.close()
+    t.join(timeout=30)
+    assert done == [["999_alter"]]
+    assert len(waits) > 10 and max(waits) < 0.6, waits  # at most ~one lock_timeout each
+
+
+def test_a_lock_that_never_frees_ends_in_one_clear_line(empty_dsn: str, tmp_path: Path) -> None:
+    from m10jobs.edges.migrate import LockPolicy
+    from m10jobs.errors import TaskFailed
+
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
+        migrate(c, migrations)
+        (migrations / "999_alter.sql").write_text(
+            "ALTER TABLE m10_recovery.outbox ADD COLUMN note text;\n")
+        with psycopg.connect(empty_dsn) as reader:
+            reader.execute("SELECT count(*) FROM m10_recovery.outbox")
+            with pytest.raises(TaskFailed, match=r"999_alter\.sql could not take its lock"):
+                migrate(c, migrations, locks=LockPolicy(timeout_ms=100, retry_for_s=0.5,
+                                                        pause_s=0.1))
+        assert c.execute("SELECT count(*) AS n FROM m10_recovery.schema_migrations "
+                         "WHERE version = '999_alter'").fetchone()["n"] == 0

@@ -106,3 +106,21 @@ def test_synthetic_stall_older_than_the_lookback_is_still_seen(cli: Any, conn: A
     conn.execute("UPDATE m10_recovery.outbox SET created_at = now() - interval '1 day'")
     proc = cli("m10-synthetic-traffic", "--config", str(cfg))
     assert proc.returncode == 1 and "stalled" in proc.stderr
+
+
+def test_backlog_counts_are_exact_to_10000_then_the_index_estimate(conn: Any) -> None:
+    """A million-event backlog must not cost a full count every pass: above 10,000 the
+    backlog comes from outbox_pending_idx's row count (fresh after VACUUM)."""
+    from m10jobs.edges.queries import query
+    from tests.outbox_support import bulk_enqueue
+
+    bulk_enqueue(conn, 12_000)
+    conn.execute("VACUUM ANALYZE m10_recovery.outbox")
+    row = conn.execute(query("outbox_backlog")).fetchone()
+    assert row["backlog"] == 12_000
+    health = conn.execute(query("outbox_leader_health"), {"name": "x"}).fetchone()
+    assert health["pending"] == 12_000
+    conn.execute("UPDATE m10_recovery.outbox SET status = 'published' WHERE id > 9000")
+    row = conn.execute(query("outbox_backlog")).fetchone()
+    assert row["backlog"] == 9000  # below the cap: exact again, no VACUUM needed
+    assert conn.execute(query("canary_outbox_backlog")).fetchone()["pending"] == 9000

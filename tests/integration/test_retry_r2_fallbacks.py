@@ -41,7 +41,7 @@ def test_store_down_then_retry_uploads_verified(cli: Any, s3_env: dict[str, str]
     proc = cli("m10-daily-stats", "--start-date", "2026-10-30", "--until", "2026-10-30",
                env=down)
     assert proc.returncode == 0, proc.stderr  # the export itself succeeded
-    assert summary(proc.stdout)["tasks"][0]["summary"]["uploads"] == {
+    assert summary(proc.stdout)["tasks"][1]["summary"]["uploads"] == {
         "m10_stats_2026-10.csv": "fallback"}
     [meta] = metas(s3_env)
     csv_bytes = (Path(s3_env["M10_LOG_DIR"]) / "m10_stats_2026-10.csv").read_bytes()

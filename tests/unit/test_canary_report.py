@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from m10jobs import canary_report as cr
-from m10jobs.edges.files import append_line
 from m10jobs.errors import BadInput
-from m10jobs.jobs.rollback import read_actions
 
 T = cr.Thresholds(pass_score=0.9, marginal_score=0.6, max_no_data_share=0.5)
 
@@ -69,21 +67,3 @@ def test_anything_not_fully_understood_is_bad_input(data: bytes) -> None:
 
 def test_missing_report_is_none(tmp_path: Path) -> None:
     assert cr.load(tmp_path / "nope.json") is None
-
-
-def test_append_line_drops_a_torn_tail(tmp_path: Path) -> None:
-    log = tmp_path / "log.jsonl"
-    append_line(log, json.dumps({"report_run_id": "a", "event": "started"}))
-    with log.open("ab") as f:
-        f.write(b'{"report_run_id": "b", "ev')  # a crash mid-append
-    assert list(read_actions(log)) == ["a"]  # the torn tail is ignored by readers
-    append_line(log, json.dumps({"report_run_id": "a", "event": "finished"}))
-    assert log.read_text().count("\n") == 2
-    assert [rec["event"] for rec in read_actions(log)["a"]] == ["started", "finished"]
-
-
-def test_a_bad_line_in_the_middle_of_the_log_is_bad_input(tmp_path: Path) -> None:
-    log = tmp_path / "log.jsonl"
-    log.write_text('{"report_run_id": "a"}\nnot json\n{"report_run_id": "b"}\n')
-    with pytest.raises(BadInput, match="line 2"):
-        read_actions(log)

@@ -53,3 +53,14 @@ def test_order_key_needs_an_aggregate_id() -> None:
     assert order_key({"aggregate_type": None, "aggregate_id": None}) == ""
     assert order_key({"aggregate_type": None, "aggregate_id": "1"}) != \
         order_key({"aggregate_type": "o", "aggregate_id": "1"})
+
+
+def test_linger_ends_before_the_next_timer_tick(tmp_path: Path) -> None:
+    s = settings(tmp_path, "[outbox]\nlinger_seconds = 55\n")
+    assert (s.linger_seconds, s.linger_tick_seconds) == (55.0, 60)
+    assert s.linger_for(wall=120.3) == 55.0  # started just after a tick: the full linger
+    assert s.linger_for(wall=150.0) == pytest.approx(29.75)  # ends 0.25 s before :00
+    assert s.linger_for(wall=179.8) == 0.0  # too close to the tick: no linger at all
+    assert settings(tmp_path, "").linger_for(wall=120.3) == 0.0  # off by default
+    free = settings(tmp_path, "[outbox]\nlinger_seconds = 5\nlinger_tick_seconds = 0\n")
+    assert free.linger_for(wall=179.8) == 5.0

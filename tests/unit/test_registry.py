@@ -46,6 +46,36 @@ def test_each_job_lives_in_its_conventional_module() -> None:
         assert by_script(job.script) is job
 
 
+def test_scope_decides_the_lease_name_in_one_place() -> None:
+    from m10jobs.config import load_config
+    from m10jobs.registry import by_script, scope_of
+
+    config = load_config(None, env={"M10_HOSTNAME": "web-2"})
+    scopes = {t.lease_pattern: t.scope for j in jobs() for t in j.tasks}
+    assert scopes["m10:rollback@<hostname>"] == "host"
+    assert scopes["m10:retry_r2_fallbacks@<hostname>"] == "host"
+    for cluster in ("m10:outbox_processor", "m10:canary", "m10:synthetic_traffic",
+                    "aos:cost_snapshot_hourly", "aos:cost_snapshot_daily", "reclaim_gc",
+                    "retention_cleanup", "m10:daily_stats"):
+        assert scopes[cluster] == "cluster"
+    rollback = by_script("m10-rollback").tasks[0]
+    assert rollback.instances(config) == [(None, "m10:rollback@web-2")]
+    assert by_script("m10-canary").tasks[0].instances(config) == [(None, "m10:canary")]
+    assert scope_of("m10:rollback@web-2") == "host"
+    assert scope_of("m10:canary") == "cluster" and scope_of("m10:canary@web-2") is None
+    assert scope_of("matview_public.x") == "cluster" and scope_of("nobody") is None
+
+
+def test_bad_hostname_setting_is_a_config_error() -> None:
+    import pytest
+
+    from m10jobs.config import load_config
+    from m10jobs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hostname"):
+        load_config(None, env={"M10_HOSTNAME": "a b@c"})
+
+
 def test_every_setting_is_declared_with_help_and_a_usable_default() -> None:
     """What the example config, the reference and `m10 config check` rely on."""
     import dataclasses

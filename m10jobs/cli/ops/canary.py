@@ -29,16 +29,22 @@ def COMMAND() -> None:
 
 @admin_command(COMMAND, "status")
 def status(config: Any, log: logging.Logger) -> int:
-    """Show latest_report.json (verdict, age, failing probes) and rollback's records for it."""
+    """Show this host's latest_report.json (verdict, age, failing probes) and the rollback
+    ledger's row for it (cluster-wide: whichever host acted)."""
     from m10jobs import canary_report as cr
-    from m10jobs.jobs.rollback import read_actions
+    from m10jobs.edges import db as pg
+    from m10jobs.edges.queries import query
 
     path = cr.latest_path(config.state_dir)
     report = cr.load(path)
     if report is None:
         click.echo(f"no canary report at {path} yet")
         return 0
-    actions = read_actions(cr.actions_log_path(config.state_dir)).get(report.run_id, [])
+    dsn = config.require("database_url")
+    with pg.connect(dsn, app="m10 canary status") as conn, pg.translated(dsn):
+        action = conn.execute(query("rollback_action"),
+                              {"report_run_id": report.run_id}).fetchone()
+        last = conn.execute(query("rollback_latest")).fetchone()
     click.echo(json.dumps({
         "report": str(path),
         "run_id": report.run_id,
@@ -49,6 +55,7 @@ def status(config: Any, log: logging.Logger) -> int:
         "age_s": round(time.time() - report.finished_at.timestamp(), 1),
         "not_passing": [{k: p.get(k) for k in ("name", "status", "detail", "critical")}
                         for p in report.raw["probes"] if p["status"] != "pass"],
-        "rollback": actions,
+        "rollback": action,
+        "last_rollback": last,
     }, indent=2, default=str))
     return 0

@@ -1,0 +1,129 @@
+"""`make bench-scale`: every recurring named query, an outbox claim batch and an idle
+maintenance pass on production-shaped data (benchmarks/scale_data.py) at 100k and
+at 10M outbox rows (M10_BENCH_SCALE_ROWS, comma-separated), printed as a table with
+the ratio.  Goals (issue 12): every query and claim batch within 1.5x from 100k to
+10M; a maintenance pass with nothing to do <= 1 s at 10M.
+
+Each query runs as EXPLAIN (ANALYZE, TIMING OFF) in a transaction that is rolled
+back (DML included; a COPY's inner DELETE); the figure is the best of five
+planning + execution times (on a shared machine the minimum is the least
+disturbed).  Separate from `make bench`: the 10M build takes minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from benchmarks.scale_data import Shape, fill, recurring_params
+from m10jobs.devenv.services import stack
+from m10jobs.edges.migrate import migrate
+from m10jobs.edges.queries import query
+
+SIZES = [int(x) for x in os.environ.get("M10_BENCH_SCALE_ROWS", "100000,10000000").split(",")]
+RUNS = 5
+IDLE_CONFIG = """
+[retention]
+[retention.replay_log]
+max_age_days = 3650
+[retention.outbox_dead_lettered]
+max_age_days = 3650
+[retention.dead_letter_archive]
+max_age_days = 3650
+[retention.outbox]
+max_age_days = 3650
+[retention.retention_jobs]
+max_age_days = 3650
+"""
+
+
+def _time_query(conn: psycopg.Connection[dict[str, Any]], sql: str,
+                params: dict[str, Any]) -> float:
+    inner = re.fullmatch(r"(?s)COPY \((.*)\) TO STDOUT;?", sql.strip())
+    body = (inner.group(1) if inner else sql).strip().rstrip(";")
+    times = []
+    for _ in range(RUNS):
+        with conn.transaction(force_rollback=True):
+            row = conn.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + body,
+                               params).fetchone()
+        plan = row["QUERY PLAN"]
+        plan = (json.loads(plan) if isinstance(plan, str) else plan)[0]
+        times.append(plan["Planning Time"] + plan["Execution Time"])
+    return min(times)
+
+
+def _idle_maintenance(bin_dir: Path, env: dict[str, str], dsn: str) -> float:
+    """Wall seconds of an m10-maintenance pass with nothing to do (best of 3)."""
+    with psycopg.connect(dsn, autocommit=True) as c:  # every dead letter reconciled already
+        c.execute("UPDATE m10_recovery.dead_letter_archive SET reconcile_outcome = 'abandoned', "
+                  "reconciled_at = now() WHERE reconcile_outcome IS NULL")
+        c.execute("VACUUM ANALYZE m10_recovery.dead_letter_archive")
+    cfg = Path(tempfile.mkdtemp()) / "m10jobs.toml"
+    cfg.write_text(IDLE_CONFIG)
+    times = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        proc = subprocess.run([str(bin_dir / "m10-maintenance"), "--config", str(cfg)],
+                              env={**env, "M10_DATABASE_URL": dsn}, capture_output=True,
+                              text=True, timeout=600)
+        times.append(time.monotonic() - t0)
+        if proc.returncode != 0:
+            raise SystemExit(f"m10-maintenance exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return min(times)
+
+
+def main() -> int:
+    bin_dir = Path(sys.executable).parent
+    results: dict[int, dict[str, float]] = {}
+    with stack() as st:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")}, **st.env(),
+               "M10_METRICS_DIR": ""}
+        for n in SIZES:
+            name = f"scale{n}"
+            with psycopg.connect(st.postgres.dsn, autocommit=True) as c:
+                c.execute(f"CREATE DATABASE {name}")
+            dsn = st.postgres.dsn_for(name)
+            t0 = time.monotonic()
+            with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as c:
+                migrate(c)
+                fill(c, Shape.of(n))
+                print(f"built {n:,} rows in {time.monotonic() - t0:.0f} s", flush=True)
+                c.execute("SET jit = off")  # as m10jobs.edges.db connects
+                c.execute("SELECT m10_recovery.acquire_lock('m10:outbox_processor', 'h:1:r', "
+                          "3600)")
+                times = {q: _time_query(c, query(q), p)
+                         for q, p in sorted(recurring_params(Shape.of(n)).items())}
+                c.execute("SELECT m10_recovery.release_lock('m10:outbox_processor', 'h:1:r')")
+            times["PASS m10-maintenance, nothing to do"] = _idle_maintenance(
+                bin_dir, env, dsn) * 1000
+            results[n] = times
+            with psycopg.connect(st.postgres.dsn, autocommit=True) as c:
+                c.execute(f"DROP DATABASE {name}")
+    small, big = SIZES[0], SIZES[-1]
+    print(f"\n{'query / pass':48} {small:>12,} {big:>12,}  ratio   (ms; best of 5)")
+    worst = 0.0
+    for q in results[small]:
+        a, b = results[small][q], results[big][q]
+        ratio = b / a if a > 0 else float("inf")
+        worst = max(worst, ratio if not q.startswith("PASS") else 0)
+        flag = "  <-- over 1.5x" if ratio > 1.5 and not q.startswith("PASS") else ""
+        print(f"{q:48} {a:12.2f} {b:12.2f} {ratio:6.2f}x{flag}")
+    idle = results[big]["PASS m10-maintenance, nothing to do"] / 1000
+    print(f"\nworst query ratio {worst:.2f}x (goal <= 1.5x); idle maintenance pass at {big:,}: "
+          f"{idle:.2f} s (goal <= 1 s); load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
