@@ -13,7 +13,7 @@ from pathlib import Path
 
 import boto3
 
-from m10jobs.statsfile import marker_path, month_files
+from m10jobs.statsfile import month_files
 from tests.conftest import BIN
 from tests.stats_support import closed_endpoint, stats_files
 
@@ -85,23 +85,18 @@ def test_sigkill_at_random_moments_then_a_plain_rerun_passes_postflight(
         assert post.returncode == 0, post.stdout
 
 
-def test_an_edited_csv_is_reported_every_run_and_its_gauge_holds_until_fixed(
-        env: dict[str, str]) -> None:
+def test_an_edited_csv_is_restored_from_the_table_by_a_plain_rerun(env: dict[str, str]) -> None:
+    """The figures live in m10_recovery.daily_stats: a hand-edited day is written back."""
     log = Path(env["M10_LOG_DIR"])
     assert _run(env, "--start-date", "2026-07-30", "--until", "2026-08-02").returncode == 0
     july = log / "m10_stats_2026-07.csv"
-    july.write_text(july.read_text().replace("2026-07-30,", "2026-07-29,", 1))  # an edit
-    prom = Path(env["M10_METRICS_DIR"]) / "m10_m10_daily_stats.prom"
-    for until in ("2026-08-03", "2026-08-04"):  # the other month goes on being exported
-        proc = _run(env, "--until", until)
-        assert proc.returncode == 1, proc.stderr
-        assert f"{july}: its marker" in proc.stderr and "does not match" in proc.stderr
-        assert 'm10_daily_stats_bad_months{job="m10-daily-stats"} 1' in prom.read_text()
-    assert "2026-08-04" in (log / "m10_stats_2026-08.csv").read_text()
-    marker_path(july).unlink()  # the documented fix: the marker is rebuilt from the CSV
-    fixed = _run(env, "--until", "2026-08-04")
+    good = july.read_bytes()
+    july.write_text(july.read_text().replace("2026-07-30,0", "2026-07-30,9", 1))
+    assert july.read_bytes() != good
+    fixed = _run(env, "--until", "2026-08-02")
     assert fixed.returncode == 0, fixed.stderr
-    assert 'm10_daily_stats_bad_months{job="m10-daily-stats"} 0' in prom.read_text()
+    assert july.read_bytes() == good
+    assert _postflight(env, date(2026, 8, 3)).returncode == 0
 
 
 def test_a_month_owed_to_storage_survives_a_full_disk_and_arrives_later(
