@@ -223,18 +223,25 @@ def _wait_for_compute(ctx: PassContext, last: date, have_last: bool) -> None:
                         f"{last} is not computed yet while another host computes")
 
 
+def _refuse_odd_marker(path: Path) -> None:
+    """BadInput (65) when a directory, FIFO or symlink sits where the month's marker
+    goes: the marker write would fail after the CSV was rewritten, or replace something
+    nobody meant to.  Checked for every month to write before anything is written."""
+    from m10jobs.edges import files
+    from m10jobs.statsfile import marker_path
+
+    mp = marker_path(path)
+    if os.path.lexists(mp) and not stat.S_ISREG(os.lstat(mp).st_mode):
+        files.read_bytes(mp, files.STATS_MARKER)  # raises BadInput saying what it is
+
+
 def _marker_stale(path: Path) -> bool:
     """The month's marker is missing or does not describe the CSV as it is (a crash
     between the CSV's rename and the marker's): it is rewritten, so the pair heals."""
     from m10jobs.edges import files
     from m10jobs.errors import BadInput
-    from m10jobs.statsfile import marker_for, marker_path, parse, read_marker
+    from m10jobs.statsfile import marker_for, parse, read_marker
 
-    mp = marker_path(path)
-    if os.path.lexists(mp) and not stat.S_ISREG(os.lstat(mp).st_mode):
-        # A directory, FIFO or symlink where the marker goes: writing it would fail (or
-        # follow the link) after the CSV was rewritten; refused before anything is.
-        files.read_bytes(mp, files.STATS_MARKER)  # raises BadInput naming what it is
     try:
         marker = read_marker(path)
     except BadInput:  # torn or damaged: it only describes the CSV, so write it again
@@ -285,6 +292,7 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     changes = {}
     for path, rows in sorted(by_month.items()):
         current = parse(path)  # BadInput (65, nothing written) when it does not parse
+        _refuse_odd_marker(path)
         have = {r["date"]: r for r in current.rows}
         added = sorted(d for d in rows if have.get(d) != rows[d])
         if added or _marker_stale(path):

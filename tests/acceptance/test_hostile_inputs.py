@@ -105,6 +105,12 @@ def _month(w: World) -> Path:
     return csv
 
 
+def _marker_matches(marker: Path) -> bool:
+    csv = marker.with_name(marker.name.removesuffix(".processed"))
+    got = json.loads(marker.read_text())
+    return got["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
+
+
 def setup_csv(w: World) -> None:
     w.target = _month(w)
     w.valid = w.target.read_bytes()
@@ -153,6 +159,7 @@ class Target:
     codes: dict[str, int] = field(default_factory=dict)  # variants answered otherwise
     repairs: bool = False  # exit 0 = the file was replaced by a verified one
     nested: bytes = b"[" * 50_000 + b"]" * 50_000
+    repaired: Callable[[World], bool] | None = None  # how a repair is checked
 
 
 TARGETS = [
@@ -161,10 +168,15 @@ TARGETS = [
                        "attempts": "many"}).encode(), 64 << 10, {"missing": 0}),
     Target("fallback_data", setup_data, 65, b'{"not": "the data"}', 64 << 20),
     Target("uploaded_marker", setup_marker, 0, b'["uploaded"]', 64 << 10,
-           {"directory": 65}, repairs=True),
+           {"directory": 65}, repairs=True,
+           repaired=lambda w: fallback.marker_problem(w.extra["entry"]) is None),
     Target("stats_csv", setup_csv, 65, b'{"date": "2026-10-01"}\n', 4 << 20, {"missing": 0}),
-    Target("stats_processed", setup_processed, 65,
-           json.dumps({"rows": "two", "sha256": 5}).encode(), 64 << 10, {"missing": 0}),
+    # The marker only describes the CSV: a damaged one is rewritten from it (the export
+    # heals the pair); one that is not a regular file is refused before any write.
+    Target("stats_processed", setup_processed, 0,
+           json.dumps({"rows": "two", "sha256": 5}).encode(), 64 << 10,
+           {v: 65 for v in ("symlink_inside", "symlink_outside", "fifo", "directory")},
+           repairs=True, repaired=lambda w: _marker_matches(w.target)),
     Target("canary_report", setup_report, 65,
            json.dumps({"schema_version": 1, "verdict": ["fail"]}).encode(), 16 << 20,
            {"missing": 0}),
@@ -298,10 +310,10 @@ def test_hostile_file(t: Target, variant: str, world: World, conn: Any,
         if "ran" in w.extra:
             assert not w.extra["ran"].exists()  # the rollback command did not run
     else:
-        # The marker was not trusted: the entry was uploaded again and re-marked.
-        entry = w.extra["entry"]
-        assert fallback.marker_problem(entry) is None
-        if variant != "missing":
+        # The file was not trusted and was rebuilt from what it describes (an upload
+        # marker: the entry uploaded again; a stats marker: rewritten from its CSV).
+        assert t.repaired is not None and t.repaired(w)
+        if variant != "missing" and t.name == "uploaded_marker":
             assert str(w.target) in proc.stderr
     if "outside" in w.extra and t.name != "fallback_data":
         assert w.extra["outside"].read_bytes() == SECRET_LINE  # never written through
