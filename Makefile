@@ -37,11 +37,11 @@ deps: venv
 	scripts/dev/install-deps.sh $(BIN)/pip
 
 test: deps
-	$(BIN)/ruff check m10jobs tests benchmarks
+	$(BIN)/ruff check m10jobs devenv tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: deps
-	$(BIN)/python -m m10jobs.devenv.demo
+	$(BIN)/python -m devenv.demo $(DEMO_ARGS)
 
 bench: deps
 	$(BIN)/python -m benchmarks.run $(BENCH)
@@ -55,8 +55,8 @@ schema: deps
 	M10_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_schema.py -k from_zero
 
 lint: venv
-	$(BIN)/ruff check m10jobs tests benchmarks
-	$(BIN)/ruff format --check m10jobs tests benchmarks || true
+	$(BIN)/ruff check m10jobs devenv tests benchmarks
+	$(BIN)/ruff format --check m10jobs devenv tests benchmarks || true
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from m10jobs.devenv.services import Stack, stack
+from devenv.services import Stack, stack
 from m10jobs.edges.migrate import migrate
 
 _n = itertools.count()

@@ -26,7 +26,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from benchmarks.scale_data import Shape, fill, recurring_params
-from m10jobs.devenv.services import stack
+from devenv.services import stack
 from m10jobs.edges.migrate import migrate
 from m10jobs.edges.queries import query
 

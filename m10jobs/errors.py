@@ -19,6 +19,24 @@ class ExitCode(IntEnum):
     CONFIG = 78
 
 
+MEANINGS: dict[int, str] = {
+    ExitCode.OK: "pass done, or nothing to do",
+    ExitCode.FAILED: "the pass ran and something failed, or its lease was lost",
+    ExitCode.USAGE: "usage error",
+    ExitCode.DATAERR: "bad input data: nothing acted on",
+    ExitCode.UNAVAILABLE: "PostgreSQL, Redis or object storage unreachable",
+    ExitCode.TEMPFAIL: "lock held by another holder: skipped, nothing done",
+    ExitCode.CONFIG: "bad or missing configuration",
+}
+
+
+def exit_meaning(code: int) -> str:
+    """The README's one-line meaning of an exit code (a negative code: killed by a signal)."""
+    if code < 0:
+        return f"killed by signal {-code}"
+    return MEANINGS.get(code, "not an m10jobs exit code")
+
+
 class M10Error(Exception):
     """An expected failure: one clear line, a documented exit code, no traceback."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from m10jobs.devenv.services import free_port
+from devenv.services import free_port
 
 
 def seed_day(conn: psycopg.Connection[Any], day: date, n: int, *, synthetic: int = 0,

@@ -76,35 +76,6 @@ class UploadResult:
     error: str | None = None
 
 
-def put_verified(client: Any, bucket: str, key: str, path: Path, sha256: str, size: int,
-                 content_type: str) -> str:
-    """Upload, then read the object back and compare size and sha256; its ETag.
-
-    The body is read from an fd opened without following symlinks."""
-    fd, _ = files.open_regular(path, files.FALLBACK_DATA)
-    with os.fdopen(fd, "rb") as body:
-        resp = client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
-                                 Metadata={"sha256": sha256})
-    verify_stored(client, bucket, key, sha256, size)
-    return str(resp.get("ETag", "")).strip('"')
-
-
-def verify_stored(client: Any, bucket: str, key: str, sha256: str, size: int) -> None:
-    """StoredMismatch unless the object at key holds exactly size bytes with sha256."""
-    obj = client.get_object(Bucket=bucket, Key=key)
-    h, got = hashlib.sha256(), 0
-    for chunk in obj["Body"].iter_chunks(CHUNK):
-        h.update(chunk)
-        got += len(chunk)
-    if got != size or h.hexdigest() != sha256:
-        raise StoredMismatch(f"s3://{bucket}/{key} holds {got} bytes sha256 {h.hexdigest()[:12]}"
-                             f", expected {size} bytes sha256 {sha256[:12]}")
-
-
-class StoredMismatch(Exception):
-    """What the store returned differs from what was sent."""
-
-
 def upload(config: Config, path: Path, key: str, log: logging.Logger,
            content_type: str | None = None) -> UploadResult:
     """Store path at key; on any failure keep it for m10-retry-r2-fallbacks instead.
@@ -122,8 +93,8 @@ def upload(config: Config, path: Path, key: str, log: logging.Logger,
     assert data is not None
     sha = hashlib.sha256(data).hexdigest()
     try:
-        put_verified(storage.client(config), bucket, key, path, sha, len(data), ctype)
-    except (BotoCoreError, ClientError, StoredMismatch) as exc:
+        storage.put_verified(storage.client(config), bucket, key, path, sha, len(data), ctype)
+    except (BotoCoreError, ClientError, storage.StoredMismatch) as exc:
         error = f"{type(exc).__name__}: {exc}"
         kept = retry_local_fallback(config, data, path.name, bucket, key, ctype, error)
         log.warning("upload of %s to s3://%s/%s failed (%s); kept in %s for "

@@ -60,6 +60,15 @@ SAMPLE_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*'
                          r'(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?'
                          r" (-?[0-9.eE+-]+|NaN|[+-]Inf)( -?[0-9]+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_ESCAPED = re.compile(r"\\(.)")
+_UNESCAPE = {"\\": "\\", '"': '"', "n": "\n"}
+
+
+def _unescape(value: str) -> str:
+    """A label value as written: one left-to-right pass, so `C:\\\\new` (an escaped
+    backslash, then `n`) stays `C:\\new`; unknown escapes are kept, as
+    prometheus_client's parser does."""
+    return _ESCAPED.sub(lambda m: _UNESCAPE.get(m.group(1), m.group(0)), value)
 
 
 def parse(text: str) -> list[Gauge]:
@@ -69,8 +78,7 @@ def parse(text: str) -> list[Gauge]:
     for line in text.splitlines():
         m = _SAMPLE.match(line)
         if m:
-            labels = {k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
-                      for k, v in _LABEL.findall(m.group(2))}
+            labels = {k: _unescape(v) for k, v in _LABEL.findall(m.group(2))}
             labels.pop("job", None)
             gauges.append(Gauge(m.group(1), float(m.group(3)), helps.get(m.group(1), ""),
                                 labels))

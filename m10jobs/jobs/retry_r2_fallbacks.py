@@ -7,8 +7,8 @@ symlink or no longer matches its sha256, or whose name is too long for its
 marker is logged and left in place, and the others proceed; the pass then exits
 1 (65 when nothing else was to be done).  A `.uploaded` marker that does not
 parse or does not match the meta and the file is not trusted: the entry is
-uploaded again.  Per object, the newest version is uploaded (read back,
-size and sha256 compared) and gets `<name>.uploaded`; older versions are
+uploaded again.  Per object, the newest version is uploaded (verified against
+its sha256 by storage.put_verified) and gets `<name>.uploaded`; older versions are
 marked superseded.  The copy stays for retention to remove.  Store unreachable
 -> 69 (attempt counted); files still failing after `[retry_r2_fallbacks]
 alert_after_hours` -> exit 1.
@@ -88,10 +88,10 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
         m = newest.meta
         if id(newest) in waiting:
             try:
-                etag = fallback.put_verified(client, bucket, key, newest.entry.path,
-                                             m["sha256"], m["size"],
-                                             m.get("content_type") or "application/octet-stream")
-            except (BotoCoreError, ClientError, fallback.StoredMismatch) as exc:
+                stored = storage.put_verified(client, bucket, key, newest.entry.path,
+                                              m["sha256"], m["size"],
+                                              m.get("content_type") or "application/octet-stream")
+            except (BotoCoreError, ClientError, storage.StoredMismatch) as exc:
                 meta = fallback.record_failure(newest.entry, f"{type(exc).__name__}: {exc}")
                 known = as_m10_error(exc, None)
                 if isinstance(known, DependencyUnavailable):
@@ -104,9 +104,10 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
                 if fallback.age_hours(meta) >= alert_after:
                     stuck.append(newest.entry.path.name)
                 continue
-            fallback.mark_uploaded(newest.entry, m, etag)
+            fallback.mark_uploaded(newest.entry, m, stored.etag)
             uploaded.append(key)
-            ctx.log.info("uploaded %s to s3://%s/%s", newest.entry.path.name, bucket, key)
+            ctx.log.info("uploaded %s to s3://%s/%s (verified by %s)", newest.entry.path.name,
+                         bucket, key, stored.verified_by)
         for older in versions[:-1]:
             if id(older) in waiting:
                 fallback.mark_superseded(older.entry, older.meta, m["sha256"])

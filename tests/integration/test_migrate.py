@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from m10jobs.devenv.services import Postgres
+from devenv.services import Postgres
 from m10jobs.edges.migrate import MIGRATIONS_DIR, migrate
 from m10jobs.errors import ConfigError
 

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 import redis
 
+from devenv.services import free_port
 from m10jobs.config import load_config
-from m10jobs.devenv.services import free_port
 from m10jobs.edges.lease import Lease
 from m10jobs.edges.outbox_stream import OUTBOX_FIELDS
 from m10jobs.errors import LeaseLost

@@ -21,9 +21,10 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from pytest_postgresql.executors import NoopExecutor
 
 from benchmarks.scale_data import OPERATOR_ONLY, Shape, fill, recurring_params
-from m10jobs.devenv.services import Postgres
+from devenv.services import Postgres
 from m10jobs.edges.queries import _all, query
 
 N = 200_000
@@ -38,10 +39,10 @@ PARAMS = recurring_params(SHAPE)
 
 
 @pytest.fixture(scope="module")
-def big_db(pg: Postgres) -> Iterator[str]:
+def big_db(pg: Postgres, pg_template: NoopExecutor) -> Iterator[str]:
     name = f"plans{os.getpid()}"
     with psycopg.connect(pg.dsn, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name} TEMPLATE m10_template")
+        c.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template.template_dbname}")
     dsn = pg.dsn_for(name)
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as c:
         fill(c, SHAPE)

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from m10jobs.devenv.services import Postgres
+from devenv.services import Postgres
 from m10jobs.edges.migrate import SCHEMA_FILE, dump_schema, migrate
 
 _n = itertools.count()

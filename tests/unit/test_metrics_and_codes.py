@@ -4,8 +4,10 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from m10jobs.edges.metrics import Gauge, write_job_metrics
+from m10jobs.edges import metrics
+from m10jobs.edges.metrics import Gauge, write_gauges, write_job_metrics
 from m10jobs.errors import combine_exit_codes
 
 SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*\{([a-z_]+="(?:[^"\\]|\\.)*",?)*\} -?[0-9.e+-]+$')
@@ -61,3 +63,27 @@ def test_skipped_runs_never_count_as_success_and_keep_the_pass_gauges(tmp_path: 
     assert s['m10_job_last_skipped_timestamp_seconds{job="m10-maintenance"}'] == 401.0
     assert s['m10_job_last_exit_code{job="m10-maintenance"}'] == 75
     assert s['m10_dead_letters_abandoned{job="m10-maintenance"}'] == 2
+
+
+TRICKY = ["C:\\new", "\\", '\\"', "\n", 'a"b', "C:\\\\temp\\new\\n", "end\\", "plain"]
+
+
+@pytest.mark.parametrize("value", TRICKY)
+def test_label_values_round_trip_through_the_file(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "m10_x.prom"
+    write_gauges(path, "x", [Gauge("m10_x", 1, "x", {"path": value})])
+    [back] = metrics.parse(path.read_text())
+    assert back.labels == {"path": value}
+    # the reference parser reads what we wrote the same way
+    [family] = text_string_to_metric_families(path.read_text())
+    assert family.samples[0].labels == {"job": "x", "path": value}
+
+
+def test_merging_keeps_other_label_values_intact_run_after_run(tmp_path: Path) -> None:
+    path = tmp_path / "m10_units.prom"
+    others = [Gauge("m10_x", i, "x", {"path": v}) for i, v in enumerate(TRICKY)]
+    write_gauges(path, "x", others)
+    for n in range(3):  # each merge re-reads and rewrites the other label sets
+        write_gauges(path, "x", [Gauge("m10_x", 100 + n, "x", {"path": "new"})], merge=True)
+    got = {g.labels["path"]: g.value for g in metrics.parse(path.read_text())}
+    assert got == {**{v: float(i) for i, v in enumerate(TRICKY)}, "new": 102.0}

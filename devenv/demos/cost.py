@@ -3,10 +3,11 @@ one visible anomaly, an idempotent rerun, a second host (75), a bad source query
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m10jobs.devenv.demo import Demo
+    from devenv.demo import Demo
 
 ORDER = 60
 CONFIG = """
@@ -52,18 +53,18 @@ def run(d: Demo) -> None:
     d.say("cost: nine days of hourly cost records for five tenant/categories, a credit "
           "(negative amount) and a spike for globex/compute yesterday")
     d.sql(RECORDS)
-    print("  " + str(d.sql("SELECT count(*) AS records, sum(amount_usd) AS usd "
+    d.show(str(d.sql("SELECT count(*) AS records, sum(amount_usd) AS usd "
                            "FROM aos_cost.cost_records")[0]))
     d.say("what the hourly job would do (dry run: no lease, nothing written)")
     d.run("aos-cost-snapshot-hourly", "--dry-run")
     d.say("hourly snapshot: backfills every complete hour (capped at backfill_max_hours)")
     d.run("aos-cost-snapshot-hourly")
     d.say("daily snapshot from the hourly ones, 7-day baseline, anomaly flags")
-    proc = d.run("aos-cost-snapshot-daily")
-    for line in proc.stderr.splitlines():
+    step = d.run("aos-cost-snapshot-daily")
+    for line in step.stderr.splitlines():
         if "cost anomaly" in line:
-            print("  journal: " + line[:300])
-    d.run("m10", "cost", "show", "globex", "--days", "3", "--hours", "0", show=30)
+            d.show("journal: " + json.loads(line)["message"])
+    d.run("m10", "cost", "show", "globex", "--days", "3", "--hours", "0")
     d.say("daily totals equal the sum of hourly; rerunning changes nothing")
     check = """
         SELECT count(*) AS day_rows,
@@ -76,10 +77,10 @@ def run(d: Demo) -> None:
                (SELECT sum(amount_usd) FROM aos_cost.cost_snapshots
                  WHERE granularity = 'hour') AS hourly_usd
           FROM aos_cost.cost_snapshots d WHERE d.granularity = 'day'"""
-    print("  before: " + str(d.sql(check)[0]))
+    d.show("before: " + str(d.sql(check)[0]))
     d.run("aos-cost-snapshot-hourly")
     d.run("aos-cost-snapshot-daily")
-    print("  after:  " + str(d.sql(check)[0]))
+    d.show("after:  " + str(d.sql(check)[0]))
     d.say("another host is running the hourly job: this one skips with exit 75")
     d.sql("SELECT m10_recovery.acquire_lock('aos:cost_snapshot_hourly', "
           "'other-host:4242:demo', 2)")
@@ -87,5 +88,4 @@ def run(d: Demo) -> None:
     d.say("a source query with the wrong columns: exit 78 naming them, nothing written")
     bad = d.stack.base / "cost-wrong-columns.toml"
     bad.write_text(WRONG_COLUMNS)
-    proc = d.run("aos-cost-snapshot-daily", "--config", str(bad), expect=78)
-    print("  " + proc.stderr.strip().splitlines()[-1][:400])
+    d.run("aos-cost-snapshot-daily", "--config", str(bad), expect=78)

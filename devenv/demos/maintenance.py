@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m10jobs.devenv.demo import Demo
+    from devenv.demo import Demo
 
 ORDER = 30
 CONFIG = """
@@ -35,19 +35,19 @@ def run(d: Demo) -> None:
     for _ in range(2):
         r.xreadgroup("demo-workers", "worker-1", {"m10:outbox": "0"})
     [p] = r.xpending_range("m10:outbox", "demo-workers", "-", "+", 10)
-    print(f"  pending: {entry} delivered {p['times_delivered']} times")
+    d.show(f"pending: {entry} delivered {p['times_delivered']} times")
 
     d.say("dl_route: past max_deliveries -> copied to m10:dead_letter and ACKed (one Lua script)")
     d.run("m10", "run", "dl_route")
-    print(f"  pending now: {r.xpending('m10:outbox', 'demo-workers')['pending']}, "
-          f"m10:dead_letter length: {r.xlen('m10:dead_letter')}")
+    d.show(f"pending now: {r.xpending('m10:outbox', 'demo-workers')['pending']}, "
+           f"m10:dead_letter length: {r.xlen('m10:dead_letter')}")
     d.say("dl_archive: stored in dead_letter_archive, then removed from the stream")
     d.run("m10", "run", "dl_archive")
     d.run("m10", "dl", "list")
     d.say("dl_reconcile: not processed elsewhere -> replayed through the outbox (cap 1)")
     d.run("m10", "run", "dl_reconcile")
     d.run("m10", "dl", "list")
-    print("  outbox:", d.sql("SELECT id, idempotency_key, status FROM m10_recovery.outbox"))
+    d.show(f"outbox: {d.sql('SELECT id, idempotency_key, status FROM m10_recovery.outbox')}")
     d.say("running it again changes nothing")
     d.run("m10", "run", "dl_reconcile")
 
@@ -55,7 +55,7 @@ def run(d: Demo) -> None:
     if d.stack.s3 is not None:
         import boto3
 
-        from m10jobs.devenv.services import S3
+        from devenv.services import S3
 
         s3 = boto3.client("s3", endpoint_url=d.stack.s3.endpoint_url,
                           aws_access_key_id=S3.env["AWS_ACCESS_KEY_ID"],
@@ -67,4 +67,4 @@ def run(d: Demo) -> None:
     d.run("m10", "run", "retention_cleanup")
     d.run("m10", "retention", "history", "--limit", "8")
     d.say("the whole orchestrator: every task in order, one JSON summary")
-    d.run("m10-maintenance", show=1)
+    d.run("m10-maintenance")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m10jobs.devenv.demo import Demo
+    from devenv.demo import Demo
 
 ORDER = 40
 CONFIG = """
@@ -23,7 +23,7 @@ alert_after_hours = 24
 def run(d: Demo) -> None:
     import boto3
 
-    from m10jobs.devenv.services import free_port
+    from devenv.services import free_port
 
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     start = yesterday - timedelta(days=2)
@@ -48,21 +48,20 @@ def run(d: Demo) -> None:
     d.env["M10_R2_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
     try:
         d.run("m10-daily-stats", "--start-date", start.isoformat())
-        for p in sorted((d.stack.base / "state" / "fallback-uploads").iterdir()):
-            if not p.name.startswith("."):
-                print(f"  fallback-uploads/{p.name}")
+        d.show("\n".join(f"fallback-uploads/{p.name}" for p in sorted(
+            (d.stack.base / "state" / "fallback-uploads").iterdir())
+            if not p.name.startswith(".")))
         d.say("retry while the store is still down: exit 69, attempt counted")
         d.run("m10-retry-r2-fallbacks", expect=69)
     finally:
         d.env["M10_R2_ENDPOINT_URL"] = endpoint
     d.say("the store is back: retry uploads, reads back and verifies, writes .uploaded")
     d.run("m10-retry-r2-fallbacks")
-    for obj in s3.list_objects_v2(Bucket=d.env["M10_R2_BUCKET"]).get("Contents", []):
-        print(f"  s3://{d.env['M10_R2_BUCKET']}/{obj['Key']}  {obj['Size']} bytes")
+    d.show("\n".join(f"s3://{d.env['M10_R2_BUCKET']}/{obj['Key']}  {obj['Size']} bytes"
+                      for obj in s3.list_objects_v2(Bucket=d.env["M10_R2_BUCKET"])
+                      .get("Contents", [])))
     d.say("rerun the export: no day is duplicated; postflight checks CSVs against markers")
     d.run("m10-daily-stats")
     d.run("m10", "postflight")
     for p in sorted((d.stack.base / "log").glob("m10_stats_*")):
-        print(f"  --- {p.name}")
-        for line in p.read_text().splitlines()[:5]:
-            print(f"  {line}")
+        d.show("\n".join([f"--- {p.name}", *p.read_text().splitlines()[:5]]))

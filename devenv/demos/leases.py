@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m10jobs.devenv.demo import Demo
+    from devenv.demo import Demo
 
 ORDER = 10
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from m10jobs.devenv.demo import Demo
+    from devenv.demo import Demo
 
 ORDER = 70
 
@@ -64,12 +64,12 @@ max_report_age_s = 600
 """
 
 
-def _show_report(state: Path) -> None:
+def _show_report(d: Demo, state: Path) -> None:
     report = json.loads((state / "canary" / "reports" / "latest_report.json").read_text())
-    print(f"  latest_report.json: run {report['run_id']} verdict={report['verdict']} "
-          f"score={report['score']} ({report['reason']})")
-    for p in report["probes"]:
-        print(f"    {p['name']:15} {p['status']:8} {p['detail']}")
+    d.show("\n".join([f"latest_report.json: run {report['run_id']} verdict={report['verdict']} "
+                      f"score={report['score']} ({report['reason']})",
+                      *(f"  {p['name']:15} {p['status']:8} {p['detail']}"
+                        for p in report["probes"])]))
 
 
 def run(d: Demo) -> None:
@@ -84,23 +84,21 @@ def run(d: Demo) -> None:
     try:
         d.say(f"canary against a healthy endpoint ({url}): verdict pass, rollback does nothing")
         d.run("m10-canary")
-        _show_report(state)
+        _show_report(d, state)
         d.run("m10-rollback")
 
         d.say("the deploy breaks (503): the critical probe fails, verdict fail")
         _Endpoint.healthy = False
         d.run("m10-canary")
-        _show_report(state)
+        _show_report(d, state)
         d.run("m10-rollback", "--dry-run")
         d.say("rollback acts on the fresh failing report ...")
         d.run("m10-rollback")
         d.say("... and only once: a second pass on the same report does nothing")
         d.run("m10-rollback")
-        print(f"  {rollback_log.name}: {rollback_log.read_text().strip()}")
+        d.show(f"{rollback_log.name}: {rollback_log.read_text().strip()}")
         lines = (state / "canary" / "reports" / "rollback_actions.jsonl").read_text()
-        print("  rollback_actions.jsonl:")
-        for line in lines.splitlines():
-            print(f"    {line}")
+        d.show("rollback_actions.jsonl:\n" + "\n".join(f"  {ln}" for ln in lines.splitlines()))
 
         d.say("a truncated report is bad input: exit 65, nothing done")
         latest = state / "canary" / "reports" / "latest_report.json"
@@ -109,7 +107,7 @@ def run(d: Demo) -> None:
         _Endpoint.healthy = True
         d.say("fixed: the next canary run writes a whole, passing report")
         d.run("m10-canary")
-        _show_report(state)
+        _show_report(d, state)
         d.run("m10-rollback")
     finally:
         server.shutdown()

@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m10jobs.devenv.demo import Demo
+    from devenv.demo import Demo
 
 ORDER = 30
 CONFIG = """
@@ -24,14 +24,17 @@ count = 5
 """
 
 
+_SHOWN = ("event_id", "event_type", "aggregate_id", "payload")
+
+
 def _show_stream(d: Demo, stream: str, count: int = 3) -> None:
     import redis
 
     client = redis.Redis.from_url(d.stack.redis.url, decode_responses=True)
     entries = client.xrange(stream)
-    print(f"  {stream}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
-    for entry_id, fields in entries[:count]:
-        print(f"    {entry_id} {json.dumps(fields)[:160]}")
+    d.show("\n".join([f"{stream}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}",
+                      *(f"  {entry_id} " + " ".join(f"{k}={fields.get(k)}" for k in _SHOWN)
+                        for entry_id, fields in entries[:count])]))
 
 
 def run(d: Demo) -> None:

@@ -1,1 +1,0 @@
-"""Throwaway local services (PostgreSQL, Redis, S3) for `make demo` and the tests."""
