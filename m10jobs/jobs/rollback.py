@@ -19,6 +19,7 @@ green.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,7 @@ from m10jobs import canary_report as cr
 from m10jobs.errors import BadInput, LeaseLost, TaskFailed
 from m10jobs.registry import Flow, Job
 from m10jobs.settings import setting
+from m10jobs.stopping import Stopped
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -164,8 +166,13 @@ def _run_command(argv: list[str], timeout: float, env: dict[str, str]
         try:
             out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
             break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             interrupted = True
+            if isinstance(exc, Stopped) and proc.poll() is None:
+                # systemctl stop signals the unit's whole cgroup; do the same for the
+                # command's own session, then record how it ended.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, exc.signum)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -236,6 +243,10 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
     where = "recorded in m10_recovery.rollback_actions"
     if interrupted:
         ctx.log.error("rollback command output (tail): %s", output.strip())
+        from m10jobs import stopping
+
+        if stopping.signum() is not None:
+            raise Stopped(stopping.signum() or 15)  # recorded above; the runner says the rest
         raise LeaseLost(f"interrupted while the rollback command ran (lease lost?); the command "
                         f"was let finish: {outcome} (exit status {status}), {where}; it will "
                         f"not be repeated for report {report.run_id}")
