@@ -213,16 +213,23 @@ def config_path(flag: str | None, env: Mapping[str, str]) -> Path | None:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """The config file through the safe reader: no symlink/FIFO/directory, capped, UTF-8."""
+    from m10jobs.edges import files
+
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; create it or fix --config/"
-                          "M10_CONFIG") from None
-    except PermissionError:
-        raise ConfigError(f"config file {path} is not readable by this user") from None
+        text = files.read_text(path, files.CONFIG)
+    except ConfigError as exc:
+        if "does not exist" in str(exc):
+            raise ConfigError(f"config file {path} does not exist; create it or fix --config/"
+                              "M10_CONFIG") from None
+        raise
+    assert text is not None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply; fix it") from None
 
 
 def load_config(config_file: str | None = None, flags: Mapping[str, Any] | None = None,

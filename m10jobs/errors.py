@@ -66,9 +66,14 @@ class LeaseLost(M10Error):
 
 
 class TaskFailed(M10Error):
-    """A pass ran and something in it failed (details already logged)."""
+    """A pass ran and something in it failed (details already logged).  summary: what
+    the pass did get done, kept in the run's JSON summary."""
 
     exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str, summary: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 def combine_exit_codes(codes: list[int]) -> int:
@@ -86,3 +91,15 @@ def combine_exit_codes(codes: list[int]) -> int:
     if not failures:
         return ExitCode.OK
     return failures.pop() if len(failures) == 1 else ExitCode.FAILED
+
+
+class WriteFailed(M10Error, OSError):
+    """Writing a file failed (disk full, read-only, quota): the message names the file.
+
+    Still an OSError, so callers that tolerate a failed write keep doing so."""
+
+    exit_code = ExitCode.FAILED
+
+    def __str__(self) -> str:
+        return (f"cannot write {self.filename}: {self.strerror}; free space on (or fix) "
+                "that filesystem, then rerun")

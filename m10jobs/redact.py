@@ -10,7 +10,10 @@ import re
 
 MASK = "***"
 
-_URI_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*:)[^@\s\"']+(?=@)")
+# The password runs to the authority's LAST '@' (an unencoded '@' in it must not
+# leave its tail behind).
+_URI_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*:)"
+                           r"[^\s\"'/?#]*(?=@[^@\s\"'/?#]*(?:[/?#\s\"']|$))")
 _KV_SECRET = re.compile(
     r"(?P<head>\b(?:password|passwd|secret|secret_access_key|aws_secret_access_key|token)"
     r"[\"']?\s*[=:]\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;&\"']+)",

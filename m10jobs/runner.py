@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from m10jobs import stop
+from m10jobs import stopping
 from m10jobs.config import Config, load_config
 from m10jobs.edges import db
 from m10jobs.edges.lease import Lease, LockBusy, holder_id
@@ -53,7 +54,9 @@ class PassContext:
         self.gauges.append(Gauge(name, value, help, labels))
 
     def check(self) -> None:
-        """Stop here if the lease was lost (call between batches)."""
+        """A safe point (call between batches): stop here if SIGTERM/SIGINT asked us to,
+        or if the lease was lost."""
+        stopping.check()
         if self.lease is not None:
             self.lease.check()
 
@@ -132,26 +135,39 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
     results: list[TaskResult] = []
     config: Config | None = None
     gauges: list[Gauge] = []
-    try:
-        config = load_config(config_file, flags)
-        config.check(sections())
-        dsn = config.require("database_url")
-        conn = db.connect(dsn, app=job.script)
+
+    def on_stop(signo: int) -> None:
+        log.warning("received %s: stopping at the next safe point, then releasing the lease",
+                    signal.Signals(signo).name)
+
+    with stopping.handling(on_stop):
         try:
-            for task in (only,) if only else job.tasks:
-                for key, lock in task.instances(config):
-                    if conn.closed:  # an earlier task lost it; later tasks still run
-                        conn = db.connect(dsn, app=job.script)
-                    ctx = PassContext(job, task, key, lock, config, log, run_id, dry_run,
-                                      params or {}, conn)
-                    results.append(_run_task(ctx, verbose))
-                    gauges += ctx.gauges
-        finally:
-            conn.close()
-        code = combine_exit_codes([r.exit_code for r in results])
-    except M10Error as exc:
-        log.error("%s", exc)
-        code = exc.exit_code
+            config = load_config(config_file, flags)
+            config.check(sections())
+            dsn = config.require("database_url")
+            conn = db.connect(dsn, app=job.script)
+            try:
+                for task in (only,) if only else job.tasks:
+                    for key, lock in task.instances(config):
+                        if stopping.STOP.is_set():
+                            break
+                        if conn.closed:  # an earlier task lost it; later tasks still run
+                            conn = db.connect(dsn, app=job.script)
+                        ctx = PassContext(job, task, key, lock, config, log, run_id, dry_run,
+                                          params or {}, conn)
+                        results.append(_run_task(ctx, verbose))
+                        gauges += ctx.gauges
+            finally:
+                conn.close()
+            code = combine_exit_codes([r.exit_code for r in results])
+        except M10Error as exc:
+            log.error("%s", exc)
+            code = exc.exit_code
+        signo = stopping.signum()
+        if signo is not None:
+            code = stopping.exit_code(signo)
+            log.warning("stopped by %s after %d task(s); every lease was released, nothing "
+                        "half-done was committed", signal.Signals(signo).name, len(results))
     duration = time.monotonic() - t0
     summary = {"job": job.script, "run_id": run_id, "exit_code": int(code),
                "dry_run": dry_run, "duration_s": round(duration, 3),
@@ -159,7 +175,6 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
     print(json.dumps(summary, default=str), flush=True)
     if config is not None and config.metrics_dir and not dry_run:
         _write_metrics(config, job, code, started, duration, results, gauges, log)
-    stop.reraise()  # a pass stopped early by SIGTERM/SIGINT: leases released, end by it
     return int(code)
 
 
@@ -170,7 +185,8 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
     try:
         if ctx.dry_run:
             status = "dry-run"
-            summary = ctx.task.pass_fn(ctx) or {}
+            with stopping.interruptible():
+                summary = ctx.task.pass_fn(ctx) or {}
         else:
             summary = _run_leased(ctx)
         if ctx.dry_run:  # the details in the message too: text logs show only the message
@@ -181,8 +197,13 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
     except LockBusy as exc:
         status, code, error = "skipped", ExitCode.TEMPFAIL, str(exc)
         ctx.log.warning("%s", exc, extra={"holder": exc.holder.get("holder_id")})
+    except stopping.Stopped as exc:
+        status, code, error = "stopped", stopping.exit_code(exc.signum), str(exc)
+        ctx.log.warning("%s %s; its uncommitted work was rolled back and lease %s released",
+                        ctx.task.name, exc, ctx.lock)
     except Exception as exc:
         status = "failed"
+        summary = getattr(exc, "summary", None) or {}
         code, error = report_failure(exc, ctx.config.database_url, ctx.log, verbose,
                                      what=ctx.task.name)
     finally:
@@ -203,10 +224,13 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
         set_context(fencing_token=lease.token)
         ctx.log.info("lease %s acquired", ctx.lock)
         try:
-            with db.translated(ctx.dsn):
+            with db.translated(ctx.dsn), stopping.interruptible():
+                stopping.check()
                 return ctx.task.pass_fn(ctx) or {}
         except LeaseLost:
             raise  # the pass said it itself, with its own detail
+        except stopping.Stopped:
+            raise  # asked to stop: the lease is released on the way out
         except BaseException as exc:
             # Losing the lease interrupts the pass; whatever that interruption looked
             # like (KeyboardInterrupt, a query cut off mid-flight), the cause is the lease.
@@ -222,7 +246,7 @@ def _write_metrics(config: Config, job: Job, code: int, started: float, duration
                       {"task": r.task, "lock": r.lock}) for r in results]
     try:
         write_job_metrics(config.metrics_dir, job.script, exit_code=code, started=started,
-                          duration=duration, succeeded=code in (0, 75),
+                          duration=duration, succeeded=code == 0,
                           gauges=[*per_task, *gauges])
     except OSError as exc:
         log.warning("could not write metrics to %s: %s", config.metrics_dir, exc)

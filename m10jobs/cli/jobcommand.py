@@ -58,6 +58,11 @@ def job_command(job: Job, only: Task | None = None, name: str | None = None) -> 
         flags, params = split_flags(kwargs)
         code = runner.run(job, only=only, config_file=config_file, flags=flags,
                           dry_run=dry_run, verbose=verbose, params=params)
+        from m10jobs import stopping
+
+        signo = stopping.signum()
+        if signo is not None:  # DESIGN A2: after releasing, end by the signal
+            stopping.die_by(signo)
         click.get_current_context().exit(code)
 
     summary = only.summary if only else job.summary

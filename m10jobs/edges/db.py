@@ -9,6 +9,7 @@ job, so `--help` does not pay for it.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,10 +38,39 @@ def describe(dsn: str) -> str:
     return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or ''}"
 
 
+# libpq reports a refused login only in its message text (no SQLSTATE at connect time).
+_REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|role \"[^\"]*\" does "
+                            r"not exist|not permitted to log in|no pg_hba\.conf entry")
+SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+
+
+def check_dsn(dsn: str) -> None:
+    """ConfigError (78) for a DSN libpq would only reject at connect time (reported as
+    'unreachable', 69): a bad port or sslmode, or an unencoded '@' in the password
+    (libpq then takes the password's tail for the host name: it would be printed)."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"database_url (M10_DATABASE_URL) {what}; fix it (e.g. "
+                           "postgresql://user:pass@host:5432/db, special characters in the "
+                           "password percent-encoded)")
+
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise bad(f"is not a valid libpq URI/conninfo: {redact(str(exc))}") from None
+    if "@" in str(info.get("host") or ""):
+        raise bad("has an unencoded '@' in its user or password (write it as %40)")
+    for port in str(info.get("port") or "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise bad(f"has an invalid port {port[:10]!r} (expected 1-65535)")
+    sslmode = info.get("sslmode")
+    if sslmode is not None and sslmode not in SSLMODES:
+        raise bad(f"has an invalid sslmode {str(sslmode)[:20]!r} (expected one of "
+                  f"{', '.join(sorted(SSLMODES))})")
+
+
 def connect(dsn: str, *, app: str = "m10jobs", autocommit: bool = True,
             **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
-    # a caller's server options (e.g. `m10 cost`'s time zone) come after ours
-    options = f"{_options(dsn)} {kwargs.pop('options', '')}".strip()
+    check_dsn(dsn)
     try:
         options = _options(dsn, kwargs.pop("options", ""))
         return psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row,
@@ -66,6 +96,10 @@ def _options(dsn: str, extra: str = "") -> str:
 
 def unavailable(dsn: str, exc: BaseException) -> DependencyUnavailable:
     reason = " ".join(str(exc).split()) or type(exc).__name__
+    if getattr(exc, "sqlstate", None) in ("28P01", "28000") or _REFUSED_LOGIN.search(reason):
+        return DependencyUnavailable(
+            f"PostgreSQL at {describe(dsn)}: authentication failed ({redact(reason)}); "
+            "check the user and password in M10_DATABASE_URL and the server's pg_hba.conf")
     return DependencyUnavailable(
         f"PostgreSQL at {describe(dsn)} is unreachable: {redact(reason)}; "
         "check that the server is up and M10_DATABASE_URL is right"

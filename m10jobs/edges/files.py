@@ -1,4 +1,6 @@
-"""Atomic artifacts: temp file in the same directory, fsync, rename, fsync dir.
+"""Atomic artifacts: temp file in the same directory, fsync, rename, fsync dir;
+and the one safe way to read a file a job did not just write (read_bytes/
+read_text/read_json, below).
 
 Every marker, checkpoint and report goes through atomic_write under a
 filelock, so a reader (or a crash) sees the old complete content or the new
@@ -14,12 +16,18 @@ Every write in a directory is short, so serialising them costs nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
-from collections.abc import Iterator
+import re
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from m10jobs.errors import BadInput, ConfigError, M10Error, WriteFailed
 
 LOCK_TIMEOUT_S = 60
 
@@ -51,10 +59,21 @@ def _fsync_dir(directory: Path) -> None:
 
 def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644,
                  lock: bool = True) -> None:
-    """lock=False where the directory is not ours to leave a lock file in (the
+    """Replace path atomically; a failed write (ENOSPC, EROFS...) is WriteFailed naming
+    path.  lock=False where the directory is not ours to leave a lock file in (the
     systemd unit directory): there the caller is the only writer."""
     path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
+    try:
+        _atomic_write(path, data.encode() if isinstance(data, str) else data, mode, lock)
+    except WriteFailed:
+        raise
+    except OSError as exc:
+        if exc.errno is None:  # a lock timeout, not a failed write
+            raise
+        raise WriteFailed(exc.errno, exc.strerror, str(path)) from exc
+
+
+def _atomic_write(path: Path, payload: bytes, mode: int, lock: bool) -> None:
     with file_lock(path) if lock else contextlib.nullcontext():
         _remove_stale_temps(path)
         import tempfile  # imported here: not on the start-up path of a skipped pass
@@ -107,3 +126,198 @@ def append_line(path: Path, line: str) -> None:
     finally:
         os.close(fd)
     _fsync_dir(path.parent)
+
+
+# -- reading what a job did not just write ------------------------------------
+#
+# Every marker, checkpoint, meta file, report and the config file is read
+# through read_bytes/read_text/read_json: a symlink is refused (O_NOFOLLOW: a
+# planted link cannot make a job read or upload another file), a FIFO or device
+# cannot block the job (O_NONBLOCK, then "regular file" is required), the size is
+# capped per kind before anything is read, text is strict UTF-8 and JSON nesting
+# is bounded.  Whatever is wrong becomes one error naming the file and what to do:
+# BadInput (65) for data, ConfigError (78) for configuration.
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+MAX_JSON_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a file is, how large it may be, and what the operator should do when it is bad."""
+
+    what: str
+    max_bytes: int
+    fix: str
+    config: bool = False  # ConfigError (78) instead of BadInput (65)
+
+    def error(self, path: Path | str, problem: str) -> M10Error:
+        cls = ConfigError if self.config else BadInput
+        return cls(f"{self.what} {path}: {problem}; {self.fix}")
+
+
+CONFIG = Kind("config file", 16 * MiB, "fix it or point --config/M10_CONFIG at the right file",
+              config=True)
+FALLBACK_META = Kind("fallback meta", 64 * KiB,
+                     "fix it, or move the entry (file and sidecars) out of fallback-uploads")
+FALLBACK_DATA = Kind("fallback file", 5 * GiB,
+                     "restore it, or move the entry (file and sidecars) out of fallback-uploads")
+UPLOADED_MARKER = Kind("upload marker", 64 * KiB,
+                       "it is ignored and the file re-verified or re-uploaded; nothing to do "
+                       "unless this repeats")
+UPLOAD_DATA = Kind("file to upload", 5 * GiB, "check what wrote it")
+STATS_CSV = Kind("stats CSV", 4 * MiB, "fix or restore the file (nothing was overwritten)")
+STATS_MARKER = Kind("stats marker", 64 * KiB,
+                    "move it aside and rerun m10-daily-stats to rebuild it from the CSV")
+CANARY_REPORT = Kind("canary report", 16 * MiB,
+                     "nothing was acted on. Rerun m10-canary to write a fresh report "
+                     "(or move the bad file aside)")
+ACTIONS_LOG = Kind("rollback log", 64 * MiB,
+                   "nothing was acted on. Repair or move it (the log is append-only)")
+ARCHIVED = Kind("file to archive", 1 * GiB,
+                "retention left it in place: replace it with a regular file or remove it")
+METRICS = Kind("metrics file", 4 * MiB, "remove it; the next run rewrites it")
+
+CHUNK = 1 << 20
+_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_regular(path: Path | str, kind: Kind) -> tuple[int, os.stat_result]:
+    """An fd on a regular file at path (never a symlink, FIFO, device or directory),
+    within kind's size cap; the caller closes it.  FileNotFoundError passes through."""
+    try:
+        fd = os.open(path, _NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise kind.error(path, "is a symlink, refused (never followed)") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise kind.error(path, "is not readable by this user (check owner and mode)") \
+                from None
+        raise kind.error(path, f"cannot be opened: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise kind.error(path, f"is a {_file_type(st.st_mode)}, not a regular file")
+        if st.st_size > kind.max_bytes:
+            raise kind.error(path, f"is {st.st_size} bytes, over the {_size(kind.max_bytes)} "
+                                   "limit for this kind of file")
+        # Opened non-blocking only so a FIFO could not hang the open; reads block normally.
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+def read_bytes(path: Path | str, kind: Kind, *, missing_ok: bool = False) -> bytes | None:
+    """The file's bytes (at most kind.max_bytes); None when absent and missing_ok."""
+    try:
+        fd, _ = open_regular(path, kind)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise kind.error(path, "does not exist") from None
+    try:
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(CHUNK, kind.max_bytes + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > kind.max_bytes:  # grew since fstat
+                raise kind.error(path, f"is over the {_size(kind.max_bytes)} limit for this "
+                                       "kind of file")
+    except OSError as exc:
+        raise kind.error(path, f"cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+
+def decode(path: Path | str, kind: Kind, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise kind.error(path, f"is not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+def read_text(path: Path | str, kind: Kind, *, missing_ok: bool = False) -> str | None:
+    data = read_bytes(path, kind, missing_ok=missing_ok)
+    return None if data is None else decode(path, kind, data)
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of arrays/objects (strings skipped), without recursing."""
+    depth = deepest = 0
+    for m in re.finditer(r'"(?:[^"\\]|\\.)*"?|[\[{]|[\]}]', text):
+        ch = m.group()
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_json(path: Path | str, kind: Kind, data: bytes, *,
+               max_depth: int = MAX_JSON_DEPTH) -> Any:
+    text = decode(path, kind, data)
+    if not text.strip():
+        raise kind.error(path, "is empty")
+    if json_depth(text) > max_depth:
+        raise kind.error(path, f"nests deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise kind.error(path, f"is not valid JSON (truncated?): {exc}") from None
+
+
+def read_json(path: Path | str, kind: Kind, *, missing_ok: bool = False,
+              schema: Callable[[Any], Any] | None = None,
+              max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parsed JSON, checked by schema (which raises ValueError saying what is wrong
+    and may return a converted value); None when absent and missing_ok."""
+    data = read_bytes(path, kind, missing_ok=missing_ok)
+    if data is None:
+        return None
+    obj = parse_json(path, kind, data, max_depth=max_depth)
+    if schema is None:
+        return obj
+    try:
+        return schema(obj)
+    except (ValueError, TypeError) as exc:
+        raise kind.error(path, str(exc)) from None
+
+
+def json_object(required: Mapping[str, type | tuple[type, ...]]) -> Callable[[Any], dict[str, Any]]:
+    """A schema: a JSON object whose listed fields exist with these types (bool is not int)."""
+    def check(obj: Any) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+        for name, kinds in required.items():
+            value = obj.get(name)
+            kinds_t = kinds if isinstance(kinds, tuple) else (kinds,)
+            if not isinstance(value, kinds_t) or (isinstance(value, bool)
+                                                  and bool not in kinds_t):
+                want = "/".join(k.__name__ for k in kinds_t)
+                raise ValueError(f"field {name!r} missing or not a {want} (got {value!r})")
+        return obj
+
+    return check

@@ -13,7 +13,6 @@ commit fail even if it never notices.
 
 from __future__ import annotations
 
-import _thread
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from m10jobs import stopping
 from m10jobs.edges import db
 from m10jobs.edges.queries import query
 from m10jobs.errors import ExitCode, LeaseLost, M10Error
@@ -252,4 +252,4 @@ class Lease:
         if self.log:
             self.log.error("%s", reason)
         if threading.get_ident() != self._main and not self._stop.is_set():
-            _thread.interrupt_main()
+            stopping.interrupt()

@@ -89,34 +89,66 @@ def write_gauges(path: Path, job: str, gauges: Iterable[Gauge], *, merge: bool =
     """Write gauges atomically; with merge, keep other label sets already in the file
     (the caller holds files.file_lock(path) around the read-modify-write)."""
     new = list(gauges)
-    if merge and path.exists():
+    old = _read(path) if merge else None
+    if old is not None:
         keys = {(g.name, tuple(sorted(g.labels.items()))) for g in new}
-        new = [g for g in parse(path.read_text())
+        new = [g for g in parse(old)
                if (g.name, tuple(sorted(g.labels.items()))) not in keys] + new
     atomic_write(path, render(job, new))
 
 
-def previous_success(path: Path) -> float | None:
+def _read(path: Path) -> str | None:
+    """The previous textfile, or None when absent or not something we wrote."""
+    from m10jobs.edges import files
+    from m10jobs.errors import M10Error
+
     try:
-        text = path.read_text()
-    except OSError:
+        return files.read_text(path, files.METRICS, missing_ok=True)
+    except M10Error:
         return None
-    m = re.search(r"^m10_job_last_success_timestamp_seconds\{[^}]*\} (\S+)$", text, re.M)
+
+
+def _previous(path: Path, name: str) -> float | None:
+    text = _read(path)
+    if text is None:
+        return None
+    m = re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)
     return float(m.group(1)) if m else None
+
+
+def previous_success(path: Path) -> float | None:
+    return _previous(path, "m10_job_last_success_timestamp_seconds")
 
 
 def write_job_metrics(metrics_dir: Path, job: str, *, exit_code: int, started: float,
                       duration: float, succeeded: bool, gauges: Iterable[Gauge] = ()) -> Path:
+    """Last-run gauges plus the pass's own.  "Last success" moves only on exit 0, so
+    on several hosts the runs that were skipped (75) cannot keep it fresh while the
+    leader is wedged; they move "last skipped" instead and keep the pass gauges of the
+    last run that looked at the state (a degraded gauge stays set until fixed)."""
     path = Path(metrics_dir) / f"m10_{metric_name(job)}.prom"
-    last_success = started + duration if succeeded else previous_success(path)
+    finished = started + duration
+    skipped = exit_code == 75
+    last_success = finished if succeeded else previous_success(path)
+    last_skipped = finished if skipped else _previous(
+        path, "m10_job_last_skipped_timestamp_seconds")
     base = [
-        Gauge("m10_job_last_run_timestamp_seconds", started + duration,
+        Gauge("m10_job_last_run_timestamp_seconds", finished,
               "Unix time the last run finished."),
         Gauge("m10_job_duration_seconds", duration, "Wall time of the last run."),
         Gauge("m10_job_last_exit_code", exit_code, "Exit code of the last run (75 = skipped)."),
     ]
     if last_success is not None:
         base.append(Gauge("m10_job_last_success_timestamp_seconds", last_success,
-                          "Unix time of the last run that exited 0 or 75."))
-    write_gauges(path, job, [*base, *gauges])
+                          "Unix time of the last run that exited 0."))
+    if last_skipped is not None:
+        base.append(Gauge("m10_job_last_skipped_timestamp_seconds", last_skipped,
+                          "Unix time of the last run skipped (exit 75: lock held elsewhere)."))
+    if skipped:
+        from m10jobs.edges.files import file_lock
+
+        with file_lock(path):
+            write_gauges(path, job, [*base, *gauges], merge=True)
+    else:
+        write_gauges(path, job, [*base, *gauges])
     return path

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,10 @@ def put_verified(s3: Any, bucket: str, key: str, path: Path, sha256: str, size: 
     if size <= multipart_threshold:
         expected = b64digest(bytes.fromhex(sha256))
         # ChecksumAlgorithm too: some stores record the checksum only when it is named
-        with path.open("rb") as body:
+        from m10jobs.edges import files
+
+        fd, _ = files.open_regular(path, files.FALLBACK_DATA)  # never a planted symlink
+        with os.fdopen(fd, "rb") as body:
             resp = s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
                                  ChecksumSHA256=expected, **extra)
         reported = resp.get("ChecksumSHA256")

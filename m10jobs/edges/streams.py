@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from m10jobs.errors import DependencyUnavailable
+from m10jobs.errors import ConfigError, DependencyUnavailable
 from m10jobs.redact import redact
 
 SOCKET_TIMEOUT_S = 10
@@ -25,11 +25,25 @@ SOCKET_TIMEOUT_S = 10
 
 def describe(url: str) -> str:
     parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = "?"
+    return f"{parts.hostname or 'localhost'}:{port}{parts.path or ''}"
+
+
+def check_url(url: str) -> None:
+    """ConfigError (78) for a Redis URL that cannot be parsed (a bad port, db number)."""
+    try:
+        redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"redis_url (M10_REDIS_URL) is not a valid Redis URL: "
+                          f"{redact(str(exc))}; fix it (e.g. redis://host:6379/0)") from None
 
 
 def client(url: str) -> redis.Redis:
     """A client that fails fast instead of hanging a timer-driven pass."""
+    check_url(url)
     return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
                                 socket_connect_timeout=5, health_check_interval=30)
 

@@ -256,3 +256,4 @@ SELECT count(*) AS n FROM m10_recovery.outbox
 -- Finished retention_jobs rows past the cutoff (for --dry-run).
 SELECT count(*) AS n FROM m10_recovery.retention_jobs
  WHERE status <> 'running' AND started_at < now() - make_interval(secs => %(max_age_s)s);
+

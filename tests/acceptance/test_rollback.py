@@ -138,7 +138,8 @@ def _truncated(env: dict[str, str]) -> bytes:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (lambda env: b"\x00\xff garbage", "not valid JSON"),
+    (lambda env: b"\x00\xff garbage", "not UTF-8"),
+    (lambda env: b"\x00 garbage", "not valid JSON"),
     (_truncated, "truncated"),
     (lambda env: b"", "is empty"),
     (lambda env: b"[1, 2]", "not a JSON object"),

@@ -52,12 +52,15 @@ def test_backfill_after_a_gap_then_cap_then_raised_cap_fills_the_hole(
     assert (T0 + 5 * H, "globex", "storage", Decimal("3.333333"), 1) in snapshots(conn, "hour")
 
     # A longer outage than the cap: only the last 24 hours; the older hole is reported.
-    late = cli(HOURLY, "--until", until(T0 + 48 * H), env=capped)
-    assert late.returncode == 0, late.stderr
-    assert (summary(late)["hours"], summary(late)["skipped_by_cap"]) == (24, 16)
-    assert "older than the backfill cap" in late.stderr
-    prom = (Path(env["M10_METRICS_DIR"]) / "m10_aos_cost_snapshot_hourly.prom").read_text()
-    assert 'aos_cost_backfill_skipped_periods{granularity="hour"' in prom
+    # A capped backfill is degraded, never a silent 0: exit 1 on every run until filled.
+    for _ in range(2):
+        late = cli(HOURLY, "--until", until(T0 + 48 * H), env=capped)
+        assert late.returncode == 1, late.stderr
+        assert "16 missing hour(s) are older than the backfill cap" in late.stderr
+        prom = (Path(env["M10_METRICS_DIR"]) / "m10_aos_cost_snapshot_hourly.prom").read_text()
+        assert 'aos_cost_backfill_skipped_periods{granularity="hour",job=' \
+            '"aos-cost-snapshot-hourly"} 16' in prom
+    assert len(periods(conn, "hour")) == 30 + 24  # the newer hours were done
 
     # Raising the cap and rerunning fills exactly the hole.
     wider = with_config(env, tmp_path, "wide.toml", backfill_max_hours=70, resnapshot_hours=0)

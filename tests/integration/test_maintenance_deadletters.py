@@ -129,9 +129,11 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
     assert r.xlen("m10:dead_letter") == 0
 
     rec = cli("m10", "run", "dl_reconcile", "--config", str(cfg))
-    assert rec.returncode == 0, rec.stderr
+    # abandoned dead letters need an operator: never a silent 0
+    assert rec.returncode == 1, rec.stderr
+    assert "2 dead letter(s) are abandoned" in rec.stderr
     assert task(rec, "dl_reconcile")["summary"] == {"already_processed": 1, "replayed": 1,
-                                                    "abandoned": 2}
+                                                    "abandoned": 2, "abandoned_total": 2}
     assert "ABANDONED" in rec.stderr
     assert _gauge(tmp_path, "m10_dead_letters_abandoned") == 2
     rows = {row["idempotency_key"]: row for row in _archive(conn)}
@@ -152,8 +154,9 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
 
     before = (_archive(conn), conn.execute("SELECT * FROM m10_recovery.outbox").fetchall())
     again = cli("m10", "run", "dl_reconcile", "--config", str(cfg))
+    assert again.returncode == 1  # still abandoned: still failing, until replayed by hand
     assert task(again, "dl_reconcile")["summary"] == {"already_processed": 0, "replayed": 0,
-                                                      "abandoned": 0}
+                                                      "abandoned": 0, "abandoned_total": 2}
     assert (_archive(conn), conn.execute("SELECT * FROM m10_recovery.outbox").fetchall()) == before
     assert _gauge(tmp_path, "m10_dead_letters_abandoned") == 2  # still waiting for a human
 
@@ -191,8 +194,9 @@ def test_replay_cap_across_a_lineage(cli: Any, conn: psycopg.Connection[Any], tm
     for i in range(3):
         _dl(r, 30 + i, key, source_entry=f"{i + 5}-0")
         proc = cli("m10-maintenance", "--config", str(cfg))
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == (1 if i == 2 else 0), proc.stderr  # 1: one abandoned
         s = task(proc, "dl_reconcile")["summary"]
+        s.pop("abandoned_total", None)
         outcomes.append(next(k for k, v in s.items() if v))
         key = f"chain#replay{i + 1}"
     assert outcomes == ["replayed", "replayed", "abandoned"]
@@ -207,7 +211,12 @@ def test_operator_list_and_manual_replay(cli: Any, conn: psycopg.Connection[Any]
     cfg = write_config(tmp_path, base=write_config(tmp_path).read_text().replace(
         "max_replays = 2", "max_replays = 0"))
     _dl(r, 40, "manual", source_entry="1-0")
-    assert cli("m10-maintenance", "--config", str(cfg)).returncode == 0
+    metrics = tmp_path / "metrics"  # the env fixture's M10_METRICS_DIR
+    for _ in range(2):  # the abandoned one keeps the run failing, and its gauge set
+        first = cli("m10-maintenance", "--config", str(cfg))
+        assert first.returncode == 1 and "1 dead letter(s) are abandoned" in first.stderr
+        assert 'm10_dead_letters_abandoned{job="m10-maintenance"} 1' in (
+            metrics / "m10_m10_maintenance.prom").read_text()
     listed = cli("m10", "dl", "list", "--outcome", "abandoned", "--config", str(cfg))
     assert listed.returncode == 0 and "manual" in listed.stdout
     assert "no dead letters match" in cli("m10", "dl", "list", "--outcome", "replayed",
@@ -226,6 +235,10 @@ def test_operator_list_and_manual_replay(cli: Any, conn: psycopg.Connection[Any]
     assert row["reconcile_outcome"] == "replayed"
     assert conn.execute("SELECT idempotency_key FROM m10_recovery.outbox WHERE id = %s",
                         (row["replay_event_id"],)).fetchone()["idempotency_key"] == "manual#replay1"
+    fixed = cli("m10-maintenance", "--config", str(cfg))
+    assert fixed.returncode == 0, fixed.stderr
+    assert 'm10_dead_letters_abandoned{job="m10-maintenance"} 0' in (
+        metrics / "m10_m10_maintenance.prom").read_text()
     refused = cli("m10", "dl", "replay", str(dl_id), "--config", str(cfg))
     assert refused.returncode == 1 and "--force" in refused.stderr
     missing = cli("m10", "dl", "replay", "99999", "--config", str(cfg))

@@ -4,6 +4,7 @@ file policies, object storage."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import signal
@@ -131,10 +132,18 @@ def test_file_policies(cli: Any, conn: psycopg.Connection[Any], env: dict[str, s
                        tmp_path: Path) -> None:
     state, logs = Path(env["M10_STATE_DIR"]), Path(env["M10_LOG_DIR"])
     fb = state / "fallback-uploads"
-    old_up = [_touch(fb / "a.bin", 20), _touch(fb / "a.bin.meta.json", 20),
-              _touch(fb / "a.bin.uploaded", 20)]
-    kept = [_touch(fb / "b.bin", 20), _touch(fb / "b.bin.meta.json", 20),  # not uploaded yet
-            _touch(fb / "c.bin", 1), _touch(fb / "c.bin.uploaded", 1)]    # uploaded recently
+    sha = hashlib.sha256(b"x").hexdigest()
+    meta = json.dumps({"bucket": "b", "key": "k/a.bin", "size": 1, "sha256": sha})
+    old_up = [_touch(fb / "a.bin", 20), _touch(fb / "a.bin.meta.json", 20, meta),
+              _touch(fb / "a.bin.uploaded", 20, meta)]
+    kept = [_touch(fb / "b.bin", 20), _touch(fb / "b.bin.meta.json", 20, meta),  # not uploaded
+            _touch(fb / "c.bin", 1), _touch(fb / "c.bin.meta.json", 1, meta),
+            _touch(fb / "c.bin.uploaded", 1, meta),                             # uploaded recently
+            # markers that do not verify never let retention delete the only copy
+            _touch(fb / "d.bin", 20), _touch(fb / "d.bin.meta.json", 20, meta),
+            _touch(fb / "d.bin.uploaded", 20, ""),
+            _touch(fb / "e.bin", 20, "changed"), _touch(fb / "e.bin.meta.json", 20, meta),
+            _touch(fb / "e.bin.uploaded", 20, meta)]
     now = datetime.now(UTC)
     this_month = f"m10_stats_{now:%Y-%m}.csv"
     old_csv = [_touch(logs / "m10_stats_2020-01.csv", 1, "date,n\n2020-01-01,1\n"),

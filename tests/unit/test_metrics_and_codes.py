@@ -47,6 +47,24 @@ def test_combined_exit_code(codes: list[int], expected: int) -> None:
     assert combine_exit_codes(codes) == expected
 
 
+def test_skipped_runs_never_count_as_success_and_keep_the_pass_gauges(tmp_path: Path) -> None:
+    """Several hosts: the leader's degraded run sets a gauge; the others' skipped runs (75)
+    move "last skipped", not "last success", and leave the gauge set."""
+    prom = tmp_path / "m10_m10_maintenance.prom"
+    write_job_metrics(tmp_path, "m10-maintenance", exit_code=0, started=100.0, duration=1.0,
+                      succeeded=True)
+    write_job_metrics(tmp_path, "m10-maintenance", exit_code=1, started=200.0, duration=1.0,
+                      succeeded=False, gauges=[Gauge("m10_dead_letters_abandoned", 2)])
+    for started in (300.0, 400.0):
+        write_job_metrics(tmp_path, "m10-maintenance", exit_code=75, started=started,
+                          duration=1.0, succeeded=False)
+    s = parse(prom.read_text())
+    assert s['m10_job_last_success_timestamp_seconds{job="m10-maintenance"}'] == 101.0
+    assert s['m10_job_last_skipped_timestamp_seconds{job="m10-maintenance"}'] == 401.0
+    assert s['m10_job_last_exit_code{job="m10-maintenance"}'] == 75
+    assert s['m10_dead_letters_abandoned{job="m10-maintenance"}'] == 2
+
+
 TRICKY = ["C:\\new", "\\", '\\"', "\n", 'a"b', "C:\\\\temp\\new\\n", "end\\", "plain"]
 
 

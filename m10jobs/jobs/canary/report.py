@@ -8,13 +8,13 @@ is BadInput (exit 65): nothing is acted on.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from m10jobs.edges import files
 from m10jobs.errors import BadInput
 
 SCHEMA_VERSION = 1
@@ -142,11 +142,7 @@ def _bad(path: Path, what: str) -> BadInput:
 
 def parse(path: Path, data: bytes) -> Report:
     """Validate a report's bytes; BadInput (exit 65) for anything not fully understood."""
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        what = "is empty" if not data.strip() else f"is not valid JSON (truncated?): {exc}"
-        raise _bad(path, what) from None
+    obj = files.parse_json(path, files.CANARY_REPORT, data)
     if not isinstance(obj, dict):
         raise _bad(path, "is not a JSON object")
     version = obj.get("schema_version")
@@ -186,10 +182,5 @@ def parse(path: Path, data: bytes) -> Report:
 
 def load(path: Path) -> Report | None:
     """The report at path, validated; None when there is none yet."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise _bad(path, f"cannot be read: {exc.strerror}") from None
-    return parse(path, data)
+    data = files.read_bytes(path, files.CANARY_REPORT, missing_ok=True)
+    return None if data is None else parse(path, data)

@@ -19,6 +19,7 @@ green.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,11 +27,13 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
+from m10jobs import stopping
 from m10jobs.edges import db
 from m10jobs.edges.queries import query
 from m10jobs.errors import BadInput, LeaseLost, TaskFailed
 from m10jobs.jobs.canary import report as cr
 from m10jobs.jobs.canary.settings import RollbackSettings
+from m10jobs.stopping import Stopped
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -124,8 +127,13 @@ def _run_command(argv: list[str], timeout: float, env: dict[str, str]
         try:
             out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
             break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             interrupted = True
+            if isinstance(exc, Stopped) and proc.poll() is None:
+                # systemctl stop signals the unit's whole cgroup; do the same for the
+                # command's own session, then record how it ended.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, exc.signum)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -194,6 +202,9 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
     where = "recorded in m10_recovery.rollback_actions"
     if interrupted:
         ctx.log.error("rollback command output (tail): %s", output.strip())
+
+        if stopping.signum() is not None:
+            raise Stopped(stopping.signum() or 15)  # recorded above; the runner says the rest
         raise LeaseLost(f"interrupted while the rollback command ran (lease lost?); the command "
                         f"was let finish: {outcome} (exit status {status}), {where}; it will "
                         f"not be repeated for report {report.run_id}")

@@ -172,6 +172,11 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
     _gauges(ctx, ready, pending, plan.skipped, anomalies, mismatches, end)
     summary.update(anomalies=len(anomalies), source_mismatches=mismatches)
     stale = [d for d, _ in pending if d < end - cc.DAY]
+    if plan.skipped:  # counted from the snapshot table: stays until the hole is filled
+        raise TaskFailed(f"{plan.skipped} missing day(s) are older than the backfill cap "
+                         f"({s.backfill_max_days} days) and were not built (the newer ones "
+                         "were); raise [cost] backfill_max_days and rerun to fill them",
+                         summary)
     if stale:
         raise TaskFailed(f"{len(stale)} day(s) from {stale[0].date().isoformat()} could not be "
                          "built because hourly snapshots are missing; run "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from m10jobs.errors import TaskFailed
 from m10jobs.jobs.cost import common as cc
 from m10jobs.jobs.cost.settings import CostSettings
 
@@ -57,4 +58,9 @@ def snapshot_hours(ctx: PassContext) -> dict[str, Any]:
     if plan.periods:
         ctx.gauge("aos_cost_last_period_end_timestamp_seconds", end.timestamp(),
                   "End of the newest period snapshotted.", granularity="hour")
-    return {**summary, "rows": rows, "amount_usd": str(amount)}
+    result = {**summary, "rows": rows, "amount_usd": str(amount)}
+    if plan.skipped:  # counted from the snapshot table: stays until the hole is filled
+        raise TaskFailed(f"{plan.skipped} missing hour(s) are older than the backfill cap "
+                         f"({s.backfill_max_hours} h) and were not snapshotted (the newer ones "
+                         "were); raise [cost] backfill_max_hours and rerun to fill them", result)
+    return result

@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 
 from m10jobs.edges import streams
 from m10jobs.edges.queries import query
+from m10jobs.errors import TaskFailed
 from m10jobs.jobs.maintenance.settings import DeadLetterSettings
 
 if TYPE_CHECKING:
@@ -281,7 +282,13 @@ def reconcile(ctx: PassContext) -> dict[str, Any]:
     for outcome, n in counts.items():
         ctx.gauge("m10_dead_letters_reconciled", n, "Dead letters reconciled by outcome.",
                   outcome=outcome)
-    ctx.gauge("m10_dead_letters_abandoned",
-              ctx.conn.execute(query("dl_count_abandoned")).fetchone()["n"],
-              "Abandoned dead letters nobody has replayed yet (m10 dl replay).")
+    # From the table, not this run's counter: stays set until each one is replayed by hand.
+    abandoned = ctx.conn.execute(query("dl_count_abandoned")).fetchone()["n"]
+    ctx.gauge("m10_dead_letters_abandoned", abandoned,
+              "Dead letters abandoned (replay cap or unreplayable), not yet replayed by hand.")
+    if abandoned:
+        raise TaskFailed(f"{abandoned} dead letter(s) are abandoned and need a decision: "
+                         "inspect them with `m10 dl list --outcome abandoned` and replay each "
+                         "with `m10 dl replay ID` (this pass reconciled the others)",
+                         {**counts, "abandoned_total": abandoned})
     return counts

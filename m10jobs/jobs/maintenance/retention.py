@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,13 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m10jobs.edges import db, files
-from m10jobs.edges.fallback import META_SUFFIX, UPLOADED_SUFFIX, fallback_dir
+from m10jobs.edges import db, fallback, files
 from m10jobs.edges.queries import query
 from m10jobs.errors import DependencyUnavailable, LeaseLost, TaskFailed
 from m10jobs.jobs.canary.report import LATEST, reports_dir
 from m10jobs.jobs.maintenance.settings import Policy, RetentionSettings
 from m10jobs.jobs.stats.statsfile import NAME, marker_path
+from m10jobs.runner import as_m10_error
 
 if TYPE_CHECKING:
     import psycopg
@@ -176,13 +177,19 @@ def _old(path: Path, cutoff_ts: float) -> bool:
         return False
 
 
-def fallback_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
-    """Uploaded fallback files: [file, file.meta.json, file.uploaded], marker last."""
-    base = fallback_dir(config)
-    for marker in sorted(base.glob("*" + UPLOADED_SUFFIX)) if base.is_dir() else ():
-        if not marker.name.startswith(".") and _old(marker, cutoff_ts):
-            name = marker.with_name(marker.name.removesuffix(UPLOADED_SUFFIX))
-            yield [name, name.with_name(name.name + META_SUFFIX), marker]
+def fallback_candidates(ctx: PassContext, cutoff_ts: float) -> Iterator[list[Path]]:
+    """Uploaded fallback files behind a verified marker: [file, meta, marker], marker last.
+    A marker that does not parse or match is never trusted to delete the only copy: the
+    entry stays for m10-retry-r2-fallbacks to verify again."""
+    for entry in fallback.entries(fallback.fallback_dir(ctx.config)):
+        if not os.path.lexists(entry.uploaded_path) or not _old(entry.uploaded_path,
+                                                                  cutoff_ts):
+            continue
+        problem = fallback.marker_problem(entry)
+        if problem is not None:
+            ctx.log.warning("fallback %s kept: %s", entry.path.name, problem)
+            continue
+        yield [entry.path, entry.meta_path, entry.uploaded_path]
 
 
 def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
@@ -212,9 +219,11 @@ def purge_files(ctx: PassContext, policy: str, groups: Iterator[list[Path]], sin
     for group in groups:
         ctx.check()
         with files.file_lock(group[0]):
-            if archive and group[0].exists():
-                sink.put(policy, group[0].name + ".gz",
-                         gzip.compress(group[0].read_bytes(), compresslevel=6))
+            if archive and os.path.lexists(group[0]):
+                # Through the safe reader: a planted symlink is refused (the policy fails
+                # naming it), never archived with its target's content.
+                data = files.read_bytes(group[0], files.ARCHIVED) or b""
+                sink.put(policy, group[0].name + ".gz", gzip.compress(data, compresslevel=6))
                 out.archived += 1
             for p in group:
                 try:
@@ -268,7 +277,7 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
     if secs is not None:
         file_plans.append(("fallback_uploads",
                            str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"), secs,
-                           lambda s=secs: fallback_candidates(ctx.config, now - s), False))
+                           lambda s=secs: fallback_candidates(ctx, now - s), False))
     if s.stats_csv.enabled:
         months = s.stats_csv.max_age_months
         file_plans.append(("stats_csv", str(ctx.config.log_dir / "m10_stats_*.csv"),
@@ -323,6 +332,9 @@ def _run(ctx: PassContext, sink: Sink, plans: list[Plan], policies: tuple[str, .
             if (not isinstance(exc, Exception) or db.is_connection_error(exc)
                     or isinstance(exc, LeaseLost | DependencyUnavailable)):
                 raise
+
+            if isinstance(as_m10_error(exc, None), DependencyUnavailable):
+                raise  # object storage down: 69, like any other dependency
             ctx.log.error("retention policy %s failed: %s", policy, exc)
             failures.append(policy)
             continue

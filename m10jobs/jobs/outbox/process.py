@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from m10jobs import stop
 from m10jobs.edges import db, streams
 from m10jobs.edges.outbox_stream import (
     Entry,
@@ -41,6 +40,7 @@ from m10jobs.edges.outbox_stream import (
 from m10jobs.edges.queries import query
 from m10jobs.errors import TaskFailed
 from m10jobs.jobs.outbox.settings import OutboxSettings
+from m10jobs.stopping import STOP
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -82,8 +82,8 @@ def process(ctx: PassContext) -> dict[str, Any]:
     ttl = ctx.lease.ttl if ctx.lease else ctx.config.lease_ttl_seconds
     deadline = t0 + s.budget(ttl, ctx.job.timeout_seconds)
     linger_end = min(deadline, t0 + s.linger_for(time.time()))
-    with stop.handling() as stopping:
-        totals, exhausted = _drain_and_linger(ctx, s, deadline, linger_end, stopping)
+    stopping = STOP  # set by SIGTERM/SIGINT (the runner's handlers): the waits wake on it
+    totals, exhausted = _drain_and_linger(ctx, s, deadline, linger_end, stopping)
     elapsed = time.monotonic() - t0
     backlog = _backlog(ctx)
     summary = {**totals.__dict__, **backlog, "budget_exhausted": exhausted,

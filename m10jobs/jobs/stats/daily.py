@@ -22,15 +22,18 @@ Rerunning never duplicates a day; a CSV that does not parse stops the export
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from m10jobs.edges import fallback
+from m10jobs.edges import fallback, files
 from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
 from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
 from m10jobs.edges.queries import query
-from m10jobs.errors import BadInput
+from m10jobs.errors import BadInput, M10Error, TaskFailed
 from m10jobs.jobs.maintenance.settings import RetentionSettings
 from m10jobs.jobs.stats.settings import LOCK, DailyStatsSettings
 from m10jobs.jobs.stats.statsfile import (
@@ -176,6 +179,15 @@ def _wait_for_compute(ctx: PassContext, last: date, have_last: bool) -> None:
                         f"{last} is not computed yet while another host computes")
 
 
+def _refuse_odd_marker(path: Path) -> None:
+    """BadInput (65) when a directory, FIFO or symlink sits where the month's marker
+    goes: the marker write would fail after the CSV was rewritten, or replace something
+    nobody meant to.  Checked for every month to write before anything is written."""
+    mp = marker_path(path)
+    if os.path.lexists(mp) and not stat.S_ISREG(os.lstat(mp).st_mode):
+        files.read_bytes(mp, files.STATS_MARKER)  # raises BadInput saying what it is
+
+
 def _marker_stale(path: Path) -> bool:
     """The month's marker is missing or does not describe the CSV as it is (a crash
     between the CSV's rename and the marker's): it is rewritten, so the pair heals."""
@@ -185,14 +197,17 @@ def _marker_stale(path: Path) -> bool:
         return True
     if marker is None:
         return True
-    data = path.read_bytes() if path.exists() else b""
-    return marker != marker_for(path, data, parse(path).rows)
+    data = files.read_bytes(path, files.STATS_CSV, missing_ok=True) or b""
+    described = {k: v for k, v in marker.items() if k != "upload_pending"}
+    return described != {k: v for k, v in marker_for(path, data, parse(path).rows).items()
+                         if k != "upload_pending"}
 
 
 def export_pass(ctx: PassContext) -> dict[str, Any]:
     """Host-local: bring this host's month files in line with the table, then upload."""
     tz = _zone(ctx)
     s = ctx.config.settings(DailyStatsSettings)
+    upload_on = s.upload and bool(ctx.config.r2_bucket)
     first, last = _export_window(ctx, tz)
 
     def fetch() -> list[dict[str, Any]]:
@@ -213,6 +228,7 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     changes = {}
     for path, rows in sorted(by_month.items()):
         current = parse(path)  # BadInput (65, nothing written) when it does not parse
+        _refuse_odd_marker(path)
         have = {r["date"]: r for r in current.rows}
         added = sorted(d for d in rows if have.get(d) != rows[d])
         if added or _marker_stale(path):
@@ -229,29 +245,75 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
             data = render(rows)
             if added:
                 atomic_write(path, data)
-            atomic_write_json(marker_path(path), marker_for(path, data, rows))
+            # upload_pending: the CSV is owed to object storage until stored (or kept as a
+            # fallback copy); in the marker, so it survives a failed run or a full disk.
+            atomic_write_json(marker_path(path), marker_for(
+                path, data, rows, upload_pending=upload_on and (bool(added) or _owed(path))))
         written.append(path)
         if added:
             appended.append(path)
         ctx.log.info("%s: %d row(s), last %s", path.name, len(rows), rows[-1]["date"],
                      extra={"added": added})
-    uploads = {}
-    if appended and s.upload and ctx.config.r2_bucket:
-        for path in appended:
-            result = fallback.upload(ctx.config, path, s.key_prefix + path.name, ctx.log,
-                                     "text/csv")
-            uploads[path.name] = "stored" if result.stored else "fallback"
-    elif appended:
+    uploads, failed = _upload_pending(ctx, s.key_prefix) if upload_on else ({}, [])
+    if appended and not upload_on:
         ctx.log.info("upload skipped (daily_stats.upload is off or r2_bucket is not set)")
     exported = sorted(d for a in changes.values() for d in a)
     ctx.gauge("m10_daily_stats_days_exported", len(exported),
               "Days written into this host's CSVs by the last pass.")
-    files = month_files(ctx.config.log_dir)
-    newest = parse(files[-1]).last_date if files else None
+    months = month_files(ctx.config.log_dir)
+    newest = parse(months[-1]).last_date if months else None
     if newest is not None:
         ctx.gauge("m10_daily_stats_last_day_timestamp_seconds",
                   datetime.combine(newest, time(), tz).timestamp(),
                   "Start of the newest day in this host's stats CSVs (stale when older than "
                   "2 days).")
-    return {"exported": exported, "files": [p.name for p in written], "uploads": uploads,
-            "timezone": tz.key}
+    summary = {"exported": exported, "files": [p.name for p in written], "uploads": uploads,
+               "timezone": tz.key}
+    if failed:
+        for problem in failed:
+            ctx.log.error("%s", problem)
+        raise TaskFailed(f"{len(failed)} stats month(s) still owed to object storage: "
+                         f"{failed[0]}", summary)
+    return summary
+
+
+def _owed(path: Path) -> bool:
+    """The month's marker says its CSV has not reached object storage yet."""
+    try:
+        marker = read_marker(path)
+    except BadInput:
+        return True
+    return bool(marker and marker.get("upload_pending"))
+
+
+def _upload_pending(ctx: PassContext, prefix: str) -> tuple[dict[str, str], list[str]]:
+    """Upload every month whose marker says it is owed to object storage, then clear
+    that in the marker.  The flag lives in the marker, so a month written while the
+    store was down and the state disk full (no fallback copy possible) is uploaded on
+    a later run instead of never."""
+    uploads: dict[str, str] = {}
+    failed: list[str] = []
+    for path in month_files(ctx.config.log_dir):
+        ctx.check()
+        try:
+            marker = read_marker(path)
+        except M10Error:
+            continue
+        if not marker or not marker.get("upload_pending"):
+            continue
+        try:
+            result = fallback.upload(ctx.config, path, prefix + path.name, ctx.log, "text/csv")
+        except (OSError, M10Error) as exc:
+            failed.append(f"{path}: upload failed and could not be kept for retry ({exc}); it "
+                          "stays pending and is retried on the next run")
+            continue
+        uploads[path.name] = "stored" if result.stored else "fallback"
+        with file_lock(path):
+            stats = parse(path)
+            data = render(stats.rows)
+            now = read_marker(path)
+            if now and now["sha256"] == hashlib.sha256(data).hexdigest() == marker["sha256"]:
+                atomic_write_json(marker_path(path), marker_for(path, data, stats.rows))
+    ctx.gauge("m10_daily_stats_uploads_pending", len(failed),
+              "Stats months still owed to object storage.")
+    return uploads, failed

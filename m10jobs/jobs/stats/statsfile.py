@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from m10jobs.edges import files
 from m10jobs.errors import BadInput
 
 COLUMNS = ("date", "outbox_enqueued", "outbox_published", "publish_latency_p50_ms",
@@ -61,12 +61,9 @@ def parse(path: Path) -> StatsFile:
     if not m:
         raise BadInput(f"{path}: not a stats file name (m10_stats_YYYY-MM.csv)")
     month = (int(m.group(1)), int(m.group(2)))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    text = files.read_text(path, files.STATS_CSV, missing_ok=True)
+    if text is None:
         return StatsFile(path, [])
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read: {exc}") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     fix = "fix or restore the file (nothing was overwritten)"
     try:
@@ -112,24 +109,41 @@ def render(rows: list[dict[str, Any]]) -> bytes:
     return out.getvalue().encode()
 
 
-def marker_for(path: Path, data: bytes, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def marker_for(path: Path, data: bytes, rows: list[dict[str, Any]], *,
+               upload_pending: bool = False) -> dict[str, Any]:
+    """The `.processed` marker; upload_pending says the CSV still has to reach object
+    storage (kept in the marker, so it survives a failed run, a full disk or a crash)."""
     return {"file": path.name, "last_date": rows[-1]["date"] if rows else None,
-            "rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
+            "rows": len(rows), "sha256": hashlib.sha256(data).hexdigest(),
+            "upload_pending": upload_pending}
+
+
+def _marker_schema(obj: Any) -> dict[str, Any]:
+    marker = files.json_object({"rows": int, "sha256": str})(obj)
+    if marker["rows"] < 0 or not re.fullmatch(r"[0-9a-f]{64}", marker["sha256"]):
+        raise ValueError("rows must be >= 0 and sha256 64 hex digits")
+    last = marker.get("last_date")
+    if last is not None:
+        if not isinstance(last, str):
+            raise ValueError(f"last_date is not a date string (got {last!r})")
+        date.fromisoformat(last)
+    if not isinstance(marker.get("upload_pending", False), bool):
+        raise ValueError("upload_pending is not true/false")
+    return marker
 
 
 def read_marker(path: Path) -> dict[str, Any] | None:
-    """The marker of a CSV, None when absent; BadInput when it is not valid JSON."""
-    mp = marker_path(path)
-    try:
-        marker = json.loads(mp.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{mp}: not a valid marker ({exc}); delete it and rerun "
-                       "m10-daily-stats to rewrite it") from None
-    if not isinstance(marker, dict):
-        raise BadInput(f"{mp}: expected a JSON object")
-    return marker
+    """The marker of a CSV, None when absent; BadInput naming it when it is not a
+    regular file holding a valid marker."""
+    return files.read_json(marker_path(path), files.STATS_MARKER, missing_ok=True,
+                           schema=_marker_schema)
+
+
+def explains(marker: dict[str, Any], rows: list[dict[str, str]]) -> bool:
+    """Is the CSV (rows) the marker's CSV plus days appended after it?  That is what a
+    crash between the CSV's rename and the marker's leaves; anything else is an edit."""
+    n = marker["rows"]
+    return n <= len(rows) and hashlib.sha256(render(rows[:n])).hexdigest() == marker["sha256"]
 
 
 def marker_mismatches(stats: StatsFile, marker: dict[str, Any] | None) -> list[str]:
@@ -138,7 +152,7 @@ def marker_mismatches(stats: StatsFile, marker: dict[str, Any] | None) -> list[s
     if marker is None:
         return [f"marker {marker_path(stats.path).name} is missing"]
     found = []
-    sha = hashlib.sha256(stats.path.read_bytes()).hexdigest()
+    sha = hashlib.sha256(files.read_bytes(stats.path, files.STATS_CSV) or b"").hexdigest()
     if marker.get("sha256") != sha:
         found.append(f"sha256 {sha[:12]} differs from the marker's "
                      f"{str(marker.get('sha256'))[:12]} (edited after export?)")
