@@ -61,7 +61,7 @@ def test_retention_with_object_storage_down_is_69(cli: Any, s3_env: dict[str, st
     old_csv.parent.mkdir(parents=True)
     old_csv.write_text("date,n\n2020-01-01,1\n")
     down = {**s3_env, "M10_R2_ENDPOINT_URL": closed_endpoint()}
-    p = cli("m10", "run", "retention_cleanup", env=down)
+    p = cli("m10", "run", "retention_files", env=down)
     assert p.returncode == 69, p.stderr
     assert any("object storage is unreachable" in m for m in errors(p.stderr))
     assert old_csv.exists()  # nothing deleted without its archive

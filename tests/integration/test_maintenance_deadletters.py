@@ -66,10 +66,15 @@ def test_sigkill_during_routing_never_loses_a_message(env: dict[str, str], tmp_p
 
     progress: list[int] = []
     kills = 0
-    for delay in (0.6, 0.7, 0.8, 0.9):
+    for _ in range(4):
+        before = r.xlen("m10:dead_letter")
         proc = subprocess.Popen([str(BIN / "m10"), "run", "dl_route", "--config", str(cfg)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        # kill once routing is under way, however long start-up took on a loaded machine
+        deadline = time.monotonic() + 60
+        while (proc.poll() is None and r.xlen("m10:dead_letter") == before
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1

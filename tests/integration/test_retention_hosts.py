@@ -6,6 +6,7 @@ host's old files go on its own run even while another host holds the cluster lea
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from m10jobs.edges import fallback
 from tests.conftest import BIN
 from tests.maintenance_support import summary, write_config
 
@@ -36,12 +38,30 @@ def _touch(path: Path, days_old: float) -> Path:
     return path
 
 
+def _uploaded_group(path: Path, days_old: float) -> list[Path]:
+    """A fallback file, its meta and a `.uploaded` marker that verifies (retention
+    deletes a fallback file only behind one)."""
+    data = path.name.encode()
+    entry = fallback.Entry(path)
+    meta = {"schema_version": fallback.SCHEMA_VERSION, "name": path.name, "bucket": "b",
+            "key": f"k/{path.name}", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "content_type": "application/octet-stream", "first_failure": fallback.now_iso(),
+            "last_attempt": fallback.now_iso(), "attempts": 1, "last_error": "test"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    entry.meta_path.write_text(json.dumps(meta))
+    fallback.mark_uploaded(entry, meta, etag="test")
+    group = [path, entry.meta_path, entry.uploaded_path]
+    t = time.time() - days_old * 86400
+    for p in group:
+        os.utime(p, (t, t))
+    return group
+
+
 def _old_files(env: dict[str, str], tag: str) -> list[Path]:
     """One old group of each file policy: uploaded fallback file, stats month, report."""
     state, logs = Path(env["M10_STATE_DIR"]), Path(env["M10_LOG_DIR"])
-    fb = state / "fallback-uploads"
-    return [_touch(fb / f"{tag}.bin", 20), _touch(fb / f"{tag}.bin.meta.json", 20),
-            _touch(fb / f"{tag}.bin.uploaded", 20),
+    return [*_uploaded_group(state / "fallback-uploads" / f"{tag}.bin", 20),
             _touch(logs / f"m10_stats_2020-0{tag[-1]}.csv", 1),
             _touch(logs / f"m10_stats_2020-0{tag[-1]}.csv.processed", 1),
             _touch(state / "canary" / "reports" / f"report-{tag}.json", 40)]
