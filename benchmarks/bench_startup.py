@@ -42,11 +42,16 @@ def run(bench: Bench) -> None:
     _compile_package()
     dsn = bench.fresh_db()
     env = {**os.environ, "M10_DATABASE_URL": dsn}
-    from m10jobs.registry import by_script
+    import socket
 
-    with psycopg.connect(dsn, autocommit=True) as conn:  # every maintenance lease, elsewhere
-        for lock in set(by_script("m10-maintenance").locks) - {"matview_{key}"}:
-            conn.execute("SELECT m10_recovery.acquire_lock(%s, 'elsewhere:1:b', 3600)", (lock,))
+    from m10jobs.registry import by_script, lease_name
+
+    # every maintenance lease (host-local ones under this host's name), held elsewhere
+    leases = {lease_name(t.lock, t.scope, socket.gethostname())
+              for t in by_script("m10-maintenance").tasks if "{key}" not in t.lock}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for lease in leases:
+            conn.execute("SELECT m10_recovery.acquire_lock(%s, 'elsewhere:1:b', 3600)", (lease,))
     floor = _median_ms([sys.executable, "-c", "pass"], env, 0)
     script = str(bench.bin / "m10-maintenance")
     helpms = _median_ms([script, "--help"], env, 0)
