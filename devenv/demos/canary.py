@@ -31,8 +31,9 @@ class _Endpoint(BaseHTTPRequestHandler):
         pass
 
 
-def _config(url: str) -> str:
+def _config(url: str, rollback_log: Path) -> str:
     # The rollback command is an argv list (no shell of ours); sh -c is the command itself.
+    # It sees only the environment given to it ([rollback.env]), never M10_* or secrets.
     return f"""
 [canary]
 target = "demo-api"
@@ -57,10 +58,13 @@ max_pending = 100
 
 [rollback]
 command = [
-  "sh", "-c", "echo rolled back after report $M10_CANARY_RUN_ID >> $M10_STATE_DIR/rollback.log",
+  "sh", "-c", "echo rolled back after report $M10_CANARY_RUN_ID >> \"$DEMO_ROLLBACK_LOG\"",
 ]
 timeout_s = 30
 max_report_age_s = 600
+
+[rollback.env]
+DEMO_ROLLBACK_LOG = "{rollback_log}"
 """
 
 
@@ -77,10 +81,10 @@ def run(d: Demo) -> None:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/health"
-    with d.config_path.open("a") as f:
-        f.write(_config(url))
     state = Path(d.env["M10_STATE_DIR"])
     rollback_log = state / "rollback.log"
+    with d.config_path.open("a") as f:
+        f.write(_config(url, rollback_log))
     try:
         d.say(f"canary against a healthy endpoint ({url}): verdict pass, rollback does nothing")
         d.run("m10-canary")
