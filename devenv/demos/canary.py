@@ -58,7 +58,7 @@ max_pending = 100
 
 [rollback]
 command = [
-  "sh", "-c", "echo rolled back after report $M10_CANARY_RUN_ID >> \"$DEMO_ROLLBACK_LOG\"",
+  "sh", "-c", "echo rolled back after report $M10_CANARY_RUN_ID >> $DEMO_ROLLBACK_LOG",
 ]
 timeout_s = 30
 max_report_age_s = 600
