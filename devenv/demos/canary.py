@@ -101,8 +101,8 @@ def run(d: Demo) -> None:
         d.say("... and only once: a second pass on the same report does nothing")
         d.run("m10-rollback")
         d.show(f"{rollback_log.name}: {rollback_log.read_text().strip()}")
-        lines = (state / "canary" / "reports" / "rollback_actions.jsonl").read_text()
-        d.show("rollback_actions.jsonl:\n" + "\n".join(f"  {ln}" for ln in lines.splitlines()))
+        d.say("the rollback ledger (PostgreSQL, cluster-wide) beside the report")
+        d.run("m10", "canary", "status")
 
         d.say("a truncated report is bad input: exit 65, nothing done")
         latest = state / "canary" / "reports" / "latest_report.json"
