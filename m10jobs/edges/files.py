@@ -107,27 +107,6 @@ def atomic_write_json(path: Path, obj: Any, *, mode: int = 0o644) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", mode=mode)
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line to an append-only log (e.g. JSON lines) and fsync it.
-
-    The caller holds file_lock(path) when a read-decide-append must be atomic.
-    A tail torn by a crash mid-append (no newline yet) was never a whole record:
-    it is cut off first, so every line in the log stays a whole record.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
-        os.write(fd, (line.rstrip("\n") + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _fsync_dir(path.parent)
-
-
 # -- reading what a job did not just write ------------------------------------
 #
 # Every marker, checkpoint, meta file, report and the config file is read
@@ -172,8 +151,6 @@ STATS_MARKER = Kind("stats marker", 64 * KiB,
 CANARY_REPORT = Kind("canary report", 16 * MiB,
                      "nothing was acted on. Rerun m10-canary to write a fresh report "
                      "(or move the bad file aside)")
-ACTIONS_LOG = Kind("rollback log", 64 * MiB,
-                   "nothing was acted on. Repair or move it (the log is append-only)")
 ARCHIVED = Kind("file to archive", 1 * GiB,
                 "retention left it in place: replace it with a regular file or remove it")
 METRICS = Kind("metrics file", 4 * MiB, "remove it; the next run rewrites it")
