@@ -176,6 +176,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         # leases (every pass)
         "acquire_lock": LEASE, "extend_lock": LEASE, "release_lock": LEASE,
         "assert_lease": LEASE, "lease_held": LEASE, "lock_holder": LEASE,
+        "lease_holders": {"names": ["reclaim_gc", "dl_reconcile", "retention_cleanup"]},
         "bound_idle_transactions": {"ms": 5000}, "reclaim_expired_locks": {},
         # outbox processor (every minute, every batch)
         "outbox_claim": {"after": 0, "limit": 1000},

@@ -7,6 +7,7 @@ failed and what to do; the runner prints it as one line and exits with its code.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -63,6 +64,26 @@ class LeaseLost(M10Error):
     """The pass's lease lapsed or was taken over; its work was not committed."""
 
     exit_code = ExitCode.FAILED
+
+
+class LockBusy(M10Error):
+    """Another holder's lease is live: skipped, nothing done (exit 75).  `holder`: the
+    lock_holder row (holder_id, fencing_token, age_s, expires_in_s), or None."""
+
+    exit_code = ExitCode.TEMPFAIL
+
+    def __init__(self, name: str, holder: dict[str, Any] | None) -> None:
+        self.name, self.holder = name, holder or {}
+        if holder and holder["expires_in_s"] <= 0:
+            detail = (f"held by {holder['holder_id']} (token {holder['fencing_token']}), whose "
+                      f"lease lapsed {-holder['expires_in_s']:.1f}s ago but whose fenced commit "
+                      "is still open (PostgreSQL ends it if it idles)")
+        elif holder:
+            detail = (f"held by {holder['holder_id']} (token {holder['fencing_token']}) for "
+                      f"{holder['age_s']:.1f}s, expires in {holder['expires_in_s']:.1f}s")
+        else:
+            detail = "taken by another holder a moment ago"
+        super().__init__(f"lock {name} is {detail}; skipped, nothing done")
 
 
 class TaskFailed(M10Error):

@@ -5,6 +5,11 @@ job's declared settings) -> for each task: lease -> pass (lease extended in the
 background) -> release -> metrics -> exit code.  Jobs hold only
 their pass; everything an operator relies on (exit codes, one-line errors,
 the JSON summary on stdout, metrics) is done here, once.
+
+A run whose every lease is live elsewhere (most timer starts on a second host)
+is found in one query before the driver is imported (edges.leaseprobe) and
+reported as the lease path would report it: each task skipped, exit 75.  So
+psycopg, the lease and metrics edges are imported where they are used.
 """
 
 from __future__ import annotations
@@ -12,21 +17,30 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from m10jobs import stopping
 from m10jobs.config import Config, load_config
-from m10jobs.edges import db
-from m10jobs.edges.lease import Lease, LockBusy, holder_id
-from m10jobs.edges.metrics import Gauge, write_job_metrics
-from m10jobs.errors import DependencyUnavailable, ExitCode, LeaseLost, M10Error, combine_exit_codes
+from m10jobs.errors import (
+    DependencyUnavailable,
+    ExitCode,
+    LeaseLost,
+    LockBusy,
+    M10Error,
+    combine_exit_codes,
+)
 from m10jobs.logs import new_run_id, set_context, setup_logging
 from m10jobs.registry import Job, Task, sections
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from m10jobs.edges.lease import Lease
+    from m10jobs.edges.metrics import Gauge
 
 
 @dataclass
@@ -51,6 +65,8 @@ class PassContext:
         return self.config.require("database_url")
 
     def gauge(self, name: str, value: float, help: str = "", **labels: str) -> None:
+        from m10jobs.edges.metrics import Gauge
+
         self.gauges.append(Gauge(name, value, help, labels))
 
     def check(self) -> None:
@@ -95,8 +111,12 @@ def as_m10_error(exc: BaseException, dsn: str | None) -> M10Error | None:
     """Driver errors an operator can act on, as M10Errors (others: None)."""
     if isinstance(exc, M10Error):
         return exc
-    if isinstance(exc, psycopg.Error) and db.is_connection_error(exc):
-        return db.unavailable(dsn or "", exc)
+    psycopg = sys.modules.get("psycopg")  # not loaded: not one of its errors
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        from m10jobs.edges import db
+
+        if db.is_connection_error(exc):
+            return db.unavailable(dsn or "", exc)
     for cls in type(exc).__mro__:
         what = _UNREACHABLE.get((cls.__module__.split(".")[0], cls.__name__))
         if what:
@@ -145,20 +165,18 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
             config = load_config(config_file, flags)
             config.check(sections())
             dsn = config.require("database_url")
-            conn = db.connect(dsn, app=job.script)
-            try:
-                for task in (only,) if only else job.tasks:
-                    for key, lock in task.instances(config):
-                        if stopping.STOP.is_set():
-                            break
-                        if conn.closed:  # an earlier task lost it; later tasks still run
-                            conn = db.connect(dsn, app=job.script)
-                        ctx = PassContext(job, task, key, lock, config, log, run_id, dry_run,
-                                          params or {}, conn)
-                        results.append(_run_task(ctx, verbose))
-                        gauges += ctx.gauges
-            finally:
-                conn.close()
+            leases = [(task, key, lock) for task in ((only,) if only else job.tasks)
+                      for key, lock in task.instances(config)]
+            held = None if dry_run else _held_elsewhere(dsn, [lock for _, _, lock in leases],
+                                                        job.script)
+            if held is not None:  # nothing to do here: no driver, no connection
+                for task, _, lock in leases:
+                    if stopping.STOP.is_set():
+                        break
+                    results.append(_skipped(job, task, lock, held[lock], log))
+            else:
+                _run_tasks(job, leases, config, dsn, log, run_id, dry_run, verbose,
+                           params or {}, results, gauges)
             code = combine_exit_codes([r.exit_code for r in results])
         except M10Error as exc:
             log.error("%s", exc)
@@ -176,6 +194,57 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
     if config is not None and config.metrics_dir and not dry_run:
         _write_metrics(config, job, code, started, duration, results, gauges, log)
     return int(code)
+
+
+def _held_elsewhere(dsn: str, locks: list[str], app: str) -> dict[str, dict[str, Any]] | None:
+    """{lease: live holder} when every lease of the run is held by another holder (what
+    Lease.acquire would find for each, asked in one query without the driver), else None."""
+    if not locks:
+        return None
+    from m10jobs.edges import leaseprobe
+
+    held = leaseprobe.live_holders(dsn, locks, app=app)
+    return held if held is not None and all(lock in held for lock in locks) else None
+
+
+def _run_tasks(job: Job, leases: list[tuple[Task, str | None, str]], config: Config, dsn: str,
+               log: logging.Logger, run_id: str, dry_run: bool, verbose: bool,
+               params: Mapping[str, Any], results: list[TaskResult],
+               gauges: list[Gauge]) -> None:
+    """Each task in order on one connection, under its own lease (results and gauges
+    grow as tasks end, so a failure to reconnect keeps what went before)."""
+    from m10jobs.edges import db
+
+    conn = db.connect(dsn, app=job.script)
+    try:
+        for task, key, lock in leases:
+            if stopping.STOP.is_set():
+                break
+            if conn.closed:  # an earlier task lost it; later tasks still run
+                conn = db.connect(dsn, app=job.script)
+            ctx = PassContext(job, task, key, lock, config, log, run_id, dry_run, params, conn)
+            results.append(_run_task(ctx, verbose))
+            gauges += ctx.gauges
+    finally:
+        conn.close()
+
+
+def _skipped(job: Job, task: Task, lock: str, holder: dict[str, Any],
+             log: logging.Logger) -> TaskResult:
+    """A task whose lease is held elsewhere, reported as _run_task reports LockBusy."""
+    t0 = time.monotonic()
+    set_context(task=task.name if len(job.tasks) > 1 else None, lock=lock)
+    try:
+        exc = LockBusy(lock, holder)
+        _log_busy(log, exc)
+    finally:
+        set_context(task=None, lock=None, fencing_token=None)
+    return TaskResult(task.name, lock, "skipped", int(ExitCode.TEMPFAIL),
+                      time.monotonic() - t0, {}, str(exc))
+
+
+def _log_busy(log: logging.Logger, exc: LockBusy) -> None:
+    log.warning("%s", exc, extra={"holder": exc.holder.get("holder_id")})
 
 
 def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
@@ -196,7 +265,7 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
             ctx.log.info("%s done", ctx.task.name, extra={"summary": summary})
     except LockBusy as exc:
         status, code, error = "skipped", ExitCode.TEMPFAIL, str(exc)
-        ctx.log.warning("%s", exc, extra={"holder": exc.holder.get("holder_id")})
+        _log_busy(ctx.log, exc)
     except stopping.Stopped as exc:
         status, code, error = "stopped", stopping.exit_code(exc.signum), str(exc)
         ctx.log.warning("%s %s; its uncommitted work was rolled back and lease %s released",
@@ -213,6 +282,9 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
 
 
 def _run_leased(ctx: PassContext) -> dict[str, Any]:
+    from m10jobs.edges import db
+    from m10jobs.edges.lease import Lease, holder_id
+
     # An operator's explicit setting wins; else the job's own default; else the global one.
     explicit = ctx.config.origins["lease_ttl_seconds"] != "default"
     ttl = (ctx.config.lease_ttl_seconds if explicit else ctx.job.ttl_seconds
@@ -242,6 +314,8 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
 
 def _write_metrics(config: Config, job: Job, code: int, started: float, duration: float,
                    results: list[TaskResult], gauges: list[Gauge], log: logging.Logger) -> None:
+    from m10jobs.edges.metrics import Gauge, write_job_metrics
+
     per_task = [Gauge("m10_task_last_exit_code", r.exit_code, "Exit code of each task's last run.",
                       {"task": r.task, "lock": r.lock}) for r in results]
     try:

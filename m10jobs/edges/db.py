@@ -18,10 +18,11 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import LockNotAvailable as LockNotAvailable  # for callers: 55P03
 from psycopg.rows import dict_row
 
+from m10jobs.edges import conninfo
+from m10jobs.edges.conninfo import CONNECT_TIMEOUT_S as CONNECT_TIMEOUT_S
 from m10jobs.errors import ConfigError, DependencyUnavailable, LeaseLost
 from m10jobs.redact import redact
 
-CONNECT_TIMEOUT_S = 5
 LEASE_LOST_SQLSTATE = "M10LL"
 # The server ended a transaction that sat idle past its lease (Lease and
 # assert_lease bound it): a paused holder, nothing committed.
@@ -41,13 +42,12 @@ def describe(dsn: str) -> str:
 # libpq reports a refused login only in its message text (no SQLSTATE at connect time).
 _REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|role \"[^\"]*\" does "
                             r"not exist|not permitted to log in|no pg_hba\.conf entry")
-SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 
 
 def check_dsn(dsn: str) -> None:
     """ConfigError (78) for a DSN libpq would only reject at connect time (reported as
-    'unreachable', 69): a bad port or sslmode, or an unencoded '@' in the password
-    (libpq then takes the password's tail for the host name: it would be printed)."""
+    'unreachable', 69): the rules in edges.conninfo (an unencoded '@' in the password
+    would have its tail printed as the host name)."""
     def bad(what: str) -> ConfigError:
         return ConfigError(f"database_url (M10_DATABASE_URL) {what}; fix it (e.g. "
                            "postgresql://user:pass@host:5432/db, special characters in the "
@@ -57,15 +57,9 @@ def check_dsn(dsn: str) -> None:
         info = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         raise bad(f"is not a valid libpq URI/conninfo: {redact(str(exc))}") from None
-    if "@" in str(info.get("host") or ""):
-        raise bad("has an unencoded '@' in its user or password (write it as %40)")
-    for port in str(info.get("port") or "").split(","):
-        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            raise bad(f"has an invalid port {port[:10]!r} (expected 1-65535)")
-    sslmode = info.get("sslmode")
-    if sslmode is not None and sslmode not in SSLMODES:
-        raise bad(f"has an invalid sslmode {str(sslmode)[:20]!r} (expected one of "
-                  f"{', '.join(sorted(SSLMODES))})")
+    wrong = conninfo.problem(info)
+    if wrong:
+        raise bad(wrong)
 
 
 def connect(dsn: str, *, app: str = "m10jobs", autocommit: bool = True,
@@ -84,14 +78,12 @@ def connect(dsn: str, *, app: str = "m10jobs", autocommit: bool = True,
 
 
 def _options(dsn: str, extra: str = "") -> str:
-    """The DSN's own server options, the caller's, then jit=off: our statements are
-    short, and JIT compiling one whose cost estimate looks big (the outbox claim's, on
-    a large table) took 0.2-1 s, many times the query itself."""
+    """The DSN's own server options, the caller's, then jit=off (edges.conninfo)."""
     try:
         own = conninfo_to_dict(dsn).get("options") or ""
     except psycopg.ProgrammingError:
         own = ""  # connect() reports the bad DSN
-    return " ".join(part for part in (str(own), extra, "-c jit=off") if part)
+    return conninfo.server_options(str(own), extra)
 
 
 def unavailable(dsn: str, exc: BaseException) -> DependencyUnavailable:

@@ -28,30 +28,11 @@ import psycopg
 from m10jobs import stopping
 from m10jobs.edges import db
 from m10jobs.edges.queries import query
-from m10jobs.errors import ExitCode, LeaseLost, M10Error
+from m10jobs.errors import LeaseLost, LockBusy, M10Error
 
 # A holder may leave a transaction idle for its lease TTL, never less than this (tests
 # run with 1-2 s leases; an upload inside a transaction can take a few seconds).
 IDLE_TRANSACTION_FLOOR_S = 5
-
-
-class LockBusy(M10Error):
-    """Another holder's lease is live: skipped, nothing done (exit 75)."""
-
-    exit_code = ExitCode.TEMPFAIL
-
-    def __init__(self, name: str, holder: dict[str, Any] | None) -> None:
-        self.name, self.holder = name, holder or {}
-        if holder and holder["expires_in_s"] <= 0:
-            detail = (f"held by {holder['holder_id']} (token {holder['fencing_token']}), whose "
-                      f"lease lapsed {-holder['expires_in_s']:.1f}s ago but whose fenced commit "
-                      "is still open (PostgreSQL ends it if it idles)")
-        elif holder:
-            detail = (f"held by {holder['holder_id']} (token {holder['fencing_token']}) for "
-                      f"{holder['age_s']:.1f}s, expires in {holder['expires_in_s']:.1f}s")
-        else:
-            detail = "taken by another holder a moment ago"
-        super().__init__(f"lock {name} is {detail}; skipped, nothing done")
 
 
 class StillHeld(LockBusy):

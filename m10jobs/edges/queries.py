@@ -31,3 +31,22 @@ def _all() -> dict[str, str]:
 def query(name: str) -> str:
     """The SQL of one named query."""
     return _all()[name]
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+
+
+@cache
+def positional(name: str) -> tuple[str, tuple[str, ...]]:
+    """A named query with libpq's own $1, $2 placeholders (for edges.leaseprobe, which
+    talks to libpq without the driver), and the parameter names in that order."""
+    names: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return "%"
+        if m.group(1) not in names:
+            names.append(m.group(1))
+        return f"${names.index(m.group(1)) + 1}"
+
+    return _PLACEHOLDER.sub(number, query(name)), tuple(names)

@@ -38,6 +38,14 @@ SELECT holder_id, fencing_token,
   FROM m10_recovery.distributed_locks
  WHERE lock_name = %(name)s;
 
+-- lease_holders --
+-- Who holds any of a pass's leases (one round trip): a pass finding every one live elsewhere skips.
+SELECT lock_name, holder_id, fencing_token,
+       extract(epoch FROM clock_timestamp() - acquired_at)::float8 AS age_s,
+       extract(epoch FROM expires_at - clock_timestamp())::float8 AS expires_in_s
+  FROM m10_recovery.distributed_locks
+ WHERE lock_name = ANY (%(names)s::text[]);
+
 -- list_locks --
 -- Every lease row with ages computed by the database clock.
 SELECT lock_name, holder_id, fencing_token, acquired_at, expires_at, extended_at,
