@@ -11,25 +11,27 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import tomllib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from m10jobs.errors import ConfigError
 from m10jobs.redact import register_secret
 from m10jobs.settings import build, fields, suggest
 
-DEFAULT_CONFIG_PATH = Path("/etc/m10jobs/m10jobs.toml")
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# pathlib and urllib.parse are imported where a value is parsed: --help reads SETTINGS only.
+DEFAULT_CONFIG_PATH = "/etc/m10jobs/m10jobs.toml"
 T = TypeVar("T")
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     def parse(value: str) -> str:
+        from urllib.parse import urlsplit
+
         if "://" in value and urlsplit(value).scheme not in schemes:
             raise ValueError(f"expected a {'/'.join(schemes)} URL")
         return value
@@ -38,6 +40,8 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
 
 
 def _path(value: str) -> Path:
+    from pathlib import Path
+
     if not value:
         raise ValueError("expected a directory path")
     return Path(value)
@@ -79,6 +83,12 @@ class Setting:
     example: Any = None
 
     @property
+    def default_value(self) -> Any:
+        """The default as a value: one given as text goes through the parser as any value
+        does (so the path defaults are declared without importing pathlib)."""
+        return self.parse(self.default) if isinstance(self.default, str) else self.default
+
+    @property
     def env(self) -> str:
         return "M10_" + self.key.upper()
 
@@ -93,8 +103,8 @@ SETTINGS: tuple[Setting, ...] = (
             example="postgresql://m10_ops_login@db.internal:5432/platform"),
     Setting("redis_url", "redis://localhost:6379/0", _url(("redis", "rediss", "unix")),
             "Redis URL", secret=True),
-    Setting("state_dir", Path("/var/lib/m10jobs"), _path, "fallback uploads, canary reports"),
-    Setting("log_dir", Path("/var/log/m10"), _path, "daily stats CSVs"),
+    Setting("state_dir", "/var/lib/m10jobs", _path, "fallback uploads, canary reports"),
+    Setting("log_dir", "/var/log/m10", _path, "daily stats CSVs"),
     Setting("metrics_dir", None, _path, "node_exporter textfile directory (unset: off); "
             "the units let jobs write only to the one given to `m10 units render "
             "--metrics-dir` (default: the example shown)",
@@ -111,6 +121,8 @@ SETTINGS: tuple[Setting, ...] = (
             "`<lock>@<host>` (default: the OS host name)", flag=False, example="web-1"),
 )
 GLOBAL = {s.key: s for s in SETTINGS}
+Sections = Mapping[str, type] | Callable[[], Mapping[str, type]]
+"""The declared tables by name, or the function that loads them (registry.sections)."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +144,9 @@ class Config:
     @property
     def host(self) -> str:
         """This host's name in host-local lease names (`<lock>@<host>`): the hostname
-        setting (M10_HOSTNAME; tests run several "hosts" on one machine), else the OS's."""
-        return self.values.get("hostname") or socket.gethostname()
+        setting (M10_HOSTNAME; tests run several "hosts" on one machine), else the OS's
+        (uname's nodename: what socket.gethostname() returns on Linux, without the import)."""
+        return self.values.get("hostname") or os.uname().nodename
 
     def settings(self, cls: type[T]) -> T:
         """The validated table `cls.SECTION` of the file (defaults where absent); the
@@ -150,17 +163,20 @@ class Config:
                 raise ConfigError(self._line(problems))
         return typing.cast(T, self._tables[cls])
 
-    def problems(self, sections: Mapping[str, type]) -> list[str]:
+    def problems(self, sections: Sections) -> list[str]:
         """Every problem of the file against the global settings and `sections`
-        (name -> settings class), one line each."""
+        (name -> settings class), one line each.  Given as a function (registry.sections),
+        the declared tables are loaded only when the file has more than global keys."""
+        tables = sections if not callable(sections) else \
+            sections() if any(key not in GLOBAL for key in self.file) else {}
         found: list[str] = []
-        known = [s.key for s in SETTINGS if s.file] + list(sections)
+        known = [s.key for s in SETTINGS if s.file] + list(tables)
         for key, value in self.file.items():
-            if key in sections:
+            if key in tables:
                 if not isinstance(value, dict):
                     found.append(f"{key}: expected a table, got {value!r}")
                     continue
-                before, cls = len(found), sections[key]
+                before, cls = len(found), tables[key]
                 table = build(cls, value, key, found)
                 if len(found) == before:  # only a valid table is kept for settings()
                     self._tables[cls] = table
@@ -168,10 +184,10 @@ class Config:
                 found.append(f"{key}: can only be set by the environment ({GLOBAL[key].env})")
             elif key not in known:
                 what = "section" if isinstance(value, dict) else "key"
-                found.append(f"{key}: unknown {what}{suggest(key, known) or _home(key, sections)}")
+                found.append(f"{key}: unknown {what}{suggest(key, known) or _home(key, tables)}")
         return [*self.errors, *(self._where(p) for p in found)]
 
-    def check(self, sections: Mapping[str, type]) -> None:
+    def check(self, sections: Sections) -> None:
         """Refuse the whole file if anything in it is wrong (what jobs do at start)."""
         found = self.problems(sections)
         if found:
@@ -205,15 +221,21 @@ def _home(key: str, sections: Mapping[str, type]) -> str:
 def config_path(flag: str | None, env: Mapping[str, str]) -> Path | None:
     """M10_CONFIG set but empty means no file at all: defaults and environment only
     (a DBA migrating as the postgres account, which may not read the host's file)."""
+    from pathlib import Path
+
     if flag:
         return Path(flag)
     if "M10_CONFIG" in env:
         return Path(env["M10_CONFIG"]) if env["M10_CONFIG"] else None
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+    default = Path(DEFAULT_CONFIG_PATH)
+    return default if default.exists() else None
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """The config file through the safe reader: no symlink/FIFO/directory, capped, UTF-8."""
+    """The config file through the safe reader: no symlink/FIFO/directory, capped, UTF-8.
+    (tomllib and the reader are imported here, so --help does not load them.)"""
+    import tomllib
+
     from m10jobs.edges import files
 
     try:
@@ -251,7 +273,7 @@ def load_config(config_file: str | None = None, flags: Mapping[str, Any] | None 
             ("default", None),
         )
         if origin == "default":
-            values[s.key], origins[s.key] = s.default, origin
+            values[s.key], origins[s.key] = s.default_value, origin
             continue
         where = {"flag": s.option, "env": s.env, "file": f"{s.key} in {path}"}[origin]
         try:
@@ -261,7 +283,7 @@ def load_config(config_file: str | None = None, flags: Mapping[str, Any] | None 
         except ValueError as exc:  # a secret's value is never echoed, not even malformed
             errors.append(f"config key {s.key} ({where}): {exc}"
                           + ("" if s.secret else f", got {raw!r}"))
-            values[s.key], origins[s.key] = s.default, "default"
+            values[s.key], origins[s.key] = s.default_value, "default"
             continue
         origins[s.key] = origin
     for s in SETTINGS:
@@ -276,6 +298,8 @@ def load_config(config_file: str | None = None, flags: Mapping[str, Any] | None 
 def _password_of(url: str | None) -> str | None:
     if not url or "://" not in url:
         return None
+    from urllib.parse import urlsplit
+
     try:
         return urlsplit(url).password
     except ValueError:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import pkgutil
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -160,6 +159,8 @@ class Job:
 def jobs() -> tuple[Job, ...]:
     """Every job declared in m10jobs.jobs (each flow package exposes JOB or JOBS), by
     script name."""
+    import pkgutil
+
     import m10jobs.jobs as package
 
     found: list[Job] = []
@@ -200,11 +201,12 @@ def _declaring_package(script: str) -> str | None:
     import m10jobs.jobs as package
 
     needle = f'script="{script}"'
-    for info in pkgutil.iter_modules(package.__path__):
-        init = Path(package.__path__[0], info.name, "__init__.py")
-        with contextlib.suppress(OSError):
-            if needle in init.read_text(encoding="utf-8"):
-                return f"{package.__name__}.{info.name}"
+    root = package.__path__[0]
+    for name in sorted(os.listdir(root)):  # os, not pkgutil/pathlib: this is every start-up
+        with contextlib.suppress(OSError), \
+                open(os.path.join(root, name, "__init__.py"), encoding="utf-8") as init:
+            if needle in init.read():
+                return f"{package.__name__}.{name}"
     return None
 
 

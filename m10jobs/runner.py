@@ -163,7 +163,7 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
     with stopping.handling(on_stop):
         try:
             config = load_config(config_file, flags)
-            config.check(sections())
+            config.check(sections)
             dsn = config.require("database_url")
             leases = [(task, key, lock) for task in ((only,) if only else job.tasks)
                       for key, lock in task.instances(config)]

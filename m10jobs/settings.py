@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
 
@@ -85,8 +85,9 @@ def describe(tp: Any, s: Spec) -> str:
             f"a list of {describe(item, Spec('')).removeprefix('a ').removeprefix('an ')}s"
     if origin is not None:
         return "a table of strings"
-    base = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string",
-            Decimal: "a decimal number (a string like \"50.00\" keeps it exact)"}.get(tp, "a value")
+    base = "a decimal number (a string like \"50.00\" keeps it exact)" if _is_decimal(tp) else \
+        {bool: "true or false", int: "an integer", float: "a number",
+         str: "a non-empty string"}.get(tp, "a value")
     if s.min is not None and s.max is not None:
         return f"{base} between {_num(s.min)} and {_num(s.max)}"
     if s.min is not None:
@@ -98,6 +99,13 @@ def describe(tp: Any, s: Spec) -> str:
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _is_decimal(tp: Any) -> bool:
+    """tp is decimal.Decimal, without importing decimal where no setting declares one
+    (--help of most jobs): a class that declares one has imported it."""
+    module = sys.modules.get("decimal")
+    return module is not None and tp is module.Decimal
 
 
 def _optional(tp: Any) -> Any:
@@ -127,7 +135,9 @@ def _convert(tp: Any, value: Any, s: Spec, where: str, problems: list[str],
             if not isinstance(v, str) or not v:
                 problems.append(f"{where}.{k}: expected a non-empty string, got {v!r}")
         value = {k: v for k, v in value.items() if isinstance(v, str) and v}
-    elif tp is Decimal:
+    elif _is_decimal(tp):
+        from decimal import Decimal, InvalidOperation
+
         try:
             if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise _Bad

@@ -6,8 +6,7 @@ run), report.py the report schema both share, settings.py the [canary] and
 [rollback] tables.
 """
 
-from m10jobs.jobs.canary.report import LATEST
-from m10jobs.jobs.canary.settings import CanarySettings, RollbackSettings
+from m10jobs.jobs.canary.settings import LATEST, CanarySettings, RollbackSettings
 from m10jobs.registry import Flow, Job
 
 CANARY = Job(

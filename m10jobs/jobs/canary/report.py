@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 from m10jobs.edges import files
 from m10jobs.errors import BadInput
+from m10jobs.jobs.canary.settings import LATEST as LATEST
 
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = frozenset({1})
 VERDICTS = ("pass", "marginal", "fail", "inconclusive")
 STATUSES = ("pass", "fail", "no_data")
-LATEST = "latest_report.json"
 
 Status = Literal["pass", "fail", "no_data"]
 Verdict = Literal["pass", "marginal", "fail", "inconclusive"]

@@ -10,10 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from m10jobs.jobs.canary import report as cr
 from m10jobs.settings import setting
+
+if TYPE_CHECKING:
+    from m10jobs.jobs.canary import report as cr
+
+LATEST = "latest_report.json"
+"""The report m10-rollback acts on (beside the history), named here for the declaration."""
 
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda v, t: v <= t, "<": lambda v, t: v < t,
@@ -161,6 +166,8 @@ class CanarySettings:
             yield "probes: every weight is 0; give at least one probe a positive weight"
 
     def thresholds(self) -> cr.Thresholds:
+        from m10jobs.jobs.canary import report as cr  # the pass's module, not the declaration's
+
         return cr.Thresholds(self.pass_threshold, self.marginal_threshold,
                              self.max_no_data_share)
 

@@ -6,7 +6,6 @@ traffic, which use the streams), so it stays cheap: no driver imports.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
@@ -68,6 +67,8 @@ class OutboxSettings:
 
     def retry_delay(self, failures: int) -> float:
         """Exponential backoff with a cap and 'equal jitter' (half fixed, half random)."""
+        import random  # the processor's, not every start-up's (this module is on all paths)
+
         delay = min(self.retry_max_seconds,
                     self.retry_base_seconds * 2 ** min(failures, 60))
         return delay / 2 + random.uniform(0, delay / 2)
