@@ -8,6 +8,10 @@ inventory and the configuration reference are all derived from it.
 Declarations import nothing heavy: they name their pass as a string
 ("m10jobs.jobs.outbox.process:process") that is imported when the pass runs,
 so `--help` and a lock-busy pass never load a pass module or its clients.
+Settings classes and key functions may be named the same way
+("m10jobs.jobs.maintenance.settings:RetentionSettings"): then --help does not
+build them either (each settings class is a dataclass, and making one is most
+of what a declaration costs at start-up).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     import click
@@ -29,6 +34,8 @@ if TYPE_CHECKING:
 PassFn = Callable[["PassContext"], "dict[str, Any] | None"]
 PassRef = PassFn | str
 """A pass: the function, or "module:function" imported when the pass runs."""
+KeysFn = Callable[["Config"], Sequence[str]]
+T = TypeVar("T")
 FlowKind = Literal["lock", "marker", "checkpoint", "table", "stream", "file"]
 Scope = Literal["cluster", "host"]
 """cluster: state in PostgreSQL/Redis, one holder cluster-wide; host: state in this
@@ -53,16 +60,16 @@ def scope_of(lease: str) -> Scope | None:
 
 
 @cache
-def _import(ref: str) -> PassFn:
+def _import(ref: str) -> Any:
     module, _, attr = ref.partition(":")
-    fn: PassFn = getattr(importlib.import_module(module), attr)
-    return fn
+    return getattr(importlib.import_module(module), attr)
 
 
-def resolve(ref: PassRef) -> PassFn:
-    """A pass named "m10jobs.jobs.outbox.process:process" imported now: declarations stay
-    cheap to import (--help, a lock-busy pass) while pass modules import at the top."""
-    return _import(ref) if isinstance(ref, str) else ref
+def resolve(ref: T | str) -> T:
+    """A pass (or settings class, key function) named "m10jobs.jobs.outbox.process:process"
+    imported now: declarations stay cheap to import (--help, a lock-busy pass) while pass
+    modules import at the top."""
+    return typing.cast(T, _import(ref)) if isinstance(ref, str) else ref
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,8 @@ class Task:
     lock: str
     run: PassRef
     summary: str = ""
-    keys: Callable[[Config], Sequence[str]] | None = None
+    keys: KeysFn | str | None = None
+    """The keys from config, or "module:function" imported when the leases are named."""
     scope: Scope = "cluster"
 
     @property
@@ -96,7 +104,8 @@ class Task:
     def instances(self, config: Config) -> list[tuple[str | None, str]]:
         """(key, lease name) for every lease this task takes in a run."""
         locks = ([(None, self.lock)] if self.keys is None
-                 else [(k, self.lock.format(key=k)) for k in self.keys(config)])
+                 else [(k, self.lock.format(key=k))
+                       for k in resolve(self.keys)(config)])
         return [(k, lease_name(lock, self.scope, config.host)) for k, lock in locks]
 
     @property
@@ -134,8 +143,9 @@ class Job:
     """Upper bound of one pass (TimeoutStartSec=), kept below the lease TTL."""
     jitter_seconds: int = 30
     """Timer RandomizedDelaySec=; 0 where the exact minute matters (daily stats at 00:05)."""
-    settings: tuple[type, ...] = ()
-    """Its TOML tables: settings classes (m10jobs.settings) with a SECTION name."""
+    settings: tuple[type | str, ...] = ()
+    """Its TOML tables: settings classes (m10jobs.settings) with a SECTION name, or
+    "module:Class" (see tables)."""
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -143,6 +153,11 @@ class Job:
                 raise TypeError(f"job {self.script}: give lock and run, or tasks")
             object.__setattr__(self, "tasks", (Task(self.script, self.lock, self.run,
                                                     self.summary, scope=self.scope),))
+
+    @property
+    def tables(self) -> tuple[type, ...]:
+        """Its settings classes, imported now."""
+        return tuple(resolve(ref) for ref in self.settings)
 
     @property
     def locks(self) -> tuple[str, ...]:
@@ -176,7 +191,7 @@ def sections() -> dict[str, type]:
     """Every TOML table any job declares, by name (what the config file may contain)."""
     found: dict[str, type] = {}
     for job in jobs():
-        for cls in job.settings:
+        for cls in job.tables:
             name = cls.SECTION  # type: ignore[attr-defined]
             if found.setdefault(name, cls) is not cls:
                 raise TypeError(f"[{name}] is declared twice ({job.script})")

@@ -23,18 +23,16 @@ dead letter -> archive -> reconciled in one pass; retention runs last so it
 never removes what an earlier task of the same pass still needed.
 """
 
-from m10jobs.jobs.maintenance.settings import (
-    DL_LOCK,
-    RETENTION_LOCK,
-    DeadLetterSettings,
-    MaintenanceSettings,
-    MatviewSettings,
-    RetentionSettings,
-    views,
-)
 from m10jobs.jobs.outbox.settings import DEAD_LETTER_STREAM
 from m10jobs.jobs.outbox.settings import LOCK as OUTBOX_LOCK
 from m10jobs.registry import Flow, Job, Task
+
+DL_LOCK = "dl_reconcile"
+RETENTION_LOCK = "retention_cleanup"
+"""Both retention tasks' lock: retention_cleanup (tables) and retention_cleanup@<host> (files)."""
+# Its tables and the matview keys are named, not imported: --help and a lock-busy start
+# without a config file never build them.
+SETTINGS = "m10jobs.jobs.maintenance.settings"
 
 JOB = Job(
     script="m10-maintenance",
@@ -56,7 +54,7 @@ JOB = Job(
              "Reconcile archived dead letters: already processed, replayed, or abandoned."),
         Task("matview_refresh", "matview_{key}", "m10jobs.jobs.maintenance.matviews:refresh",
              "Refresh each configured materialized view (CONCURRENTLY when possible).",
-             keys=views),
+             keys=f"{SETTINGS}:views"),
         Task("retention_cleanup", RETENTION_LOCK, "m10jobs.jobs.maintenance.retention:cleanup",
              "Archive and delete table rows past their retention age."),
         Task("retention_files", RETENTION_LOCK,
@@ -87,5 +85,6 @@ JOB = Job(
     consumes=("m10_recovery.distributed_locks", OUTBOX_LOCK, "m10_recovery.replay_log",
               "m10_recovery.outbox", DEAD_LETTER_STREAM, ".uploaded", ".processed",
               "latest_report.json"),
-    settings=(MaintenanceSettings, DeadLetterSettings, MatviewSettings, RetentionSettings),
+    settings=(f"{SETTINGS}:MaintenanceSettings", f"{SETTINGS}:DeadLetterSettings",
+              f"{SETTINGS}:MatviewSettings", f"{SETTINGS}:RetentionSettings"),
 )

@@ -1,7 +1,7 @@
-"""The maintenance tables ([maintenance], [dead_letter], [matviews], [retention]) and
-the dead-letter lease name.
+"""The maintenance tables ([maintenance], [dead_letter], [matviews], [retention]).
 
-Imported by the declaration in __init__, so it stays cheap: no driver imports.
+Named by the declaration in __init__ and imported when the config is read or a pass
+runs; still cheap: no driver imports.  The lease names live in __init__ (re-exported).
 """
 
 from __future__ import annotations
@@ -10,15 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from m10jobs.jobs.maintenance import DL_LOCK as DL_LOCK
+from m10jobs.jobs.maintenance import RETENTION_LOCK as RETENTION_LOCK
 from m10jobs.jobs.outbox.settings import DEAD_LETTER_STREAM
 from m10jobs.settings import setting
 
 if TYPE_CHECKING:
     from m10jobs.config import Config
-
-DL_LOCK = "dl_reconcile"
-RETENTION_LOCK = "retention_cleanup"
-"""Both retention tasks' lock: retention_cleanup (tables) and retention_cleanup@<host> (files)."""
 
 
 @dataclass(frozen=True)
