@@ -132,3 +132,23 @@ def test_a_secret_setting_is_not_echoed_when_wrong(tmp_path: Path) -> None:
     problems = load_config(str(cfg), env={}).problems(sections())
     assert len(problems) == 1 and "canary.probes[0].url: expected" in problems[0]
     assert "hunter22" not in problems[0]
+
+
+def test_check_loads_the_job_tables_only_when_the_file_has_more_than_globals(
+        tmp_path: Path) -> None:
+    # a start without tables in its file imports no job's settings module
+    calls: list[int] = []
+
+    def tables() -> dict[str, type]:
+        calls.append(1)
+        return sections()
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('state_dir = "/srv/state"\nlease_ttl_seconds = 60\n')
+    load_config(str(cfg), env={}).check(tables)
+    assert calls == []
+    for text in ('[outbox]\nbatch_size = 5\n', 'outbx = 1\n', 'batch_size = 5\n'):
+        cfg.write_text(text)
+        lazy = load_config(str(cfg), env={}).problems(tables)
+        assert lazy == load_config(str(cfg), env={}).problems(sections()), text
+    assert calls == [1, 1, 1]

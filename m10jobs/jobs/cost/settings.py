@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar
 
-from m10jobs.edges.queries import query
 from m10jobs.settings import setting
 
 HOURLY_LOCK = "aos:cost_snapshot_hourly"
@@ -54,4 +53,6 @@ class CostSettings:
     @property
     def query(self) -> str:
         """The source query to run (the built-in one unless configured)."""
+        from m10jobs.edges.queries import query  # the pass's, not --help's
+
         return self.source_query or query("cost_source_default")
