@@ -318,7 +318,7 @@ def _pid(holder: str) -> str:
 
 def check_pipeline(st: Status, config: Any, conn: Any) -> None:
     from m10jobs.edges.queries import query
-    from m10jobs.jobs.maintenance import MaintenanceSettings
+    from m10jobs.jobs.maintenance.settings import MaintenanceSettings
 
     stale_after = config.settings(MaintenanceSettings).outbox_stale_seconds
     ob = conn.execute(query("status_outbox")).fetchone()
