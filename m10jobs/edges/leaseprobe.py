@@ -122,14 +122,17 @@ def _parse(lib: Any, dsn: str) -> dict[str, str] | None:
 
 
 def _wait(fd: int, write: bool, deadline: float) -> bool:
-    """Until the socket is ready; False at the deadline or when asked to stop."""
+    """Until the socket is ready; False at the deadline, without a socket, or when asked
+    to stop (the caller then takes the driver's path, which honours the stop)."""
+    if fd < 0:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
     while not stopping.STOP.is_set():
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        ready = select.select([], [fd], [], min(left, WAIT_SLICE_S)) if write else \
-            select.select([fd], [], [], min(left, WAIT_SLICE_S))
-        if any(ready):
+        if poller.poll(int(min(left, WAIT_SLICE_S) * 1000) + 1):
             return True
     return False
 
