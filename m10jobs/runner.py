@@ -224,7 +224,7 @@ def _run_tasks(job: Job, leases: list[tuple[Task, str | None, str]], config: Con
                 conn = db.connect(dsn, app=job.script)
             ctx = PassContext(job, task, key, lock, config, log, run_id, dry_run, params, conn)
             results.append(_run_task(ctx, verbose))
-            gauges += ctx.gauges
+            gauges.extend(ctx.gauges)
     finally:
         conn.close()
 
