@@ -127,6 +127,9 @@ Sections = Mapping[str, type] | Callable[[], Mapping[str, type]]
 
 @dataclass(frozen=True)
 class Config:
+    """The global settings resolved (values and where each came from) and the file's
+    tables, validated on first use (settings()) or all at once (check())."""
+
     values: Mapping[str, Any]
     origins: Mapping[str, str]
     file: Mapping[str, Any] = field(default_factory=dict)

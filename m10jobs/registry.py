@@ -122,6 +122,9 @@ class Task:
 
 @dataclass(frozen=True)
 class Job:
+    """A job's one declaration: its console script, lease(s), pass(es), schedule, flows and
+    settings tables; the CLI, units, flow inventory and config reference derive from it."""
+
     script: str
     summary: str
     example: str

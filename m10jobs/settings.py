@@ -25,6 +25,8 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
+    """What a setting() field declares beyond its type and default."""
+
     help: str
     min: float | None = None
     max: float | None = None

@@ -23,8 +23,8 @@ dead letter -> archive -> reconciled in one pass; retention runs last so it
 never removes what an earlier task of the same pass still needed.
 """
 
-from m10jobs.jobs.outbox.settings import DEAD_LETTER_STREAM
-from m10jobs.jobs.outbox.settings import LOCK as OUTBOX_LOCK
+from m10jobs.jobs.outbox import DEAD_LETTER_STREAM
+from m10jobs.jobs.outbox import LOCK as OUTBOX_LOCK
 from m10jobs.registry import Flow, Job, Task
 
 DL_LOCK = "dl_reconcile"

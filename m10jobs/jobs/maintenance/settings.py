@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from m10jobs.jobs.maintenance import DL_LOCK as DL_LOCK
 from m10jobs.jobs.maintenance import RETENTION_LOCK as RETENTION_LOCK
-from m10jobs.jobs.outbox.settings import DEAD_LETTER_STREAM
+from m10jobs.jobs.outbox import DEAD_LETTER_STREAM
 from m10jobs.settings import setting
 
 if TYPE_CHECKING:

@@ -1,11 +1,16 @@
 """The outbox flow: m10-outbox-processor drains m10_recovery.outbox into Redis Streams.
 
 process.py is the pass (imported when it runs), settings.py the [outbox] table
-and the shared names.
+(named, not imported: maintenance's and synthetic traffic's declarations import the
+shared names below, and neither --help builds the table).
 """
 
-from m10jobs.jobs.outbox.settings import DEAD_LETTER_STREAM, LOCK, STREAM, OutboxSettings
 from m10jobs.registry import Flow, Job
+
+LOCK = "m10:outbox_processor"
+# Default stream names (DESIGN.md A5); maintenance's [dead_letter] defaults to the second.
+STREAM = "m10:outbox"
+DEAD_LETTER_STREAM = "m10:dead_letter"
 
 JOB = Job(
     script="m10-outbox-processor",
@@ -30,5 +35,5 @@ JOB = Job(
              "DL message storage", ("dl_reconcile", "retention_cleanup", "m10 dl list")),
     ),
     consumes=("m10_recovery.outbox",),
-    settings=(OutboxSettings,),
+    settings=("m10jobs.jobs.outbox.settings:OutboxSettings",),
 )

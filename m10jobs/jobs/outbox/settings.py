@@ -1,7 +1,8 @@
-"""[outbox] settings and the outbox's shared names (lease, default streams).
+"""[outbox] settings; the outbox's shared names (lease, default streams) are declared in
+__init__ and re-exported here.
 
-Imported by the declaration in __init__ (and by maintenance and synthetic
-traffic, which use the streams), so it stays cheap: no driver imports.
+Named by the declaration in __init__, imported when the config is read or the pass
+runs; still cheap: no driver imports.
 """
 
 from __future__ import annotations
@@ -10,16 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
+from m10jobs.jobs.outbox import DEAD_LETTER_STREAM as DEAD_LETTER_STREAM
+from m10jobs.jobs.outbox import LOCK as LOCK
+from m10jobs.jobs.outbox import STREAM as STREAM
 from m10jobs.settings import setting
 
-LOCK = "m10:outbox_processor"
-
-
-# Default stream names (DESIGN.md A5); maintenance's [dead_letter] defaults to the second.
-STREAM = "m10:outbox"
-
-
-DEAD_LETTER_STREAM = "m10:dead_letter"
 TICK_S = 60  # the timer's period: schedule "minutely", no random delay
 HANDOVER_S = 0.5  # a lingering pass ends this long before the tick (0.25 s lost ticks)
 

@@ -4,7 +4,7 @@ outbox and checks that earlier ones reached their stream.
 traffic.py is the pass (imported when it runs), settings.py [synthetic_traffic].
 """
 
-from m10jobs.jobs.outbox.settings import STREAM
+from m10jobs.jobs.outbox import STREAM
 from m10jobs.jobs.synthetic.settings import LOCK, SyntheticSettings
 from m10jobs.registry import Flow, Job
 
