@@ -97,7 +97,7 @@ def run(bench: Bench) -> None:
                  baseline=ROWS / single, baseline_name="single DELETE", goal=">= 0.50x")
     bench.report("longest single transaction", summary["longest_txn_s"] * 1000, "ms",
                  baseline=single * 1000, baseline_name="single DELETE", goal="< 1000 ms")
-    bench.report("archive size (gzip JSON lines)", size / 1e6, "MB")
+    bench.report("archive size (gzip CSV)", size / 1e6, "MB")
     plain = _batched_delete_only(plain_dsn)
     bench.report("  same batches, DELETE only (no archive)", ROWS / plain, "rows/s",
                  baseline=ROWS / single, baseline_name="single DELETE")
