@@ -49,7 +49,7 @@ max_age_days = 3650
 
 def _time_query(conn: psycopg.Connection[dict[str, Any]], sql: str,
                 params: dict[str, Any]) -> float:
-    inner = re.fullmatch(r"(?s)COPY \((.*)\) TO STDOUT;?", sql.strip())
+    inner = re.fullmatch(r"(?s)COPY \((.*)\) TO STDOUT(?:\s*\([^()]*\))?;?", sql.strip())
     body = (inner.group(1) if inner else sql).strip().rstrip(";")
     times = []
     for _ in range(RUNS):

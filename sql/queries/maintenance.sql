@@ -170,10 +170,10 @@ SELECT max(id) AS upto FROM (
    ORDER BY id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_replay_log --
--- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+-- Delete that batch, streaming the deleted rows out as CSV with a header line.
 COPY (DELETE FROM m10_recovery.replay_log AS t
        WHERE id > %(after)s AND id <= %(upto)s AND published_at < %(cutoff)s
-   RETURNING row_to_json(t)::text) TO STDOUT;
+   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
 
 -- retention_upto_dead_letter_archive --
 -- Upper id of the next batch of reconciled dead letters past the cutoff (keyset: id > after).
@@ -183,10 +183,10 @@ SELECT max(id) AS upto FROM (
    ORDER BY id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_dead_letter_archive --
--- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+-- Delete that batch, streaming the deleted rows out as CSV with a header line.
 COPY (DELETE FROM m10_recovery.dead_letter_archive AS t
        WHERE id > %(after)s AND id <= %(upto)s AND reconcile_outcome IS NOT NULL AND reconciled_at < %(cutoff)s
-   RETURNING row_to_json(t)::text) TO STDOUT;
+   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
 
 -- retention_upto_outbox --
 -- Upper id of the next batch of published outbox rows past the cutoff (keyset: id > after).
@@ -196,10 +196,10 @@ SELECT max(id) AS upto FROM (
    ORDER BY id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_outbox --
--- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+-- Delete that batch, streaming the deleted rows out as CSV with a header line.
 COPY (DELETE FROM m10_recovery.outbox AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status = 'published' AND published_at < %(cutoff)s
-   RETURNING row_to_json(t)::text) TO STDOUT;
+   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
 
 -- retention_upto_outbox_dead_lettered --
 -- Upper id of the next batch of dead-lettered outbox rows (archived in dead_letter_archive when
@@ -212,11 +212,11 @@ SELECT max(id) AS upto FROM (
    ORDER BY coalesce(dead_lettered_at, created_at), id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_outbox_dead_lettered --
--- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+-- Delete that batch, streaming the deleted rows out as CSV with a header line.
 COPY (DELETE FROM m10_recovery.outbox AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status = 'dead_lettered'
          AND coalesce(dead_lettered_at, created_at) < %(cutoff)s
-   RETURNING row_to_json(t)::text) TO STDOUT;
+   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
 
 -- retention_upto_retention_jobs --
 -- Upper id of the next batch of finished retention_jobs rows past the cutoff (keyset: id > after).
@@ -226,10 +226,10 @@ SELECT max(id) AS upto FROM (
    ORDER BY id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_retention_jobs --
--- Delete that batch, streaming the deleted rows out as JSON (COPY text format).
+-- Delete that batch, streaming the deleted rows out as CSV with a header line.
 COPY (DELETE FROM m10_recovery.retention_jobs AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status <> 'running' AND started_at < %(cutoff)s
-   RETURNING row_to_json(t)::text) TO STDOUT;
+   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
 
 -- retention_count_replay_log --
 -- replay_log rows past the cutoff (for --dry-run).

@@ -1,10 +1,12 @@
-"""Retention: batches archived then deleted, retention_jobs counts, resume after SIGKILL,
-file policies, object storage."""
+"""Retention: batches archived then deleted (and restorable with COPY FROM), retention_jobs
+counts, resume after SIGKILL, file policies, object storage."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import json
 import os
 import signal
@@ -30,12 +32,14 @@ def _old_replay_log(conn: psycopg.Connection[Any], n: int, *, start: int = 1,
                  (age, start, start + n - 1))
 
 
+def _chunk_rows(data: bytes) -> list[dict[str, str]]:
+    """An archived chunk: gzip'd CSV, a header line of column names, then the rows."""
+    return list(csv.DictReader(io.StringIO(gzip.decompress(data).decode(), newline="")))
+
+
 def _archived_ids(root: Path, policy: str) -> list[int]:
-    ids: list[int] = []
-    for chunk in sorted(root.rglob(f"{policy}-*.jsonl.gz")):
-        ids += [json.loads(line)["id"] for line in gzip.decompress(chunk.read_bytes())
-                .decode().splitlines()]
-    return ids
+    return [int(r["id"]) for chunk in sorted(root.rglob(f"{policy}-*.csv.gz"))
+            for r in _chunk_rows(chunk.read_bytes())]
 
 
 def _count(conn: psycopg.Connection[Any], sql: str) -> int:
@@ -56,6 +60,8 @@ def test_tables_archived_in_batches_with_counts(cli: Any, conn: psycopg.Connecti
                  "reconcile_outcome, reconciled_at) VALUES "
                  "('d', '1-0', 'x', 'replayed', now() - interval '100 days'), "
                  "('d', '2-0', 'x', NULL, NULL)")
+    before = conn.execute("SELECT * FROM m10_recovery.replay_log WHERE event_id <= 2500 "
+                          "ORDER BY id").fetchall()
     cfg = write_config(tmp_path, "[retention]\nbatch_size = 1000\n", base="")
 
     dry = cli("m10", "run", "retention_cleanup", "--dry-run", "--config", str(cfg))
@@ -72,11 +78,20 @@ def test_tables_archived_in_batches_with_counts(cli: Any, conn: psycopg.Connecti
     assert _count(conn, "m10_recovery.dead_letter_archive WHERE reconcile_outcome IS NULL") == 1
     assert _count(conn, "m10_recovery.dead_letter_archive") == 1
     archive = Path(env["M10_STATE_DIR"]) / "retention-archive"
-    assert len(list(archive.rglob("replay_log-*.jsonl.gz"))) == 3  # 1000 + 1000 + 500
+    chunks = sorted(archive.rglob("replay_log-*.csv.gz"))
+    assert len(chunks) == 3  # 1000 + 1000 + 500
     assert sorted(_archived_ids(archive, "replay_log")) == list(range(1, 2501))
-    lines = [json.loads(line) for chunk in archive.rglob("replay_log-*.jsonl.gz")
-             for line in gzip.decompress(chunk.read_bytes()).decode().splitlines()]
-    assert [x["idempotency_key"] for x in lines if x["event_id"] == 7] == [tricky]
+    lines = [r for chunk in chunks for r in _chunk_rows(chunk.read_bytes())]
+    assert [x["idempotency_key"] for x in lines if x["event_id"] == "7"] == [tricky]
+    # the documented restore: COPY FROM with the header checked against the table's columns
+    # gives back exactly the rows that were deleted (NULLs, timestamps, the tricky text)
+    for chunk in chunks:
+        with conn.cursor() as cur, cur.copy("COPY m10_recovery.replay_log FROM STDIN "
+                                            "(FORMAT csv, HEADER MATCH)") as cp:
+            cp.write(gzip.decompress(chunk.read_bytes()))
+    assert conn.execute("SELECT * FROM m10_recovery.replay_log WHERE event_id <= 2500 "
+                        "ORDER BY id").fetchall() == before
+    conn.execute("DELETE FROM m10_recovery.replay_log WHERE event_id <= 2500")
     jobs = {r["policy"]: r for r in conn.execute(
         "SELECT policy, status, rows_archived, rows_deleted, duration_ms, archive_location "
         "FROM m10_recovery.retention_jobs")}
@@ -186,7 +201,7 @@ def test_archive_to_object_storage(cli: Any, conn: psycopg.Connection[Any],
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_env["M10_R2_BUCKET"])["Contents"]]
     [key] = [k for k in keys if k.startswith("retention/replay_log/")]
     body = s3.get_object(Bucket=s3_env["M10_R2_BUCKET"], Key=key)["Body"].read()
-    assert len(gzip.decompress(body).decode().splitlines()) == 50
+    assert key.endswith(".csv.gz") and len(_chunk_rows(body)) == 50
     assert not (Path(s3_env["M10_STATE_DIR"]) / "retention-archive").exists()
 
 

@@ -85,7 +85,7 @@ def problems(plan: dict[str, Any]) -> list[str]:
 
 def explain(conn: psycopg.Connection[dict[str, Any]], sql: str,
             params: dict[str, Any]) -> dict[str, Any]:
-    inner = re.fullmatch(r"(?s)COPY \((.*)\) TO STDOUT;?", sql.strip())
+    inner = re.fullmatch(r"(?s)COPY \((.*)\) TO STDOUT(?:\s*\([^()]*\))?;?", sql.strip())
     body = (inner.group(1) if inner else sql).strip().rstrip(";")
     with conn.transaction(force_rollback=True):
         conn.execute("SET LOCAL statement_timeout = '20s'")

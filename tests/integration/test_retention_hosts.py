@@ -5,8 +5,10 @@ host's old files go on its own run even while another host holds the cluster lea
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -100,9 +102,11 @@ def _tasks(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
 
 
 def _archived_ids(roots: list[Path]) -> list[int]:
-    return [json.loads(line)["event_id"] for root in roots
-            for chunk in sorted(root.rglob("replay_log-*.jsonl.gz"))
-            for line in gzip.decompress(chunk.read_bytes()).decode().splitlines()]
+    """event_id of every archived replay_log row (gzip'd CSV chunks with a header line)."""
+    return [int(r["event_id"]) for root in roots
+            for chunk in sorted(root.rglob("replay_log-*.csv.gz"))
+            for r in csv.DictReader(io.StringIO(gzip.decompress(chunk.read_bytes()).decode(),
+                                                newline=""))]
 
 
 def test_each_host_cleans_its_own_files_and_tables_once_cluster_wide(

@@ -80,7 +80,7 @@ JOB = Job(
         Flow("table", "retention_jobs", "m10_recovery.retention_jobs",
              "Archive operation metadata", ("m10 retention history",)),
         Flow("file", "retention archive", "$M10_STATE_DIR/retention-archive/ or "
-             "s3://$M10_R2_BUCKET/retention/", "Compressed JSON lines of deleted rows"),
+             "s3://$M10_R2_BUCKET/retention/", "gzip CSV (header line) of deleted rows"),
     ),
     consumes=("m10_recovery.distributed_locks", OUTBOX_LOCK, "m10_recovery.replay_log",
               "m10_recovery.outbox", DEAD_LETTER_STREAM, ".uploaded", ".processed",

@@ -110,7 +110,8 @@ class RetentionSettings:
     batch_size: int = setting(5000, "rows per delete batch (one short transaction)", min=1,
                               max=100_000)
     workers: int = setting(2, "batches in flight at once, each on its own connection "
-                           "(JSON rendering costs PostgreSQL more than the DELETE)", min=1, max=8)
+                           "(returning the rows costs PostgreSQL more than the DELETE)",
+                           min=1, max=8)
     archive_prefix: str = setting("retention/", "object key prefix of archived chunks")
     archive_dir: str = setting("", "local archive directory when no bucket is set "
                                "(default: $M10_STATE_DIR/retention-archive)",
