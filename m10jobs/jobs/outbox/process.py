@@ -34,7 +34,7 @@ from m10jobs.edges.outbox_stream import (
     Publisher,
     Trim,
     dead_letter_key,
-    outbox_fields,
+    field_pairs,
     published_key,
 )
 from m10jobs.edges.queries import query
@@ -111,8 +111,10 @@ def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
             else Trim("MAXLEN", s.trim_maxlen) if s.trim_maxlen else None)
     url = ctx.config.redis_url
     totals = Totals()
-    # Batch k commits on its own connection while batch k+1 is claimed and published:
-    # appends are idempotent, so a crash in between only costs dedup lookups.
+    # Three stages overlap: batch k+1 is claimed (on the pass's connection) while batch k
+    # is published, and batch k commits on its own connection while k+1 is published.
+    # Appends are idempotent, so a crash in between only costs dedup lookups.
+    claimer = ThreadPoolExecutor(1, thread_name_prefix="outbox-claim")
     committer = ThreadPoolExecutor(1, thread_name_prefix="outbox-commit")
     commit_conn = db.connect(ctx.dsn, app=f"{ctx.job.script}:commit")
     listener = None
@@ -124,45 +126,61 @@ def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
             publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_seconds,
                                   trim=trim)
             while True:
-                if _drain(ctx, s, publisher, committer, commit_conn, totals, deadline,
-                          stopping):
+                if _drain(ctx, s, publisher, claimer, committer, commit_conn, totals,
+                          deadline, stopping):
                     return totals, True
                 if listener is None or not _wait(ctx, listener, linger_end, stopping):
                     return totals, False
                 totals.wakeups += 1
     finally:
+        # the pass's connection is idle again before the runner releases the lease on it
+        claimer.shutdown(wait=True, cancel_futures=True)
         committer.shutdown(wait=True, cancel_futures=True)
         commit_conn.close()
         if listener is not None:
             listener.close()
 
 
+def _claim(ctx: PassContext, s: OutboxSettings, after: int) -> list[dict[str, Any]]:
+    return ctx.conn.execute(query("outbox_claim"),
+                            {"after": after, "limit": s.batch_size}).fetchall()
+
+
 def _drain(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
-           committer: ThreadPoolExecutor, commit_conn: psycopg.Connection[Any],
-           totals: Totals, deadline: float, stopping: threading.Event) -> bool:
-    """Publish every ready event, batch by batch; True when the budget ran out."""
-    after = 0
+           claimer: ThreadPoolExecutor, committer: ThreadPoolExecutor,
+           commit_conn: psycopg.Connection[Any], totals: Totals, deadline: float,
+           stopping: threading.Event) -> bool:
+    """Publish every ready event, batch by batch; True when the budget ran out.
+
+    The next batch is claimed while this one is published.  That claim may not see the
+    retries scheduled by the batches still committing, as before: the publisher holds
+    back a failed aggregate for the rest of the pass itself."""
+    claim: Future[list[dict[str, Any]]] | None = claimer.submit(_claim, ctx, s, 0)
     in_flight: Future[None] | None = None
     exhausted = False
-    while True:
-        ctx.check()
-        if stopping.is_set():
-            break
-        if time.monotonic() >= deadline:
-            exhausted = True
-            break
-        rows = ctx.conn.execute(query("outbox_claim"),
-                                {"after": after, "limit": s.batch_size}).fetchall()
-        if not rows:
-            break
-        outcome = _publish_batch(ctx, s, publisher, rows, totals)
-        if in_flight is not None:
-            in_flight.result()
-        in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
-        after = rows[-1]["id"]
-        if outcome.resume_at is not None:
-            in_flight.result()  # re-claimed rows must see this batch committed
-            after = outcome.resume_at - 1
+    try:
+        while claim is not None:
+            rows, claim = claim.result(), None
+            ctx.check()
+            if stopping.is_set():
+                break
+            if time.monotonic() >= deadline:
+                exhausted = True
+                break
+            if not rows:
+                break
+            claim = claimer.submit(_claim, ctx, s, rows[-1]["id"])
+            outcome = _publish_batch(ctx, s, publisher, rows, totals)
+            if in_flight is not None:
+                in_flight.result()
+            in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
+            if outcome.resume_at is not None:
+                claim.result()  # claimed too early: held-back rows were released
+                in_flight.result()  # re-claimed rows must see this batch committed
+                claim = claimer.submit(_claim, ctx, s, outcome.resume_at - 1)
+    finally:
+        if claim is not None:  # the pass's connection must be idle when the pass goes on
+            claim.exception()
     if in_flight is not None:
         in_flight.result()  # committed before the pass lingers or ends
     return exhausted
@@ -206,14 +224,18 @@ def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
     dead: list[tuple[dict[str, Any], str]] = []
     sendable: list[dict[str, Any]] = []
     for r in rows:
-        size = len(r["payload"].encode())
+        # A UTF-8 character is at most 4 bytes, and JSON escaping never shortens the
+        # payload: only entries longer than a quarter of the limit need a closer look.
+        size = (_payload_bytes(r["fields"]) if 4 * len(r["fields"]) > s.max_payload_bytes
+                else 0)
         if size > s.max_payload_bytes:
             dead.append((r, f"payload of {size} bytes exceeds outbox.max_payload_bytes "
                             f"({s.max_payload_bytes})"))
         else:
             sendable.append(r)
-    entries = [Entry(s.stream_for(r["event_type"]), published_key(s.dedup_key_prefix, r["id"]),
-                     outbox_fields(r), order_key(r)) for r in sendable]
+    prefix = s.dedup_key_prefix
+    entries = [Entry(s.stream_for(r["event_type"]), published_key(prefix, r["id"]),
+                     r["fields"], order_key(r)) for r in sendable]
     outcomes = publisher.publish(entries)
     published: list[tuple[dict[str, Any], str, Outcome]] = []
     failed: list[tuple[dict[str, Any], str]] = []
@@ -247,13 +269,19 @@ def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
     return BatchOutcome(published, failed, dl, min(unblocked) if unblocked else None)
 
 
+def _payload_bytes(fields: str) -> int:
+    """The UTF-8 size of the payload in an entry's fields."""
+    return len(dict(field_pairs(fields))["payload"].encode())
+
+
 def _dead_letter(s: OutboxSettings, publisher: Publisher,
                  dead: list[tuple[dict[str, Any], str]]
                  ) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
     """Append dead letters to the dead-letter stream (before the row is marked)."""
     entries = []
     for r, reason in dead:
-        fields = [*outbox_fields(r), ("reason", reason), ("attempts", str(r["attempts"] + 1))]
+        fields = [*field_pairs(r["fields"]), ("reason", reason),
+                  ("attempts", str(r["attempts"] + 1))]
         entries.append(Entry(s.dead_letter_stream,
                              dead_letter_key(s.dedup_key_prefix, r["id"], r["dead_letters"] + 1),
                              fields))
