@@ -111,10 +111,8 @@ def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
             else Trim("MAXLEN", s.trim_maxlen) if s.trim_maxlen else None)
     url = ctx.config.redis_url
     totals = Totals()
-    # Three stages overlap: batch k+1 is claimed (on the pass's connection) while batch k
-    # is published, and batch k commits on its own connection while k+1 is published.
-    # Appends are idempotent, so a crash in between only costs dedup lookups.
-    claimer = ThreadPoolExecutor(1, thread_name_prefix="outbox-claim")
+    # Batch k commits on its own connection while batch k+1 is claimed and published:
+    # appends are idempotent, so a crash in between only costs dedup lookups.
     committer = ThreadPoolExecutor(1, thread_name_prefix="outbox-commit")
     commit_conn = db.connect(ctx.dsn, app=f"{ctx.job.script}:commit")
     listener = None
@@ -126,61 +124,45 @@ def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
             publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_seconds,
                                   trim=trim)
             while True:
-                if _drain(ctx, s, publisher, claimer, committer, commit_conn, totals,
-                          deadline, stopping):
+                if _drain(ctx, s, publisher, committer, commit_conn, totals, deadline,
+                          stopping):
                     return totals, True
                 if listener is None or not _wait(ctx, listener, linger_end, stopping):
                     return totals, False
                 totals.wakeups += 1
     finally:
-        # the pass's connection is idle again before the runner releases the lease on it
-        claimer.shutdown(wait=True, cancel_futures=True)
         committer.shutdown(wait=True, cancel_futures=True)
         commit_conn.close()
         if listener is not None:
             listener.close()
 
 
-def _claim(ctx: PassContext, s: OutboxSettings, after: int) -> list[dict[str, Any]]:
-    return ctx.conn.execute(query("outbox_claim"),
-                            {"after": after, "limit": s.batch_size}).fetchall()
-
-
 def _drain(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
-           claimer: ThreadPoolExecutor, committer: ThreadPoolExecutor,
-           commit_conn: psycopg.Connection[Any], totals: Totals, deadline: float,
-           stopping: threading.Event) -> bool:
-    """Publish every ready event, batch by batch; True when the budget ran out.
-
-    The next batch is claimed while this one is published.  That claim may not see the
-    retries scheduled by the batches still committing, as before: the publisher holds
-    back a failed aggregate for the rest of the pass itself."""
-    claim: Future[list[dict[str, Any]]] | None = claimer.submit(_claim, ctx, s, 0)
+           committer: ThreadPoolExecutor, commit_conn: psycopg.Connection[Any],
+           totals: Totals, deadline: float, stopping: threading.Event) -> bool:
+    """Publish every ready event, batch by batch; True when the budget ran out."""
+    after = 0
     in_flight: Future[None] | None = None
     exhausted = False
-    try:
-        while claim is not None:
-            rows, claim = claim.result(), None
-            ctx.check()
-            if stopping.is_set():
-                break
-            if time.monotonic() >= deadline:
-                exhausted = True
-                break
-            if not rows:
-                break
-            claim = claimer.submit(_claim, ctx, s, rows[-1]["id"])
-            outcome = _publish_batch(ctx, s, publisher, rows, totals)
-            if in_flight is not None:
-                in_flight.result()
-            in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
-            if outcome.resume_at is not None:
-                claim.result()  # claimed too early: held-back rows were released
-                in_flight.result()  # re-claimed rows must see this batch committed
-                claim = claimer.submit(_claim, ctx, s, outcome.resume_at - 1)
-    finally:
-        if claim is not None:  # the pass's connection must be idle when the pass goes on
-            claim.exception()
+    while True:
+        ctx.check()
+        if stopping.is_set():
+            break
+        if time.monotonic() >= deadline:
+            exhausted = True
+            break
+        rows = ctx.conn.execute(query("outbox_claim"),
+                                {"after": after, "limit": s.batch_size}).fetchall()
+        if not rows:
+            break
+        outcome = _publish_batch(ctx, s, publisher, rows, totals)
+        if in_flight is not None:
+            in_flight.result()
+        in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
+        after = rows[-1]["id"]
+        if outcome.resume_at is not None:
+            in_flight.result()  # re-claimed rows must see this batch committed
+            after = outcome.resume_at - 1
     if in_flight is not None:
         in_flight.result()  # committed before the pass lingers or ends
     return exhausted
