@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import sys
 from pathlib import Path
 
 ENV_FILE = "/etc/m10jobs/env"
@@ -41,9 +42,17 @@ def parse_env_file(text: str) -> dict[str, str]:
 
 
 def load_env_file(path: str) -> None:
+    """Absent: nothing to load (a checkout).  Anything but a small regular UTF-8 file
+    (a symlink, FIFO, directory, garbage bytes) is refused with 78 before root reads it."""
+    from m10jobs.edges import files
+    from m10jobs.errors import M10Error
+
     try:
-        text = Path(path).read_text()
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        text = files.read_text(path, files.ENV_FILE, missing_ok=True)
+    except M10Error as exc:  # before logging is set up: one line, the documented code
+        sys.stderr.write(f"m10: {exc}\n")
+        raise SystemExit(int(exc.exit_code)) from None
+    if text is None:
         return
     for key, value in parse_env_file(text).items():
         os.environ.setdefault(key, value)

@@ -137,6 +137,9 @@ class Kind:
 
 CONFIG = Kind("config file", 16 * MiB, "fix it or point --config/M10_CONFIG at the right file",
               config=True)
+ENV_FILE = Kind("environment file", 1 * MiB, "fix it (KEY=VALUE lines, as systemd's "
+                "EnvironmentFile= reads them) or point M10_ENV_FILE at the right file",
+                config=True)
 FALLBACK_META = Kind("fallback meta", 64 * KiB,
                      "fix it, or move the entry (file and sidecars) out of fallback-uploads")
 FALLBACK_DATA = Kind("fallback file", 5 * GiB,

@@ -99,30 +99,36 @@ def put_verified(s3: Any, bucket: str, key: str, path: Path, sha256: str, size: 
 
     Raises StoredMismatch (nothing trustworthy stored) or boto's own errors.
     """
-    extra = {"ContentType": content_type, "Metadata": {"sha256": sha256}}
-    if size <= multipart_threshold:
-        expected = b64digest(bytes.fromhex(sha256))
-        # ChecksumAlgorithm too: some stores record the checksum only when it is named
-        from m10jobs.edges import files
+    from m10jobs.edges import files
 
-        fd, _ = files.open_regular(path, files.FALLBACK_DATA)  # never a planted symlink
-        with os.fdopen(fd, "rb") as body:
+    extra = {"ContentType": content_type, "Metadata": {"sha256": sha256}}
+    # One fd for the checks and the upload: a path swapped after the entry was checked
+    # (a planted symlink, another file renamed over it) is never what gets stored.
+    fd, _ = files.open_regular(path, files.FALLBACK_DATA)
+    with os.fdopen(fd, "rb") as body:
+        if size <= multipart_threshold:
+            expected = b64digest(bytes.fromhex(sha256))
+            # ChecksumAlgorithm too: some stores record the checksum only when it is named
             resp = s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
                                  ChecksumSHA256=expected, **extra)
-        reported = resp.get("ChecksumSHA256")
-        etag = str(resp.get("ETag", "")).strip('"')
-    else:
-        part_size = ChunksizeAdjuster().adjust_chunksize(part_size, size)
-        whole, expected, got = file_checksums(path, part_size)
-        if (whole, got) != (sha256, size):
-            raise StoredMismatch(f"{path} changed: {got} bytes sha256 {whole[:12]}, expected "
-                                 f"{size} bytes sha256 {sha256[:12]}; not uploaded")
-        s3.upload_file(str(path), bucket, key, ExtraArgs={**extra, "ChecksumAlgorithm": "SHA256"},
-                       Config=TransferConfig(multipart_threshold=multipart_threshold,
-                                             multipart_chunksize=part_size))
-        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-        reported = head.get("ChecksumSHA256")
-        etag = str(head.get("ETag", "")).strip('"')
+            reported = resp.get("ChecksumSHA256")
+            etag = str(resp.get("ETag", "")).strip('"')
+        else:
+            # /proc/self/fd/N reopens this very inode, whatever the path names now; by
+            # filename, s3transfer streams each part from disk instead of buffering it.
+            opened = Path(f"/proc/self/fd/{body.fileno()}")
+            part_size = ChunksizeAdjuster().adjust_chunksize(part_size, size)
+            whole, expected, got = file_checksums(opened, part_size)
+            if (whole, got) != (sha256, size):
+                raise StoredMismatch(f"{path} changed: {got} bytes sha256 {whole[:12]}, "
+                                     f"expected {size} bytes sha256 {sha256[:12]}; not uploaded")
+            s3.upload_file(str(opened), bucket, key,
+                           ExtraArgs={**extra, "ChecksumAlgorithm": "SHA256"},
+                           Config=TransferConfig(multipart_threshold=multipart_threshold,
+                                                 multipart_chunksize=part_size))
+            head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            reported = head.get("ChecksumSHA256")
+            etag = str(head.get("ETag", "")).strip('"')
     if reported is None:  # the store does not do checksums: read it back
         _read_back(s3, bucket, key, sha256, size)
         return Stored(etag, "read back")

@@ -163,3 +163,37 @@ def test_baseline_and_anomaly_on_a_constructed_series(
     cleared = cli(DAILY, "--until", until(end), env=cfg)
     assert cleared.returncode == 0 and summary(cleared)["anomalies"] == 0
     assert conn.execute("SELECT count(*) AS n FROM aos_cost.anomalies").fetchone()["n"] == 0
+
+
+def test_a_day_whose_source_rows_are_bad_is_skipped_and_the_others_are_built(
+        cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
+    for day in range(3):
+        for hour in range(24):
+            add(conn, T0 + day * D + hour * H + H / 7, "acme", "compute", "1")
+    hourly_cfg = with_config(env, tmp_path, backfill_max_hours=72, resnapshot_hours=0)
+    assert cli(HOURLY, "--until", until(T0 + 3 * D), env=hourly_cfg).returncode == 0
+    # The whole-day read of the middle day (its source check) returns a NULL tenant.
+    bad_middle_day = """
+SELECT CASE WHEN %(period_start)s::timestamptz = '2026-01-11T00:00:00Z'
+             AND %(period_end)s::timestamptz = '2026-01-12T00:00:00Z' THEN NULL
+            ELSE tenant_id END AS tenant_id,
+       category, sum(amount_usd) AS amount_usd, count(*) AS record_count
+  FROM aos_cost.cost_records
+ WHERE occurred_at >= %(period_start)s AND occurred_at < %(period_end)s
+ GROUP BY 1, 2
+"""
+    cfg = with_config(env, tmp_path, "daily.toml", backfill_max_hours=72, resnapshot_hours=0,
+                      backfill_max_days=5, resnapshot_days=0, source_query=bad_middle_day)
+    daily = cli(DAILY, "--until", until(T0 + 3 * D), env=cfg)
+    assert daily.returncode == 1, daily.stderr
+    assert "1 day(s) refused" in daily.stderr and "Traceback" not in daily.stderr
+    assert summary(daily)["days"] == ["2026-01-10", "2026-01-12"]
+    assert periods(conn, "day") == [T0, T0 + 2 * D]
+    prom = (Path(env["M10_METRICS_DIR"]) / "m10_aos_cost_snapshot_daily.prom").read_text()
+    assert 'aos_cost_bad_periods{granularity="day",job="aos-cost-snapshot-daily"} 1' in prom
+
+    fixed = with_config(env, tmp_path, "fixed.toml", backfill_max_hours=72, resnapshot_hours=0,
+                        backfill_max_days=5, resnapshot_days=0)
+    again = cli(DAILY, "--until", until(T0 + 3 * D), env=fixed)
+    assert again.returncode == 0, again.stderr
+    assert periods(conn, "day") == [T0, T0 + D, T0 + 2 * D]

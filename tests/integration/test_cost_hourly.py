@@ -273,23 +273,47 @@ def test_jobs_read_the_source_through_a_read_only_grant(
     assert proc.returncode == 78 and "grant SELECT on the source" in proc.stderr
 
 
-def test_a_null_tenant_from_the_source_exits_65_and_that_hour_is_not_written(
+def test_an_hour_with_a_null_tenant_is_skipped_on_its_own_until_the_source_is_fixed(
         cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
-    add(conn, T0 - 2 * H + H / 2, "acme", "compute", "1")
-    add(conn, T0 - H + H / 2, "acme", "compute", "2")
-    nulls_in_last_hour = """
-SELECT CASE WHEN %(period_start)s::timestamptz >= '2026-01-09T23:00:00Z' THEN NULL
+    add(conn, T0 - 3 * H + H / 2, "acme", "compute", "1")
+    add(conn, T0 - 2 * H + H / 2, "acme", "compute", "2")
+    add(conn, T0 - H + H / 2, "acme", "compute", "3")
+    nulls_in = """
+SELECT CASE WHEN %(period_start)s::timestamptz {} THEN NULL
             ELSE tenant_id END AS tenant_id,
        category, sum(amount_usd) AS amount_usd, count(*) AS record_count
   FROM aos_cost.cost_records
  WHERE occurred_at >= %(period_start)s AND occurred_at < %(period_end)s
  GROUP BY 1, 2
 """
-    cfg = with_config(env, tmp_path, source_query=nulls_in_last_hour, backfill_max_hours=2)
-    proc = cli(HOURLY, "--until", until(T0), env=cfg)
+    prom = Path(env["M10_METRICS_DIR"]) / "m10_aos_cost_snapshot_hourly.prom"
+    gauge = 'aos_cost_bad_periods{granularity="hour",job="aos-cost-snapshot-hourly"}'
+
+    # The middle hour is bad: it is rolled back and reported, the hours around it are written.
+    middle = with_config(env, tmp_path, "middle.toml", backfill_max_hours=3,
+                         source_query=nulls_in.format("= '2026-01-09T22:00:00Z'"))
+    for _ in range(2):  # every run tries it again; the gauge stays set
+        proc = cli(HOURLY, "--until", until(T0), env=middle)
+        assert proc.returncode == 1, proc.stderr
+        assert "empty tenant_id" in error_lines(proc)[0]["message"]
+        assert "1 hour(s) refused" in proc.stderr and "Traceback" not in proc.stderr
+        assert periods(conn, "hour") == [T0 - 3 * H, T0 - H]
+        assert f"{gauge} 1" in prom.read_text()
+
+    # Every hour bad: nothing written at all is bad input (65).
+    every = with_config(env, tmp_path, "every.toml", backfill_max_hours=3, resnapshot_hours=3,
+                        source_query=nulls_in.format("IS NOT NULL"))
+    proc = cli(HOURLY, "--until", until(T0), env=every)
     assert proc.returncode == 65, proc.stderr
-    assert "empty tenant_id" in error_lines(proc)[0]["message"]
-    assert periods(conn, "hour") == [T0 - 2 * H]
+    assert "3 hour(s) refused" in proc.stderr
+    assert periods(conn, "hour") == [T0 - 3 * H, T0 - H]
+
+    fixed = cli(HOURLY, "--until", until(T0),
+                env=with_config(env, tmp_path, "fixed.toml", backfill_max_hours=3))
+    assert fixed.returncode == 0, fixed.stderr
+    assert periods(conn, "hour") == [T0 - 3 * H, T0 - 2 * H, T0 - H]
+    assert (T0 - 2 * H, "acme", "compute", Decimal("2"), 1) in snapshots(conn, "hour")
+    assert f"{gauge} 0" in prom.read_text()
 
 
 def test_cost_status_shows_a_hole_behind_the_newest_hour(

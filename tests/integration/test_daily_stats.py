@@ -102,8 +102,8 @@ def test_day_boundaries_follow_the_configured_time_zone(cli: Any, env: dict[str,
     assert bad.returncode == 78 and "daily_stats.timezone" in bad.stderr
 
 
-def test_corrupt_checkpoint_exits_65_naming_file_and_line(cli: Any, env: dict[str, str],
-                                                          seeded: Any) -> None:
+def test_a_corrupt_month_is_skipped_on_its_own_and_the_others_are_written(
+        cli: Any, env: dict[str, str], seeded: Any) -> None:
     log = Path(env["M10_LOG_DIR"])
     assert cli("m10-daily-stats", "--start-date", "2026-10-29",
                "--until", "2026-10-30").returncode == 0
@@ -111,12 +111,32 @@ def test_corrupt_checkpoint_exits_65_naming_file_and_line(cli: Any, env: dict[st
     lines = path.read_text().splitlines()
     lines[2] = "2026-10-30,not-a-number"
     path.write_text("\n".join(lines) + "\n")
-    before = stats_files(log)
+    october = {k: v for k, v in stats_files(log).items() if "2026-10" in k}
+    metrics = Path(env["M10_METRICS_DIR"]) / "m10_m10_daily_stats.prom"
+
     proc = cli("m10-daily-stats", "--until", "2026-11-01")
-    assert proc.returncode == 65
+    assert proc.returncode == 1, proc.stderr  # degraded: a month needs the operator
     assert f"{path}: line 3: expected 11 fields" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert stats_files(log) == before
+    assert {k: v for k, v in stats_files(log).items() if "2026-10" in k} == october
+    assert [r["date"] for r in rows_of(log / "m10_stats_2026-11.csv")] == ["2026-11-01"]
+    assert (log / "m10_stats_2026-11.csv.processed").exists()
+    assert 'm10_daily_stats_bad_months{job="m10-daily-stats"} 1' in metrics.read_text()
+
+    # Nothing else left to do: the bad month alone is bad input (65), still untouched,
+    # and its gauge stays set until the file is fixed.
+    again = cli("m10-daily-stats", "--until", "2026-11-01")
+    assert again.returncode == 65, again.stderr
+    assert f"{path}: line 3" in again.stderr and "Traceback" not in again.stderr
+    assert {k: v for k, v in stats_files(log).items() if "2026-10" in k} == october
+    assert 'm10_daily_stats_bad_months{job="m10-daily-stats"} 1' in metrics.read_text()
+
+    path.unlink()  # the operator removes it: the month is rebuilt from the table
+    (log / "m10_stats_2026-10.csv.processed").unlink()
+    fixed = cli("m10-daily-stats", "--until", "2026-11-01")
+    assert fixed.returncode == 0, fixed.stderr
+    assert [r["date"] for r in rows_of(path)] == ["2026-10-29", "2026-10-30", "2026-10-31"]
+    assert 'm10_daily_stats_bad_months{job="m10-daily-stats"} 0' in metrics.read_text()
 
 
 def test_sigkill_during_export_leaves_previous_csv_and_marker(

@@ -167,3 +167,26 @@ def test_the_meta_sha256_is_what_the_store_is_asked_to_verify(s3: Any,
     assert sent[0]["x-amz-checksum-sha256"] == storage.b64digest(bytes(32))
     assert sha != "00" * 32
 
+
+
+@pytest.mark.parametrize(("size", "kw", "operation"), [
+    (200_000, {}, "PutObject"),
+    (9 * MIB, SMALL_MULTIPART, "CreateMultipartUpload"),
+])
+def test_a_path_swapped_after_the_checks_is_never_what_gets_stored(
+        s3: Any, tmp_path: Path, size: int, kw: dict[str, int], operation: str) -> None:
+    """Another file renamed over the path once the upload began (the window between an
+    entry's checks and its upload) changes nothing: the opened file is what is sent."""
+    path, sha = file_of(tmp_path, size)
+    original = path.read_bytes()
+    intruder = tmp_path / "intruder"
+    intruder.write_bytes(os.urandom(size))
+
+    def swap(**_: Any) -> None:
+        if intruder.exists():
+            os.replace(intruder, path)
+
+    s3.meta.events.register(f"before-call.s3.{operation}", swap)
+    put(s3, path, sha, **kw)
+    assert not intruder.exists(), "the swap did not happen: the test proves nothing"
+    assert stored_bytes(s3) == original

@@ -24,14 +24,14 @@ from decimal import (
     InvalidOperation,
     localcontext,
 )
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg.postgres import types
 
 from m10jobs.edges import db
 from m10jobs.edges.queries import query
-from m10jobs.errors import BadInput, ConfigError
+from m10jobs.errors import BadInput, ConfigError, TaskFailed
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
@@ -229,6 +229,45 @@ def read_source(cur: psycopg.Cursor[Any], source_query: str, start: datetime,
 
 
 # -- writes -----------------------------------------------------------------------
+T = TypeVar("T")
+
+
+def each_period(ctx: PassContext, granularity: str, periods: list[datetime],
+                build: Callable[[psycopg.Cursor[Any], datetime], T]
+                ) -> tuple[list[tuple[datetime, T]], dict[datetime, str]]:
+    """Build each period in its own transaction.  One whose source rows are bad (65) is
+    rolled back, reported and skipped, and the others proceed; it is missing, so every
+    later pass tries it again until the records are fixed.  (built, bad)."""
+    built: list[tuple[datetime, T]] = []
+    bad: dict[datetime, str] = {}
+    for start in periods:
+        ctx.check()
+        try:
+            with ctx.conn.transaction(), ctx.conn.cursor() as cur:
+                built.append((start, build(cur, start)))
+        except BadInput as exc:
+            bad[start] = str(exc)
+            ctx.log.error("%s; this %s is skipped, the others proceed", exc, granularity)
+    ctx.gauge("aos_cost_bad_periods", len(bad),
+              "Periods refused for bad source rows (tried again every run until fixed).",
+              granularity=granularity)
+    return built, bad
+
+
+def refuse_bad(granularity: str, bad: dict[datetime, str], built: int,
+               summary: dict[str, Any]) -> None:
+    """Some periods were refused: 1 when others were written, 65 when none was."""
+    if not bad:
+        return
+    summary["bad"] = [iso(t) for t in bad]
+    what = (f"{len(bad)} {granularity}(s) refused and left unwritten "
+            f"({next(iter(bad.values()))})")
+    if not built:
+        raise BadInput(f"{what}; nothing else to snapshot")
+    raise TaskFailed(f"{what}; the other {granularity}s were written", summary)
+
+
+
 def write_period(cur: psycopg.Cursor[Any], granularity: str, start: datetime,
                  totals: Mapping[Key, Totals], token: int | None, mismatches: int = 0) -> None:
     """Upsert one period's rows, drop rows the source no longer has, mark it done.

@@ -157,10 +157,9 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
 
     anomalies: list[Anomaly] = []
     mismatches = 0
-    for d, _ in ready:
-        ctx.check()
-        with ctx.conn.transaction(), ctx.conn.cursor() as cur:
-            day_mismatches, day_anomalies = build_day(cur, ctx, s, d)
+    built, bad = cc.each_period(ctx, "day", [d for d, _ in ready],
+                                lambda cur, d: build_day(cur, ctx, s, d))
+    for _, (day_mismatches, day_anomalies) in built:
         mismatches += day_mismatches
         anomalies += day_anomalies
         for a in day_anomalies:  # once committed, so a later failure cannot hide it
@@ -169,8 +168,11 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
             ctx.gauge("aos_cost_anomaly_amount_usd", float(a.amount_usd),
                       "Day total of each anomaly flagged by the last run.",
                       tenant=a.tenant_id, category=a.category, day=a.day)
-    _gauges(ctx, ready, pending, plan.skipped, anomalies, mismatches, end)
+    _gauges(ctx, [r for r in ready if r[0] not in bad], pending, plan.skipped, anomalies,
+            mismatches, end)
     summary.update(anomalies=len(anomalies), source_mismatches=mismatches)
+    summary["days"] = [d.date().isoformat() for d, _ in built]
+    cc.refuse_bad("day", bad, len(built), summary)
     stale = [d for d, _ in pending if d < end - cc.DAY]
     if plan.skipped:  # counted from the snapshot table: stays until the hole is filled
         raise TaskFailed(f"{plan.skipped} missing day(s) are older than the backfill cap "

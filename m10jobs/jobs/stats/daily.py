@@ -16,8 +16,9 @@ files are host state:
   every host's CSVs hold every day whichever host computed it.  If another
   host is computing right now, export waits for it (bounded), else exits 75.
 
-Rerunning never duplicates a day; a CSV that does not parse stops the export
-(65), untouched.
+Rerunning never duplicates a day.  A month's CSV (or marker) that does not parse
+is reported and left untouched, and the other months proceed: exit 1 when some
+month was written or uploaded besides, 65 when the bad ones were all there was.
 """
 
 from __future__ import annotations
@@ -82,7 +83,10 @@ def _csv_last_date(ctx: PassContext) -> date | None:
     """The last day in this host's CSVs: where a first compute resumes after an upgrade
     from the CSV-only checkpoint."""
     for path in reversed(month_files(ctx.config.log_dir)):
-        last = parse(path).last_date
+        try:
+            last = parse(path).last_date
+        except BadInput:
+            continue  # a damaged month: resume after an earlier one (days are never doubled)
         if last:
             return last
     return None
@@ -203,6 +207,14 @@ def _marker_stale(path: Path) -> bool:
                          if k != "upload_pending"}
 
 
+def _check_month(path: Path) -> list[dict[str, str]]:
+    """The month's rows; BadInput when its CSV does not parse or its marker's place is
+    taken by something odd (the month is then left alone, and reported)."""
+    rows = parse(path).rows
+    _refuse_odd_marker(path)
+    return rows
+
+
 def export_pass(ctx: PassContext) -> dict[str, Any]:
     """Host-local: bring this host's month files in line with the table, then upload."""
     tz = _zone(ctx)
@@ -222,19 +234,31 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
         row = {"date": r["day"].isoformat(),
                **{c: "" if r[c] is None else str(r[c]) for c in COLUMNS[1:]}}
         by_month.setdefault(csv_path(ctx.config.log_dir, r["day"]), {})[row["date"]] = row
-    for path in month_files(ctx.config.log_dir):  # a month's marker may be stale
-        if path not in by_month and parse(path).rows and _marker_stale(path):
+    # Every month on its own: one that does not parse is reported and skipped.
+    current: dict[Path, list[dict[str, str]]] = {}
+    bad: dict[Path, str] = {}
+    for path in sorted(set(month_files(ctx.config.log_dir)) | set(by_month)):
+        try:
+            current[path] = _check_month(path)
+        except BadInput as exc:
+            bad[path] = str(exc)
+            ctx.log.error("%s; this month is skipped, the others proceed", exc)
+    for path, rows in current.items():  # a month's marker may be stale
+        if path not in by_month and rows and _marker_stale(path):
             by_month[path] = {}
     changes = {}
     for path, rows in sorted(by_month.items()):
-        current = parse(path)  # BadInput (65, nothing written) when it does not parse
-        _refuse_odd_marker(path)
-        have = {r["date"]: r for r in current.rows}
+        if path in bad:
+            continue
+        have = {r["date"]: r for r in current[path]}
         added = sorted(d for d in rows if have.get(d) != rows[d])
         if added or _marker_stale(path):
             changes[path] = added
+    ctx.gauge("m10_daily_stats_bad_months", len(bad),
+              "Stats months whose CSV or marker does not parse (skipped until fixed).")
     if ctx.dry_run:
-        return {"would_write": {p.name: a for p, a in changes.items()}, "timezone": tz.key}
+        return {"would_write": {p.name: a for p, a in changes.items()},
+                "bad": [p.name for p in bad], "timezone": tz.key}
     written, appended = [], []
     for path, added in changes.items():
         ctx.check()
@@ -254,21 +278,28 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
             appended.append(path)
         ctx.log.info("%s: %d row(s), last %s", path.name, len(rows), rows[-1]["date"],
                      extra={"added": added})
-    uploads, failed = _upload_pending(ctx, s.key_prefix) if upload_on else ({}, [])
+    uploads, failed = _upload_pending(ctx, s.key_prefix, bad) if upload_on else ({}, [])
     if appended and not upload_on:
         ctx.log.info("upload skipped (daily_stats.upload is off or r2_bucket is not set)")
     exported = sorted(d for a in changes.values() for d in a)
     ctx.gauge("m10_daily_stats_days_exported", len(exported),
               "Days written into this host's CSVs by the last pass.")
-    months = month_files(ctx.config.log_dir)
+    months = [p for p in month_files(ctx.config.log_dir) if p not in bad]
     newest = parse(months[-1]).last_date if months else None
     if newest is not None:
         ctx.gauge("m10_daily_stats_last_day_timestamp_seconds",
                   datetime.combine(newest, time(), tz).timestamp(),
                   "Start of the newest day in this host's stats CSVs (stale when older than "
                   "2 days).")
-    summary = {"exported": exported, "files": [p.name for p in written], "uploads": uploads,
-               "timezone": tz.key}
+    summary: dict[str, Any] = {"exported": exported, "files": [p.name for p in written],
+                               "uploads": uploads, "timezone": tz.key}
+    if bad:
+        summary["bad"] = [p.name for p in bad]
+        what = (f"{len(bad)} stats month(s) refused and left untouched "
+                f"({next(iter(bad.values()))})")
+        if not (written or uploads):
+            raise BadInput(f"{what}; nothing else to write")
+        raise TaskFailed(f"{what}; the other months were written", summary)
     if failed:
         for problem in failed:
             ctx.log.error("%s", problem)
@@ -286,7 +317,8 @@ def _owed(path: Path) -> bool:
     return bool(marker and marker.get("upload_pending"))
 
 
-def _upload_pending(ctx: PassContext, prefix: str) -> tuple[dict[str, str], list[str]]:
+def _upload_pending(ctx: PassContext, prefix: str,
+                    bad: dict[Path, str]) -> tuple[dict[str, str], list[str]]:
     """Upload every month whose marker says it is owed to object storage, then clear
     that in the marker.  The flag lives in the marker, so a month written while the
     store was down and the state disk full (no fallback copy possible) is uploaded on
@@ -295,6 +327,8 @@ def _upload_pending(ctx: PassContext, prefix: str) -> tuple[dict[str, str], list
     failed: list[str] = []
     for path in month_files(ctx.config.log_dir):
         ctx.check()
+        if path in bad:  # never upload a month that does not parse
+            continue
         try:
             marker = read_marker(path)
         except M10Error:
