@@ -3,10 +3,16 @@ consecutive passes started the way the timer starts them (at every tick, unless 
 previous pass still runs: systemd does not start an active unit), with outbox
 linger on versus the same bench without it.
 
-The tick is M10_BENCH_TICK_S (default 20 s; production's timer is 60 s); the
+The tick is M10_BENCH_TICK_S (default 20 s; production's timer is 60 s, run
+`M10_BENCH_TICK_S=60 make bench BENCH=bench_outbox_latency` for its figure); the
 linger ends 0.5 s before each tick, so the hand-over gap (that margin plus one
 start-up) is a larger share of a compressed period than of a real minute: the
 share of events that waited for a hand-over is printed beside the percentiles.
+
+M10_BENCH_HANDOVER=restart emulates a unit that systemd restarts as soon as a pass
+exits 0 (Restart=on-success, not what the shipped units do), each pass lingering
+linger_seconds without aligning to the tick: the gap is then one start-up, without
+the margin.  For comparison only.
 """
 
 from __future__ import annotations
@@ -31,25 +37,34 @@ TICK_S = int(os.environ.get("M10_BENCH_TICK_S", "20"))
 PASSES = 3
 RATE = 1000  # events/s
 STEP_S = 0.02  # one producer transaction every 20 ms (20 events)
+RESTART = os.environ.get("M10_BENCH_HANDOVER", "timer") == "restart"
 
 
 def _timer(bench: Bench, env: dict[str, str], cfg: Path, stop: threading.Event,
-           codes: list[int]) -> None:
-    """Start a pass at every tick unless the previous one is still running."""
-    proc: subprocess.Popen[bytes] | None = None
+           codes: list[int], restart: bool) -> None:
+    """Start a pass at every tick unless the previous one is still running (and, with
+    restart, as soon as the previous one exited 0)."""
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([str(bench.bin / "m10-outbox-processor"), "--config",
+                                 str(cfg)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+    proc = start()  # the first pass, just after a tick
+    next_tick = (time.time() // TICK_S + 1) * TICK_S
     while not stop.is_set():
-        wait = TICK_S - time.time() % TICK_S
-        if stop.wait(wait):
-            break
-        if proc is not None and proc.poll() is None:
+        now = time.time()
+        due = now >= next_tick
+        if not due and not (restart and proc.poll() == 0):
+            stop.wait(min(0.005, next_tick - now) if restart else next_tick - now)
+            continue
+        if due:
+            next_tick += TICK_S
+        if proc.poll() is None:
             continue  # systemd skips the tick of an active unit
-        if proc is not None:
-            codes.append(proc.returncode)
-        proc = subprocess.Popen([str(bench.bin / "m10-outbox-processor"), "--config", str(cfg)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if proc is not None:
-        proc.wait()
         codes.append(proc.returncode)
+        proc = start()
+    proc.wait()
+    codes.append(proc.returncode)
 
 
 def _measure(bench: Bench, linger: bool) -> tuple[list[float], int, list[float]]:
@@ -58,8 +73,9 @@ def _measure(bench: Bench, linger: bool) -> tuple[list[float], int, list[float]]
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     r.flushdb()
     cfg = Path(tempfile.mkdtemp()) / "m10jobs.toml"
+    # restarted on exit, a pass need not end before a tick: it lingers linger_seconds
     cfg.write_text(f"[outbox]\nlinger_seconds = {TICK_S if linger else 0}\n"
-                   f"linger_tick_seconds = {TICK_S}\n")
+                   f"linger_tick_seconds = {0 if linger and RESTART else TICK_S}\n")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
            **bench.stack.env(), "M10_DATABASE_URL": dsn, "M10_METRICS_DIR": ""}
     sent: dict[str, float] = {}
@@ -82,10 +98,9 @@ def _measure(bench: Bench, linger: bool) -> tuple[list[float], int, list[float]]
 
     # Start just after a tick, as the timer would; run PASSES full periods.
     time.sleep(TICK_S - time.time() % TICK_S + 0.05)
-    timer = threading.Thread(target=_timer, args=(bench, env, cfg, stop, codes))
+    timer = threading.Thread(target=_timer,
+                             args=(bench, env, cfg, stop, codes, linger and RESTART))
     consumer = threading.Thread(target=consume)
-    first = subprocess.Popen([str(bench.bin / "m10-outbox-processor"), "--config", str(cfg)],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     timer.start()
     consumer.start()
     end = time.monotonic() + PASSES * TICK_S
@@ -103,8 +118,6 @@ def _measure(bench: Bench, linger: bool) -> tuple[list[float], int, list[float]]
             n += len(keys)
             next_at += STEP_S
             time.sleep(max(0.0, next_at - time.monotonic()))
-    first.wait()
-    codes.insert(0, first.returncode)
     deadline = time.monotonic() + TICK_S + 10
     while len(arrived) < len(sent) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -131,7 +144,8 @@ def run(bench: Bench) -> None:
         results[linger] = (lat, passes, slow)
     base = results[False][0]
     for linger, (lat, passes, _) in results.items():
-        name = "with linger" if linger else "no linger (baseline)"
+        name = ("with linger" + (", restart on exit (emulated)" if RESTART else "")
+                if linger else "no linger (baseline)")
         slow = sum(1 for x in lat if x > 100) / len(lat)
         print(f"  {name}: {len(lat):,} events at {RATE}/s over {passes} passes, tick {TICK_S}s; "
               f"{slow:.1%} waited > 100 ms (hand-overs)", flush=True)

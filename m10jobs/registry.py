@@ -146,6 +146,10 @@ class Job:
     """Upper bound of one pass (TimeoutStartSec=), kept below the lease TTL."""
     jitter_seconds: int = 30
     """Timer RandomizedDelaySec=; 0 where the exact minute matters (daily stats at 00:05)."""
+    timer_accuracy: str | None = None
+    """Timer AccuracySec=; None: 1s without a random delay, else 10s.  systemd fires a timer
+    at a host-fixed point within that window after the tick (to coalesce wake-ups), so a job
+    that hands over at the tick (the outbox's linger) asks for 1ms."""
     settings: tuple[type | str, ...] = ()
     """Its TOML tables: settings classes (m10jobs.settings) with a SECTION name, or
     "module:Class" (see tables)."""

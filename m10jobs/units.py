@@ -113,7 +113,7 @@ def timer(job: Job) -> str:
         f"OnCalendar={job.schedule}",
         "Persistent=true",
         f"RandomizedDelaySec={job.jitter_seconds}",
-        f"AccuracySec={'1s' if job.jitter_seconds == 0 else '10s'}",
+        f"AccuracySec={job.timer_accuracy or ('1s' if job.jitter_seconds == 0 else '10s')}",
         f"Unit={job.script}.service",
         "",
         "[Install]",

@@ -7,9 +7,19 @@
 -- The hold-back is one probe of outbox_held_idx per candidate, flat however many wait: a
 -- scalar subquery, which the planner never turns into a join (as NOT EXISTS, it guessed the
 -- held rows few and compared every candidate with every one of them).
-SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.payload::text AS payload,
-       o.idempotency_key, o.attempts, o.dead_letters,
-       to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
+-- `fields` is the stream entry (DESIGN.md A5, the order of outbox_stream.OUTBOX_FIELDS) as
+-- the JSON array [field, value, ...] the publish script takes: encoded here, in C, instead
+-- of per field in Python (a third of the processor's CPU time).
+SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.attempts, o.dead_letters,
+       json_build_array(
+           'event_id', o.id::text,
+           'idempotency_key', coalesce(o.idempotency_key, ''),
+           'event_type', o.event_type,
+           'aggregate_type', coalesce(o.aggregate_type, ''),
+           'aggregate_id', coalesce(o.aggregate_id, ''),
+           'payload', o.payload::text,
+           'created_at', to_char(o.created_at AT TIME ZONE 'UTC',
+                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text AS fields
   FROM m10_recovery.outbox o
  WHERE o.status = 'pending' AND o.id > %(after)s AND o.next_attempt_at <= now()
    AND (o.aggregate_id IS NULL

@@ -34,7 +34,7 @@ from m10jobs.edges.outbox_stream import (
     Publisher,
     Trim,
     dead_letter_key,
-    outbox_fields,
+    field_pairs,
     published_key,
 )
 from m10jobs.edges.queries import query
@@ -206,14 +206,18 @@ def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
     dead: list[tuple[dict[str, Any], str]] = []
     sendable: list[dict[str, Any]] = []
     for r in rows:
-        size = len(r["payload"].encode())
+        # A UTF-8 character is at most 4 bytes, and JSON escaping never shortens the
+        # payload: only entries longer than a quarter of the limit need a closer look.
+        size = (_payload_bytes(r["fields"]) if 4 * len(r["fields"]) > s.max_payload_bytes
+                else 0)
         if size > s.max_payload_bytes:
             dead.append((r, f"payload of {size} bytes exceeds outbox.max_payload_bytes "
                             f"({s.max_payload_bytes})"))
         else:
             sendable.append(r)
-    entries = [Entry(s.stream_for(r["event_type"]), published_key(s.dedup_key_prefix, r["id"]),
-                     outbox_fields(r), order_key(r)) for r in sendable]
+    prefix = s.dedup_key_prefix
+    entries = [Entry(s.stream_for(r["event_type"]), published_key(prefix, r["id"]),
+                     r["fields"], order_key(r)) for r in sendable]
     outcomes = publisher.publish(entries)
     published: list[tuple[dict[str, Any], str, Outcome]] = []
     failed: list[tuple[dict[str, Any], str]] = []
@@ -247,13 +251,19 @@ def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
     return BatchOutcome(published, failed, dl, min(unblocked) if unblocked else None)
 
 
+def _payload_bytes(fields: str) -> int:
+    """The UTF-8 size of the payload in an entry's fields."""
+    return len(dict(field_pairs(fields))["payload"].encode())
+
+
 def _dead_letter(s: OutboxSettings, publisher: Publisher,
                  dead: list[tuple[dict[str, Any], str]]
                  ) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
     """Append dead letters to the dead-letter stream (before the row is marked)."""
     entries = []
     for r, reason in dead:
-        fields = [*outbox_fields(r), ("reason", reason), ("attempts", str(r["attempts"] + 1))]
+        fields = [*field_pairs(r["fields"]), ("reason", reason),
+                  ("attempts", str(r["attempts"] + 1))]
         entries.append(Entry(s.dead_letter_stream,
                              dead_letter_key(s.dedup_key_prefix, r["id"], r["dead_letters"] + 1),
                              fields))
