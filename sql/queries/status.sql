@@ -18,9 +18,17 @@ SELECT lock_name, holder_id, fencing_token,
 -- status_outbox --
 -- Pending and retrying events, the oldest pending age, aggregates held back by a retrying
 -- event, dead-lettered events (partial indexes on status), and the age of the last publish.
-SELECT (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending') AS pending,
-       (SELECT count(*) FROM m10_recovery.outbox
-         WHERE status = 'pending' AND attempts > 0) AS retrying,
+-- Counts are exact up to 10,000, then the matching partial index's row count (as
+-- outbox_backlog; held-back aggregates stop at 10,001): a million-event backlog costs no
+-- full count.
+SELECT (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+          FROM pg_class WHERE oid = 'm10_recovery.outbox_pending_idx'::regclass)) END
+          FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                 WHERE status = 'pending' LIMIT 10001) AS capped) AS c) AS pending,
+       (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+          FROM pg_class WHERE oid = 'm10_recovery.outbox_retrying_idx'::regclass)) END
+          FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                 WHERE status = 'pending' AND attempts > 0 LIMIT 10001) AS capped) AS c) AS retrying,
        (SELECT extract(epoch FROM clock_timestamp() - created_at)::float8
           FROM m10_recovery.outbox WHERE status = 'pending'
          ORDER BY id LIMIT 1) AS oldest_pending_age_s,
@@ -28,22 +36,30 @@ SELECT (SELECT count(*) FROM m10_recovery.outbox WHERE status = 'pending') AS pe
             SELECT DISTINCT coalesce(aggregate_type, ''), aggregate_id
               FROM m10_recovery.outbox
              WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > now()
-               AND aggregate_id IS NOT NULL) held) AS held_back_aggregates,
-       (SELECT count(*) FROM m10_recovery.outbox
-         WHERE status = 'dead_lettered') AS dead_lettered,
+               AND aggregate_id IS NOT NULL
+             LIMIT 10001) held) AS held_back_aggregates,
+       (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+          FROM pg_class WHERE oid = 'm10_recovery.outbox_dead_lettered_idx'::regclass)) END
+          FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.outbox
+                 WHERE status = 'dead_lettered' LIMIT 10001) AS capped) AS c) AS dead_lettered,
        (SELECT extract(epoch FROM clock_timestamp() - max(published_at))::float8
           FROM m10_recovery.replay_log) AS last_publish_age_s;
 
 -- status_dead_letters --
 -- Archived dead letters awaiting reconcile (and the oldest's age), abandoned ones nobody has
--- replayed yet, and the outcomes reconciled in the last 24 hours (partial indexes).
-SELECT (SELECT count(*) FROM m10_recovery.dead_letter_archive
-         WHERE reconcile_outcome IS NULL) AS pending,
+-- replayed yet, and the outcomes reconciled in the last 24 hours (partial indexes; the
+-- first three exact up to 10,000, then the partial index's row count).
+SELECT (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+          FROM pg_class WHERE oid = 'm10_recovery.dead_letter_archive_unreconciled_idx'::regclass)) END
+          FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.dead_letter_archive
+                 WHERE reconcile_outcome IS NULL LIMIT 10001) AS capped) AS c) AS pending,
        (SELECT extract(epoch FROM clock_timestamp() - archived_at)::float8
           FROM m10_recovery.dead_letter_archive WHERE reconcile_outcome IS NULL
          ORDER BY id LIMIT 1) AS oldest_pending_age_s,
-       (SELECT count(*) FROM m10_recovery.dead_letter_archive
-         WHERE reconcile_outcome = 'abandoned') AS abandoned,
+       (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
+          FROM pg_class WHERE oid = 'm10_recovery.dead_letter_archive_abandoned_idx'::regclass)) END
+          FROM (SELECT count(*) AS n FROM (SELECT FROM m10_recovery.dead_letter_archive
+                 WHERE reconcile_outcome = 'abandoned' LIMIT 10001) AS capped) AS c) AS abandoned,
        (SELECT min(id) FROM m10_recovery.dead_letter_archive
          WHERE reconcile_outcome = 'abandoned') AS first_abandoned_id,
        (SELECT count(*) FROM m10_recovery.dead_letter_archive
