@@ -97,6 +97,16 @@ class TaskFailed(M10Error):
         self.summary = summary or {}
 
 
+def some_refused(what: str, summary: dict[str, Any], *, others: str | None,
+                 nothing: str) -> M10Error:
+    """Entries refused and skipped, each on its own (a fallback entry, a stats month, a
+    cost period): 1 with `others` (what the valid ones got) when any were acted on, else
+    bad input (65) with `nothing`, since the bad ones were all there was."""
+    if others is None:
+        return BadInput(f"{what}; {nothing}")
+    return TaskFailed(f"{what}; {others}", summary)
+
+
 def combine_exit_codes(codes: list[int]) -> int:
     """One exit code for a run of one or more tasks.
 

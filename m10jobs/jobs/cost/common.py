@@ -31,7 +31,7 @@ from psycopg.postgres import types
 
 from m10jobs.edges import db
 from m10jobs.edges.queries import query
-from m10jobs.errors import BadInput, ConfigError, TaskFailed
+from m10jobs.errors import BadInput, ConfigError, some_refused
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
@@ -260,11 +260,10 @@ def refuse_bad(granularity: str, bad: dict[datetime, str], built: int,
     if not bad:
         return
     summary["bad"] = [iso(t) for t in bad]
-    what = (f"{len(bad)} {granularity}(s) refused and left unwritten "
-            f"({next(iter(bad.values()))})")
-    if not built:
-        raise BadInput(f"{what}; nothing else to snapshot")
-    raise TaskFailed(f"{what}; the other {granularity}s were written", summary)
+    raise some_refused(
+        f"{len(bad)} {granularity}(s) refused and left unwritten ({next(iter(bad.values()))})",
+        summary, nothing="nothing else to snapshot",
+        others=f"the other {granularity}s were written" if built else None)
 
 
 

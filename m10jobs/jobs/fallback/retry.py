@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from m10jobs.edges import fallback, storage
-from m10jobs.errors import BadInput, DependencyUnavailable, TaskFailed
+from m10jobs.errors import BadInput, DependencyUnavailable, TaskFailed, some_refused
 from m10jobs.jobs.fallback.settings import RetrySettings
 from m10jobs.runner import as_m10_error
 
@@ -125,12 +125,11 @@ def _retry(ctx: PassContext) -> dict[str, Any]:
                          f"{alert_after:g} h ({', '.join(stuck)}); check the bucket and "
                          "credentials, then rerun m10-retry-r2-fallbacks")
     if bad:
-        acted = bool(uploaded or superseded)
-        what = (f"{len(bad)} fallback entr{'y' if len(bad) == 1 else 'ies'} refused and "
-                f"left in place ({bad[0]})")
-        if not acted:
-            raise BadInput(f"{what}; nothing else to upload")
-        raise TaskFailed(f"{what}; the {len(uploaded)} valid one(s) were uploaded", summary)
+        raise some_refused(
+            f"{len(bad)} fallback entr{'y' if len(bad) == 1 else 'ies'} refused and left in "
+            f"place ({bad[0]})", summary, nothing="nothing else to upload",
+            others=f"the {len(uploaded)} valid one(s) were uploaded"
+            if uploaded or superseded else None)
     if failed:
         ctx.log.warning("%d fallback upload(s) failed; they stay pending", len(failed))
     return summary

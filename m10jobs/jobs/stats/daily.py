@@ -34,7 +34,7 @@ from m10jobs.edges import fallback, files
 from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
 from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
 from m10jobs.edges.queries import query
-from m10jobs.errors import BadInput, M10Error, TaskFailed
+from m10jobs.errors import BadInput, M10Error, TaskFailed, some_refused
 from m10jobs.jobs.maintenance.settings import RetentionSettings
 from m10jobs.jobs.stats.settings import LOCK, DailyStatsSettings
 from m10jobs.jobs.stats.statsfile import (
@@ -295,11 +295,10 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
                                "uploads": uploads, "timezone": tz.key}
     if bad:
         summary["bad"] = [p.name for p in bad]
-        what = (f"{len(bad)} stats month(s) refused and left untouched "
-                f"({next(iter(bad.values()))})")
-        if not (written or uploads):
-            raise BadInput(f"{what}; nothing else to write")
-        raise TaskFailed(f"{what}; the other months were written", summary)
+        raise some_refused(
+            f"{len(bad)} stats month(s) refused and left untouched ({next(iter(bad.values()))})",
+            summary, nothing="nothing else to write",
+            others="the other months were written" if written or uploads else None)
     if failed:
         for problem in failed:
             ctx.log.error("%s", problem)
