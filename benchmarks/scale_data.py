@@ -215,6 +215,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         "retention_start": {"run_id": "r", "policy": "outbox", "target": "t", "max_age_s": 86400,
                             "archive_location": "x"},
         "retention_progress": {"id": 1, "archived": 1, "deleted": 1},
+        "retention_columns": {"table": "m10_recovery.replay_log"},
         "retention_finish": {"id": 1, "status": "succeeded", "error": None},
         # daily stats, cost snapshots
         "daily_stats": {"lo": DAY, "hi": DAY + timedelta(days=1)},

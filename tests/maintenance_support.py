@@ -7,7 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import redis
+from psycopg.rows import dict_row
 
 DEFAULT_TOML = """
 [dead_letter]
@@ -58,3 +60,24 @@ def event_fields(event_id: int, key: str | None, payload: str = '{"n": 1}',
     return {"event_id": str(event_id), "idempotency_key": key or "", "event_type": event_type,
             "aggregate_type": "order", "aggregate_id": str(event_id), "payload": payload,
             "created_at": "2026-01-01T00:00:00Z"}
+
+
+def chunk_rows(conn: psycopg.Connection[Any], data: bytes) -> list[dict[str, Any]]:
+    """A retention chunk's rows: a zstd'd binary COPY stream whose header names the columns
+    and their types, read back through a temporary table of those columns."""
+    import zstandard
+    from psycopg import sql
+
+    from m10jobs.jobs.maintenance.retention import chunk_columns
+
+    stream = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    meta = chunk_columns(stream)
+    assert meta is not None, "the chunk's header names no columns"
+    cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
+                              for n, t in meta["columns"])
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE TEMPORARY TABLE chunk ({}) ON COMMIT DROP").format(cols))
+        with conn.cursor(row_factory=dict_row) as cur:
+            with cur.copy("COPY chunk FROM STDIN (FORMAT binary)") as cp:
+                cp.write(stream)
+            return cur.execute("SELECT * FROM chunk").fetchall()

@@ -76,21 +76,45 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644,
 def _atomic_write(path: Path, payload: bytes, mode: int, lock: bool) -> None:
     with file_lock(path) if lock else contextlib.nullcontext():
         _remove_stale_temps(path)
-        import tempfile  # imported here: not on the start-up path of a skipped pass
+        _replace(path, payload, mode)
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fchmod(f.fileno(), mode)
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
+
+def write_unique(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """atomic_write for a file no other writer names (a retention chunk, named by its id
+    range): no directory lock and no sweep for stale temps, whose glob costs a scan of
+    the directory per write (thousands of chunks a day).  The caller removes a killed
+    writer's temps itself (remove_temps)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _replace(path, data, mode)
+    except OSError as exc:
+        raise WriteFailed(exc.errno, exc.strerror, str(path)) from exc
+
+
+def remove_temps(directory: Path) -> None:
+    """The temp files a killed write_unique left in directory (none is in flight)."""
+    for stale in directory.glob(".*.tmp") if directory.is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+
+
+def _replace(path: Path, payload: bytes, mode: int) -> None:
+    import tempfile  # imported here: not on the start-up path of a skipped pass
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _remove_stale_temps(path: Path) -> None:

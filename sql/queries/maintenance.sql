@@ -167,6 +167,13 @@ SELECT id, run_id, policy, target, cutoff, status, rows_archived, rows_deleted,
  ORDER BY id DESC
  LIMIT %(limit)s;
 
+-- retention_columns --
+-- A table's columns and their types, in order (written into the header of its archived chunks).
+SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
+  FROM pg_catalog.pg_attribute AS a
+ WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum;
+
 -- retention_upto_replay_log --
 -- Upper id of the next batch of replay_log rows past the cutoff (keyset: id > after).
 SELECT max(id) AS upto FROM (
@@ -175,10 +182,10 @@ SELECT max(id) AS upto FROM (
    ORDER BY id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_replay_log --
--- Delete that batch, streaming the deleted rows out as CSV with a header line.
+-- Delete that batch, streaming the deleted rows out as binary COPY.
 COPY (DELETE FROM m10_recovery.replay_log AS t
        WHERE id > %(after)s AND id <= %(upto)s AND published_at < %(cutoff)s
-   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
+   RETURNING t.*) TO STDOUT (FORMAT binary);
 
 -- retention_upto_dead_letter_archive --
 -- Upper id of the next batch of reconciled dead letters past the cutoff (keyset: id > after).
@@ -188,10 +195,10 @@ SELECT max(id) AS upto FROM (
    ORDER BY id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_dead_letter_archive --
--- Delete that batch, streaming the deleted rows out as CSV with a header line.
+-- Delete that batch, streaming the deleted rows out as binary COPY.
 COPY (DELETE FROM m10_recovery.dead_letter_archive AS t
        WHERE id > %(after)s AND id <= %(upto)s AND reconcile_outcome IS NOT NULL AND reconciled_at < %(cutoff)s
-   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
+   RETURNING t.*) TO STDOUT (FORMAT binary);
 
 -- retention_upto_outbox --
 -- Upper id of the next batch of published outbox rows past the cutoff (keyset: id > after).
@@ -201,10 +208,10 @@ SELECT max(id) AS upto FROM (
    ORDER BY id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_outbox --
--- Delete that batch, streaming the deleted rows out as CSV with a header line.
+-- Delete that batch, streaming the deleted rows out as binary COPY.
 COPY (DELETE FROM m10_recovery.outbox AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status = 'published' AND published_at < %(cutoff)s
-   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
+   RETURNING t.*) TO STDOUT (FORMAT binary);
 
 -- retention_upto_outbox_dead_lettered --
 -- Upper id of the next batch of dead-lettered outbox rows (archived in dead_letter_archive when
@@ -217,11 +224,11 @@ SELECT max(id) AS upto FROM (
    ORDER BY coalesce(dead_lettered_at, created_at), id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_outbox_dead_lettered --
--- Delete that batch, streaming the deleted rows out as CSV with a header line.
+-- Delete that batch, streaming the deleted rows out as binary COPY.
 COPY (DELETE FROM m10_recovery.outbox AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status = 'dead_lettered'
          AND coalesce(dead_lettered_at, created_at) < %(cutoff)s
-   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
+   RETURNING t.*) TO STDOUT (FORMAT binary);
 
 -- retention_upto_retention_jobs --
 -- Upper id of the next batch of finished retention_jobs rows past the cutoff (keyset: id > after).
@@ -231,10 +238,10 @@ SELECT max(id) AS upto FROM (
    ORDER BY id LIMIT %(limit)s) AS batch;
 
 -- retention_copy_retention_jobs --
--- Delete that batch, streaming the deleted rows out as CSV with a header line.
+-- Delete that batch, streaming the deleted rows out as binary COPY.
 COPY (DELETE FROM m10_recovery.retention_jobs AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status <> 'running' AND started_at < %(cutoff)s
-   RETURNING t.*) TO STDOUT (FORMAT csv, HEADER);
+   RETURNING t.*) TO STDOUT (FORMAT binary);
 
 -- retention_count_replay_log --
 -- replay_log rows past the cutoff (for --dry-run).

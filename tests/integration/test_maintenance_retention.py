@@ -1,5 +1,5 @@
 """Retention: batches archived then deleted (and restorable with COPY FROM), retention_jobs
-counts, resume after SIGKILL, file policies, object storage."""
+counts, resume after SIGKILL, file policies, object storage, `m10 retention show`."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from typing import Any
 
 import psycopg
 
+from devenv.services import pg_bindir
 from tests.conftest import BIN
-from tests.maintenance_support import task, write_config
+from tests.maintenance_support import chunk_rows, task, write_config
 
 
 def _old_replay_log(conn: psycopg.Connection[Any], n: int, *, start: int = 1,
@@ -32,14 +33,9 @@ def _old_replay_log(conn: psycopg.Connection[Any], n: int, *, start: int = 1,
                  (age, start, start + n - 1))
 
 
-def _chunk_rows(data: bytes) -> list[dict[str, str]]:
-    """An archived chunk: gzip'd CSV, a header line of column names, then the rows."""
-    return list(csv.DictReader(io.StringIO(gzip.decompress(data).decode(), newline="")))
-
-
-def _archived_ids(root: Path, policy: str) -> list[int]:
-    return [int(r["id"]) for chunk in sorted(root.rglob(f"{policy}-*.csv.gz"))
-            for r in _chunk_rows(chunk.read_bytes())]
+def _archived_ids(conn: psycopg.Connection[Any], root: Path, policy: str) -> list[int]:
+    return [r["id"] for chunk in sorted(root.rglob(f"{policy}-*.pgcopy.zst"))
+            for r in chunk_rows(conn, chunk.read_bytes())]
 
 
 def _count(conn: psycopg.Connection[Any], sql: str) -> int:
@@ -47,7 +43,8 @@ def _count(conn: psycopg.Connection[Any], sql: str) -> int:
 
 
 def test_tables_archived_in_batches_with_counts(cli: Any, conn: psycopg.Connection[Any],
-                                                env: dict[str, str], tmp_path: Path) -> None:
+                                                dsn: str, env: dict[str, str],
+                                                tmp_path: Path) -> None:
     _old_replay_log(conn, 2500)
     _old_replay_log(conn, 10, start=10001, age="1 day")
     tricky = 'back\\slash "quote"\nnewline\ttab é'
@@ -78,19 +75,33 @@ def test_tables_archived_in_batches_with_counts(cli: Any, conn: psycopg.Connecti
     assert _count(conn, "m10_recovery.dead_letter_archive WHERE reconcile_outcome IS NULL") == 1
     assert _count(conn, "m10_recovery.dead_letter_archive") == 1
     archive = Path(env["M10_STATE_DIR"]) / "retention-archive"
-    chunks = sorted(archive.rglob("replay_log-*.csv.gz"))
+    chunks = sorted(archive.rglob("replay_log-*.pgcopy.zst"))
     assert len(chunks) == 3  # 1000 + 1000 + 500
-    assert sorted(_archived_ids(archive, "replay_log")) == list(range(1, 2501))
-    lines = [r for chunk in chunks for r in _chunk_rows(chunk.read_bytes())]
-    assert [x["idempotency_key"] for x in lines if x["event_id"] == "7"] == [tricky]
-    # the documented restore: COPY FROM with the header checked against the table's columns
-    # gives back exactly the rows that were deleted (NULLs, timestamps, the tricky text)
+    assert sorted(_archived_ids(conn, archive, "replay_log")) == list(range(1, 2501))
+    lines = [r for chunk in chunks for r in chunk_rows(conn, chunk.read_bytes())]
+    assert [x["idempotency_key"] for x in lines if x["event_id"] == 7] == [tricky]
+    assert sorted(lines, key=lambda r: r["id"]) == before
+    # the documented restore, as an operator runs it (docs/maintenance.md): the chunk's
+    # binary COPY stream piped into psql's \copy gives back exactly the rows that were
+    # deleted (NULLs, timestamps, the tricky text)
+    psql = str(pg_bindir() / "psql")
     for chunk in chunks:
-        with conn.cursor() as cur, cur.copy("COPY m10_recovery.replay_log FROM STDIN "
-                                            "(FORMAT csv, HEADER MATCH)") as cp:
-            cp.write(gzip.decompress(chunk.read_bytes()))
+        raw = subprocess.run([str(BIN / "m10"), "retention", "show", "--binary", str(chunk)],
+                             env=env, capture_output=True, check=True).stdout
+        restored = subprocess.run(
+            [psql, "-X", "-v", "ON_ERROR_STOP=1", dsn, "-c",
+             "\\copy m10_recovery.replay_log FROM STDIN (FORMAT binary)"],
+            input=raw, capture_output=True)
+        assert restored.returncode == 0, restored.stderr
     assert conn.execute("SELECT * FROM m10_recovery.replay_log WHERE event_id <= 2500 "
                         "ORDER BY id").fetchall() == before
+    # and read as CSV (PostgreSQL's own, header line first)
+    shown = cli("m10", "retention", "show", str(chunks[0]), "--config", str(cfg))
+    assert shown.returncode == 0, shown.stderr
+    rows = list(csv.DictReader(io.StringIO(shown.stdout, newline="")))
+    assert len(rows) == 1000 and list(rows[0]) == list(before[0])
+    assert [r["idempotency_key"] for r in rows if r["event_id"] == "7"] == [tricky]
+    assert rows[0]["published_at"].endswith("+00") and rows[1]["idempotency_key"] == ""
     conn.execute("DELETE FROM m10_recovery.replay_log WHERE event_id <= 2500")
     jobs = {r["policy"]: r for r in conn.execute(
         "SELECT policy, status, rows_archived, rows_deleted, duration_ms, archive_location "
@@ -121,13 +132,13 @@ def test_resume_after_sigkill_loses_nothing(conn: psycopg.Connection[Any], env: 
     assert 0 < left < total, "the kill should land mid-way"
     archive = Path(env["M10_STATE_DIR"]) / "retention-archive"
     present = {r["id"] for r in conn.execute("SELECT id FROM m10_recovery.replay_log")}
-    assert present | set(_archived_ids(archive, "replay_log")) == set(range(1, total + 1))
+    assert present | set(_archived_ids(conn, archive, "replay_log")) == set(range(1, total + 1))
 
     conn.execute("DELETE FROM m10_recovery.distributed_locks")  # the dead holder's lease
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _count(conn, "m10_recovery.replay_log") == 0
-    assert set(_archived_ids(archive, "replay_log")) == set(range(1, total + 1))
+    assert set(_archived_ids(conn, archive, "replay_log")) == set(range(1, total + 1))
     rows = conn.execute("SELECT status, error, rows_deleted FROM m10_recovery.retention_jobs "
                         "WHERE policy = 'replay_log' ORDER BY id").fetchall()
     assert rows[0]["status"] == "failed" and "interrupted" in rows[0]["error"]
@@ -201,7 +212,7 @@ def test_archive_to_object_storage(cli: Any, conn: psycopg.Connection[Any],
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_env["M10_R2_BUCKET"])["Contents"]]
     [key] = [k for k in keys if k.startswith("retention/replay_log/")]
     body = s3.get_object(Bucket=s3_env["M10_R2_BUCKET"], Key=key)["Body"].read()
-    assert key.endswith(".csv.gz") and len(_chunk_rows(body)) == 50
+    assert key.endswith(".pgcopy.zst") and len(chunk_rows(conn, body)) == 50
     assert not (Path(s3_env["M10_STATE_DIR"]) / "retention-archive").exists()
 
 
@@ -240,7 +251,7 @@ def test_dead_lettered_outbox_rows_are_purged_once_old(cli: Any, conn: psycopg.C
     left = [r["id"] for r in conn.execute("SELECT id FROM m10_recovery.outbox ORDER BY id")]
     assert left == [recent]
     archive = Path(env["M10_STATE_DIR"]) / "retention-archive"
-    assert sorted(_archived_ids(archive, "outbox_dead_lettered")) == sorted([old, legacy])
+    assert sorted(_archived_ids(conn, archive, "outbox_dead_lettered")) == sorted([old, legacy])
     assert _count(conn, "m10_recovery.dead_letter_archive") == 2  # reconciled later, by policy
     job = conn.execute("SELECT target, rows_deleted FROM m10_recovery.retention_jobs "
                        "WHERE policy = 'outbox_dead_lettered'").fetchone()

@@ -5,10 +5,7 @@ host's old files go on its own run even while another host holds the cluster lea
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -21,7 +18,7 @@ import psycopg
 
 from m10jobs.edges import fallback
 from tests.conftest import BIN
-from tests.maintenance_support import summary, write_config
+from tests.maintenance_support import chunk_rows, summary, write_config
 
 HOSTS = ("a", "b")
 
@@ -101,12 +98,11 @@ def _tasks(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
     return {t["task"]: t for t in summary(proc)["tasks"]}
 
 
-def _archived_ids(roots: list[Path]) -> list[int]:
-    """event_id of every archived replay_log row (gzip'd CSV chunks with a header line)."""
-    return [int(r["event_id"]) for root in roots
-            for chunk in sorted(root.rglob("replay_log-*.csv.gz"))
-            for r in csv.DictReader(io.StringIO(gzip.decompress(chunk.read_bytes()).decode(),
-                                                newline=""))]
+def _archived_ids(conn: psycopg.Connection[Any], roots: list[Path]) -> list[int]:
+    """event_id of every archived replay_log row (binary COPY chunks, zstd'd)."""
+    return [r["event_id"] for root in roots
+            for chunk in sorted(root.rglob("replay_log-*.pgcopy.zst"))
+            for r in chunk_rows(conn, chunk.read_bytes())]
 
 
 def test_each_host_cleans_its_own_files_and_tables_once_cluster_wide(
@@ -152,7 +148,7 @@ def test_each_host_cleans_its_own_files_and_tables_once_cluster_wide(
                    for d in done.values() if d["retention_cleanup"]["status"] == "ok"]
         assert sum(deleted) == 200 + (300 if rnd == 2 else 0)
 
-    ids = _archived_ids([Path(envs[n]["M10_STATE_DIR"]) for n in HOSTS])
+    ids = _archived_ids(conn, [Path(envs[n]["M10_STATE_DIR"]) for n in HOSTS])
     assert sorted(ids) == [*range(1, 301), *range(2000, 2200), *range(3000, 3200)]  # once each
     rows = conn.execute("SELECT policy, target, started_at, finished_at, status "
                         "FROM m10_recovery.retention_jobs ORDER BY started_at").fetchall()

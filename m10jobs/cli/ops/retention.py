@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +20,7 @@ def COMMAND() -> None:
     \b
     Example:
       m10 retention history --policy replay_log
+      m10 retention show replay_log-000000000001-000000005000.pgcopy.zst
     """
 
 
@@ -45,4 +48,56 @@ def history(config: Any, log: Any, policy: str | None, limit: int, as_json: bool
                            ("ARCHIVED", "rows_archived"), ("DELETED", "rows_deleted"),
                            ("MS", "duration_ms"), ("STARTED", "started_at"),
                            ("ARCHIVE", "archive_location"), ("ERROR", "error")])
+    return ExitCode.OK
+
+
+@admin_command(COMMAND, "show", help="Print an archived chunk's rows as CSV with a header "
+                                     "line (or, with --binary, the COPY stream to restore).")
+@click.argument("chunk", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--binary", is_flag=True,
+              help="A .pgcopy.zst chunk decompressed, as it is: pipe it into "
+                   "`\\copy TABLE FROM STDIN (FORMAT binary)`.")
+def show(config: Any, log: Any, chunk: Path, binary: bool) -> int:
+    """A .pgcopy.zst chunk (binary COPY) is read through a temporary table shaped by the
+    columns in its header, so PostgreSQL itself renders it (the database is only read);
+    older chunks (.csv.gz, .jsonl.gz) are printed decompressed."""
+    from m10jobs.edges import files
+    from m10jobs.jobs.maintenance.retention import ARCHIVE_SESSION, CHUNK_SUFFIX, chunk_columns
+
+    data = files.read_bytes(chunk, files.ARCHIVED) or b""
+    out = click.get_binary_stream("stdout")
+    if chunk.name.endswith(".gz"):
+        if binary:
+            raise click.UsageError("--binary is for .pgcopy.zst chunks")
+        out.write(gzip.decompress(data))
+        return ExitCode.OK
+    if not chunk.name.endswith(CHUNK_SUFFIX):
+        raise click.UsageError(f"{chunk.name}: not a retention chunk (*{CHUNK_SUFFIX}, "
+                               "*.csv.gz, *.jsonl.gz)")
+    import zstandard
+
+    stream = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    if binary:
+        out.write(stream)
+        return ExitCode.OK
+    meta = chunk_columns(stream)
+    if meta is None:
+        raise click.UsageError(f"{chunk.name}: its header does not name its columns")
+    from psycopg import sql
+
+    from m10jobs.edges import db
+
+    cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(type_))
+                              for name, type_ in meta["columns"])
+    dsn = config.require("database_url")
+    with (db.connect(dsn, app="m10 retention show", autocommit=False,
+                     options=ARCHIVE_SESSION) as conn, db.translated(dsn)):
+        conn.execute(sql.SQL("CREATE TEMPORARY TABLE chunk ({}) ON COMMIT DROP").format(cols))
+        with conn.cursor() as cur:
+            with cur.copy("COPY chunk FROM STDIN (FORMAT binary)") as cp:
+                cp.write(stream)
+            with cur.copy("COPY chunk TO STDOUT (FORMAT csv, HEADER)") as cp:
+                for block in cp:
+                    out.write(block)
+        conn.rollback()
     return ExitCode.OK
