@@ -269,6 +269,8 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         # outbox_dead_lettered walks oldest-first by time: its batches start from id 0
         _after = 0 if _policy == "outbox_dead_lettered" else n // 3
         params[f"retention_upto_{_policy}"] = {"cutoff": _cut, "after": _after, "limit": 5000}
+        if _policy != "outbox_dead_lettered":
+            params[f"retention_span_{_policy}"] = {"after": n // 3, "limit": 5000}
         params[f"retention_copy_{_policy}"] = {"cutoff": _cut, "after": n // 3,
                                                "upto": n // 3 + 5000}
 

@@ -174,6 +174,12 @@ SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
  WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum;
 
+-- retention_span_replay_log --
+-- Upper id and row count of the next ids past a batch, eligible or not: the primary key alone
+-- (an index-only scan); retention_copy_replay_log deletes only the eligible rows of the span.
+SELECT max(id) AS upto, count(*) AS n FROM (
+  SELECT id FROM m10_recovery.replay_log WHERE id > %(after)s ORDER BY id LIMIT %(limit)s) AS span;
+
 -- retention_upto_replay_log --
 -- Upper id of the next batch of replay_log rows past the cutoff (keyset: id > after).
 SELECT max(id) AS upto FROM (
@@ -187,6 +193,12 @@ COPY (DELETE FROM m10_recovery.replay_log AS t
        WHERE id > %(after)s AND id <= %(upto)s AND published_at < %(cutoff)s
    RETURNING t.*) TO STDOUT (FORMAT binary);
 
+-- retention_span_dead_letter_archive --
+-- Upper id and row count of the next ids past a batch, eligible or not: the primary key alone
+-- (an index-only scan); retention_copy_dead_letter_archive deletes only the eligible rows of the span.
+SELECT max(id) AS upto, count(*) AS n FROM (
+  SELECT id FROM m10_recovery.dead_letter_archive WHERE id > %(after)s ORDER BY id LIMIT %(limit)s) AS span;
+
 -- retention_upto_dead_letter_archive --
 -- Upper id of the next batch of reconciled dead letters past the cutoff (keyset: id > after).
 SELECT max(id) AS upto FROM (
@@ -199,6 +211,12 @@ SELECT max(id) AS upto FROM (
 COPY (DELETE FROM m10_recovery.dead_letter_archive AS t
        WHERE id > %(after)s AND id <= %(upto)s AND reconcile_outcome IS NOT NULL AND reconciled_at < %(cutoff)s
    RETURNING t.*) TO STDOUT (FORMAT binary);
+
+-- retention_span_outbox --
+-- Upper id and row count of the next ids past a batch, eligible or not: the primary key alone
+-- (an index-only scan); retention_copy_outbox deletes only the eligible rows of the span.
+SELECT max(id) AS upto, count(*) AS n FROM (
+  SELECT id FROM m10_recovery.outbox WHERE id > %(after)s ORDER BY id LIMIT %(limit)s) AS span;
 
 -- retention_upto_outbox --
 -- Upper id of the next batch of published outbox rows past the cutoff (keyset: id > after).
@@ -229,6 +247,12 @@ COPY (DELETE FROM m10_recovery.outbox AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status = 'dead_lettered'
          AND coalesce(dead_lettered_at, created_at) < %(cutoff)s
    RETURNING t.*) TO STDOUT (FORMAT binary);
+
+-- retention_span_retention_jobs --
+-- Upper id and row count of the next ids past a batch, eligible or not: the primary key alone
+-- (an index-only scan); retention_copy_retention_jobs deletes only the eligible rows of the span.
+SELECT max(id) AS upto, count(*) AS n FROM (
+  SELECT id FROM m10_recovery.retention_jobs WHERE id > %(after)s ORDER BY id LIMIT %(limit)s) AS span;
 
 -- retention_upto_retention_jobs --
 -- Upper id of the next batch of finished retention_jobs rows past the cutoff (keyset: id > after).

@@ -115,6 +115,27 @@ def test_tables_archived_in_batches_with_counts(cli: Any, conn: psycopg.Connecti
     assert hist.returncode == 0 and "2500" in hist.stdout and "succeeded" in hist.stdout
 
 
+def test_rows_to_keep_amid_old_ones(cli: Any, conn: psycopg.Connection[Any],
+                                    env: dict[str, str], tmp_path: Path) -> None:
+    """Batches are spans of ids while every row of them was eligible; a span with rows to
+    keep ends that, and every eligible row past it still goes (and none to keep)."""
+    _old_replay_log(conn, 1000)
+    _old_replay_log(conn, 10, start=1001, age="1 day")
+    _old_replay_log(conn, 490, start=1011)
+    _old_replay_log(conn, 5, start=1501, age="1 day")
+    _old_replay_log(conn, 7, start=1506)
+    cfg = write_config(tmp_path, "[retention]\nbatch_size = 300\n", base="")
+    proc = cli("m10", "run", "retention_cleanup", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert task(proc, "retention_cleanup")["summary"]["policies"]["replay_log"]["deleted"] == 1497
+    left = [r["event_id"] for r in conn.execute(
+        "SELECT event_id FROM m10_recovery.replay_log ORDER BY id")]
+    assert left == [*range(1001, 1011), *range(1501, 1506)]
+    archive = Path(env["M10_STATE_DIR"]) / "retention-archive"
+    assert sorted(_archived_ids(conn, archive, "replay_log")) == [
+        *range(1, 1001), *range(1011, 1501), *range(1506, 1513)]
+
+
 def test_resume_after_sigkill_loses_nothing(conn: psycopg.Connection[Any], env: dict[str, str],
                                             tmp_path: Path) -> None:
     total = 60000
