@@ -80,7 +80,8 @@ JOB = Job(
         Flow("table", "retention_jobs", "m10_recovery.retention_jobs",
              "Archive operation metadata", ("m10 retention history",)),
         Flow("file", "retention archive", "$M10_STATE_DIR/retention-archive/ or "
-             "s3://$M10_R2_BUCKET/retention/", "gzip CSV (header line) of deleted rows"),
+             "s3://$M10_R2_BUCKET/retention/",
+             "deleted rows as zstd'd binary COPY (*.pgcopy.zst; `m10 retention show`)"),
     ),
     consumes=("m10_recovery.distributed_locks", OUTBOX_LOCK, "m10_recovery.replay_log",
               "m10_recovery.outbox", DEAD_LETTER_STREAM, ".uploaded", ".processed",
