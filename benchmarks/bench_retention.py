@@ -97,7 +97,7 @@ def run(bench: Bench) -> None:
             raise SystemExit(f"retention_cleanup exited {proc.returncode}: {proc.stderr[-2000:]}")
         summary = json.loads(proc.stdout.strip().splitlines()[-1])["tasks"][0]["summary"]
         archived = summary["policies"]["replay_log"]["archived"]
-        size = sum(p.stat().st_size for p in (Path(tmp) / "state").rglob("*.gz"))
+        size = sum(p.stat().st_size for p in (Path(tmp) / "state").rglob("*.pgcopy.zst"))
     assert archived == ROWS, f"archived {archived} of {ROWS}"
     with psycopg.connect(ours_dsn, autocommit=True) as c:
         left = c.execute("SELECT count(*) FROM m10_recovery.replay_log").fetchone()[0]
@@ -107,7 +107,7 @@ def run(bench: Bench) -> None:
                  baseline=ROWS / single, baseline_name="single DELETE", goal=">= 0.50x")
     bench.report("longest single transaction", summary["longest_txn_s"] * 1000, "ms",
                  baseline=single * 1000, baseline_name="single DELETE", goal="< 1000 ms")
-    bench.report("archive size (gzip CSV)", size / 1e6, "MB")
+    bench.report("archive size (zstd binary COPY)", size / 1e6, "MB")
     plain = _batched_delete_only(plain_dsn)
     bench.report("  same batches, DELETE only (no archive)", ROWS / plain, "rows/s",
                  baseline=ROWS / single, baseline_name="single DELETE")
