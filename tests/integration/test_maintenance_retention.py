@@ -95,6 +95,20 @@ def test_tables_archived_in_batches_with_counts(cli: Any, conn: psycopg.Connecti
         assert restored.returncode == 0, restored.stderr
     assert conn.execute("SELECT * FROM m10_recovery.replay_log WHERE event_id <= 2500 "
                         "ORDER BY id").fetchall() == before
+    # a chunk whose rows are (partly) there already: through the documented staging table
+    conn.execute("DELETE FROM m10_recovery.replay_log WHERE event_id > 1500 AND event_id <= 2500")
+    restored = subprocess.run(
+        [psql, "-X", "-v", "ON_ERROR_STOP=1", dsn,
+         "-c", "CREATE TEMP TABLE s (LIKE m10_recovery.replay_log)",
+         "-c", "\\copy s FROM STDIN (FORMAT binary)",
+         "-c", "INSERT INTO m10_recovery.replay_log OVERRIDING SYSTEM VALUE SELECT * FROM s "
+               "ON CONFLICT DO NOTHING"],
+        input=subprocess.run([str(BIN / "m10"), "retention", "show", "--binary",
+                              str(chunks[1])], env=env, capture_output=True, check=True).stdout,
+        capture_output=True)
+    assert restored.returncode == 0, restored.stderr
+    assert conn.execute("SELECT * FROM m10_recovery.replay_log WHERE event_id <= 2000 "
+                        "ORDER BY id").fetchall() == before[:2000]
     # and read as CSV (PostgreSQL's own, header line first)
     shown = cli("m10", "retention", "show", str(chunks[0]), "--config", str(cfg))
     assert shown.returncode == 0, shown.stderr
