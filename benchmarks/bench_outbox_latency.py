@@ -170,7 +170,7 @@ def _measure(bench: Bench, linger: bool) -> dict[str, object]:
             opened = [t for t in listeners if t >= nxt]
             if code == 0 and opened:
                 gaps.append((opened[0] - exited) * 1000)
-    return {"lat": lat, "passes": len(sup.starts), "gaps": gaps}
+    return {"lat": lat, "passes": len(sup.starts), "gaps": gaps, "rate": len(sent) / window}
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -185,8 +185,8 @@ def run(bench: Bench) -> None:
         name = (f"linger {LINGER_S:g}s, restart on exit 0" if linger
                 else f"no linger, timer every {TICK_S}s (baseline)")
         slow = sum(1 for x in lat if x > 100) / len(lat)
-        print(f"  {name}: {len(lat):,} events at {RATE}/s over {res['passes']} passes; "
-              f"{slow:.2%} waited > 100 ms", flush=True)
+        print(f"  {name}: {len(lat):,} events at {res['rate']:,.0f}/s (target {RATE}) over "
+              f"{res['passes']} passes; {slow:.2%} waited > 100 ms", flush=True)
     lat, base = results[True]["lat"], results[False]["lat"]
     assert isinstance(lat, list) and isinstance(base, list)
     bench.report("enqueue->stream latency p50, linger", _pct(lat, 50), "ms",
