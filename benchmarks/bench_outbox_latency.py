@@ -3,7 +3,7 @@ consecutive passes started the way the shipped unit starts them, against the sam
 bench without linger.
 
 With linger (the shipped unit, emulated): each pass runs `m10-outbox-processor
---linger` with linger_seconds = M10_BENCH_LINGER_S (default 55, the production
+--linger` with linger_seconds = M10_BENCH_LINGER_S (default 115, the production
 value) and is started again as soon as it exits 0 (Restart=on-success,
 RestartSec=0), so the hand-over gap is one start-up.  Baseline: passes without
 linger started by a timer every M10_BENCH_TICK_S (default 20 s; production's timer
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from benchmarks.run import Bench
 
 TICK_S = int(os.environ.get("M10_BENCH_TICK_S", "20"))
-LINGER_S = float(os.environ.get("M10_BENCH_LINGER_S", "55"))
+LINGER_S = float(os.environ.get("M10_BENCH_LINGER_S", "115"))
 PASSES = 3
 RATE = 1000  # events/s
 STEP_S = 0.02  # one producer transaction every 20 ms (20 events)

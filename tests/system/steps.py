@@ -115,8 +115,8 @@ def uninstall(host: Host) -> None:
 
 
 OUTBOX_LINGER_S = 2
-"""The system tests' outbox linger (the shipped 55 s would make every pass, and the hand-over
-the tests watch, take a minute)."""
+"""The system tests' outbox linger (the shipped 115 s would make every pass, and the hand-over
+the tests watch, take two minutes)."""
 
 
 def short_linger(host: Host, seconds: float = OUTBOX_LINGER_S) -> None:

@@ -60,7 +60,7 @@ def test_linger_is_on_by_default_and_at_least_a_second(tmp_path: Path) -> None:
     """The unit passes --linger; the setting says how long.  0 would make the restarting
     unit start a pass per start-up (the default start limit is off for it)."""
     s = settings(tmp_path, "")
-    assert s.linger_seconds == 55.0
+    assert s.linger_seconds == 115.0
     assert s.linger_seconds < s.budget(lease_ttl=300, job_timeout=240)  # fits one pass
     assert settings(tmp_path, "[outbox]\nlinger_seconds = 2\n").linger_seconds == 2.0
     with pytest.raises(ConfigError, match="linger_seconds"):

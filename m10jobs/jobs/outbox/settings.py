@@ -41,7 +41,7 @@ class OutboxSettings:
     trim_minid_seconds: int = setting(0, "XADD MINID ~ age instead of MAXLEN (0: off)", min=0)
     time_budget_seconds: float = setting(200.0, "a pass stops claiming after this long "
                                          "(kept below the lease TTL)", min=1)
-    linger_seconds: float = setting(55.0, "a pass run with --linger (the unit's) keeps the "
+    linger_seconds: float = setting(115.0, "a pass run with --linger (the unit's) keeps the "
                                     "lease and LISTENs this long after draining, then exits "
                                     "and systemd starts the next (capped by the time budget)",
                                     min=1)
