@@ -68,7 +68,9 @@ def inventory() -> list[Row]:
                                 flow.purpose))
         outputs = [f.name for f in job.produces if f.kind != "lock"] or ["JSON summary"]
         rows.append(Row("service", f"{job.script}.service", f"{job.script}.timer",
-                        ("systemd",), f"OnCalendar={job.schedule}; After={' '.join(job.after)}",
+                        ("systemd",), f"OnCalendar={job.schedule}"
+                        f"{'; Restart=on-success (passes back to back)' if job.restart else ''}"
+                        f"; After={' '.join(job.after)}",
                         f"{job.summary} Output: {', '.join(outputs)}; JSON logs to the journal. "
                         f"Scope: {job.scopes}."))
     order = list(KIND_TITLES)

@@ -143,13 +143,19 @@ class Job:
     ttl_seconds: int | None = None
     """Lease TTL; None uses the lease_ttl_seconds setting."""
     timeout_seconds: int = 240
-    """Upper bound of one pass (TimeoutStartSec=), kept below the lease TTL."""
+    """Upper bound of one pass (TimeoutStartSec=, or RuntimeMaxSec= for a restarting
+    unit), kept below the lease TTL."""
     jitter_seconds: int = 30
     """Timer RandomizedDelaySec=; 0 where the exact minute matters (daily stats at 00:05)."""
-    timer_accuracy: str | None = None
-    """Timer AccuracySec=; None: 1s without a random delay, else 10s.  systemd fires a timer
-    at a host-fixed point within that window after the tick (to coalesce wake-ups), so a job
-    that hands over at the tick (the outbox's linger) asks for 1ms."""
+    restart: bool = False
+    """Hand over by restarting: systemd starts the next pass as soon as one exits 0
+    (Type=exec, Restart=on-success), so back-to-back passes leave a gap of one start-up
+    instead of waiting for the timer's next tick (the outbox's lingering passes).  Not
+    after a failure (the timer retries), a held lease (75: another host's chain runs) or
+    `systemctl stop`; the timer still starts the chain at boot and after a failure."""
+    exec_args: tuple[str, ...] = ()
+    """Arguments the unit's ExecStart= passes (the outbox's --linger): what the unit does
+    differently from an operator's hand run of the same script."""
     settings: tuple[type | str, ...] = ()
     """Its TOML tables: settings classes (m10jobs.settings) with a SECTION name, or
     "module:Class" (see tables)."""

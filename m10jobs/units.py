@@ -1,7 +1,8 @@
 """systemd units derived from the job registry (`m10 units render`, `make install`).
 
-Every job gets a oneshot .service (exit 75 = skipped counts as success, a
-timeout below the lease TTL, the static m10jobs user with its state/log
+Every job gets a .service (oneshot, or restarted on success for a job that hands
+over between back-to-back passes; exit 75 = skipped counts as success, a timeout below
+the lease TTL, the static m10jobs user with its state/log
 directories, failures recorded by the m10-failure@ template) and a persistent
 .timer.  `m10jobs.target` wants every timer, so one `systemctl enable --now
 m10jobs.target` schedules them all (systemctl expands globs only over units
@@ -78,8 +79,31 @@ def _list(*values: str) -> str:
     return " ".join(dict.fromkeys(values))
 
 
+def _lifecycle(job: Job, prefix: str) -> list[str]:
+    """How a pass runs and ends.  A oneshot unit is active while its pass runs and its
+    timeout is TimeoutStartSec=.  A restarting job (Job.restart) is Type=exec, because
+    systemd 252 refuses Restart= other than no on a oneshot unit; its start completes at
+    exec, so RuntimeMaxSec= bounds the pass.  Restart=on-success starts the next pass as
+    soon as one exits 0, never after a failure (the timer's next tick retries), after 75
+    (lease held: another host's chain runs; without RestartPreventExitStatus= a standby
+    would spin, 75 being a success) or after `systemctl stop`."""
+    if not job.restart:
+        return ["Type=oneshot", f"ExecStart={job_exec(job, prefix)}", "SuccessExitStatus=75",
+                f"TimeoutStartSec={job.timeout_seconds}"]
+    return ["Type=exec", f"ExecStart={job_exec(job, prefix)}", "SuccessExitStatus=75",
+            "Restart=on-success", "RestartSec=0", "RestartPreventExitStatus=75",
+            f"RuntimeMaxSec={job.timeout_seconds}"]
+
+
+def job_exec(job: Job, prefix: str = DEFAULT_PREFIX) -> str:
+    return " ".join([f"{prefix}/bin/{job.script}", *job.exec_args])
+
+
 def service(job: Job, prefix: str = DEFAULT_PREFIX,
             metrics_dir: str = DEFAULT_METRICS_DIR) -> str:
+    # Passes of a restarting job are back to back by design (each at least its linger
+    # long): the default start limit (5 starts in 10 s) must not stop the chain.
+    limit = ["StartLimitIntervalSec=0"] if job.restart else []
     unit = [
         HEADER,
         "[Unit]",
@@ -88,12 +112,10 @@ def service(job: Job, prefix: str = DEFAULT_PREFIX,
         f"Wants={_list(NETWORK, *job.wants)}",
         f"After={_list(NETWORK, *job.after)}",
         "OnFailure=m10-failure@%n.service",
+        *limit,
         "",
         "[Service]",
-        "Type=oneshot",
-        f"ExecStart={prefix}/bin/{job.script}",
-        "SuccessExitStatus=75",
-        f"TimeoutStartSec={job.timeout_seconds}",
+        *_lifecycle(job, prefix),
         "EnvironmentFile=-/etc/m10jobs/env",
         "Environment=M10_STATE_DIR=/var/lib/m10jobs M10_LOG_DIR=/var/log/m10",
         "SyslogIdentifier=" + job.script,
@@ -113,7 +135,7 @@ def timer(job: Job) -> str:
         f"OnCalendar={job.schedule}",
         "Persistent=true",
         f"RandomizedDelaySec={job.jitter_seconds}",
-        f"AccuracySec={job.timer_accuracy or ('1s' if job.jitter_seconds == 0 else '10s')}",
+        f"AccuracySec={'1s' if job.jitter_seconds == 0 else '10s'}",
         f"Unit={job.script}.service",
         "",
         "[Install]",

@@ -1,6 +1,8 @@
-"""Low-latency outbox: after draining, a pass keeps its lease and LISTENs for
-enqueue_outbox's notification up to outbox.linger_seconds, publishing what arrives
-within milliseconds; it still ends (in time), releases and exits, also on SIGTERM."""
+"""Low-latency outbox: run with --linger (as the unit runs it), a pass keeps its lease
+after draining and LISTENs for enqueue_outbox's notification up to
+outbox.linger_seconds, publishing what arrives within milliseconds; it still ends (in
+time), releases and exits, also on SIGTERM.  Without --linger (a hand run) it drains and
+exits whatever linger_seconds says."""
 
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ def _lease_held(conn: psycopg.Connection[Any]) -> bool:
 
 def _start(cfg: Path, env: dict[str, str], conn: psycopg.Connection[Any],
            r: redis.Redis, drained: int) -> subprocess.Popen[str]:
-    """Start a pass; return once its first drain has put `drained` events in the stream
-    (so it is lingering)."""
-    proc = subprocess.Popen([str(BIN / SCRIPT), "--config", str(cfg)], env=env, text=True,
+    """Start a pass as the unit does (--linger); return once its first drain has put
+    `drained` events in the stream (so it is lingering)."""
+    proc = subprocess.Popen([str(BIN / SCRIPT), "--config", str(cfg), "--linger"], env=env,
+                            text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     end = time.monotonic() + 30
     while not _lease_held(conn) or r.xlen("m10:outbox") < drained:
@@ -43,8 +46,7 @@ def test_events_enqueued_during_linger_reach_the_stream_before_the_pass_ends(
         conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str,
         tmp_path: Path) -> None:
     linger = 3.0
-    cfg = write_config(tmp_path, f"[outbox]\nlinger_seconds = {linger}\n"
-                                 "linger_tick_seconds = 0\n")
+    cfg = write_config(tmp_path, f"[outbox]\nlinger_seconds = {linger}\n")
     enqueue(conn, 3, key_prefix="before")
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     proc = _start(cfg, env, conn, r, drained=3)
@@ -73,7 +75,7 @@ def test_events_enqueued_during_linger_reach_the_stream_before_the_pass_ends(
 def test_sigterm_during_linger_releases_the_lease_at_once(
         conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str,
         tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, "[outbox]\nlinger_seconds = 60\nlinger_tick_seconds = 0\n")
+    cfg = write_config(tmp_path, "[outbox]\nlinger_seconds = 60\n")
     enqueue(conn, 1)
     proc = _start(cfg, env, conn, redis.Redis.from_url(redis_url), drained=1)
     t0 = time.monotonic()
@@ -89,3 +91,25 @@ def test_sigterm_during_linger_releases_the_lease_at_once(
     token = conn.execute("SELECT m10_recovery.acquire_lock('m10:outbox_processor', 'next', 60) "
                          "AS t").fetchone()["t"]
     assert token is not None  # the next pass (any host) takes over at once
+
+
+def test_a_pass_without_linger_drains_and_exits_even_with_linger_seconds_set(
+        conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str,
+        tmp_path: Path) -> None:
+    """An operator's hand run (or `m10 run`, an acceptance check) must not sit on the
+    lease for linger_seconds: only the unit's --linger lingers."""
+    cfg = write_config(tmp_path, "[outbox]\nlinger_seconds = 60\n")
+    enqueue(conn, 3)
+    t0 = time.monotonic()
+    done = subprocess.run([str(BIN / SCRIPT), "--config", str(cfg)], env=env, text=True,
+                          capture_output=True, timeout=30)
+    took = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr
+    assert took < 20, took  # far below the 60 s it would have lingered
+    task = json.loads(done.stdout.strip().splitlines()[-1])["tasks"][0]
+    assert task["summary"]["published"] == 3 and task["summary"]["wakeups"] == 0
+    assert redis.Redis.from_url(redis_url).xlen("m10:outbox") == 3
+    assert not _lease_held(conn)
+    enqueue(conn, 1, key_prefix="after")  # nobody listens: it waits for the next pass
+    time.sleep(0.5)
+    assert redis.Redis.from_url(redis_url).xlen("m10:outbox") == 3

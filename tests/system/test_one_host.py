@@ -4,6 +4,7 @@ succeeding, an operator's hand run harmless to the next timer run, uninstall com
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -18,6 +19,7 @@ from tests.system.harness import UPPER, Host, cluster, phase
 pytestmark = pytest.mark.timeout(300)
 
 SCRIPTS = sorted(job.script for job in jobs())
+OUTBOX = "m10-outbox-processor.service"
 # Every path the host has written so far (its overlay's upper layer; whiteouts, i.e. paths
 # deleted, are character devices and left out).
 SNAPSHOT = f"cd {UPPER} && find . -xdev ! -type c | cut -c2-"
@@ -43,14 +45,88 @@ def job_journal(host: Host, script: str, *flags: str) -> list[dict[str, str]]:
     return [e for e in entries if e.get("SYSLOG_IDENTIFIER") == script]
 
 
-def wait_finished(host: Host, unit: str, timeout: float = 60) -> dict[str, str]:
+def wait_finished(host: Host, unit: str, timeout: float = 60,
+                  after: str = "") -> dict[str, str]:
+    """The unit's outcome once a run other than invocation `after` has ended."""
     deadline = time.monotonic() + timeout
     while True:
         status = unit_status(host, unit)
-        if status["InvocationID"] and status["ActiveState"] in ("inactive", "failed"):
+        if status["InvocationID"] not in ("", after) and \
+                status["ActiveState"] in ("inactive", "failed"):
             return status
         assert time.monotonic() < deadline, f"{unit} did not finish: {status}"
         time.sleep(0.2)
+
+
+def outbox_restarted(host: Host, count: int, timeout: float = 60) -> int:
+    """Wait until systemd has restarted the outbox unit `count` times in all (each restart:
+    a pass that exited 0 after its linger); NRestarts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = host.show(OUTBOX, "NRestarts", "ActiveState", "Result")
+        if int(status["NRestarts"]) >= count:
+            return int(status["NRestarts"])
+        assert status["Result"] == "success" and time.monotonic() < deadline, (
+            status, host.out(f"journalctl -u {OUTBOX} -n 12 -o cat --no-pager"))
+        time.sleep(0.2)
+
+
+def run_ids(host: Host, since: str) -> list[str]:
+    """The outbox passes' run_ids (each pass logs its own), in journal order."""
+    found = []
+    for entry in job_journal(host, "m10-outbox-processor", "--since", f"'{since}'"):
+        with contextlib.suppress(ValueError, TypeError):
+            run_id = json.loads(entry["MESSAGE"]).get("run_id")
+            if run_id and run_id not in found:
+                found.append(run_id)
+    return found
+
+
+def outbox_hands_over(host: Host) -> None:
+    """On the real systemd: a pass lingers linger_seconds, exits 0 and systemd starts the
+    next one by itself (Restart=on-success); events enqueued across the hand-overs all
+    reach the stream; `systemctl stop` ends the chain.  The caller has stopped the timer,
+    so only the restart can start a pass."""
+    host.sh(f"systemctl start {OUTBOX}")  # a no-op while the chain runs
+    since = host.out("date '+%Y-%m-%d %H:%M:%S'")
+    first = outbox_restarted(host, 0)
+    keys = []
+    end = time.monotonic() + 3 * (steps.OUTBOX_LINGER_S + 1)
+    while time.monotonic() < end:  # across at least two hand-overs
+        keys.append(f"handover-{len(keys)}")
+        host.psql("SELECT m10_recovery.enqueue_outbox('system.handover', '{}'::jsonb, "
+                  f"NULL, NULL, '{keys[-1]}')")
+        time.sleep(0.1)
+    restarts = outbox_restarted(host, first + 2)
+    deadline = time.monotonic() + 30
+    while True:
+        stream = host.python(
+            "import json, os, redis; r = redis.Redis.from_url(os.environ["
+            "'M10_REDIS_URL'], decode_responses=True); print(json.dumps(["
+            "f['idempotency_key'] for _, f in r.xrange('m10:outbox')]))")
+        assert isinstance(stream, list)
+        got = [k for k in stream if k.startswith("handover-")]
+        if sorted(got) == sorted(keys) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert sorted(got) == sorted(keys), f"{len(keys) - len(set(got))} events missing"
+    assert len(got) == len(set(got)), "an event was published twice"
+    passes = run_ids(host, since)
+    assert len(passes) >= 3, f"one pass per hand-over expected, saw {passes}"
+
+    # `systemctl stop` ends the chain: the lease is released and nothing restarts.
+    host.sh(f"systemctl stop {OUTBOX}")
+    stopped = host.show(OUTBOX, "ActiveState", "NRestarts")
+    assert stopped["ActiveState"] == "inactive", stopped
+    assert int(stopped["NRestarts"]) >= restarts
+    time.sleep(3 * (steps.OUTBOX_LINGER_S + 1))  # several hand-overs' worth
+    later = host.show(OUTBOX, "ActiveState", "NRestarts", "Result")
+    assert (later["ActiveState"], later["NRestarts"]) == ("inactive",
+                                                          stopped["NRestarts"]), later
+    assert later["Result"] == "success", later  # a stop is no failure
+    held = host.psql("SELECT count(*) FROM m10_recovery.distributed_locks "
+                     "WHERE lock_name = 'm10:outbox_processor'")
+    assert held == "0", "the stopped pass left its lease"
 
 
 def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
@@ -69,6 +145,7 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
         with phase("README: database, configuration, timers"):
             steps.run_lines(host, readme.database, wheelhouse)
             steps.add_environment(host, steps.environment(s3))
+            steps.short_linger(host)
             steps.run_lines(host, readme.configure, wheelhouse)
         steps.create_bucket(host)
 
@@ -84,6 +161,9 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
             host.sh("systemctl start " + " ".join(services), check=False, timeout=280)
         uid = host.out("id -u m10jobs")
         failed = {}
+        # The outbox unit's start returns at exec (Type=exec): its first pass has succeeded
+        # once systemd has restarted it (Restart=on-success; a failure is not restarted).
+        outbox_restarted(host, 1)
         for script in SCRIPTS:
             status = unit_status(host, f"{script}.service")
             if status["Result"] != "success" or status["ExecMainStatus"] not in ("0", "75"):
@@ -93,11 +173,21 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
             assert uids == {uid}, f"{script} ran as uid {uids}, m10jobs is {uid}"
         assert not failed, json.dumps(failed, indent=1)
 
+        # The outbox's timer stays stopped until Redis is back: only the restart, and then
+        # only this test, starts a pass.
+        timer = OUTBOX.replace(".service", ".timer")
+        host.sh(f"systemctl stop {timer}")
+        with phase("the outbox unit hands over by restarting"):
+            outbox_hands_over(host)
+
         # A job made to fail: its reason at priority err, its OnFailure= handler succeeds.
+        # (The outbox chain is stopped: the start below begins a pass, which fails, and a
+        # failed pass is not restarted.)
         host.sh("systemctl stop redis-server")
         host.psql("SELECT m10_recovery.enqueue_outbox('system.test', '{}'::jsonb)")
-        host.sh("systemctl start m10-outbox-processor.service", check=False)
-        status = unit_status(host, "m10-outbox-processor.service")
+        before = unit_status(host, OUTBOX)["InvocationID"]
+        host.sh(f"systemctl start {OUTBOX}")
+        status = wait_finished(host, OUTBOX, after=before)
         assert (status["Result"], status["ExecMainStatus"]) == ("exit-code", "69"), status
         errors = job_journal(host, "m10-outbox-processor", "-p", "err")
         assert errors, host.out("journalctl -u m10-outbox-processor -p err -o cat --no-pager")
@@ -105,7 +195,9 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
         assert any("redis" in line["message"].lower() for line in lines), lines
         handler = wait_finished(host, "m10-failure@m10-outbox-processor.service.service")
         assert (handler["Result"], handler["ExecMainStatus"]) == ("success", "0"), handler
+        assert unit_status(host, OUTBOX)["ActiveState"] == "failed"  # not restarted
         host.sh("systemctl start redis-server")
+        host.sh(f"systemctl start {timer}")
 
         # The runbook's hand run as root leaves nothing the next timer run trips over.
         steps.says(steps.HAND_RUN, doc=steps.RUNBOOK)

@@ -70,6 +70,7 @@ def configure(host: Host) -> None:
     host.sh(f"grep -q '^# command = ' {toml}")
     host.sh(f"sed -i 's|^# command = .*|{ROLLBACK_COMMAND}|' {toml}")
     host.sh(f"cat >> {toml} <<'EOF'\n{CANARY_FAILS}EOF")
+    steps.short_linger(host)  # the outbox unit's passes end (and restart) every few seconds
 
 
 def start_all(c: Cluster) -> dict[str, dict[str, dict[str, str]]]:

@@ -10,7 +10,7 @@ import pytest
 
 from m10jobs.configdoc import rendered
 from m10jobs.flows import markdown
-from m10jobs.registry import jobs
+from m10jobs.registry import Job, jobs
 from m10jobs.units import render_all, stale
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,16 +46,43 @@ def test_committed_flow_inventory_is_current() -> None:
 
 
 @pytest.mark.parametrize("job", jobs(), ids=lambda j: j.script)
-def test_every_job_has_a_oneshot_service_and_a_persistent_timer(job: object) -> None:
+def test_every_job_has_a_bounded_service_and_a_persistent_timer(job: Job) -> None:
     units = render_all()
-    svc = unit(units[f"{job.script}.service"])  # type: ignore[attr-defined]
-    tmr = unit(units[f"{job.script}.timer"])  # type: ignore[attr-defined]
-    assert svc["Service"]["Type"] == "oneshot"
+    svc = unit(units[f"{job.script}.service"])
+    tmr = unit(units[f"{job.script}.timer"])
+    if job.restart:  # systemd 252 refuses Restart= on a oneshot unit
+        assert svc["Service"]["Type"] == "exec"
+        bound = svc["Service"]["RuntimeMaxSec"]  # a Type=exec start completes at exec
+        assert "TimeoutStartSec" not in svc["Service"]
+    else:
+        assert svc["Service"]["Type"] == "oneshot"
+        bound = svc["Service"]["TimeoutStartSec"]
+        assert "Restart" not in svc["Service"]
     assert svc["Service"]["SuccessExitStatus"] == "75"
-    assert int(svc["Service"]["TimeoutStartSec"]) < (job.ttl_seconds or 300)  # type: ignore[attr-defined]
+    assert int(bound) < (job.ttl_seconds or 300)
+    assert svc["Service"]["ExecStart"].split() == [f"/opt/m10jobs/bin/{job.script}",
+                                                  *job.exec_args]
+    declared = {o for opt in job.options for o in opt.opts}
+    assert {a for a in job.exec_args if a.startswith("-")} <= declared, job.exec_args
     assert svc["Service"]["EnvironmentFile"] == "-/etc/m10jobs/env"
     assert svc["Unit"]["OnFailure"] == "m10-failure@%n.service"
     assert tmr["Timer"]["Persistent"] == "true"
+
+
+def test_the_outbox_unit_restarts_a_lingering_pass_but_not_a_standby_or_a_failure() -> None:
+    units = render_all()
+    svc = unit(units["m10-outbox-processor.service"])
+    assert svc["Service"]["ExecStart"] == "/opt/m10jobs/bin/m10-outbox-processor --linger"
+    assert svc["Service"]["Restart"] == "on-success"  # not on-failure: failures back off
+    assert svc["Service"]["RestartSec"] == "0"  # the hand-over gap is one start-up
+    # 75 (lease held elsewhere) counts as success, so without this a standby would spin
+    assert svc["Service"]["RestartPreventExitStatus"] == "75"
+    assert svc["Unit"]["StartLimitIntervalSec"] == "0"  # back-to-back passes are the norm
+    timer = unit(units["m10-outbox-processor.timer"])["Timer"]
+    assert (timer["OnCalendar"], timer["RandomizedDelaySec"]) == ("minutely", "0")
+    others = [n for n, text in units.items()
+              if n.endswith(".service") and n != "m10-outbox-processor.service"]
+    assert all("Restart=" not in units[n] and "StartLimit" not in units[n] for n in others)
 
 
 def test_the_seed_services_keep_names_schedules_and_order() -> None:

@@ -56,12 +56,12 @@ def test_order_key_needs_an_aggregate_id() -> None:
         order_key({"aggregate_type": "o", "aggregate_id": "1"})
 
 
-def test_linger_ends_before_the_next_timer_tick(tmp_path: Path) -> None:
-    s = settings(tmp_path, "[outbox]\nlinger_seconds = 55\n")
-    assert (s.linger_seconds, s.linger_tick_seconds) == (55.0, 60)
-    assert s.linger_for(wall=120.3) == 55.0  # started just after a tick: the full linger
-    assert s.linger_for(wall=150.0) == pytest.approx(29.5)  # ends 0.5 s before :00
-    assert s.linger_for(wall=179.8) == 0.0  # too close to the tick: no linger at all
-    assert settings(tmp_path, "").linger_for(wall=120.3) == 0.0  # off by default
-    free = settings(tmp_path, "[outbox]\nlinger_seconds = 5\nlinger_tick_seconds = 0\n")
-    assert free.linger_for(wall=179.8) == 5.0
+def test_linger_is_on_by_default_and_at_least_a_second(tmp_path: Path) -> None:
+    """The unit passes --linger; the setting says how long.  0 would make the restarting
+    unit start a pass per start-up (the default start limit is off for it)."""
+    s = settings(tmp_path, "")
+    assert s.linger_seconds == 115.0
+    assert s.linger_seconds < s.budget(lease_ttl=300, job_timeout=240)  # fits one pass
+    assert settings(tmp_path, "[outbox]\nlinger_seconds = 2\n").linger_seconds == 2.0
+    with pytest.raises(ConfigError, match="linger_seconds"):
+        settings(tmp_path, "[outbox]\nlinger_seconds = 0\n")

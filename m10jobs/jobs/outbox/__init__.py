@@ -5,6 +5,8 @@ process.py is the pass (imported when it runs), settings.py the [outbox] table
 shared names below, and neither --help builds the table).
 """
 
+import click
+
 from m10jobs.registry import Flow, Job
 
 LOCK = "m10:outbox_processor"
@@ -16,9 +18,17 @@ JOB = Job(
     script="m10-outbox-processor",
     summary="Drain m10_recovery.outbox into Redis Streams exactly once, recording replay_log.",
     example="m10-outbox-processor --dry-run",
-    schedule="minutely",
-    jitter_seconds=0,  # lingering passes hand over at the minute boundary (linger_for)
-    timer_accuracy="1ms",  # ... and the next pass starts right at it, not up to 1 s later
+    schedule="minutely",  # starts the chain (at boot, after a failure); standbys try the lease
+    jitter_seconds=0,  # ... at the minute, not up to 30 s later: the outage after a failure
+    restart=True,  # the unit's pass lingers, then systemd starts the next one at once
+    exec_args=("--linger",),
+    options=(
+        click.Option(["--linger"], is_flag=True,
+                     help="After draining, keep the lease and LISTEN for new events for "
+                          "outbox.linger_seconds, then release and exit 0 (what the unit "
+                          "does; systemd starts the next pass at once).  Without it a pass "
+                          "drains and exits."),
+    ),
     lock=LOCK,
     run="m10jobs.jobs.outbox.process:process",
     after=("postgresql.service", "redis-server.service"),

@@ -13,9 +13,11 @@ Failures are retried with exponential backoff, jitter and a cap; after
 `max_attempts` (or at once, for an oversize payload) the event goes to the
 dead-letter stream and then into dead_letter_archive, and its aggregate moves on.
 
-Low latency without a daemon: with outbox.linger_seconds, a pass that has drained
-keeps its lease and LISTENs for enqueue_outbox's notification, draining again on
-each; it ends just before the timer's next tick so the hand-over costs one start-up.
+Low latency without a daemon: run with --linger (as the unit runs it), a pass that
+has drained keeps its lease and LISTENs for enqueue_outbox's notification for
+outbox.linger_seconds, draining again on each, then releases and exits 0; systemd
+restarts the unit at once (Restart=on-success), so a hand-over costs one start-up.
+Without --linger (a hand run, `m10 run`) a pass drains and exits.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def process(ctx: PassContext) -> dict[str, Any]:
     t0 = time.monotonic()
     ttl = ctx.lease.ttl if ctx.lease else ctx.config.lease_ttl_seconds
     deadline = t0 + s.budget(ttl, ctx.job.timeout_seconds)
-    linger_end = min(deadline, t0 + s.linger_for(time.time()))
+    linger_end = min(deadline, t0 + (s.linger_seconds if ctx.params.get("linger") else 0.0))
     stopping = STOP  # set by SIGTERM/SIGINT (the runner's handlers): the waits wake on it
     totals, exhausted = _drain_and_linger(ctx, s, deadline, linger_end, stopping)
     elapsed = time.monotonic() - t0

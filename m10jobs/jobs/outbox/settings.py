@@ -16,9 +16,6 @@ from m10jobs.jobs.outbox import LOCK as LOCK
 from m10jobs.jobs.outbox import STREAM as STREAM
 from m10jobs.settings import setting
 
-TICK_S = 60  # the timer's period: schedule "minutely", no random delay
-HANDOVER_S = 0.5  # a lingering pass ends this long before the tick (0.25 s lost ticks)
-
 
 @dataclass(frozen=True)
 class OutboxSettings:
@@ -44,11 +41,10 @@ class OutboxSettings:
     trim_minid_seconds: int = setting(0, "XADD MINID ~ age instead of MAXLEN (0: off)", min=0)
     time_budget_seconds: float = setting(200.0, "a pass stops claiming after this long "
                                          "(kept below the lease TTL)", min=1)
-    linger_seconds: float = setting(0.0, "after draining, keep the lease and LISTEN this long "
-                                    "for new events: ms latency (0: off; 59 with the minutely "
-                                    "timer)", min=0)
-    linger_tick_seconds: int = setting(TICK_S, "the linger ends 0.5 s before a multiple of "
-                                       "this: the timer's period (0: never)", min=0, max=3600)
+    linger_seconds: float = setting(115.0, "a pass run with --linger (the unit's) keeps the "
+                                    "lease and LISTENs this long after draining, then exits "
+                                    "and systemd starts the next (capped by the time budget)",
+                                    min=1)
 
     def problems(self) -> Iterator[str]:
         if self.trim_maxlen and self.trim_minid_seconds:
@@ -72,13 +68,3 @@ class OutboxSettings:
     def budget(self, lease_ttl: int, job_timeout: int) -> float:
         """The pass's time budget, kept below the lease TTL and the unit's timeout."""
         return max(1.0, min(self.time_budget_seconds, lease_ttl * 0.8, job_timeout - 20))
-
-    def linger_for(self, wall: float) -> float:
-        """Seconds to linger from wall-clock time `wall`: linger_seconds, but ended
-        HANDOVER_S before the timer's next tick (a multiple of linger_tick_seconds), so
-        the unit is inactive when the tick comes and the next pass (on any host) takes
-        over after no more than a start-up; systemd skips a tick whose unit still runs."""
-        if self.linger_tick_seconds <= 0:
-            return self.linger_seconds
-        to_tick = self.linger_tick_seconds - wall % self.linger_tick_seconds
-        return max(0.0, min(self.linger_seconds, to_tick - HANDOVER_S))
