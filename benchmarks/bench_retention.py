@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 ROWS = int(os.environ.get("M10_BENCH_RETENTION_ROWS", "1000000"))
 BATCH = 10000
+# retention.workers (default: the setting's); M10_BENCH_RETENTION_WORKERS to compare
+WORKERS = os.environ.get("M10_BENCH_RETENTION_WORKERS")
 FILL = """
 INSERT INTO m10_recovery.replay_log (event_id, idempotency_key, event_type, stream,
        stream_entry_id, fencing_token, holder_id, enqueued_at, published_at)
@@ -32,6 +34,7 @@ SELECT g, 'key-' || g, 'order.created', 'm10:outbox', g || '-0', 42, 'bench-host
 CONFIG = f"""
 [retention]
 batch_size = {BATCH}
+{f"workers = {WORKERS}" if WORKERS else ""}
 [retention.dead_letter_archive]
 enabled = false
 [retention.outbox]
