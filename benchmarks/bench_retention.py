@@ -12,6 +12,7 @@ import os
 import subprocess
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,13 @@ def _checkpoint(dsn: str) -> None:
         c.execute("CHECKPOINT")
 
 
+def _cutoff() -> datetime:
+    """The cutoff as a parameter, as retention passes it: `now() - interval` in the WHERE
+    clause is evaluated per row: the single DELETE ran 25-35% slower with it, which
+    flattered every ratio against it."""
+    return datetime.now(UTC) - timedelta(days=30)
+
+
 def _batched_delete_only(dsn: str) -> float:
     """The same keyset batches without archiving: where the time goes."""
     _checkpoint(dsn)
@@ -72,7 +80,7 @@ def _batched_delete_only(dsn: str) -> float:
         t0 = time.monotonic()
         for lo in range(0, ROWS, BATCH):
             c.execute("DELETE FROM m10_recovery.replay_log WHERE id > %s AND id <= %s AND "
-                      "published_at < now() - interval '30 days'", (lo, lo + BATCH))
+                      "published_at < %s", (lo, lo + BATCH, _cutoff()))
         return time.monotonic() - t0
 
 
@@ -82,8 +90,7 @@ def run(bench: Bench) -> None:
     _checkpoint(base_dsn)
     with psycopg.connect(base_dsn, autocommit=True) as c:
         t0 = time.monotonic()
-        c.execute("DELETE FROM m10_recovery.replay_log WHERE published_at < now() - "
-                  "interval '30 days'")
+        c.execute("DELETE FROM m10_recovery.replay_log WHERE published_at < %s", (_cutoff(),))
         single = time.monotonic() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
