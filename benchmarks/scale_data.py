@@ -283,7 +283,7 @@ OPERATOR_ONLY = {
     # run by hand (`m10 ...`), by --dry-run, or once per operator action
     "list_locks", "force_release_lock", "count_expired_locks",
     "outbox_status_extra", "outbox_event", "outbox_retry_event", "outbox_problem_events",
-    "dl_count_unreconciled", "dl_get", "dl_list", "retention_history",
+    "dl_count_unreconciled", "dl_get", "dl_list", "retention_history", "retention_chunk_types",
     "retention_count_replay_log", "retention_count_dead_letter_archive",
     "retention_count_outbox", "retention_count_outbox_dead_lettered",
     "retention_count_retention_jobs",

@@ -63,21 +63,10 @@ def event_fields(event_id: int, key: str | None, payload: str = '{"n": 1}',
 
 
 def chunk_rows(conn: psycopg.Connection[Any], data: bytes) -> list[dict[str, Any]]:
-    """A retention chunk's rows: a zstd'd binary COPY stream whose header names the columns
-    and their types, read back through a temporary table of those columns."""
-    import zstandard
-    from psycopg import sql
+    """A retention chunk's rows, read back as `m10 retention show` reads them."""
+    from m10jobs.jobs.maintenance.retention import CHUNK_SUFFIX, load_chunk, open_chunk
 
-    from m10jobs.jobs.maintenance.retention import chunk_columns
-
-    stream = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    meta = chunk_columns(stream)
-    assert meta is not None, "the chunk's header names no columns"
-    cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
-                              for n, t in meta["columns"])
     with conn.transaction():
-        conn.execute(sql.SQL("CREATE TEMPORARY TABLE chunk ({}) ON COMMIT DROP").format(cols))
+        load_chunk(conn, "chunk" + CHUNK_SUFFIX, open_chunk("chunk" + CHUNK_SUFFIX, data))
         with conn.cursor(row_factory=dict_row) as cur:
-            with cur.copy("COPY chunk FROM STDIN (FORMAT binary)") as cp:
-                cp.write(stream)
             return cur.execute("SELECT * FROM chunk").fetchall()

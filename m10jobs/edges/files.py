@@ -180,6 +180,9 @@ CANARY_REPORT = Kind("canary report", 16 * MiB,
                      "(or move the bad file aside)")
 ARCHIVED = Kind("file to archive", 1 * GiB,
                 "retention left it in place: replace it with a regular file or remove it")
+RETENTION_CHUNK = Kind("retention chunk", 1 * GiB,
+                       "nothing was read: give the path of a regular chunk file "
+                       "(*.pgcopy.zst, *.csv.gz, *.jsonl.gz)")
 METRICS = Kind("metrics file", 4 * MiB, "remove it; the next run rewrites it")
 
 CHUNK = 1 << 20

@@ -174,6 +174,13 @@ SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
  WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum;
 
+-- retention_chunk_types --
+-- The types an archived chunk's header names, as this database spells them (NULL: no such type),
+-- in order (`m10 retention show` builds its temporary table from these, not from the file).
+SELECT to_regtype(t)::text AS type
+  FROM unnest(%(types)s::text[]) WITH ORDINALITY AS u(t, i)
+ ORDER BY i;
+
 -- retention_span_replay_log --
 -- Upper id and row count of the next ids past a batch, eligible or not: the primary key alone
 -- (an index-only scan); retention_copy_replay_log deletes only the eligible rows of the span.

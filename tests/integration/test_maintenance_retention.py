@@ -291,3 +291,47 @@ def test_dead_lettered_outbox_rows_are_purged_once_old(cli: Any, conn: psycopg.C
     job = conn.execute("SELECT target, rows_deleted FROM m10_recovery.retention_jobs "
                        "WHERE policy = 'outbox_dead_lettered'").fetchone()
     assert job == {"target": "m10_recovery.outbox", "rows_deleted": 2}
+
+
+def test_show_refuses_a_chunk_that_is_not_whole_or_names_strange_types(
+        cli: Any, conn: psycopg.Connection[Any], env: dict[str, str], tmp_path: Path) -> None:
+    """`m10 retention show` on a hostile or damaged chunk: one line, exit 65, no traceback,
+    and nothing of the header reaches the database as SQL."""
+    from m10jobs.jobs.maintenance.retention import COPY_SIGNATURE, compress_chunk
+
+    cfg = write_config(tmp_path, base="")
+    empty = COPY_SIGNATURE + bytes(8) + b"\xff\xff"  # header, no rows, trailer
+    marker = "m10_show_injected"
+
+    def chunk(name: str, data: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return path
+
+    good = compress_chunk(empty, b'm10jobs-retention-chunk:{"table": "t", "columns": '
+                                 b'[["id", "bigint"]]}')
+    injected = compress_chunk(empty, json.dumps({"table": "t", "columns": [
+        ["id", f"int); CREATE TABLE {marker} (x int); --"]]}).encode().join(
+        [b"m10jobs-retention-chunk:", b""]))
+    cases = {
+        "garbage": chunk("a.pgcopy.zst", b"not zstd at all"),
+        "truncated": chunk("b.pgcopy.zst", good[:-4]),
+        "no columns": chunk("c.pgcopy.zst", compress_chunk(empty, b"")),
+        "injected type": chunk("d.pgcopy.zst", injected),
+        "unknown type": chunk("e.pgcopy.zst", compress_chunk(
+            empty, b'm10jobs-retention-chunk:{"table": "t", "columns": [["id", "nosuch"]]}')),
+        "bad gzip": chunk("f.csv.gz", b"\x1f\x8b not really"),
+        "directory": tmp_path / "g.pgcopy.zst",
+    }
+    cases["directory"].mkdir()
+    for case, path in cases.items():
+        proc = cli("m10", "retention", "show", str(path), "--config", str(cfg))
+        errors = [ln for ln in proc.stderr.splitlines() if '"level": "ERROR"' in ln]
+        assert proc.returncode in (2, 65) if case == "directory" else proc.returncode == 65, \
+            (case, proc.returncode, proc.stderr)
+        assert "Traceback" not in proc.stderr, (case, proc.stderr)
+        if case != "directory":
+            assert len(errors) == 1 and path.name in errors[0], (case, proc.stderr)
+    assert conn.execute("SELECT to_regclass(%s) AS t", (marker,)).fetchone()["t"] is None
+    ok = cli("m10", "retention", "show", str(chunk("h.pgcopy.zst", good)), "--config", str(cfg))
+    assert ok.returncode == 0 and ok.stdout == "id\n", ok.stderr

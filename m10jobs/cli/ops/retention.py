@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -62,42 +61,26 @@ def show(config: Any, log: Any, chunk: Path, binary: bool) -> int:
     columns in its header, so PostgreSQL itself renders it (the database is only read);
     older chunks (.csv.gz, .jsonl.gz) are printed decompressed."""
     from m10jobs.edges import files
-    from m10jobs.jobs.maintenance.retention import ARCHIVE_SESSION, CHUNK_SUFFIX, chunk_columns
+    from m10jobs.jobs.maintenance.retention import ARCHIVE_SESSION, load_chunk, open_chunk
 
-    data = files.read_bytes(chunk, files.ARCHIVED) or b""
+    stream = open_chunk(chunk.name, files.read_bytes(chunk, files.RETENTION_CHUNK) or b"")
     out = click.get_binary_stream("stdout")
     if chunk.name.endswith(".gz"):
         if binary:
             raise click.UsageError("--binary is for .pgcopy.zst chunks")
-        out.write(gzip.decompress(data))
+        out.write(stream)
         return ExitCode.OK
-    if not chunk.name.endswith(CHUNK_SUFFIX):
-        raise click.UsageError(f"{chunk.name}: not a retention chunk (*{CHUNK_SUFFIX}, "
-                               "*.csv.gz, *.jsonl.gz)")
-    import zstandard
-
-    stream = zstandard.ZstdDecompressor().decompressobj().decompress(data)
     if binary:
         out.write(stream)
         return ExitCode.OK
-    meta = chunk_columns(stream)
-    if meta is None:
-        raise click.UsageError(f"{chunk.name}: its header does not name its columns")
-    from psycopg import sql
-
     from m10jobs.edges import db
 
-    cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(type_))
-                              for name, type_ in meta["columns"])
     dsn = config.require("database_url")
     with (db.connect(dsn, app="m10 retention show", autocommit=False,
                      options=ARCHIVE_SESSION) as conn, db.translated(dsn)):
-        conn.execute(sql.SQL("CREATE TEMPORARY TABLE chunk ({}) ON COMMIT DROP").format(cols))
-        with conn.cursor() as cur:
-            with cur.copy("COPY chunk FROM STDIN (FORMAT binary)") as cp:
-                cp.write(stream)
-            with cur.copy("COPY chunk TO STDOUT (FORMAT csv, HEADER)") as cp:
-                for block in cp:
-                    out.write(block)
+        load_chunk(conn, chunk.name, stream)
+        with conn.cursor() as cur, cur.copy("COPY chunk TO STDOUT (FORMAT csv, HEADER)") as cp:
+            for block in cp:
+                out.write(block)
         conn.rollback()
     return ExitCode.OK

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from m10jobs.edges import db, fallback, files
 from m10jobs.edges.queries import query
-from m10jobs.errors import DependencyUnavailable, LeaseLost, TaskFailed
+from m10jobs.errors import BadInput, DependencyUnavailable, LeaseLost, TaskFailed
 from m10jobs.jobs.canary.report import LATEST, reports_dir
 from m10jobs.jobs.maintenance.settings import Policy, RetentionSettings
 from m10jobs.jobs.stats.statsfile import NAME, marker_path
@@ -233,16 +233,75 @@ def compress_chunk(data: bytes | bytearray, meta: bytes) -> bytes:
     return z.compress(head) + z.compress(memoryview(data)[19:]) + z.flush()
 
 
-def chunk_columns(stream: bytes) -> dict[str, Any] | None:
-    """A decompressed chunk's header extension ({"table", "columns"}), None if it has none."""
-    if stream[:11] != COPY_SIGNATURE or len(stream) < 19:
-        raise ValueError("not a PostgreSQL binary COPY stream")
+MAX_CHUNK_BYTES = 4 << 30  # decompressed; batches hold at most 100,000 rows
+
+
+def open_chunk(name: str, data: bytes) -> bytes:
+    """A chunk's contents, decompressed: a binary COPY stream (*.pgcopy.zst), or the CSV
+    or JSON lines of a chunk from before it (*.gz).  BadInput (65) for anything else."""
+    import zstandard
+
+    fix = ("it is not a whole retention chunk (truncated or not one): restore it from the "
+           "archive's copy")
+    try:
+        if name.endswith(".gz"):
+            return gzip.decompress(data)
+        if not name.endswith(CHUNK_SUFFIX):
+            raise BadInput(f"{name}: not a retention chunk (*{CHUNK_SUFFIX}, *.csv.gz, "
+                           "*.jsonl.gz)")
+        size = zstandard.frame_content_size(data)
+        if not 0 < size <= MAX_CHUNK_BYTES:
+            raise BadInput(f"{name}: its zstd header gives no plausible size; {fix}")
+        stream = zstandard.ZstdDecompressor().decompress(data)
+    except (OSError, EOFError, zstandard.ZstdError) as exc:
+        raise BadInput(f"{name}: {exc}; {fix}") from None
+    if stream[:11] != COPY_SIGNATURE or len(stream) < 21 or stream[-2:] != b"\xff\xff":
+        raise BadInput(f"{name}: not a whole PostgreSQL binary COPY stream; {fix}")
+    return stream
+
+
+def chunk_columns(name: str, stream: bytes) -> list[tuple[str, str]]:
+    """The [name, type] columns a chunk's header extension records (open_chunk's stream).
+    BadInput when it records none or they do not parse."""
     (ext,) = struct.unpack("!i", stream[15:19])
     body = stream[19:19 + ext]
-    if not body.startswith(CHUNK_META_TAG):
-        return None
-    meta: dict[str, Any] = json.loads(body[len(CHUNK_META_TAG):])
-    return meta
+    try:
+        if not body.startswith(CHUNK_META_TAG):
+            raise ValueError("no column list")
+        cols = json.loads(body[len(CHUNK_META_TAG):])["columns"]
+        if not cols or not all(isinstance(c, list) and len(c) == 2 and
+                               all(isinstance(v, str) and v for v in c) for c in cols):
+            raise ValueError("a malformed column list")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{name}: its header names no columns ({exc}); restore it with "
+                       "`m10 retention show --binary` into the table it came from") from None
+    return [(c[0], c[1]) for c in cols]
+
+
+def load_chunk(conn: psycopg.Connection[Any], name: str, stream: bytes) -> None:
+    """Load a chunk's stream (open_chunk) into TEMPORARY TABLE chunk, dropped at the end
+    of the transaction, shaped by the columns its header records.  The database resolves
+    the types first (to_regtype), so the CREATE holds only types it knows by those names,
+    never text from the file."""
+    from psycopg import errors as e
+    from psycopg import sql
+
+    cols = chunk_columns(name, stream)
+    try:
+        types = [r["type"] for r in conn.execute(query("retention_chunk_types"),
+                                                 {"types": [t for _, t in cols]})]
+    except (e.DataError, e.ProgrammingError) as exc:
+        raise BadInput(f"{name}: its header names a type PostgreSQL cannot parse "
+                       f"({exc.diag.message_primary})") from None
+    unknown = [t for (_, t), known in zip(cols, types, strict=True) if known is None]
+    if unknown:
+        raise BadInput(f"{name}: its header names types this database does not have: "
+                       f"{', '.join(unknown)}")
+    conn.execute(sql.SQL("CREATE TEMPORARY TABLE chunk ({}) ON COMMIT DROP").format(
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
+                           for (n, _), t in zip(cols, types, strict=True))))
+    with conn.cursor() as cur, cur.copy("COPY chunk FROM STDIN (FORMAT binary)") as cp:
+        cp.write(stream)
 
 
 def _copy_out(conn: psycopg.Connection[Any], sql: str, args: dict[str, Any]) -> tuple[bytes, int]:
