@@ -82,21 +82,17 @@ def _list(*values: str) -> str:
 def _lifecycle(job: Job, prefix: str) -> list[str]:
     """How a pass runs and ends.  A oneshot unit is active while its pass runs and its
     timeout is TimeoutStartSec=.  A restarting job (Job.restart) is Type=exec, because
-    systemd 252 refuses Restart= other than no on a oneshot unit; its start completes at
+    systemd 252 refuses Restart=on-success on a oneshot unit; its start completes at
     exec, so RuntimeMaxSec= bounds the pass.  Restart=on-success starts the next pass as
     soon as one exits 0, never after a failure (the timer's next tick retries), after 75
     (lease held: another host's chain runs; without RestartPreventExitStatus= a standby
     would spin, 75 being a success) or after `systemctl stop`."""
+    run = [f"ExecStart={' '.join([f'{prefix}/bin/{job.script}', *job.exec_args])}",
+           "SuccessExitStatus=75"]
     if not job.restart:
-        return ["Type=oneshot", f"ExecStart={job_exec(job, prefix)}", "SuccessExitStatus=75",
-                f"TimeoutStartSec={job.timeout_seconds}"]
-    return ["Type=exec", f"ExecStart={job_exec(job, prefix)}", "SuccessExitStatus=75",
-            "Restart=on-success", "RestartSec=0", "RestartPreventExitStatus=75",
-            f"RuntimeMaxSec={job.timeout_seconds}"]
-
-
-def job_exec(job: Job, prefix: str = DEFAULT_PREFIX) -> str:
-    return " ".join([f"{prefix}/bin/{job.script}", *job.exec_args])
+        return ["Type=oneshot", *run, f"TimeoutStartSec={job.timeout_seconds}"]
+    return ["Type=exec", *run, "Restart=on-success", "RestartSec=0",
+            "RestartPreventExitStatus=75", f"RuntimeMaxSec={job.timeout_seconds}"]
 
 
 def service(job: Job, prefix: str = DEFAULT_PREFIX,
