@@ -27,19 +27,7 @@ def _median_ms(argv: list[str], env: dict[str, str], expect: int) -> float:
     return statistics.median(times)
 
 
-def _compile_package() -> None:
-    """Bytecode for m10jobs, as `pip install .` (make install) leaves it: with an editable
-    install and PYTHONDONTWRITEBYTECODE set, every start would compile the sources again
-    (~10 ms for config.py alone) and measure that instead."""
-    import m10jobs
-
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-m", "compileall", "-q", m10jobs.__path__[0]], env=env,
-                   check=True, capture_output=True)
-
-
 def run(bench: Bench) -> None:
-    _compile_package()
     dsn = bench.fresh_db()
     env = {**os.environ, "M10_DATABASE_URL": dsn}
     import socket

@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from benchmarks.run import compile_package
 from benchmarks.scale_data import Shape, fill, recurring_params
 from devenv.services import stack
 from m10jobs.edges.migrate import migrate
@@ -100,6 +101,7 @@ def _idle_maintenance(bin_dir: Path, env: dict[str, str], dsn: str) -> float:
 
 
 def main() -> int:
+    compile_package()
     bin_dir = Path(sys.executable).parent
     results: dict[int, dict[str, float]] = {}
     with stack() as st:
