@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
 import pkgutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +57,6 @@ def compile_package() -> None:
     install and PYTHONDONTWRITEBYTECODE set (as on CI), every process a bench starts would
     compile the sources again: +0.1-0.15 s of start-up in each of retention's, the outbox
     hand-over's and the lock-busy figures, none of which an installed host pays."""
-    import os
-    import subprocess
-
     import m10jobs
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}

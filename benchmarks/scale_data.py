@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from m10jobs.jobs.maintenance.retention import SPAN_POLICIES, TABLE_POLICIES
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -263,13 +265,12 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
                             "report_run_id": "r", "run_id": "r"},
     }
     # retention batches: the first batch of each table policy, and one in the middle
-    for _policy, _age in (("replay_log", 7), ("dead_letter_archive", 7), ("outbox", 7),
-                          ("outbox_dead_lettered", 7), ("retention_jobs", 7)):
-        _cut = now - timedelta(days=_age)
+    _cut = now - timedelta(days=7)
+    for _policy in TABLE_POLICIES:
         # outbox_dead_lettered walks oldest-first by time: its batches start from id 0
         _after = 0 if _policy == "outbox_dead_lettered" else n // 3
         params[f"retention_upto_{_policy}"] = {"cutoff": _cut, "after": _after, "limit": 5000}
-        if _policy != "outbox_dead_lettered":
+        if _policy in SPAN_POLICIES:
             params[f"retention_span_{_policy}"] = {"after": n // 3, "limit": 5000}
         params[f"retention_copy_{_policy}"] = {"cutoff": _cut, "after": n // 3,
                                                "upto": n // 3 + 5000}

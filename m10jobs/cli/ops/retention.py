@@ -65,12 +65,10 @@ def show(config: Any, log: Any, chunk: Path, binary: bool) -> int:
 
     stream = open_chunk(chunk.name, files.read_bytes(chunk, files.RETENTION_CHUNK) or b"")
     out = click.get_binary_stream("stdout")
-    if chunk.name.endswith(".gz"):
-        if binary:
-            raise click.UsageError("--binary is for .pgcopy.zst chunks")
-        out.write(stream)
-        return ExitCode.OK
-    if binary:
+    old_format = chunk.name.endswith(".gz")  # already text: printed as it is
+    if old_format and binary:
+        raise click.UsageError("--binary is for .pgcopy.zst chunks")
+    if old_format or binary:
         out.write(stream)
         return ExitCode.OK
     from m10jobs.edges import db
