@@ -36,8 +36,7 @@ venv: $(BIN)/.installed
 deps: venv
 	scripts/dev/install-deps.sh $(BIN)/pip
 
-test: deps
-	$(BIN)/ruff check m10jobs devenv tests benchmarks
+test: deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: deps
@@ -54,9 +53,10 @@ bench-scale: deps
 schema: deps
 	M10_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_schema.py -k from_zero
 
+# the gates: lint and formatting fail the build (make test runs them first)
 lint: venv
 	$(BIN)/ruff check m10jobs devenv tests benchmarks
-	$(BIN)/ruff format --check m10jobs devenv tests benchmarks || true
+	$(BIN)/ruff format --check m10jobs devenv tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

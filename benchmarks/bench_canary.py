@@ -51,27 +51,34 @@ def run(bench: Bench) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/health"
     work = Path(tempfile.mkdtemp(prefix="bench-canary-"))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
-           **bench.stack.env(), "M10_DATABASE_URL": bench.fresh_db(),
-           "M10_STATE_DIR": str(work / "state")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
+        **bench.stack.env(),
+        "M10_DATABASE_URL": bench.fresh_db(),
+        "M10_STATE_DIR": str(work / "state"),
+    }
     env.pop("M10_METRICS_DIR", None)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def configure(n: int, verdict_fail: bool = False) -> None:
         probes = "".join(
             f'\n[[canary.probes]]\nname = "api{i}"\ntype = "http"\nurl = "{url}"\n'
-            f'expect_status = {500 if verdict_fail else 200}\ncritical = true\n'
-            for i in range(n))
-        (work / "c.toml").write_text(
-            f"[canary]\n{probes}\n[rollback]\ncommand = [\"true\"]\n")
+            f"expect_status = {500 if verdict_fail else 200}\ncritical = true\n"
+            for i in range(n)
+        )
+        (work / "c.toml").write_text(f'[canary]\n{probes}\n[rollback]\ncommand = ["true"]\n')
         env["M10_CONFIG"] = str(work / "c.toml")
 
     def script(*args: str) -> None:
-        proc = subprocess.run([str(bench.bin / args[0]), *args[1:]], env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [str(bench.bin / args[0]), *args[1:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if proc.returncode != 0:
-            raise SystemExit(f"bench_canary: {args} exited {proc.returncode}: "
-                             f"{proc.stderr[-500:]}")
+            raise SystemExit(f"bench_canary: {args} exited {proc.returncode}: {proc.stderr[-500:]}")
 
     try:
         get = _median_ms(lambda: opener.open(url, timeout=5).read())
@@ -86,14 +93,27 @@ def run(bench: Bench) -> None:
         assert report["verdict"] == "pass"
         bench.report("bare urllib GET (loopback)", get, "ms")
         bench.report("process start-up (m10-canary --help)", startup, "ms")
-        bench.report("m10-canary, 1 http probe, wall", one, "ms", baseline=startup,
-                     baseline_name="start-up")
-        bench.report(f"m10-canary, {PROBES} http probes, wall", many, "ms", baseline=one,
-                     baseline_name="1 probe")
-        bench.report("  cost per extra http probe", per_probe, "ms", baseline=get,
-                     baseline_name="bare GET")
-        bench.report("m10-rollback on a passing report, wall", noop, "ms", baseline=startup,
-                     baseline_name="start-up", goal="< 1 s")
+        bench.report(
+            "m10-canary, 1 http probe, wall", one, "ms", baseline=startup, baseline_name="start-up"
+        )
+        bench.report(
+            f"m10-canary, {PROBES} http probes, wall",
+            many,
+            "ms",
+            baseline=one,
+            baseline_name="1 probe",
+        )
+        bench.report(
+            "  cost per extra http probe", per_probe, "ms", baseline=get, baseline_name="bare GET"
+        )
+        bench.report(
+            "m10-rollback on a passing report, wall",
+            noop,
+            "ms",
+            baseline=startup,
+            baseline_name="start-up",
+            goal="< 1 s",
+        )
     finally:
         server.shutdown()
         server.server_close()

@@ -29,10 +29,21 @@ def run(bench: Bench) -> None:
         for _ in range(200):  # warm up plans and caches
             conn.execute("SELECT pg_try_advisory_lock(42)")
             conn.execute("SELECT pg_advisory_unlock(42)")
-        advisory = _rate(conn, "SELECT pg_try_advisory_lock(%s)", "SELECT pg_advisory_unlock(%s)",
-                         (42,))
-        lease = _rate(conn, "SELECT m10_recovery.acquire_lock(%s, %s, 60)",
-                      "SELECT m10_recovery.release_lock(%s, %s, %s)", ("bench", "h:1:r"))
+        advisory = _rate(
+            conn, "SELECT pg_try_advisory_lock(%s)", "SELECT pg_advisory_unlock(%s)", (42,)
+        )
+        lease = _rate(
+            conn,
+            "SELECT m10_recovery.acquire_lock(%s, %s, 60)",
+            "SELECT m10_recovery.release_lock(%s, %s, %s)",
+            ("bench", "h:1:r"),
+        )
     bench.report("advisory lock+unlock pairs/s (baseline)", advisory, "pairs/s")
-    bench.report("lease acquire+release pairs/s", lease, "pairs/s", baseline=advisory,
-                 baseline_name="advisory", goal=">= 0.5x advisory")
+    bench.report(
+        "lease acquire+release pairs/s",
+        lease,
+        "pairs/s",
+        baseline=advisory,
+        baseline_name="advisory",
+        goal=">= 0.5x advisory",
+    )

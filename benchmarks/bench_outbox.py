@@ -21,8 +21,15 @@ if TYPE_CHECKING:
     from benchmarks.run import Bench
 
 EVENTS = int(os.environ.get("M10_BENCH_OUTBOX_EVENTS", "100000"))
-FIELDS = ("event_id", "idempotency_key", "event_type", "aggregate_type", "aggregate_id",
-          "payload", "created_at")
+FIELDS = (
+    "event_id",
+    "idempotency_key",
+    "event_type",
+    "aggregate_type",
+    "aggregate_id",
+    "payload",
+    "created_at",
+)
 
 
 def _fill(dsn: str, n: int) -> None:
@@ -31,7 +38,9 @@ def _fill(dsn: str, n: int) -> None:
             "INSERT INTO m10_recovery.outbox (event_type, aggregate_type, aggregate_id, payload,"
             " idempotency_key) SELECT 'bench.event', 'order', (g %% 1000)::text, "
             "jsonb_build_object('n', g, 'customer', 'c' || (g %% 977), 'amount', g * 1.5, "
-            "'note', repeat('x', 120)), 'bench:' || g FROM generate_series(1, %s) g", (n,))
+            "'note', repeat('x', 120)), 'bench:' || g FROM generate_series(1, %s) g",
+            (n,),
+        )
         c.execute("VACUUM ANALYZE m10_recovery.outbox")
 
 
@@ -43,11 +52,14 @@ def _floor(dsn: str, redis_url: str, n: int) -> float:
         rows = c.execute(
             "SELECT id, idempotency_key, event_type, aggregate_type, aggregate_id, "
             "payload::text, created_at::text FROM m10_recovery.outbox "
-            "WHERE status = 'pending' ORDER BY id").fetchall()
+            "WHERE status = 'pending' ORDER BY id"
+        ).fetchall()
         pipe = client.pipeline(transaction=False)
         for i, r in enumerate(rows, 1):
-            pipe.xadd("bench:floor", dict(zip(FIELDS, (str(v) if v is not None else ""
-                                                      for v in r), strict=True)))
+            pipe.xadd(
+                "bench:floor",
+                dict(zip(FIELDS, (str(v) if v is not None else "" for v in r), strict=True)),
+            )
             if i % 1000 == 0:
                 pipe.execute()
         pipe.execute()
@@ -55,8 +67,10 @@ def _floor(dsn: str, redis_url: str, n: int) -> float:
         with c.cursor().copy("COPY bench_done (id) FROM STDIN") as copy:
             for r in rows:
                 copy.write_row((r[0],))
-        c.execute("UPDATE m10_recovery.outbox o SET status = 'published', published_at = now() "
-                  "FROM bench_done d WHERE o.id = d.id")
+        c.execute(
+            "UPDATE m10_recovery.outbox o SET status = 'published', published_at = now() "
+            "FROM bench_done d WHERE o.id = d.id"
+        )
         c.commit()
     elapsed = time.perf_counter() - t0
     assert len(rows) == n and client.xlen("bench:floor") == n
@@ -80,23 +94,33 @@ def _hwm_kib(pid: int) -> int:
 def _drain(bench: Bench, dsn: str, redis_url: str) -> tuple[float, int, int]:
     """Seconds to drain with the real processor (passes until the backlog is 0), passes,
     peak RSS in KiB of the processor processes."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
-           **bench.stack.env(), "M10_DATABASE_URL": dsn, "M10_METRICS_DIR": ""}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
+        **bench.stack.env(),
+        "M10_DATABASE_URL": dsn,
+        "M10_METRICS_DIR": "",
+    }
     t0 = time.perf_counter()
     passes, peak_kib = 0, 0
     while True:
         passes += 1
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen([str(bench.bin / "m10-outbox-processor")], env=env,
-                                    stdout=out, stderr=err, text=True)
+            proc = subprocess.Popen(
+                [str(bench.bin / "m10-outbox-processor")],
+                env=env,
+                stdout=out,
+                stderr=err,
+                text=True,
+            )
             while proc.poll() is None:
                 peak_kib = max(peak_kib, _hwm_kib(proc.pid))
                 time.sleep(0.05)
             out.seek(0)
             err.seek(0)
             if proc.returncode != 0:
-                raise SystemExit(f"bench_outbox: processor exited {proc.returncode}: "
-                                 f"{err.read()[-2000:]}")
+                raise SystemExit(
+                    f"bench_outbox: processor exited {proc.returncode}: {err.read()[-2000:]}"
+                )
             stdout = out.read()
         summary = json.loads(stdout.strip().splitlines()[-1])["tasks"][0]["summary"]
         if summary["backlog"] == 0 or passes > 50:
@@ -117,9 +141,16 @@ def run(bench: Bench) -> None:
         published = c.execute("SELECT count(*) FROM m10_recovery.replay_log").fetchone()[0]
     in_stream = redis.Redis.from_url(redis_url).xlen("m10:outbox")
     assert published == n and in_stream == n, (published, in_stream)
-    print(f"  {n:,} events drained in {elapsed:.2f}s over {passes} pass(es) "
-          f"(includes process start); floor {floor_s:.2f}s")
-    bench.report("outbox drain, end to end", n / elapsed, "events/s",
-                 baseline=n / floor_s, baseline_name="raw floor",
-                 goal=">= 15,000 events/s and >= 0.70x floor")
+    print(
+        f"  {n:,} events drained in {elapsed:.2f}s over {passes} pass(es) "
+        f"(includes process start); floor {floor_s:.2f}s"
+    )
+    bench.report(
+        "outbox drain, end to end",
+        n / elapsed,
+        "events/s",
+        baseline=n / floor_s,
+        baseline_name="raw floor",
+        goal=">= 15,000 events/s and >= 0.70x floor",
+    )
     bench.report("processor peak RSS", rss_kib / 1024, "MiB")

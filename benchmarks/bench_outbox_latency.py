@@ -53,8 +53,12 @@ class Supervisor(threading.Thread):
 
     def __init__(self, bench: Bench, env: dict[str, str], cfg: Path, linger: bool) -> None:
         super().__init__()
-        self.argv = [str(bench.bin / "m10-outbox-processor"), "--config", str(cfg),
-                     *(["--linger"] if linger else [])]
+        self.argv = [
+            str(bench.bin / "m10-outbox-processor"),
+            "--config",
+            str(cfg),
+            *(["--linger"] if linger else []),
+        ]
         self.env, self.linger = env, linger
         self.stop = threading.Event()
         self.starts: list[float] = []
@@ -62,8 +66,9 @@ class Supervisor(threading.Thread):
 
     def _start(self) -> subprocess.Popen[bytes]:
         self.starts.append(time.time())
-        return subprocess.Popen(self.argv, env=self.env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            self.argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     def run(self) -> None:
         proc = self._start()  # the first pass (without linger: just after a tick)
@@ -97,8 +102,9 @@ def _listeners(dsn: str, stop: threading.Event) -> list[float]:
     with psycopg.connect(dsn, autocommit=True) as c:
         while not stop.wait(0.5):
             for pid, started in c.execute(
-                    "SELECT pid, backend_start FROM pg_stat_activity "
-                    "WHERE application_name = %s", (LISTENER,)).fetchall():
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE application_name = %s",
+                (LISTENER,),
+            ).fetchall():
                 assert isinstance(started, datetime)
                 seen.setdefault(pid, started.timestamp())
     return sorted(seen.values())
@@ -108,8 +114,9 @@ def _await_listener(dsn: str, timeout: float = 60) -> None:
     """Until a pass LISTENs (the first pass's start-up is no hand-over: it is not measured)."""
     end = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as c:
-        while not c.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
-                            (LISTENER,)).fetchone():
+        while not c.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = %s", (LISTENER,)
+        ).fetchone():
             assert time.monotonic() < end, "no pass ever listened"
             time.sleep(0.01)
 
@@ -121,8 +128,12 @@ def _measure(bench: Bench, linger: bool) -> dict[str, object]:
     r.flushdb()
     cfg = Path(tempfile.mkdtemp()) / "m10jobs.toml"
     cfg.write_text(f"[outbox]\nlinger_seconds = {LINGER_S}\n")  # used only with --linger
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
-           **bench.stack.env(), "M10_DATABASE_URL": dsn, "M10_METRICS_DIR": ""}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
+        **bench.stack.env(),
+        "M10_DATABASE_URL": dsn,
+        "M10_METRICS_DIR": "",
+    }
     sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
     done = threading.Event()
@@ -159,8 +170,11 @@ def _measure(bench: Bench, linger: bool) -> dict[str, object]:
         n = 0
         while time.monotonic() < end:
             keys = [f"b{n + i}" for i in range(int(RATE * STEP_S))]
-            c.execute("SELECT m10_recovery.enqueue_outbox('bench.latency', '{}', 'order', "
-                      "k, k) FROM unnest(%s::text[]) AS k", (keys,))
+            c.execute(
+                "SELECT m10_recovery.enqueue_outbox('bench.latency', '{}', 'order', "
+                "k, k) FROM unnest(%s::text[]) AS k",
+                (keys,),
+            )
             t = time.monotonic()
             for k in keys:
                 sent[k] = t
@@ -198,22 +212,49 @@ def run(bench: Bench) -> None:
     for linger, res in results.items():
         lat = res["lat"]
         assert isinstance(lat, list)
-        name = (f"linger {LINGER_S:g}s, restart on exit 0" if linger
-                else f"no linger, timer every {TICK_S}s (baseline)")
+        name = (
+            f"linger {LINGER_S:g}s, restart on exit 0"
+            if linger
+            else f"no linger, timer every {TICK_S}s (baseline)"
+        )
         slow = sum(1 for x in lat if x > 100) / len(lat)
-        print(f"  {name}: {len(lat):,} events at {res['rate']:,.0f}/s (target {RATE}) over "
-              f"{res['passes']} passes; {slow:.2%} waited > 100 ms", flush=True)
+        print(
+            f"  {name}: {len(lat):,} events at {res['rate']:,.0f}/s (target {RATE}) over "
+            f"{res['passes']} passes; {slow:.2%} waited > 100 ms",
+            flush=True,
+        )
     lat, base = results[True]["lat"], results[False]["lat"]
     assert isinstance(lat, list) and isinstance(base, list)
-    bench.report("enqueue->stream latency p50, linger", _pct(lat, 50), "ms",
-                 baseline=_pct(base, 50), baseline_name="no linger", goal="<= 10 ms")
-    bench.report("enqueue->stream latency p99, linger", _pct(lat, 99), "ms",
-                 baseline=_pct(base, 99), baseline_name="no linger", goal="<= 100 ms")
+    bench.report(
+        "enqueue->stream latency p50, linger",
+        _pct(lat, 50),
+        "ms",
+        baseline=_pct(base, 50),
+        baseline_name="no linger",
+        goal="<= 10 ms",
+    )
+    bench.report(
+        "enqueue->stream latency p99, linger",
+        _pct(lat, 99),
+        "ms",
+        baseline=_pct(base, 99),
+        baseline_name="no linger",
+        goal="<= 100 ms",
+    )
     gaps = results[True]["gaps"]
     assert isinstance(gaps, list)
     if gaps:
         bench.report("hand-over gap (exit -> next LISTEN), max", max(gaps), "ms")
-    print("  " + json.dumps({"linger_s": LINGER_S, "tick_s": TICK_S,
-                             "gaps_ms": [round(g) for g in gaps],
-                             "p999_ms": round(_pct(lat, 99.9), 1),
-                             "max_ms": round(max(lat), 1)}), flush=True)
+    print(
+        "  "
+        + json.dumps(
+            {
+                "linger_s": LINGER_S,
+                "tick_s": TICK_S,
+                "gaps_ms": [round(g) for g in gaps],
+                "p999_ms": round(_pct(lat, 99.9), 1),
+                "max_ms": round(max(lat), 1),
+            }
+        ),
+        flush=True,
+    )

@@ -79,8 +79,11 @@ def _batched_delete_only(dsn: str) -> float:
     with psycopg.connect(dsn, autocommit=True) as c:
         t0 = time.monotonic()
         for lo in range(0, ROWS, BATCH):
-            c.execute("DELETE FROM m10_recovery.replay_log WHERE id > %s AND id <= %s AND "
-                      "published_at < %s", (lo, lo + BATCH, _cutoff()))
+            c.execute(
+                "DELETE FROM m10_recovery.replay_log WHERE id > %s AND id <= %s AND "
+                "published_at < %s",
+                (lo, lo + BATCH, _cutoff()),
+            )
         return time.monotonic() - t0
 
 
@@ -96,12 +99,20 @@ def run(bench: Bench) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "m10jobs.toml"
         cfg.write_text(CONFIG)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
-               "M10_DATABASE_URL": ours_dsn, "M10_STATE_DIR": str(Path(tmp) / "state")}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
+            "M10_DATABASE_URL": ours_dsn,
+            "M10_STATE_DIR": str(Path(tmp) / "state"),
+        }
         _checkpoint(ours_dsn)
         t0 = time.monotonic()
-        proc = subprocess.run([str(bench.bin / "m10"), "run", "retention_cleanup", "--config",
-                               str(cfg)], env=env, capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            [str(bench.bin / "m10"), "run", "retention_cleanup", "--config", str(cfg)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         ours = time.monotonic() - t0
         if proc.returncode != 0:
             raise SystemExit(f"retention_cleanup exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -114,14 +125,36 @@ def run(bench: Bench) -> None:
         left = c.execute("SELECT count(*) FROM m10_recovery.replay_log").fetchone()[0]
     assert left == 0, f"{left} rows left"
 
-    bench.report(f"archive+delete {ROWS:,} rows (batches of {BATCH:,})", ROWS / ours, "rows/s",
-                 baseline=ROWS / single, baseline_name="single DELETE", goal=">= 0.50x")
+    bench.report(
+        f"archive+delete {ROWS:,} rows (batches of {BATCH:,})",
+        ROWS / ours,
+        "rows/s",
+        baseline=ROWS / single,
+        baseline_name="single DELETE",
+        goal=">= 0.50x",
+    )
     # the same run's task alone (lease to release): the start-up is bench_startup's figure
-    bench.report("  the retention task alone (no process start-up)", ROWS / task_s, "rows/s",
-                 baseline=ROWS / single, baseline_name="single DELETE")
-    bench.report("longest single transaction", summary["longest_txn_s"] * 1000, "ms",
-                 baseline=single * 1000, baseline_name="single DELETE", goal="< 1000 ms")
+    bench.report(
+        "  the retention task alone (no process start-up)",
+        ROWS / task_s,
+        "rows/s",
+        baseline=ROWS / single,
+        baseline_name="single DELETE",
+    )
+    bench.report(
+        "longest single transaction",
+        summary["longest_txn_s"] * 1000,
+        "ms",
+        baseline=single * 1000,
+        baseline_name="single DELETE",
+        goal="< 1000 ms",
+    )
     bench.report("archive size (zstd binary COPY)", size / 1e6, "MB")
     plain = _batched_delete_only(plain_dsn)
-    bench.report("  same batches, DELETE only (no archive)", ROWS / plain, "rows/s",
-                 baseline=ROWS / single, baseline_name="single DELETE")
+    bench.report(
+        "  same batches, DELETE only (no archive)",
+        ROWS / plain,
+        "rows/s",
+        baseline=ROWS / single,
+        baseline_name="single DELETE",
+    )

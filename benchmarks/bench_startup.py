@@ -35,8 +35,11 @@ def run(bench: Bench) -> None:
     from m10jobs.registry import by_script, lease_name
 
     # every maintenance lease (host-local ones under this host's name), held elsewhere
-    leases = {lease_name(t.lock, t.scope, socket.gethostname())
-              for t in by_script("m10-maintenance").tasks if "{key}" not in t.lock}
+    leases = {
+        lease_name(t.lock, t.scope, socket.gethostname())
+        for t in by_script("m10-maintenance").tasks
+        if "{key}" not in t.lock
+    }
     with psycopg.connect(dsn, autocommit=True) as conn:
         for lease in leases:
             conn.execute("SELECT m10_recovery.acquire_lock(%s, 'elsewhere:1:b', 3600)", (lease,))
@@ -45,7 +48,19 @@ def run(bench: Bench) -> None:
     helpms = _median_ms([script, "--help"], env, 0)
     busy = _median_ms([script], env, 75)
     bench.report("python -c pass (baseline), median", floor, "ms")
-    bench.report("m10-maintenance --help, median", helpms, "ms", baseline=floor,
-                 baseline_name="python", goal="<= 120 ms")
-    bench.report("m10-maintenance lock-busy pass (exit 75), median", busy, "ms", baseline=floor,
-                 baseline_name="python", goal="<= 250 ms")
+    bench.report(
+        "m10-maintenance --help, median",
+        helpms,
+        "ms",
+        baseline=floor,
+        baseline_name="python",
+        goal="<= 120 ms",
+    )
+    bench.report(
+        "m10-maintenance lock-busy pass (exit 75), median",
+        busy,
+        "ms",
+        baseline=floor,
+        baseline_name="python",
+        goal="<= 250 ms",
+    )

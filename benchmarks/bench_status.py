@@ -29,18 +29,22 @@ BIG_TABLES = ("outbox", "replay_log", "dead_letter_archive", "snapshot_periods")
 def _fill(dsn: str, events: int) -> None:
     pending = max(events // 100, 10)
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("""INSERT INTO m10_recovery.outbox
+        c.execute(
+            """INSERT INTO m10_recovery.outbox
                      (event_type, payload, status, created_at, published_at, attempts)
                      SELECT 'bench', '{}', 'published', now() - make_interval(secs => g),
                             now() - make_interval(secs => g) + interval '1 second', 1
-                       FROM generate_series(1, %(n)s) g""", {"n": events})
+                       FROM generate_series(1, %(n)s) g""",
+            {"n": events},
+        )
         c.execute("""INSERT INTO m10_recovery.replay_log
                      (event_id, event_type, stream, stream_entry_id, fencing_token, holder_id,
                       enqueued_at, published_at)
                      SELECT id, event_type, 'm10:outbox', id || '-0', 1, 'h', created_at,
                             published_at
                        FROM m10_recovery.outbox""")
-        c.execute("""INSERT INTO m10_recovery.outbox
+        c.execute(
+            """INSERT INTO m10_recovery.outbox
                      (event_type, payload, aggregate_type, aggregate_id, attempts,
                       next_attempt_at, created_at)
                      SELECT 'bench', '{}', 'order', (g %% 500)::text,
@@ -48,7 +52,9 @@ def _fill(dsn: str, events: int) -> None:
                             now() + CASE WHEN g %% 10 = 0 THEN interval '5 minutes'
                                          ELSE interval '0' END,
                             now() - make_interval(secs => g)
-                       FROM generate_series(1, %(n)s) g""", {"n": pending})
+                       FROM generate_series(1, %(n)s) g""",
+            {"n": pending},
+        )
         c.execute("""INSERT INTO m10_recovery.dead_letter_archive
                      (dl_stream, dl_entry_id, reason, reconcile_outcome, reconciled_at,
                       archived_at)
@@ -86,8 +92,10 @@ def _plans(dsn: str) -> dict[str, tuple[list[str], float]]:
                     t0 = time.monotonic()
                     c.execute(sql, params).fetchall()
                     times.append((time.monotonic() - t0) * 1000)
-                found[name] = ([t for t in BIG_TABLES if re.search(rf"Seq Scan on {t}\b", plan)],
-                               statistics.median(times))
+                found[name] = (
+                    [t for t in BIG_TABLES if re.search(rf"Seq Scan on {t}\b", plan)],
+                    statistics.median(times),
+                )
     return found
 
 
@@ -95,8 +103,9 @@ def _wall(bench: Any, env: dict[str, str], *args: str, runs: int = 5) -> tuple[f
     times, out = [], ""
     for _ in range(runs):
         t0 = time.monotonic()
-        proc = subprocess.run([str(bench.bin / "m10"), *args], env=env, capture_output=True,
-                              text=True)
+        proc = subprocess.run(
+            [str(bench.bin / "m10"), *args], env=env, capture_output=True, text=True
+        )
         times.append(time.monotonic() - t0)
         out = proc.stdout
     return statistics.median(times), out
@@ -107,23 +116,35 @@ def run(bench: Any) -> None:
     dsn = bench.fresh_db()
     t0 = time.monotonic()
     _fill(dsn, events)
-    bench.report(f"fill ({events:,} events + replay_log + dead letters)",
-                 time.monotonic() - t0, "s")
+    bench.report(
+        f"fill ({events:,} events + replay_log + dead letters)", time.monotonic() - t0, "s"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("M10_", "AWS_"))}
-        env |= {"M10_DATABASE_URL": dsn, "M10_STATE_DIR": f"{tmp}/state",
-                "M10_LOG_DIR": f"{tmp}/log", "M10_METRICS_DIR": f"{tmp}/metrics"}
+        env |= {
+            "M10_DATABASE_URL": dsn,
+            "M10_STATE_DIR": f"{tmp}/state",
+            "M10_LOG_DIR": f"{tmp}/log",
+            "M10_METRICS_DIR": f"{tmp}/metrics",
+        }
         bare, _ = _wall(bench, env, "--version")
         baseline, _ = _wall(bench, env, "locks", "list")
         wall, out = _wall(bench, env, "status", "--json")
     doc = json.loads(out)
     assert doc["pipeline"]["outbox"]["pending"] >= events // 100, doc["pipeline"]
     assert doc["artifacts"]["cost"]["hours_missing"] == 1, doc["artifacts"]["cost"]
-    bench.report("m10 status --json (median of 5, wall)", wall * 1000, "ms",
-                 baseline=baseline * 1000, baseline_name="m10 locks list", goal="<= 1000 ms")
+    bench.report(
+        "m10 status --json (median of 5, wall)",
+        wall * 1000,
+        "ms",
+        baseline=baseline * 1000,
+        baseline_name="m10 locks list",
+        goal="<= 1000 ms",
+    )
     bench.report("m10 --version (process start only)", bare * 1000, "ms")
     plans = _plans(dsn)
     for name, (tables, ms) in sorted(plans.items()):
-        bench.report(f"{name} ({'SEQ SCAN on ' + ', '.join(tables) if tables else 'no seq scan'})",
-                     ms, "ms")
+        bench.report(
+            f"{name} ({'SEQ SCAN on ' + ', '.join(tables) if tables else 'no seq scan'})", ms, "ms"
+        )
     bench.report("all status queries (database time)", sum(ms for _, ms in plans.values()), "ms")

@@ -42,8 +42,15 @@ class Bench:
         return dsn
 
     @staticmethod
-    def report(name: str, value: float, unit: str, *, baseline: float | None = None,
-               baseline_name: str = "baseline", goal: str = "") -> None:
+    def report(
+        name: str,
+        value: float,
+        unit: str,
+        *,
+        baseline: float | None = None,
+        baseline_name: str = "baseline",
+        goal: str = "",
+    ) -> None:
         line = f"  {name:48} {value:12,.1f} {unit}"
         if baseline:
             line += f"   ({value / baseline:.2f}x {baseline_name} {baseline:,.1f} {unit})"
@@ -60,16 +67,23 @@ def compile_package() -> None:
     import m10jobs
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-m", "compileall", "-q", m10jobs.__path__[0]], env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", m10jobs.__path__[0]],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
 
 def main(argv: list[str]) -> int:
     import benchmarks
 
     compile_package()
-    names = [m.name for m in pkgutil.iter_modules(benchmarks.__path__)
-             if m.name.startswith("bench_") and (not argv or m.name in argv)]
+    names = [
+        m.name
+        for m in pkgutil.iter_modules(benchmarks.__path__)
+        if m.name.startswith("bench_") and (not argv or m.name in argv)
+    ]
     with stack(fsync=True, with_s3=True) as st:
         bench = Bench(st)
         for name in sorted(names):

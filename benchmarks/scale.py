@@ -48,21 +48,22 @@ max_age_days = 3650
 """
 
 
-def _time_query(conn: psycopg.Connection[dict[str, Any]], sql: str,
-                params: dict[str, Any]) -> float:
+def _time_query(
+    conn: psycopg.Connection[dict[str, Any]], sql: str, params: dict[str, Any]
+) -> float:
     """Planning + execution ms of one EXPLAIN ANALYZE, rolled back."""
     inner = re.fullmatch(r"(?s)COPY \((.*)\) TO STDOUT(?:\s*\([^()]*\))?;?", sql.strip())
     body = (inner.group(1) if inner else sql).strip().rstrip(";")
     with conn.transaction(force_rollback=True):
-        row = conn.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + body,
-                           params).fetchone()
+        row = conn.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + body, params).fetchone()
     plan = row["QUERY PLAN"]
     plan = (json.loads(plan) if isinstance(plan, str) else plan)[0]
     return plan["Planning Time"] + plan["Execution Time"]
 
 
-def _time_queries(conn: psycopg.Connection[dict[str, Any]],
-                  queries: dict[str, dict[str, Any]]) -> dict[str, float]:
+def _time_queries(
+    conn: psycopg.Connection[dict[str, Any]], queries: dict[str, dict[str, Any]]
+) -> dict[str, float]:
     """Best of RUNS per query, after a CHECKPOINT (the build's dirty pages are written
     out, not during the timings) and one untimed round; the rounds are interleaved, so
     a burst of noise on a shared machine lands on one round of every query, not on
@@ -82,18 +83,24 @@ def _idle_maintenance(bin_dir: Path, env: dict[str, str], dsn: str) -> float:
     # Every dead letter decided already: an abandoned one needs an operator, so a pass that
     # still finds one exits 1 by design (it is not a pass with nothing to do).
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("UPDATE m10_recovery.dead_letter_archive "
-                  "SET reconcile_outcome = 'already_processed', reconciled_at = now() "
-                  "WHERE reconcile_outcome IS NULL OR reconcile_outcome = 'abandoned'")
+        c.execute(
+            "UPDATE m10_recovery.dead_letter_archive "
+            "SET reconcile_outcome = 'already_processed', reconciled_at = now() "
+            "WHERE reconcile_outcome IS NULL OR reconcile_outcome = 'abandoned'"
+        )
         c.execute("VACUUM ANALYZE m10_recovery.dead_letter_archive")
     cfg = Path(tempfile.mkdtemp()) / "m10jobs.toml"
     cfg.write_text(IDLE_CONFIG)
     times = []
     for _ in range(3):
         t0 = time.monotonic()
-        proc = subprocess.run([str(bin_dir / "m10-maintenance"), "--config", str(cfg)],
-                              env={**env, "M10_DATABASE_URL": dsn}, capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            [str(bin_dir / "m10-maintenance"), "--config", str(cfg)],
+            env={**env, "M10_DATABASE_URL": dsn},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         times.append(time.monotonic() - t0)
         if proc.returncode != 0:
             raise SystemExit(f"m10-maintenance exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -105,8 +112,11 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     results: dict[int, dict[str, float]] = {}
     with stack() as st:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")}, **st.env(),
-               "M10_METRICS_DIR": ""}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
+            **st.env(),
+            "M10_METRICS_DIR": "",
+        }
         for n in SIZES:
             name = f"scale{n}"
             with psycopg.connect(st.postgres.dsn, autocommit=True) as c:
@@ -118,12 +128,12 @@ def main() -> int:
                 fill(c, Shape.of(n))
                 print(f"built {n:,} rows in {time.monotonic() - t0:.0f} s", flush=True)
                 c.execute("SET jit = off")  # as m10jobs.edges.db connects
-                c.execute("SELECT m10_recovery.acquire_lock('m10:outbox_processor', 'h:1:r', "
-                          "3600)")
+                c.execute("SELECT m10_recovery.acquire_lock('m10:outbox_processor', 'h:1:r', 3600)")
                 times = _time_queries(c, dict(sorted(recurring_params(Shape.of(n)).items())))
                 c.execute("SELECT m10_recovery.release_lock('m10:outbox_processor', 'h:1:r')")
-            times["PASS m10-maintenance, nothing to do"] = _idle_maintenance(
-                bin_dir, env, dsn) * 1000
+            times["PASS m10-maintenance, nothing to do"] = (
+                _idle_maintenance(bin_dir, env, dsn) * 1000
+            )
             results[n] = times
             with psycopg.connect(st.postgres.dsn, autocommit=True) as c:
                 c.execute(f"DROP DATABASE {name}")
@@ -137,9 +147,11 @@ def main() -> int:
         flag = "  <-- over 1.5x" if ratio > 1.5 and not q.startswith("PASS") else ""
         print(f"{q:48} {a:12.2f} {b:12.2f} {ratio:6.2f}x{flag}")
     idle = results[big]["PASS m10-maintenance, nothing to do"] / 1000
-    print(f"\nworst query ratio {worst:.2f}x (goal <= 1.5x); idle maintenance pass at {big:,}: "
-          f"{idle:.2f} s (goal <= 1 s); load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"\nworst query ratio {worst:.2f}x (goal <= 1.5x); idle maintenance pass at {big:,}: "
+        f"{idle:.2f} s (goal <= 1 s); load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs"
+    )
     return 0
 
 

@@ -122,17 +122,22 @@ def _bulk(conn: psycopg.Connection[Any], table: str, sql: str, params: dict[str,
     for r in idxs:
         conn.execute(q.SQL("DROP INDEX {}").format(q.SQL(r["name"])))
     for r in cons:
-        conn.execute(q.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(tab,
-                                                                       q.Identifier(r["name"])))
+        conn.execute(
+            q.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(tab, q.Identifier(r["name"]))
+        )
     conn.execute(sql, params)
     for r in cons:
-        conn.execute(q.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            tab, q.Identifier(r["name"]), q.SQL(r["def"])))
+        conn.execute(
+            q.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                tab, q.Identifier(r["name"]), q.SQL(r["def"])
+            )
+        )
     for r in idxs:
         conn.execute(r["def"])
         if r["comment"]:
-            conn.execute(q.SQL("COMMENT ON INDEX {} IS {}").format(q.SQL(r["name"]),
-                                                                   q.Literal(r["comment"])))
+            conn.execute(
+                q.SQL("COMMENT ON INDEX {} IS {}").format(q.SQL(r["name"]), q.Literal(r["comment"]))
+            )
 
 
 def pending_count(shape: Shape) -> int:
@@ -146,16 +151,27 @@ def fill(conn: psycopg.Connection[Any], shape: Shape) -> None:
     pending = pending_count(shape)
     aggs = max(pending // 10, 1)
     days = shape.days
-    _bulk(conn, "m10_recovery.outbox", OUTBOX,
-          {"n": shape.outbox, "pending": pending, "aggs": aggs, "days": days})
-    conn.execute("SELECT setval(pg_get_serial_sequence('m10_recovery.outbox', 'id'), %s)",
-                 (shape.outbox,))
+    _bulk(
+        conn,
+        "m10_recovery.outbox",
+        OUTBOX,
+        {"n": shape.outbox, "pending": pending, "aggs": aggs, "days": days},
+    )
+    conn.execute(
+        "SELECT setval(pg_get_serial_sequence('m10_recovery.outbox', 'id'), %s)", (shape.outbox,)
+    )
     _bulk(conn, "m10_recovery.replay_log", REPLAY_LOG, {"n": shape.replay_log, "days": days})
-    _bulk(conn, "m10_recovery.dead_letter_archive", DEAD_LETTERS,
-          {"n": shape.dead_letters, "days": days})
+    _bulk(
+        conn,
+        "m10_recovery.dead_letter_archive",
+        DEAD_LETTERS,
+        {"n": shape.dead_letters, "days": days},
+    )
     _bulk(conn, "aos_cost.cost_records", COST_RECORDS, {"n": shape.cost_records, "days": days})
-    conn.execute("VACUUM ANALYZE m10_recovery.outbox, m10_recovery.replay_log, "
-                 "m10_recovery.dead_letter_archive, aos_cost.cost_records")
+    conn.execute(
+        "VACUUM ANALYZE m10_recovery.outbox, m10_recovery.replay_log, "
+        "m10_recovery.dead_letter_archive, aos_cost.cost_records"
+    )
 
 
 def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
@@ -167,55 +183,112 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
     DAY = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
     BATCH = list(range(pending_from, pending_from + 1000))
     LEASE = {"name": "m10:outbox_processor", "holder": "h:1:r", "token": 1, "ttl": 300}
-    DL_ROW = {"dl_stream": "m10:dead_letter", "dl_entry_id": "9-9", "source_stream": "m10:outbox",
-              "source_entry_id": None, "event_id": 10, "idempotency_key": "k:10",
-              "event_type": "order.created", "aggregate_type": "order", "aggregate_id": "1",
-              "payload": "{}", "fields": Jsonb({}), "reason": "x", "delivery_count": 3,
-              "dead_lettered_at": None, "lineage_key": "k:10"}
+    DL_ROW = {
+        "dl_stream": "m10:dead_letter",
+        "dl_entry_id": "9-9",
+        "source_stream": "m10:outbox",
+        "source_entry_id": None,
+        "event_id": 10,
+        "idempotency_key": "k:10",
+        "event_type": "order.created",
+        "aggregate_type": "order",
+        "aggregate_id": "1",
+        "payload": "{}",
+        "fields": Jsonb({}),
+        "reason": "x",
+        "delivery_count": 3,
+        "dead_lettered_at": None,
+        "lineage_key": "k:10",
+    }
     TENANTS = {"tenants": ["t1", "t2"], "categories": ["c1", "c2"]}
 
     params: dict[str, dict[str, Any]] = {
         # leases (every pass)
-        "acquire_lock": LEASE, "extend_lock": LEASE, "release_lock": LEASE,
-        "assert_lease": LEASE, "lease_held": LEASE, "lock_holder": LEASE,
+        "acquire_lock": LEASE,
+        "extend_lock": LEASE,
+        "release_lock": LEASE,
+        "assert_lease": LEASE,
+        "lease_held": LEASE,
+        "lock_holder": LEASE,
         "lease_holders": {"names": ["reclaim_gc", "dl_reconcile", "retention_cleanup"]},
-        "bound_idle_transactions": {"ms": 5000}, "reclaim_expired_locks": {},
+        "bound_idle_transactions": {"ms": 5000},
+        "reclaim_expired_locks": {},
         # outbox processor (every minute, every batch)
         "outbox_claim": {"after": 0, "limit": 1000},
-        "outbox_mark_published": {"ids": BATCH, "streams": ["m10:outbox"] * 1000,
-                                  "entry_ids": [f"{i}-0" for i in BATCH], "token": 1,
-                                  "holder": "h"},
+        "outbox_mark_published": {
+            "ids": BATCH,
+            "streams": ["m10:outbox"] * 1000,
+            "entry_ids": [f"{i}-0" for i in BATCH],
+            "token": 1,
+            "holder": "h",
+        },
         "outbox_mark_failed": {"ids": BATCH[:100], "errors": ["e"] * 100, "delays": [5.0] * 100},
-        "outbox_mark_dead_lettered": {"ids": BATCH[:10], "reasons": ["r"] * 10,
-                                      "entry_ids": [f"{i}-1" for i in BATCH[:10]],
-                                      "sources": ["m10:outbox"] * 10,
-                                      "fields": [Jsonb({})] * 10, "dl_stream": "m10:dead_letter"},
+        "outbox_mark_dead_lettered": {
+            "ids": BATCH[:10],
+            "reasons": ["r"] * 10,
+            "entry_ids": [f"{i}-1" for i in BATCH[:10]],
+            "sources": ["m10:outbox"] * 10,
+            "fields": [Jsonb({})] * 10,
+            "dl_stream": "m10:dead_letter",
+        },
         "outbox_backlog": {},
         # synthetic traffic, canary (every 5-30 min)
         "synthetic_enqueue": {"payload": "{}", "key": "syn:1"},
         "synthetic_recent": {"lookback": 7200},
-        "canary_statement_timeout": {"ms": "5000"}, "canary_outbox_backlog": {},
+        "canary_statement_timeout": {"ms": "5000"},
+        "canary_outbox_backlog": {},
         "canary_dead_letters": {"window_s": 3600},
         # maintenance (every 5 min)
         "outbox_leader_health": {"name": "m10:outbox_processor"},
         "dl_archive_insert": DL_ROW,
         "dl_unreconciled": {"limit": 100},
-        "dl_processed_elsewhere": {"event_id": 10, "idempotency_key": "k:10",
-                                   "source_stream": "m10:outbox", "source_entry_id": "10-0"},
-        "dl_duplicate_of": {"lineage_key": "k:10", "id": 1, "idempotency_key": "k:10",
-                            "event_id": 10, "source_stream": "m10:outbox", "source_entry_id": None},
+        "dl_processed_elsewhere": {
+            "event_id": 10,
+            "idempotency_key": "k:10",
+            "source_stream": "m10:outbox",
+            "source_entry_id": "10-0",
+        },
+        "dl_duplicate_of": {
+            "lineage_key": "k:10",
+            "id": 1,
+            "idempotency_key": "k:10",
+            "event_id": 10,
+            "source_stream": "m10:outbox",
+            "source_entry_id": None,
+        },
         "dl_replays_done": {"lineage_key": "k:10"},
-        "dl_enqueue_replay": {"event_type": "e", "payload": Jsonb({}), "aggregate_type": "order",
-                              "aggregate_id": "1", "idempotency_key": "k:10#replay1"},
-        "dl_record_outcome": {"outcome": "abandoned", "attempts": 1, "replay_event_id": None,
-                              "id": shape.dead_letters},
+        "dl_enqueue_replay": {
+            "event_type": "e",
+            "payload": Jsonb({}),
+            "aggregate_type": "order",
+            "aggregate_id": "1",
+            "idempotency_key": "k:10#replay1",
+        },
+        "dl_record_outcome": {
+            "outcome": "abandoned",
+            "attempts": 1,
+            "replay_event_id": None,
+            "id": shape.dead_letters,
+        },
         "matview_info": {"name": "m10_recovery.outbox"},
-        "matview_record_refresh": {"name": "v", "duration_ms": 1, "concurrently": True,
-                                   "run_id": "r"},
-        "retention_interrupted": {"run_id": "r", "policies": ["replay_log", "outbox"],
-                                  "target_prefix": "m10_recovery."},
-        "retention_start": {"run_id": "r", "policy": "outbox", "target": "t", "max_age_s": 86400,
-                            "archive_location": "x"},
+        "matview_record_refresh": {
+            "name": "v",
+            "duration_ms": 1,
+            "concurrently": True,
+            "run_id": "r",
+        },
+        "retention_interrupted": {
+            "run_id": "r",
+            "policies": ["replay_log", "outbox"],
+            "target_prefix": "m10_recovery.",
+        },
+        "retention_start": {
+            "run_id": "r",
+            "policy": "outbox",
+            "target": "t",
+            "max_age_s": 86400,
+            "archive_location": "x",
+        },
         "retention_progress": {"id": 1, "archived": 1, "deleted": 1},
         "retention_columns": {"table": "m10_recovery.replay_log"},
         "retention_finish": {"id": 1, "status": "succeeded", "error": None},
@@ -226,43 +299,99 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         "cost_first_period": {"granularity": "hour"},
         "cost_done_periods": {"granularity": "hour", "since": DAY, "end": now},
         "cost_history": {"granularity": "hour", "since": DAY},
-        "cost_upsert_snapshots": {"granularity": "hour", "period_start": HOUR, "token": 1,
-                                  **TENANTS, "amounts": [1, 2], "counts": [1, 2]},
+        "cost_upsert_snapshots": {
+            "granularity": "hour",
+            "period_start": HOUR,
+            "token": 1,
+            **TENANTS,
+            "amounts": [1, 2],
+            "counts": [1, 2],
+        },
         "cost_delete_stale_snapshots": {"granularity": "hour", "period_start": HOUR, **TENANTS},
-        "cost_upsert_period": {"granularity": "hour", "period_start": HOUR, "rows": 1,
-                               "amount": 1, "records": 1, "mismatches": 0, "token": 1},
+        "cost_upsert_period": {
+            "granularity": "hour",
+            "period_start": HOUR,
+            "rows": 1,
+            "amount": 1,
+            "records": 1,
+            "mismatches": 0,
+            "token": 1,
+        },
         "cost_hours_done": {"day_start": DAY, "day_end": DAY + timedelta(days=1)},
         "cost_day_from_hours": {"day_start": DAY, "day_end": DAY + timedelta(days=1)},
         "cost_baseline": {"window_start": DAY - timedelta(days=28), "day_start": DAY},
-        "cost_upsert_baseline": {"day": DAY.date(), "tenant_id": "t1", "category": "c1",
-                                 "window_days": 28, "days_observed": 28, "mean_usd": 1,
-                                 "stddev_usd": 0, "token": 1},
+        "cost_upsert_baseline": {
+            "day": DAY.date(),
+            "tenant_id": "t1",
+            "category": "c1",
+            "window_days": 28,
+            "days_observed": 28,
+            "mean_usd": 1,
+            "stddev_usd": 0,
+            "token": 1,
+        },
         "cost_delete_stale_baselines": {"day": DAY.date(), **TENANTS},
-        "cost_upsert_anomaly": {"day": DAY.date(), "tenant_id": "t1", "category": "c1",
-                                "amount_usd": 9, "mean_usd": 1, "stddev_usd": 1,
-                                "threshold_usd": 4, "k": 3, "min_amount_usd": 1, "token": 1},
+        "cost_upsert_anomaly": {
+            "day": DAY.date(),
+            "tenant_id": "t1",
+            "category": "c1",
+            "amount_usd": 9,
+            "mean_usd": 1,
+            "stddev_usd": 1,
+            "threshold_usd": 4,
+            "k": 3,
+            "min_amount_usd": 1,
+            "token": 1,
+        },
         "cost_delete_cleared_anomalies": {"day": DAY.date(), **TENANTS},
         "cost_anomalies_on_day": {"day": DAY.date()},
-        "stats_retained_since": {}, "stats_last_day": {},
+        "stats_retained_since": {},
+        "stats_last_day": {},
         "stats_days_between": {"first": DAY.date() - timedelta(days=30), "last": DAY.date()},
         "stats_rows_since": {"first": DAY.date() - timedelta(days=30), "last": DAY.date()},
-        "stats_store_day": {"day": DAY.date(), "timezone": "UTC", "host": "h", "token": 1,
-                            "outbox_enqueued": 1, "outbox_published": 1,
-                            "publish_latency_p50_ms": 1, "publish_latency_p95_ms": 1,
-                            "dead_lettered": 0, "dl_reconciled": 0, "retention_rows_deleted": 0,
-                            "locks_reclaimed": None, "synthetic_sent": 0,
-                            "synthetic_arrived": 0},
+        "stats_store_day": {
+            "day": DAY.date(),
+            "timezone": "UTC",
+            "host": "h",
+            "token": 1,
+            "outbox_enqueued": 1,
+            "outbox_published": 1,
+            "publish_latency_p50_ms": 1,
+            "publish_latency_p95_ms": 1,
+            "dead_lettered": 0,
+            "dl_reconciled": 0,
+            "retention_rows_deleted": 0,
+            "locks_reclaimed": None,
+            "synthetic_sent": 0,
+            "synthetic_arrived": 0,
+        },
         "dl_count_abandoned": {},
         # `m10 status` (a health check: as often as monitoring polls it)
-        "status_leases": {}, "status_outbox": {}, "status_dead_letters": {},
+        "status_leases": {},
+        "status_outbox": {},
+        "status_dead_letters": {},
         "status_cost_hours": {"window_hours": 168, "grace_s": 900},
         # rollback (every 5 min)
-        "rollback_action": {"report_run_id": "r"}, "rollback_latest": {},
-        "rollback_claim": {"report_run_id": "r", "host": "h", "lock": "m10:rollback",
-                           "holder": "h", "token": 1, "run_id": "r", "command": "true",
-                           "verdict": "fail", "cooldown_s": 3600},
-        "rollback_finish": {"outcome": "succeeded", "exit_status": 0, "duration_s": 1.0,
-                            "report_run_id": "r", "run_id": "r"},
+        "rollback_action": {"report_run_id": "r"},
+        "rollback_latest": {},
+        "rollback_claim": {
+            "report_run_id": "r",
+            "host": "h",
+            "lock": "m10:rollback",
+            "holder": "h",
+            "token": 1,
+            "run_id": "r",
+            "command": "true",
+            "verdict": "fail",
+            "cooldown_s": 3600,
+        },
+        "rollback_finish": {
+            "outcome": "succeeded",
+            "exit_status": 0,
+            "duration_s": 1.0,
+            "report_run_id": "r",
+            "run_id": "r",
+        },
     }
     # retention batches: the first batch of each table policy, and one in the middle
     _cut = now - timedelta(days=7)
@@ -272,8 +401,11 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         params[f"retention_upto_{_policy}"] = {"cutoff": _cut, "after": _after, "limit": 5000}
         if _policy in SPAN_POLICIES:
             params[f"retention_span_{_policy}"] = {"after": n // 3, "limit": 5000}
-        params[f"retention_copy_{_policy}"] = {"cutoff": _cut, "after": n // 3,
-                                               "upto": n // 3 + 5000}
+        params[f"retention_copy_{_policy}"] = {
+            "cutoff": _cut,
+            "after": n // 3,
+            "upto": n // 3 + 5000,
+        }
 
     return params
 
@@ -282,17 +414,34 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
 # per operator action, or not plannable.
 OPERATOR_ONLY = {
     # run by hand (`m10 ...`), by --dry-run, or once per operator action
-    "list_locks", "force_release_lock", "count_expired_locks",
-    "outbox_status_extra", "outbox_event", "outbox_retry_event", "outbox_problem_events",
-    "dl_count_unreconciled", "dl_get", "dl_list", "retention_history", "retention_chunk_types",
-    "retention_count_replay_log", "retention_count_dead_letter_archive",
-    "retention_count_outbox", "retention_count_outbox_dead_lettered",
+    "list_locks",
+    "force_release_lock",
+    "count_expired_locks",
+    "outbox_status_extra",
+    "outbox_event",
+    "outbox_retry_event",
+    "outbox_problem_events",
+    "dl_count_unreconciled",
+    "dl_get",
+    "dl_list",
+    "retention_history",
+    "retention_chunk_types",
+    "retention_count_replay_log",
+    "retention_count_dead_letter_archive",
+    "retention_count_outbox",
+    "retention_count_outbox_dead_lettered",
     "retention_count_retention_jobs",
-    "cost_show_days", "cost_show_baselines", "cost_show_anomalies", "cost_show_hours",
+    "cost_show_days",
+    "cost_show_baselines",
+    "cost_show_anomalies",
+    "cost_show_hours",
     "cost_status",
     # `m10 flows --check` (the access audit), over the catalog
-    "audit_app_privileges", "audit_lock_table_grants", "audit_public_privileges",
+    "audit_app_privileges",
+    "audit_lock_table_grants",
+    "audit_public_privileges",
     "audit_lock_rows",
     # not a query: no plan to check
-    "rollback_lock_ledger", "status_session",
+    "rollback_lock_ledger",
+    "status_session",
 }

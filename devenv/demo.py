@@ -41,10 +41,19 @@ class Steps:
 
     def run(self, script: str, *args: str, expect: int | None = 0) -> Step:
         t0 = time.monotonic()
-        proc = subprocess.run([str(BIN / script), *args], env=self.env, capture_output=True,
-                              text=True, timeout=600)
-        step = Step(len(self.out.steps) + 1, self.scene, [script, *args], proc.returncode, expect,
-                    time.monotonic() - t0, proc.stdout, proc.stderr)
+        proc = subprocess.run(
+            [str(BIN / script), *args], env=self.env, capture_output=True, text=True, timeout=600
+        )
+        step = Step(
+            len(self.out.steps) + 1,
+            self.scene,
+            [script, *args],
+            proc.returncode,
+            expect,
+            time.monotonic() - t0,
+            proc.stdout,
+            proc.stderr,
+        )
         self.out.step(step)
         if not step.as_expected:
             raise UnexpectedExit(f"{script} exited {proc.returncode}, expected {expect}")
@@ -73,8 +82,7 @@ class Demo:
         import psycopg
         from psycopg.rows import dict_row
 
-        with psycopg.connect(self.stack.postgres.dsn, autocommit=True,
-                             row_factory=dict_row) as c:
+        with psycopg.connect(self.stack.postgres.dsn, autocommit=True, row_factory=dict_row) as c:
             cur = c.execute(statement, params)
             return cur.fetchall() if cur.description else []
 
@@ -82,15 +90,20 @@ class Demo:
 def scenes() -> list[ModuleType]:
     import devenv.demos as pkg
 
-    mods = [importlib.import_module(f"{pkg.__name__}.{m.name}")
-            for m in pkgutil.iter_modules(pkg.__path__)]
+    mods = [
+        importlib.import_module(f"{pkg.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(pkg.__path__)
+    ]
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 50), m.__name__))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON object per step, scene and note (for machines)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per step, scene and note (for machines)",
+    )
     opts = parser.parse_args(argv)
     out = Printer(sys.stdout, json_mode=opts.json)
     out.note("m10jobs demo: starting throwaway PostgreSQL, Redis and S3 (moto) on loopback ...")
@@ -98,12 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         config_path = st.base / "m10jobs.toml"
         mods = scenes()
         config_path.write_text("\n".join(getattr(m, "CONFIG", "") for m in mods))
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
-               **st.env(), "M10_CONFIG": str(config_path)}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
+            **st.env(),
+            "M10_CONFIG": str(config_path),
+        }
         demo = Demo(st, env, config_path, Steps(env, out))
-        demo.show(f"PostgreSQL {st.postgres.dsn}\nRedis      {st.redis.url}\n"
-                  f"S3         {st.s3.endpoint_url if st.s3 else '-'}\n"
-                  f"files      {st.base} (below: $DEMO)")
+        demo.show(
+            f"PostgreSQL {st.postgres.dsn}\nRedis      {st.redis.url}\n"
+            f"S3         {st.s3.endpoint_url if st.s3 else '-'}\n"
+            f"files      {st.base} (below: $DEMO)"
+        )
         out.shorten[str(st.base)] = "$DEMO"
         code = 0
         try:
@@ -114,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
                 demo.steps.scene = mod.__name__.rsplit(".", 1)[-1]
                 mod.run(demo)
             demo.say("metrics written for node_exporter's textfile collector")
-            demo.show("\n".join(f"{prom.name}: {len(prom.read_text().splitlines())} lines"
-                                for prom in sorted((st.base / "metrics").glob("*.prom"))))
+            demo.show(
+                "\n".join(
+                    f"{prom.name}: {len(prom.read_text().splitlines())} lines"
+                    for prom in sorted((st.base / "metrics").glob("*.prom"))
+                )
+            )
         except UnexpectedExit as exc:
             demo.show(f"demo stopped: {exc}")
             code = 1

@@ -55,8 +55,11 @@ class Step:
         """Every error the run reported, whole: its failed tasks' errors, else (a
         configuration or usage error, before any task ran) the error lines it logged."""
         tasks = (self.summary or {}).get("tasks", [])
-        found = [f"{t.get('task')}: {t['error']}" for t in tasks
-                 if t.get("status") == "failed" and t.get("error")]
+        found = [
+            f"{t.get('task')}: {t['error']}"
+            for t in tasks
+            if t.get("status") == "failed" and t.get("error")
+        ]
         if found or self.exit_code == 0 or (tasks and self.exit_code == 75):
             return found
         logged = []
@@ -112,8 +115,9 @@ def task_outcome(task: dict[str, Any], *, name: bool = True) -> str:
     if task.get("status") == "skipped" and task.get("error"):
         figures = ", ".join(f for f in (figures, str(task["error"])) if f)
     status = task.get("status", "?")
-    head = " ".join(([str(task.get("task", "?"))] if name else [])
-                    + ([status] if status != "ok" else []))
+    head = " ".join(
+        ([str(task.get("task", "?"))] if name else []) + ([status] if status != "ok" else [])
+    )
     if not head:
         return figures or "done"
     return f"{head}: {figures}" if figures else head
@@ -152,21 +156,32 @@ def key_figures(summary: dict[str, Any], prefix: str = "") -> str:
 def step_line(step: Step) -> str:
     """`[19] m10-outbox-processor: published 5, ... -> exit 0 (pass done, ...), 1.72 s`."""
     flag = "" if step.as_expected else f"  UNEXPECTED: wanted exit {step.expected}"
-    return (f"[{step.n}] {step.command}: {step.outcome()} -> exit {step.exit_code} "
-            f"({exit_meaning(step.exit_code)}), {step.duration_s:.2f} s{flag}")
+    return (
+        f"[{step.n}] {step.command}: {step.outcome()} -> exit {step.exit_code} "
+        f"({exit_meaning(step.exit_code)}), {step.duration_s:.2f} s{flag}"
+    )
 
 
 def closing_table(steps: Sequence[Step], total_s: float) -> list[str]:
     rows = [("step", "scene", "command", "exit", "meaning", "outcome", "time")]
-    rows += [(str(s.n), s.scene, s.command, str(s.exit_code), exit_meaning(s.exit_code),
-              "ok" if s.as_expected else f"UNEXPECTED (wanted {s.expected})",
-              f"{s.duration_s:.2f} s") for s in steps]
+    rows += [
+        (
+            str(s.n),
+            s.scene,
+            s.command,
+            str(s.exit_code),
+            exit_meaning(s.exit_code),
+            "ok" if s.as_expected else f"UNEXPECTED (wanted {s.expected})",
+            f"{s.duration_s:.2f} s",
+        )
+        for s in steps
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     bad = sum(not s.as_expected for s in steps)
-    lines.append(f"{len(steps)} steps, {len(steps) - bad} as expected, {bad} not; "
-                 f"total time {total_s:.1f} s")
+    lines.append(
+        f"{len(steps)} steps, {len(steps) - bad} as expected, {bad} not; total time {total_s:.1f} s"
+    )
     return lines
 
 
@@ -207,19 +222,33 @@ class Printer:
     def step(self, step: Step) -> None:
         self.steps.append(step)
         if self.json_mode:
-            self._emit({"step": step.n, "scene": step.scene, "argv": step.argv,
-                        "exit_code": step.exit_code, "meaning": exit_meaning(step.exit_code),
-                        "expected": step.expected, "as_expected": step.as_expected,
-                        "duration_s": round(step.duration_s, 3), "summary": step.summary,
-                        "outcome": step.outcome(), "errors": step.errors()})
+            self._emit(
+                {
+                    "step": step.n,
+                    "scene": step.scene,
+                    "argv": step.argv,
+                    "exit_code": step.exit_code,
+                    "meaning": exit_meaning(step.exit_code),
+                    "expected": step.expected,
+                    "as_expected": step.as_expected,
+                    "duration_s": round(step.duration_s, 3),
+                    "summary": step.summary,
+                    "outcome": step.outcome(),
+                    "errors": step.errors(),
+                }
+            )
         else:
             self._text([step_line(step), *(f"      {d}" for d in step.detail())])
 
     def finish(self) -> None:
         total = time.monotonic() - self.started
         if self.json_mode:
-            self._emit({"steps": len(self.steps),
-                        "unexpected": [s.n for s in self.steps if not s.as_expected],
-                        "total_s": round(total, 3)})
+            self._emit(
+                {
+                    "steps": len(self.steps),
+                    "unexpected": [s.n for s in self.steps if not s.as_expected],
+                    "total_s": round(total, 3),
+                }
+            )
         else:
             self._text(["", "== summary", *closing_table(self.steps, total)])

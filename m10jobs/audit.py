@@ -17,8 +17,13 @@ from m10jobs.edges.queries import query
 
 # The seed's lock inventory, spelled out on purpose: the audit checks the registry
 # against it, so it must not be derived from the registry.
-SEED_LOCKS = ("m10:outbox_processor", "dl_reconcile", "matview_*", "retention_cleanup",
-              "reclaim_gc")
+SEED_LOCKS = (
+    "m10:outbox_processor",
+    "dl_reconcile",
+    "matview_*",
+    "retention_cleanup",
+    "reclaim_gc",
+)
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,14 @@ def _rows(a: Audit, name: str) -> list[dict[str, Any]]:
 
 
 def app_reads_nothing(a: Audit) -> list[str]:
-    return [f"m10_app can {r['priv']} {r['obj']}"
-            for r in _rows(a, "audit_app_privileges")]
+    return [f"m10_app can {r['priv']} {r['obj']}" for r in _rows(a, "audit_app_privileges")]
 
 
 def lock_access_function_only(a: Audit) -> list[str]:
-    return [f"{r['grantee']} holds {r['privilege_type']} on distributed_locks directly"
-            for r in _rows(a, "audit_lock_table_grants")]
+    return [
+        f"{r['grantee']} holds {r['privilege_type']} on distributed_locks directly"
+        for r in _rows(a, "audit_lock_table_grants")
+    ]
 
 
 def public_has_nothing(a: Audit) -> list[str]:
@@ -57,11 +63,16 @@ def registered_locks_only(a: Audit) -> list[str]:
     from m10jobs.registry import jobs, scope_of
 
     patterns = [t.lock for j in jobs() for t in j.tasks]
-    breaches = [f"seed lock {name} is not registered by any job"
-                for name in SEED_LOCKS if name not in {p.replace("{key}", "*")
-                                                       for p in patterns}]
-    breaches += [f"lock {r['lock_name']} (held by {r['holder_id']}) is not a registered lock"
-                 for r in _rows(a, "audit_lock_rows") if scope_of(r["lock_name"]) is None]
+    breaches = [
+        f"seed lock {name} is not registered by any job"
+        for name in SEED_LOCKS
+        if name not in {p.replace("{key}", "*") for p in patterns}
+    ]
+    breaches += [
+        f"lock {r['lock_name']} (held by {r['holder_id']}) is not a registered lock"
+        for r in _rows(a, "audit_lock_rows")
+        if scope_of(r["lock_name"]) is None
+    ]
     return breaches
 
 
@@ -94,20 +105,38 @@ def metrics_parse(a: Audit) -> list[str]:
 
 
 CHECKS = (
-    Check("L6/L5 never read L7 state", "role m10_app reads no m10_recovery table and calls "
-          "no function but enqueue_outbox", app_reads_nothing),
-    Check("Function-based lock access", "no role but the owner holds privileges on "
-          "distributed_locks; leases change only through the lock functions",
-          lock_access_function_only),
-    Check("PUBLIC has nothing", "no PUBLIC privilege on the schema, its tables, sequences or "
-          "functions", public_has_nothing),
-    Check("Lock names are registered", "every seed lock is declared by a job and every lease "
-          "row names a registered lock", registered_locks_only),
-    Check("Marker directories are safe", "state, log and metrics directories are not "
-          "world-writable and are owned by root or the jobs' user (flock + rename needs it)",
-          marker_dirs_safe),
-    Check("Metrics parse", "every m10_*.prom file is valid textfile-collector syntax "
-          "(L8 receives metrics only)", metrics_parse),
+    Check(
+        "L6/L5 never read L7 state",
+        "role m10_app reads no m10_recovery table and calls no function but enqueue_outbox",
+        app_reads_nothing,
+    ),
+    Check(
+        "Function-based lock access",
+        "no role but the owner holds privileges on "
+        "distributed_locks; leases change only through the lock functions",
+        lock_access_function_only,
+    ),
+    Check(
+        "PUBLIC has nothing",
+        "no PUBLIC privilege on the schema, its tables, sequences or functions",
+        public_has_nothing,
+    ),
+    Check(
+        "Lock names are registered",
+        "every seed lock is declared by a job and every lease row names a registered lock",
+        registered_locks_only,
+    ),
+    Check(
+        "Marker directories are safe",
+        "state, log and metrics directories are not "
+        "world-writable and are owned by root or the jobs' user (flock + rename needs it)",
+        marker_dirs_safe,
+    ),
+    Check(
+        "Metrics parse",
+        "every m10_*.prom file is valid textfile-collector syntax (L8 receives metrics only)",
+        metrics_parse,
+    ),
 )
 
 

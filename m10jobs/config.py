@@ -98,27 +98,67 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("database_url", None, _url(("postgresql", "postgres")),
-            "libpq URI or conninfo; jobs that need it exit 78 while it is unset", secret=True,
-            example="postgresql://m10_ops_login@db.internal:5432/platform"),
-    Setting("redis_url", "redis://localhost:6379/0", _url(("redis", "rediss", "unix")),
-            "Redis URL", secret=True),
+    Setting(
+        "database_url",
+        None,
+        _url(("postgresql", "postgres")),
+        "libpq URI or conninfo; jobs that need it exit 78 while it is unset",
+        secret=True,
+        example="postgresql://m10_ops_login@db.internal:5432/platform",
+    ),
+    Setting(
+        "redis_url",
+        "redis://localhost:6379/0",
+        _url(("redis", "rediss", "unix")),
+        "Redis URL",
+        secret=True,
+    ),
     Setting("state_dir", "/var/lib/m10jobs", _path, "fallback uploads, canary reports"),
     Setting("log_dir", "/var/log/m10", _path, "daily stats CSVs"),
-    Setting("metrics_dir", None, _path, "node_exporter textfile directory (unset: off); "
-            "the units let jobs write only to the one given to `m10 units render "
-            "--metrics-dir` (default: the example shown)",
-            example="/var/lib/prometheus/node-exporter"),
-    Setting("r2_endpoint_url", None, _url(("http", "https")), "S3-compatible endpoint",
-            flag=False, example="https://ACCOUNT.r2.cloudflarestorage.com"),
-    Setting("r2_bucket", None, str, "bucket for uploads and archives", flag=False,
-            example="m10-ops"),
-    Setting("lease_ttl_seconds", 300, _ttl, "lease TTL (1..86400); else each job's own",
-            flag=False, toml=int),
-    Setting("log_format", "json", _log_format, "log lines on stderr: json or text",
-            flag=False, file=False),
-    Setting("hostname", None, _hostname, "this host's name in host-local lease names "
-            "`<lock>@<host>` (default: the OS host name)", flag=False, example="web-1"),
+    Setting(
+        "metrics_dir",
+        None,
+        _path,
+        "node_exporter textfile directory (unset: off); "
+        "the units let jobs write only to the one given to `m10 units render "
+        "--metrics-dir` (default: the example shown)",
+        example="/var/lib/prometheus/node-exporter",
+    ),
+    Setting(
+        "r2_endpoint_url",
+        None,
+        _url(("http", "https")),
+        "S3-compatible endpoint",
+        flag=False,
+        example="https://ACCOUNT.r2.cloudflarestorage.com",
+    ),
+    Setting(
+        "r2_bucket", None, str, "bucket for uploads and archives", flag=False, example="m10-ops"
+    ),
+    Setting(
+        "lease_ttl_seconds",
+        300,
+        _ttl,
+        "lease TTL (1..86400); else each job's own",
+        flag=False,
+        toml=int,
+    ),
+    Setting(
+        "log_format",
+        "json",
+        _log_format,
+        "log lines on stderr: json or text",
+        flag=False,
+        file=False,
+    ),
+    Setting(
+        "hostname",
+        None,
+        _hostname,
+        "this host's name in host-local lease names `<lock>@<host>` (default: the OS host name)",
+        flag=False,
+        example="web-1",
+    ),
 )
 GLOBAL = {s.key: s for s in SETTINGS}
 Sections = Mapping[str, type] | Callable[[], Mapping[str, type]]
@@ -170,8 +210,13 @@ class Config:
         """Every problem of the file against the global settings and `sections`
         (name -> settings class), one line each.  Given as a function (registry.sections),
         the declared tables are loaded only when the file has more than global keys."""
-        tables = sections if not callable(sections) else \
-            sections() if any(key not in GLOBAL for key in self.file) else {}
+        tables = (
+            sections
+            if not callable(sections)
+            else sections()
+            if any(key not in GLOBAL for key in self.file)
+            else {}
+        )
         found: list[str] = []
         known = [s.key for s in SETTINGS if s.file] + list(tables)
         for key, value in self.file.items():
@@ -208,16 +253,15 @@ class Config:
         value = self.values.get(key)
         if value in (None, ""):
             setting = GLOBAL[key]
-            raise ConfigError(
-                f"{key} is not set; set {setting.env} or '{key}' in the config file"
-            )
+            raise ConfigError(f"{key} is not set; set {setting.env} or '{key}' in the config file")
         return value
 
 
 def _home(key: str, sections: Mapping[str, type]) -> str:
     """For a section's key written at the top of the file: which table it belongs in."""
-    homes = [f"[{name}]" for name, cls in sections.items()
-             if any(f.name == key for f, _ in fields(cls))]
+    homes = [
+        f"[{name}]" for name, cls in sections.items() if any(f.name == key for f, _ in fields(cls))
+    ]
     return f"; it is a key of {', '.join(homes)}: move it under its table" if homes else ""
 
 
@@ -245,8 +289,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         text = files.read_text(path, files.CONFIG)
     except ConfigError as exc:
         if "does not exist" in str(exc):
-            raise ConfigError(f"config file {path} does not exist; create it or fix --config/"
-                              "M10_CONFIG") from None
+            raise ConfigError(
+                f"config file {path} does not exist; create it or fix --config/M10_CONFIG"
+            ) from None
         raise
     assert text is not None
     try:
@@ -257,8 +302,13 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} nests too deeply; fix it") from None
 
 
-def load_config(config_file: str | None = None, flags: Mapping[str, Any] | None = None,
-                env: Mapping[str, str] | None = None, *, strict: bool = True) -> Config:
+def load_config(
+    config_file: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    strict: bool = True,
+) -> Config:
     """The global settings resolved (flag > env > file > default); a bad value is a
     ConfigError, or with strict=False kept in Config.errors (`m10 config check`)."""
     env = os.environ if env is None else env
@@ -270,9 +320,15 @@ def load_config(config_file: str | None = None, flags: Mapping[str, Any] | None 
     errors: list[str] = []
     for s in SETTINGS:
         origin, raw = next(
-            ((o, v) for o, v in (("flag", flags.get(s.key)), ("env", env.get(s.env)),
-                                 ("file", file.get(s.key) if s.file else None))
-             if v not in (None, "")),
+            (
+                (o, v)
+                for o, v in (
+                    ("flag", flags.get(s.key)),
+                    ("env", env.get(s.env)),
+                    ("file", file.get(s.key) if s.file else None),
+                )
+                if v not in (None, "")
+            ),
             ("default", None),
         )
         if origin == "default":
@@ -284,8 +340,9 @@ def load_config(config_file: str | None = None, flags: Mapping[str, Any] | None 
                 raise ValueError(f"expected {'an integer' if s.toml is int else 'a string'}")
             values[s.key] = s.parse(str(raw))
         except ValueError as exc:  # a secret's value is never echoed, not even malformed
-            errors.append(f"config key {s.key} ({where}): {exc}"
-                          + ("" if s.secret else f", got {raw!r}"))
+            errors.append(
+                f"config key {s.key} ({where}): {exc}" + ("" if s.secret else f", got {raw!r}")
+            )
             values[s.key], origins[s.key] = s.default_value, "default"
             continue
         origins[s.key] = origin

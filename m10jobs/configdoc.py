@@ -118,8 +118,18 @@ def _table(name: str, cls: type, obj: Any, commented: bool = False) -> Iterator[
                 yield f"{'' if value else '# '}{_key(k)} = {toml(v)}"
         else:
             item = typing.get_args(tp)[0]
-            entries = [{f2.name: getattr(e, f2.name) for f2, _ in fields(item)
-                        if getattr(e, f2.name) is not None} for e in value] or s.example or []
+            entries = (
+                [
+                    {
+                        f2.name: getattr(e, f2.name)
+                        for f2, _ in fields(item)
+                        if getattr(e, f2.name) is not None
+                    }
+                    for e in value
+                ]
+                or s.example
+                or []
+            )
             mark = "" if value or s.ship else "# "
             for i, entry in enumerate(entries):
                 yield ""
@@ -133,19 +143,22 @@ def example() -> str:
         if not s.file:
             continue
         value = s.default if s.default is not None else s.example
-        text = f"{s.key} = {toml(value)}" if value is not None else f"{s.key} = \"\""
+        text = f"{s.key} = {toml(value)}" if value is not None else f'{s.key} = ""'
         if s.default is None or s.secret:
             text = "# " + text
         out.append(_line(text, f"{s.env}: {s.help}"))
     for name, cls in sections().items():
-        out += ["", *textwrap.wrap(_doc(cls), WIDTH - 2, initial_indent="# ",
-                                   subsequent_indent="# ")]
+        out += [
+            "",
+            *textwrap.wrap(_doc(cls), WIDTH - 2, initial_indent="# ", subsequent_indent="# "),
+        ]
         out.append(_line(f"[{name}]", ", ".join(_users(cls))))
         out.extend(_table(name, cls, cls()))
     return "\n".join(out).rstrip() + "\n"
 
 
 # -- the reference -------------------------------------------------------------------------
+
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
@@ -164,8 +177,9 @@ def _rows(name: str, cls: type, obj: Any) -> Iterator[str]:
             continue
         default = _default(value, s.example, "(none)")
         secret = " (secret: redacted in output)" if s.secret else ""
-        yield (f"| `{full}` | {_cell(describe(tp, s))} | {_cell(default)} | "
-               f"{_cell(s.help)}{secret} |")
+        yield (
+            f"| `{full}` | {_cell(describe(tp, s))} | {_cell(default)} | {_cell(s.help)}{secret} |"
+        )
 
 
 def _default(value: Any, example: Any, empty: str) -> str:
@@ -206,11 +220,12 @@ def reference() -> str:
         default = _default(s.default, s.example, "(unset)")
         key = f"`{s.key}`" if s.file else f"(env only) `{s.key}`"
         secret = " (password redacted in output)" if s.secret else ""
-        out.append(f"| {key} | `{s.env}` | {f'`{s.option}`' if s.flag else ''} | "
-                   f"{_cell(default)} | {_cell(s.help)}{secret} |")
+        out.append(
+            f"| {key} | `{s.env}` | {f'`{s.option}`' if s.flag else ''} | "
+            f"{_cell(default)} | {_cell(s.help)}{secret} |"
+        )
     for name, cls in sections().items():
-        out += ["", f"## [{name}]", "", f"{_doc(cls)} Used by {', '.join(_users(cls))}.", "",
-                head]
+        out += ["", f"## [{name}]", "", f"{_doc(cls)} Used by {', '.join(_users(cls))}.", "", head]
         out.extend(_rows(name, cls, cls()))
         for full, item in _nested_lists(name, cls):
             out += ["", f"Each `[[{full}]]`: {_doc(item)}", "", head]

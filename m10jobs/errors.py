@@ -75,12 +75,16 @@ class LockBusy(M10Error):
     def __init__(self, name: str, holder: dict[str, Any] | None) -> None:
         self.name, self.holder = name, holder or {}
         if holder and holder["expires_in_s"] <= 0:
-            detail = (f"held by {holder['holder_id']} (token {holder['fencing_token']}), whose "
-                      f"lease lapsed {-holder['expires_in_s']:.1f}s ago but whose fenced commit "
-                      "is still open (PostgreSQL ends it if it idles)")
+            detail = (
+                f"held by {holder['holder_id']} (token {holder['fencing_token']}), whose "
+                f"lease lapsed {-holder['expires_in_s']:.1f}s ago but whose fenced commit "
+                "is still open (PostgreSQL ends it if it idles)"
+            )
         elif holder:
-            detail = (f"held by {holder['holder_id']} (token {holder['fencing_token']}) for "
-                      f"{holder['age_s']:.1f}s, expires in {holder['expires_in_s']:.1f}s")
+            detail = (
+                f"held by {holder['holder_id']} (token {holder['fencing_token']}) for "
+                f"{holder['age_s']:.1f}s, expires in {holder['expires_in_s']:.1f}s"
+            )
         else:
             detail = "taken by another holder a moment ago"
         super().__init__(f"lock {name} is {detail}; skipped, nothing done")
@@ -97,8 +101,9 @@ class TaskFailed(M10Error):
         self.summary = summary or {}
 
 
-def some_refused(what: str, summary: dict[str, Any], *, others: str | None,
-                 nothing: str) -> M10Error:
+def some_refused(
+    what: str, summary: dict[str, Any], *, others: str | None, nothing: str
+) -> M10Error:
     """Entries refused and skipped, each on its own (a fallback entry, a stats month, a
     cost period): 1 with `others` (what the valid ones got) when any were acted on, else
     bad input (65) with `nothing`, since the bad ones were all there was."""
@@ -132,5 +137,7 @@ class WriteFailed(M10Error, OSError):
     exit_code = ExitCode.FAILED
 
     def __str__(self) -> str:
-        return (f"cannot write {self.filename}: {self.strerror}; free space on (or fix) "
-                "that filesystem, then rerun")
+        return (
+            f"cannot write {self.filename}: {self.strerror}; free space on (or fix) "
+            "that filesystem, then rerun"
+        )

@@ -55,17 +55,26 @@ class _RedactingTextFormatter(logging.Formatter):
         self.verbose = verbose
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={getattr(record, k)}" for k in ("lock", "fencing_token")
-                          if getattr(record, k, None) is not None)
+        extras = " ".join(
+            f"{k}={getattr(record, k)}"
+            for k in ("lock", "fencing_token")
+            if getattr(record, k, None) is not None
+        )
         line = f"{record.levelname.lower()}: {record.getMessage()}" + (
-            f" [{extras}]" if extras else "")
+            f" [{extras}]" if extras else ""
+        )
         if record.exc_info and self.verbose:
             line += "\n" + self.formatException(record.exc_info)
         return redact(line)
 
 
-_SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
-                    logging.INFO: 6, logging.DEBUG: 7}
+_SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
 
 
 class _JournalPriorityFormatter(logging.Formatter):

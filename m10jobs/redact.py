@@ -17,8 +17,10 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     """Compiled on first use: --help never writes a line that needs them."""
     # The password runs to the authority's LAST '@' (an unencoded '@' in it must not
     # leave its tail behind).
-    uri_password = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*:)"
-                              r"[^\s\"'/?#]*(?=@[^@\s\"'/?#]*(?:[/?#\s\"']|$))")
+    uri_password = re.compile(
+        r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*:)"
+        r"[^\s\"'/?#]*(?=@[^@\s\"'/?#]*(?:[/?#\s\"']|$))"
+    )
     kv_secret = re.compile(
         r"(?P<head>\b(?:password|passwd|secret|secret_access_key|aws_secret_access_key|token)"
         r"[\"']?\s*[=:]\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;&\"']+)",

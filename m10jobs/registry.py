@@ -103,9 +103,11 @@ class Task:
 
     def instances(self, config: Config) -> list[tuple[str | None, str]]:
         """(key, lease name) for every lease this task takes in a run."""
-        locks = ([(None, self.lock)] if self.keys is None
-                 else [(k, self.lock.format(key=k))
-                       for k in resolve(self.keys)(config)])
+        locks = (
+            [(None, self.lock)]
+            if self.keys is None
+            else [(k, self.lock.format(key=k)) for k in resolve(self.keys)(config)]
+        )
         return [(k, lease_name(lock, self.scope, config.host)) for k, lock in locks]
 
     @property
@@ -164,8 +166,11 @@ class Job:
         if not self.tasks:
             if self.lock is None or self.run is None:
                 raise TypeError(f"job {self.script}: give lock and run, or tasks")
-            object.__setattr__(self, "tasks", (Task(self.script, self.lock, self.run,
-                                                    self.summary, scope=self.scope),))
+            object.__setattr__(
+                self,
+                "tasks",
+                (Task(self.script, self.lock, self.run, self.summary, scope=self.scope),),
+            )
 
     @property
     def tables(self) -> tuple[type, ...]:
@@ -231,8 +236,10 @@ def _declaring_package(script: str) -> str | None:
     needle = f'script="{script}"'
     root = package.__path__[0]
     for name in sorted(os.listdir(root)):  # os, not pkgutil/pathlib: this is every start-up
-        with contextlib.suppress(OSError), \
-                open(os.path.join(root, name, "__init__.py"), encoding="utf-8") as init:
+        with (
+            contextlib.suppress(OSError),
+            open(os.path.join(root, name, "__init__.py"), encoding="utf-8") as init,
+        ):
             if needle in init.read():
                 return f"{package.__name__}.{name}"
     return None

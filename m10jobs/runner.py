@@ -120,21 +120,27 @@ def as_m10_error(exc: BaseException, dsn: str | None) -> M10Error | None:
     for cls in type(exc).__mro__:
         what = _UNREACHABLE.get((cls.__module__.split(".")[0], cls.__name__))
         if what:
-            return DependencyUnavailable(f"{what} is unreachable: {exc}; check that it is up "
-                                         "and its URL/endpoint setting is right")
+            return DependencyUnavailable(
+                f"{what} is unreachable: {exc}; check that it is up "
+                "and its URL/endpoint setting is right"
+            )
     return None
 
 
-def report_failure(exc: BaseException, dsn: str | None, log: logging.Logger, verbose: bool,
-                   what: str) -> tuple[int, str]:
+def report_failure(
+    exc: BaseException, dsn: str | None, log: logging.Logger, verbose: bool, what: str
+) -> tuple[int, str]:
     """Log one clear line for a failure; its exit code and message."""
     known = as_m10_error(exc, dsn)
     if known is not None:
         log.error("%s", known)
         return known.exit_code, str(known)
     error = f"{what} failed: {type(exc).__name__}: {exc}"
-    log.error("%s", error + ("" if verbose else " (rerun with --verbose for the traceback)"),
-              exc_info=True)
+    log.error(
+        "%s",
+        error + ("" if verbose else " (rerun with --verbose for the traceback)"),
+        exc_info=True,
+    )
     return ExitCode.FAILED, error
 
 
@@ -142,13 +148,21 @@ def describe(summary: Mapping[str, Any]) -> str:
     """A pass summary as `key=value, ...` (lists and tables as compact JSON), whole."""
     if not summary:
         return "nothing"
-    return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}"
-                     for k, v in summary.items())
+    return ", ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}" for k, v in summary.items()
+    )
 
 
-def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
-        flags: Mapping[str, Any] | None = None, dry_run: bool = False, verbose: bool = False,
-        params: Mapping[str, Any] | None = None) -> int:
+def run(
+    job: Job,
+    *,
+    only: Task | None = None,
+    config_file: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
+    verbose: bool = False,
+    params: Mapping[str, Any] | None = None,
+) -> int:
     run_id = new_run_id()
     log = setup_logging(job.script, run_id, verbose=verbose)
     started, t0 = time.time(), time.monotonic()
@@ -157,26 +171,45 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
     gauges: list[Gauge] = []
 
     def on_stop(signo: int) -> None:
-        log.warning("received %s: stopping at the next safe point, then releasing the lease",
-                    signal.Signals(signo).name)
+        log.warning(
+            "received %s: stopping at the next safe point, then releasing the lease",
+            signal.Signals(signo).name,
+        )
 
     with stopping.handling(on_stop):
         try:
             config = load_config(config_file, flags)
             config.check(sections)
             dsn = config.require("database_url")
-            leases = [(task, key, lock) for task in ((only,) if only else job.tasks)
-                      for key, lock in task.instances(config)]
-            held = None if dry_run else _held_elsewhere(dsn, [lock for _, _, lock in leases],
-                                                        job.script)
+            leases = [
+                (task, key, lock)
+                for task in ((only,) if only else job.tasks)
+                for key, lock in task.instances(config)
+            ]
+            held = (
+                None
+                if dry_run
+                else _held_elsewhere(dsn, [lock for _, _, lock in leases], job.script)
+            )
             if held is not None:  # nothing to do here: no driver, no connection
                 for task, _, lock in leases:
                     if stopping.STOP.is_set():
                         break
                     results.append(_skipped(job, task, lock, held[lock], log))
             else:
-                _run_tasks(job, leases, config, dsn, log, run_id, dry_run, verbose,
-                           params or {}, results, gauges)
+                _run_tasks(
+                    job,
+                    leases,
+                    config,
+                    dsn,
+                    log,
+                    run_id,
+                    dry_run,
+                    verbose,
+                    params or {},
+                    results,
+                    gauges,
+                )
             code = combine_exit_codes([r.exit_code for r in results])
         except M10Error as exc:
             log.error("%s", exc)
@@ -184,12 +217,21 @@ def run(job: Job, *, only: Task | None = None, config_file: str | None = None,
         signo = stopping.signum()
         if signo is not None:
             code = stopping.exit_code(signo)
-            log.warning("stopped by %s after %d task(s); every lease was released, nothing "
-                        "half-done was committed", signal.Signals(signo).name, len(results))
+            log.warning(
+                "stopped by %s after %d task(s); every lease was released, nothing "
+                "half-done was committed",
+                signal.Signals(signo).name,
+                len(results),
+            )
     duration = time.monotonic() - t0
-    summary = {"job": job.script, "run_id": run_id, "exit_code": int(code),
-               "dry_run": dry_run, "duration_s": round(duration, 3),
-               "tasks": [r.as_dict() for r in results]}
+    summary = {
+        "job": job.script,
+        "run_id": run_id,
+        "exit_code": int(code),
+        "dry_run": dry_run,
+        "duration_s": round(duration, 3),
+        "tasks": [r.as_dict() for r in results],
+    }
     print(json.dumps(summary, default=str), flush=True)
     if config is not None and config.metrics_dir and not dry_run:
         _write_metrics(config, job, code, started, duration, results, gauges, log)
@@ -207,10 +249,19 @@ def _held_elsewhere(dsn: str, locks: list[str], app: str) -> dict[str, dict[str,
     return held if held is not None and all(lock in held for lock in locks) else None
 
 
-def _run_tasks(job: Job, leases: list[tuple[Task, str | None, str]], config: Config, dsn: str,
-               log: logging.Logger, run_id: str, dry_run: bool, verbose: bool,
-               params: Mapping[str, Any], results: list[TaskResult],
-               gauges: list[Gauge]) -> None:
+def _run_tasks(
+    job: Job,
+    leases: list[tuple[Task, str | None, str]],
+    config: Config,
+    dsn: str,
+    log: logging.Logger,
+    run_id: str,
+    dry_run: bool,
+    verbose: bool,
+    params: Mapping[str, Any],
+    results: list[TaskResult],
+    gauges: list[Gauge],
+) -> None:
     """Each task in order on one connection, under its own lease (results and gauges
     grow as tasks end, so a failure to reconnect keeps what went before)."""
     from m10jobs.edges import db
@@ -229,8 +280,9 @@ def _run_tasks(job: Job, leases: list[tuple[Task, str | None, str]], config: Con
         conn.close()
 
 
-def _skipped(job: Job, task: Task, lock: str, holder: dict[str, Any],
-             log: logging.Logger) -> TaskResult:
+def _skipped(
+    job: Job, task: Task, lock: str, holder: dict[str, Any], log: logging.Logger
+) -> TaskResult:
     """A task whose lease is held elsewhere, reported as _run_task reports LockBusy."""
     t0 = time.monotonic()
     set_context(task=task.name if len(job.tasks) > 1 else None, lock=lock)
@@ -239,8 +291,9 @@ def _skipped(job: Job, task: Task, lock: str, holder: dict[str, Any],
         _log_busy(log, exc)
     finally:
         set_context(task=None, lock=None, fencing_token=None)
-    return TaskResult(task.name, lock, "skipped", int(ExitCode.TEMPFAIL),
-                      time.monotonic() - t0, {}, str(exc))
+    return TaskResult(
+        task.name, lock, "skipped", int(ExitCode.TEMPFAIL), time.monotonic() - t0, {}, str(exc)
+    )
 
 
 def _log_busy(log: logging.Logger, exc: LockBusy) -> None:
@@ -259,8 +312,9 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
         else:
             summary = _run_leased(ctx)
         if ctx.dry_run:  # the details in the message too: text logs show only the message
-            ctx.log.info("%s would do: %s", ctx.task.name, describe(summary),
-                         extra={"summary": summary})
+            ctx.log.info(
+                "%s would do: %s", ctx.task.name, describe(summary), extra={"summary": summary}
+            )
         else:
             ctx.log.info("%s done", ctx.task.name, extra={"summary": summary})
     except LockBusy as exc:
@@ -268,17 +322,23 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
         _log_busy(ctx.log, exc)
     except stopping.Stopped as exc:
         status, code, error = "stopped", stopping.exit_code(exc.signum), str(exc)
-        ctx.log.warning("%s %s; its uncommitted work was rolled back and lease %s released",
-                        ctx.task.name, exc, ctx.lock)
+        ctx.log.warning(
+            "%s %s; its uncommitted work was rolled back and lease %s released",
+            ctx.task.name,
+            exc,
+            ctx.lock,
+        )
     except Exception as exc:
         status = "failed"
         summary = getattr(exc, "summary", None) or {}
-        code, error = report_failure(exc, ctx.config.database_url, ctx.log, verbose,
-                                     what=ctx.task.name)
+        code, error = report_failure(
+            exc, ctx.config.database_url, ctx.log, verbose, what=ctx.task.name
+        )
     finally:
         set_context(task=None, lock=None, fencing_token=None)
-    return TaskResult(ctx.task.name, ctx.lock, status, int(code), time.monotonic() - t0,
-                      summary, error)
+    return TaskResult(
+        ctx.task.name, ctx.lock, status, int(code), time.monotonic() - t0, summary, error
+    )
 
 
 def _run_leased(ctx: PassContext) -> dict[str, Any]:
@@ -287,10 +347,12 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
 
     # An operator's explicit setting wins; else the job's own default; else the global one.
     explicit = ctx.config.origins["lease_ttl_seconds"] != "default"
-    ttl = (ctx.config.lease_ttl_seconds if explicit else ctx.job.ttl_seconds
-           or ctx.config.lease_ttl_seconds)
-    lease = Lease(ctx.dsn, ctx.conn, ctx.lock, holder_id(ctx.run_id, ctx.config.host), ttl,
-                  ctx.log)
+    ttl = (
+        ctx.config.lease_ttl_seconds
+        if explicit
+        else ctx.job.ttl_seconds or ctx.config.lease_ttl_seconds
+    )
+    lease = Lease(ctx.dsn, ctx.conn, ctx.lock, holder_id(ctx.run_id, ctx.config.host), ttl, ctx.log)
     with lease:
         ctx.lease = lease
         set_context(fencing_token=lease.token)
@@ -312,15 +374,36 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
             raise
 
 
-def _write_metrics(config: Config, job: Job, code: int, started: float, duration: float,
-                   results: list[TaskResult], gauges: list[Gauge], log: logging.Logger) -> None:
+def _write_metrics(
+    config: Config,
+    job: Job,
+    code: int,
+    started: float,
+    duration: float,
+    results: list[TaskResult],
+    gauges: list[Gauge],
+    log: logging.Logger,
+) -> None:
     from m10jobs.edges.metrics import Gauge, write_job_metrics
 
-    per_task = [Gauge("m10_task_last_exit_code", r.exit_code, "Exit code of each task's last run.",
-                      {"task": r.task, "lock": r.lock}) for r in results]
+    per_task = [
+        Gauge(
+            "m10_task_last_exit_code",
+            r.exit_code,
+            "Exit code of each task's last run.",
+            {"task": r.task, "lock": r.lock},
+        )
+        for r in results
+    ]
     try:
-        write_job_metrics(config.metrics_dir, job.script, exit_code=code, started=started,
-                          duration=duration, succeeded=code == 0,
-                          gauges=[*per_task, *gauges])
+        write_job_metrics(
+            config.metrics_dir,
+            job.script,
+            exit_code=code,
+            started=started,
+            duration=duration,
+            succeeded=code == 0,
+            gauges=[*per_task, *gauges],
+        )
     except OSError as exc:
         log.warning("could not write metrics to %s: %s", config.metrics_dir, exc)

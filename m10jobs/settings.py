@@ -40,9 +40,18 @@ class Spec:
     """Ship the example active in the example config (a starting set, not a default)."""
 
 
-def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-            choices: tuple[Any, ...] = (), check: Callable[[Any], str | None] | None = None,
-            secret: bool = False, example: Any = None, ship: bool = False) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[Any, ...] = (),
+    check: Callable[[Any], str | None] | None = None,
+    secret: bool = False,
+    example: Any = None,
+    ship: bool = False,
+) -> Any:
     """A dataclass field carrying its Spec (dict defaults are copied per instance)."""
     meta = {"m10": Spec(help, min, max, choices, check, secret, example, ship)}
     if isinstance(default, dict):
@@ -62,7 +71,7 @@ def fields(cls: type) -> tuple[tuple[dataclasses.Field[Any], Any], ...]:
 
 
 def suggest(name: str, known: list[str]) -> str:
-    """"; did you mean 'x'?" for a near miss among `known`, else ""."""
+    """ "; did you mean 'x'?" for a near miss among `known`, else ""."""
     import difflib  # only on the error path
 
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
@@ -83,13 +92,23 @@ def describe(tp: Any, s: Spec) -> str:
         return "a table"
     if origin is tuple:
         item = args[0]
-        return "a list of tables" if dataclasses.is_dataclass(item) else \
-            f"a list of {describe(item, Spec('')).removeprefix('a ').removeprefix('an ')}s"
+        return (
+            "a list of tables"
+            if dataclasses.is_dataclass(item)
+            else f"a list of {describe(item, Spec('')).removeprefix('a ').removeprefix('an ')}s"
+        )
     if origin is not None:
         return "a table of strings"
-    base = "a decimal number (a string like \"50.00\" keeps it exact)" if _is_decimal(tp) else \
-        {bool: "true or false", int: "an integer", float: "a number",
-         str: "a non-empty string"}.get(tp, "a value")
+    base = (
+        'a decimal number (a string like "50.00" keeps it exact)'
+        if _is_decimal(tp)
+        else {
+            bool: "true or false",
+            int: "an integer",
+            float: "a number",
+            str: "a non-empty string",
+        }.get(tp, "a value")
+    )
     if s.min is not None and s.max is not None:
         return f"{base} between {_num(s.min)} and {_num(s.max)}"
     if s.min is not None:
@@ -116,8 +135,9 @@ def _optional(tp: Any) -> Any:
     return tp
 
 
-def _convert(tp: Any, value: Any, s: Spec, where: str, problems: list[str],
-             base: Any = None) -> Any:
+def _convert(
+    tp: Any, value: Any, s: Spec, where: str, problems: list[str], base: Any = None
+) -> Any:
     tp = _optional(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
@@ -127,8 +147,9 @@ def _convert(tp: Any, value: Any, s: Spec, where: str, problems: list[str],
     if origin is tuple:
         if not isinstance(value, list):
             raise _Bad
-        items = [_convert(args[0], v, Spec(""), f"{where}[{i}]", problems)
-                 for i, v in enumerate(value)]
+        items = [
+            _convert(args[0], v, Spec(""), f"{where}[{i}]", problems) for i, v in enumerate(value)
+        ]
         value = tuple(items)
     elif origin is not None:  # a table of strings (e.g. outbox.routes)
         if not isinstance(value, dict):
@@ -167,8 +188,9 @@ def _convert(tp: Any, value: Any, s: Spec, where: str, problems: list[str],
     return value
 
 
-def build(cls: type, data: Mapping[str, Any], where: str, problems: list[str],
-          base: Any = None) -> Any:
+def build(
+    cls: type, data: Mapping[str, Any], where: str, problems: list[str], base: Any = None
+) -> Any:
     """An instance of settings class `cls` from TOML table `data` (named `where`) over
     `base` (a nested table's declared default, else the class defaults); what is
     wrong goes to `problems` ("<where>.<key>: <what>") and the default stays."""
@@ -182,8 +204,14 @@ def build(cls: type, data: Mapping[str, Any], where: str, problems: list[str],
         if name not in data:
             continue
         try:
-            values[name] = _convert(tp, data[name], spec(f), f"{where}.{name}", problems,
-                                    None if f.default is dataclasses.MISSING else f.default)
+            values[name] = _convert(
+                tp,
+                data[name],
+                spec(f),
+                f"{where}.{name}",
+                problems,
+                None if f.default is dataclasses.MISSING else f.default,
+            )
         except _Bad as exc:
             expected = str(exc) or describe(tp, spec(f))
             got = "" if spec(f).secret else f", got {data[name]!r}"
@@ -193,4 +221,3 @@ def build(cls: type, data: Mapping[str, Any], where: str, problems: list[str],
         check = getattr(obj, "problems", None)
         problems += [f"{where}.{p}" for p in (check() if check else ())]
     return obj
-

@@ -87,16 +87,23 @@ def _lifecycle(job: Job, prefix: str) -> list[str]:
     soon as one exits 0, never after a failure (the timer's next tick retries), after 75
     (lease held: another host's chain runs; without RestartPreventExitStatus= a standby
     would spin, 75 being a success) or after `systemctl stop`."""
-    run = [f"ExecStart={' '.join([f'{prefix}/bin/{job.script}', *job.exec_args])}",
-           "SuccessExitStatus=75"]
+    run = [
+        f"ExecStart={' '.join([f'{prefix}/bin/{job.script}', *job.exec_args])}",
+        "SuccessExitStatus=75",
+    ]
     if not job.restart:
         return ["Type=oneshot", *run, f"TimeoutStartSec={job.timeout_seconds}"]
-    return ["Type=exec", *run, "Restart=on-success", "RestartSec=0",
-            "RestartPreventExitStatus=75", f"RuntimeMaxSec={job.timeout_seconds}"]
+    return [
+        "Type=exec",
+        *run,
+        "Restart=on-success",
+        "RestartSec=0",
+        "RestartPreventExitStatus=75",
+        f"RuntimeMaxSec={job.timeout_seconds}",
+    ]
 
 
-def service(job: Job, prefix: str = DEFAULT_PREFIX,
-            metrics_dir: str = DEFAULT_METRICS_DIR) -> str:
+def service(job: Job, prefix: str = DEFAULT_PREFIX, metrics_dir: str = DEFAULT_METRICS_DIR) -> str:
     # Passes of a restarting job are back to back by design (each at least its linger
     # long): the default start limit (5 starts in 10 s) must not stop the chain.
     limit = ["StartLimitIntervalSec=0"] if job.restart else []
@@ -141,41 +148,44 @@ def timer(job: Job) -> str:
     return "\n".join(lines)
 
 
-def failure_template(prefix: str = DEFAULT_PREFIX,
-                     metrics_dir: str = DEFAULT_METRICS_DIR) -> str:
-    return "\n".join([
-        HEADER,
-        "[Unit]",
-        "Description=Record the failure of %i (m10jobs)",
-        "",
-        "[Service]",
-        "Type=oneshot",
-        f"ExecStart={prefix}/bin/m10 units record-failure %i",
-        "EnvironmentFile=-/etc/m10jobs/env",
-        "Environment=M10_STATE_DIR=/var/lib/m10jobs M10_LOG_DIR=/var/log/m10",
-        HARDENING.format(metrics_dir=metrics_dir),
-    ])
+def failure_template(prefix: str = DEFAULT_PREFIX, metrics_dir: str = DEFAULT_METRICS_DIR) -> str:
+    return "\n".join(
+        [
+            HEADER,
+            "[Unit]",
+            "Description=Record the failure of %i (m10jobs)",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            f"ExecStart={prefix}/bin/m10 units record-failure %i",
+            "EnvironmentFile=-/etc/m10jobs/env",
+            "Environment=M10_STATE_DIR=/var/lib/m10jobs M10_LOG_DIR=/var/log/m10",
+            HARDENING.format(metrics_dir=metrics_dir),
+        ]
+    )
 
 
 def target(prefix: str = DEFAULT_PREFIX) -> str:
     timers = " ".join(f"{job.script}.timer" for job in jobs())
-    return "\n".join([
-        HEADER,
-        "[Unit]",
-        "Description=m10jobs: every job's timer",
-        f"Documentation=file://{prefix}/share/doc/m10jobs/runbook.md",
-        f"Wants={timers}",
-        "",
-        "[Install]",
-        "WantedBy=timers.target",
-        "",
-    ])
+    return "\n".join(
+        [
+            HEADER,
+            "[Unit]",
+            "Description=m10jobs: every job's timer",
+            f"Documentation=file://{prefix}/share/doc/m10jobs/runbook.md",
+            f"Wants={timers}",
+            "",
+            "[Install]",
+            "WantedBy=timers.target",
+            "",
+        ]
+    )
 
 
-def render_all(prefix: str = DEFAULT_PREFIX,
-               metrics_dir: str = DEFAULT_METRICS_DIR) -> dict[str, str]:
-    units = {"m10-failure@.service": failure_template(prefix, metrics_dir),
-             TARGET: target(prefix)}
+def render_all(
+    prefix: str = DEFAULT_PREFIX, metrics_dir: str = DEFAULT_METRICS_DIR
+) -> dict[str, str]:
+    units = {"m10-failure@.service": failure_template(prefix, metrics_dir), TARGET: target(prefix)}
     for job in jobs():
         units[f"{job.script}.service"] = service(job, prefix, metrics_dir)
         units[f"{job.script}.timer"] = timer(job)
@@ -185,10 +195,17 @@ def render_all(prefix: str = DEFAULT_PREFIX,
 def stale(directory: Path, units: dict[str, str]) -> list[str]:
     """Units missing or different in directory, and ones we generated earlier that no
     job declares any more (only files carrying our header: never someone else's)."""
-    present = {p.name for pattern in ("*.service", "*.timer", "*.target")
-               for p in directory.glob(pattern) if p.read_text().startswith(HEADER)}
-    out = [n for n, text in units.items()
-           if not (directory / n).exists() or (directory / n).read_text() != text]
+    present = {
+        p.name
+        for pattern in ("*.service", "*.timer", "*.target")
+        for p in directory.glob(pattern)
+        if p.read_text().startswith(HEADER)
+    }
+    out = [
+        n
+        for n, text in units.items()
+        if not (directory / n).exists() or (directory / n).read_text() != text
+    ]
     return sorted(out + sorted(present - set(units)))
 
 

@@ -73,8 +73,11 @@ def _toml_value(v: Any) -> str:
     return json.dumps(v)  # strings and lists of strings: JSON's syntax is valid TOML here
 
 
-def toml(canary: dict[str, Any] | None = None, probes: list[dict[str, Any]] | None = None,
-         rollback: dict[str, Any] | None = None) -> str:
+def toml(
+    canary: dict[str, Any] | None = None,
+    probes: list[dict[str, Any]] | None = None,
+    rollback: dict[str, Any] | None = None,
+) -> str:
     lines: list[str] = []
     if canary is not None or probes is not None:
         lines.append("[canary]")

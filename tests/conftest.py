@@ -72,16 +72,25 @@ def pg_server(pg: Postgres) -> _Server:
     return _Server(pg.port)
 
 
-def load_schema(*, host: str, port: int, user: str, dbname: str, password: str | None,
-                **_: Any) -> None:
+def load_schema(
+    *, host: str, port: int, user: str, dbname: str, password: str | None, **_: Any
+) -> None:
     """pytest-postgresql loader: migrate the template database once per session."""
-    with psycopg.connect(host=host, port=port, user=user, dbname=dbname, password=password,
-                         autocommit=True, row_factory=dict_row) as c:
+    with psycopg.connect(
+        host=host,
+        port=port,
+        user=user,
+        dbname=dbname,
+        password=password,
+        autocommit=True,
+        row_factory=dict_row,
+    ) as c:
         migrate(c)
 
 
-pg_template = factories.postgresql_noproc(dbname="m10_test", load=[load_schema],
-                                          depends_on="pg_server")
+pg_template = factories.postgresql_noproc(
+    dbname="m10_test", load=[load_schema], depends_on="pg_server"
+)
 
 
 @pytest.fixture
@@ -92,8 +101,13 @@ def dsn(pg: Postgres, pg_template: NoopExecutor) -> str:
     thrown away with the session, and a drop per test would add about a quarter
     to each test's setup."""
     name = f"{pg_template.dbname}_{next(_counter)}"
-    DatabaseJanitor(user=pg_template.user, host=pg_template.host, port=pg_template.port,
-                    dbname=name, template_dbname=pg_template.template_dbname).init()
+    DatabaseJanitor(
+        user=pg_template.user,
+        host=pg_template.host,
+        port=pg_template.port,
+        dbname=name,
+        template_dbname=pg_template.template_dbname,
+    ).init()
     return pg.dsn_for(name)
 
 
@@ -131,23 +145,34 @@ def redis_url(redis_server: Redis) -> str:
 def env(dsn: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running the console scripts against this test's services."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("M10_")}
-    return {**clean, "M10_DATABASE_URL": dsn, "M10_REDIS_URL": redis_url,
-            "M10_STATE_DIR": str(tmp_path / "state"), "M10_LOG_DIR": str(tmp_path / "log"),
-            "M10_METRICS_DIR": str(tmp_path / "metrics")}
+    return {
+        **clean,
+        "M10_DATABASE_URL": dsn,
+        "M10_REDIS_URL": redis_url,
+        "M10_STATE_DIR": str(tmp_path / "state"),
+        "M10_LOG_DIR": str(tmp_path / "log"),
+        "M10_METRICS_DIR": str(tmp_path / "metrics"),
+    }
 
 
 @pytest.fixture
 def s3_env(env: dict[str, str], s3_server: S3) -> dict[str, str]:
     bucket = f"b{os.getpid()}-{next(_counter)}"
-    return {**env, **S3.env, "M10_R2_ENDPOINT_URL": s3_server.endpoint_url,
-            "M10_R2_BUCKET": bucket}
+    return {**env, **S3.env, "M10_R2_ENDPOINT_URL": s3_server.endpoint_url, "M10_R2_BUCKET": bucket}
 
 
-def run_cli(script: str, *args: str, env: dict[str, str], timeout: float = 120,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    script: str, *args: str, env: dict[str, str], timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run an installed console script as systemd would: a separate process."""
-    return subprocess.run([str(BIN / script), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, input=input)
+    return subprocess.run(
+        [str(BIN / script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
 
 
 @pytest.fixture

@@ -35,8 +35,11 @@ SELECT tenant_id, category, sum(amount_usd) AS amount_usd, count(*) AS record_co
 
 
 def add(conn: Conn, at: datetime, tenant: str, category: str, amount: str | Decimal) -> None:
-    conn.execute("INSERT INTO aos_cost.cost_records (occurred_at, tenant_id, category, "
-                 "amount_usd) VALUES (%s, %s, %s, %s)", (at, tenant, category, Decimal(amount)))
+    conn.execute(
+        "INSERT INTO aos_cost.cost_records (occurred_at, tenant_id, category, "
+        "amount_usd) VALUES (%s, %s, %s, %s)",
+        (at, tenant, category, Decimal(amount)),
+    )
 
 
 def write_config(path: Path, **cost: Any) -> Path:
@@ -50,8 +53,9 @@ def write_config(path: Path, **cost: Any) -> Path:
     return path
 
 
-def with_config(env: dict[str, str], tmp_path: Path, name: str = "cost.toml",
-                **cost: Any) -> dict[str, str]:
+def with_config(
+    env: dict[str, str], tmp_path: Path, name: str = "cost.toml", **cost: Any
+) -> dict[str, str]:
     return {**env, "M10_CONFIG": str(write_config(tmp_path / name, **cost))}
 
 
@@ -69,17 +73,32 @@ def snapshots(conn: Conn, granularity: str) -> list[tuple[datetime, str, str, De
     rows = conn.execute(
         "SELECT period_start, tenant_id, category, amount_usd, record_count "
         "FROM aos_cost.cost_snapshots WHERE granularity = %s "
-        "ORDER BY period_start, tenant_id, category", (granularity,)).fetchall()
-    return [(r["period_start"].astimezone(UTC), r["tenant_id"], r["category"], r["amount_usd"],
-             r["record_count"]) for r in rows]
+        "ORDER BY period_start, tenant_id, category",
+        (granularity,),
+    ).fetchall()
+    return [
+        (
+            r["period_start"].astimezone(UTC),
+            r["tenant_id"],
+            r["category"],
+            r["amount_usd"],
+            r["record_count"],
+        )
+        for r in rows
+    ]
 
 
 def periods(conn: Conn, granularity: str) -> list[datetime]:
-    rows = conn.execute("SELECT period_start FROM aos_cost.snapshot_periods "
-                        "WHERE granularity = %s ORDER BY 1", (granularity,)).fetchall()
+    rows = conn.execute(
+        "SELECT period_start FROM aos_cost.snapshot_periods WHERE granularity = %s ORDER BY 1",
+        (granularity,),
+    ).fetchall()
     return [r["period_start"].astimezone(UTC) for r in rows]
 
 
 def error_lines(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in proc.stderr.splitlines()
-            if line.startswith("{") and '"level": "ERROR"' in line]
+    return [
+        json.loads(line)
+        for line in proc.stderr.splitlines()
+        if line.startswith("{") and '"level": "ERROR"' in line
+    ]

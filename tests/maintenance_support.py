@@ -55,11 +55,18 @@ def deliver(r: redis.Redis, stream: str, group: str, times: int, consumer: str =
         r.xreadgroup(group, consumer, {stream: "0"})
 
 
-def event_fields(event_id: int, key: str | None, payload: str = '{"n": 1}',
-                 event_type: str = "order.created") -> dict[str, str]:
-    return {"event_id": str(event_id), "idempotency_key": key or "", "event_type": event_type,
-            "aggregate_type": "order", "aggregate_id": str(event_id), "payload": payload,
-            "created_at": "2026-01-01T00:00:00Z"}
+def event_fields(
+    event_id: int, key: str | None, payload: str = '{"n": 1}', event_type: str = "order.created"
+) -> dict[str, str]:
+    return {
+        "event_id": str(event_id),
+        "idempotency_key": key or "",
+        "event_type": event_type,
+        "aggregate_type": "order",
+        "aggregate_id": str(event_id),
+        "payload": payload,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
 
 
 def chunk_rows(conn: psycopg.Connection[Any], data: bytes) -> list[dict[str, Any]]:

@@ -10,17 +10,28 @@ import psycopg
 import redis
 
 
-def enqueue(conn: psycopg.Connection[Any], n: int, *, event_type: str = "test.event",
-            aggregate: tuple[str, str] | None = None, payload: dict[str, Any] | None = None,
-            key_prefix: str | None = None) -> list[int]:
+def enqueue(
+    conn: psycopg.Connection[Any],
+    n: int,
+    *,
+    event_type: str = "test.event",
+    aggregate: tuple[str, str] | None = None,
+    payload: dict[str, Any] | None = None,
+    key_prefix: str | None = None,
+) -> list[int]:
     """n events through enqueue_outbox(); their ids."""
     ids = []
     for i in range(n):
         row = conn.execute(
             "SELECT m10_recovery.enqueue_outbox(%s, %s::jsonb, %s, %s, %s) AS id",
-            (event_type, json.dumps(payload if payload is not None else {"i": i}),
-             aggregate[0] if aggregate else None, aggregate[1] if aggregate else None,
-             f"{key_prefix}:{i}" if key_prefix else None)).fetchone()
+            (
+                event_type,
+                json.dumps(payload if payload is not None else {"i": i}),
+                aggregate[0] if aggregate else None,
+                aggregate[1] if aggregate else None,
+                f"{key_prefix}:{i}" if key_prefix else None,
+            ),
+        ).fetchone()
         ids.append(row["id"])
     return ids
 
@@ -32,7 +43,9 @@ def bulk_enqueue(conn: psycopg.Connection[Any], n: int, *, aggregates: int = 0) 
         "idempotency_key) SELECT 'bulk.event', CASE WHEN %(a)s > 0 THEN 'order' END, "
         "CASE WHEN %(a)s > 0 THEN (g %% %(a)s)::text END, "
         "jsonb_build_object('n', g, 'pad', repeat('x', 100)), 'bulk:' || g "
-        "FROM generate_series(1, %(n)s) g", {"n": n, "a": aggregates})
+        "FROM generate_series(1, %(n)s) g",
+        {"n": n, "a": aggregates},
+    )
 
 
 def entries(redis_url: str, stream: str) -> list[dict[str, str]]:

@@ -70,10 +70,15 @@ DEMO_ROLLBACK_LOG = "{rollback_log}"
 
 def _show_report(d: Demo, state: Path) -> None:
     report = json.loads((state / "canary" / "reports" / "latest_report.json").read_text())
-    d.show("\n".join([f"latest_report.json: run {report['run_id']} verdict={report['verdict']} "
-                      f"score={report['score']} ({report['reason']})",
-                      *(f"  {p['name']:15} {p['status']:8} {p['detail']}"
-                        for p in report["probes"])]))
+    d.show(
+        "\n".join(
+            [
+                f"latest_report.json: run {report['run_id']} verdict={report['verdict']} "
+                f"score={report['score']} ({report['reason']})",
+                *(f"  {p['name']:15} {p['status']:8} {p['detail']}" for p in report["probes"]),
+            ]
+        )
+    )
 
 
 def run(d: Demo) -> None:

@@ -50,11 +50,18 @@ source_query = '''SELECT tenant_id, sum(amount_usd)::float8 AS amount
 
 
 def run(d: Demo) -> None:
-    d.say("cost: nine days of hourly cost records for five tenant/categories, a credit "
-          "(negative amount) and a spike for globex/compute yesterday")
+    d.say(
+        "cost: nine days of hourly cost records for five tenant/categories, a credit "
+        "(negative amount) and a spike for globex/compute yesterday"
+    )
     d.sql(RECORDS)
-    d.show(str(d.sql("SELECT count(*) AS records, sum(amount_usd) AS usd "
-                           "FROM aos_cost.cost_records")[0]))
+    d.show(
+        str(
+            d.sql("SELECT count(*) AS records, sum(amount_usd) AS usd FROM aos_cost.cost_records")[
+                0
+            ]
+        )
+    )
     d.say("what the hourly job would do (dry run: no lease, nothing written)")
     d.run("aos-cost-snapshot-hourly", "--dry-run")
     d.say("hourly snapshot: backfills every complete hour (capped at backfill_max_hours)")
@@ -82,8 +89,7 @@ def run(d: Demo) -> None:
     d.run("aos-cost-snapshot-daily")
     d.show("after:  " + str(d.sql(check)[0]))
     d.say("another host is running the hourly job: this one skips with exit 75")
-    d.sql("SELECT m10_recovery.acquire_lock('aos:cost_snapshot_hourly', "
-          "'other-host:4242:demo', 2)")
+    d.sql("SELECT m10_recovery.acquire_lock('aos:cost_snapshot_hourly', 'other-host:4242:demo', 2)")
     d.run("aos-cost-snapshot-hourly", expect=75)
     d.say("a source query with the wrong columns: exit 78 naming them, nothing written")
     bad = d.stack.base / "cost-wrong-columns.toml"

@@ -32,9 +32,17 @@ def _show_stream(d: Demo, stream: str, count: int = 3) -> None:
 
     client = redis.Redis.from_url(d.stack.redis.url, decode_responses=True)
     entries = client.xrange(stream)
-    d.show("\n".join([f"{stream}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}",
-                      *(f"  {entry_id} " + " ".join(f"{k}={fields.get(k)}" for k in _SHOWN)
-                        for entry_id, fields in entries[:count])]))
+    d.show(
+        "\n".join(
+            [
+                f"{stream}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}",
+                *(
+                    f"  {entry_id} " + " ".join(f"{k}={fields.get(k)}" for k in _SHOWN)
+                    for entry_id, fields in entries[:count]
+                ),
+            ]
+        )
+    )
 
 
 def run(d: Demo) -> None:
@@ -42,17 +50,23 @@ def run(d: Demo) -> None:
 
     d.say("outbox: other layers enqueue side effects through enqueue_outbox()")
     for i in range(3):
-        d.sql("SELECT m10_recovery.enqueue_outbox('order.created', %s::jsonb, 'order', %s, %s)",
-              (json.dumps({"order": i, "amount": 10 * i}), str(i), f"order-created-{i}"))
-    d.sql("SELECT m10_recovery.enqueue_outbox('order.created', '{}'::jsonb, 'order', '0', "
-          "'order-created-0')")  # a repeated idempotency key: no second event
+        d.sql(
+            "SELECT m10_recovery.enqueue_outbox('order.created', %s::jsonb, 'order', %s, %s)",
+            (json.dumps({"order": i, "amount": 10 * i}), str(i), f"order-created-{i}"),
+        )
+    d.sql(
+        "SELECT m10_recovery.enqueue_outbox('order.created', '{}'::jsonb, 'order', '0', "
+        "'order-created-0')"
+    )  # a repeated idempotency key: no second event
     d.sql("SELECT m10_recovery.enqueue_outbox('user.signed_up', '{\"user\": 7}'::jsonb)")
     redis.Redis.from_url(d.stack.redis.url).set("m10:demo:not-a-stream", "x")
     d.sql("SELECT m10_recovery.enqueue_outbox('demo.poison', '{}'::jsonb, 'order', '9')")
     d.run("m10", "outbox", "status")
 
-    d.say("one pass publishes what it can; the poison event (its stream key is not a "
-          "stream) is retried with backoff")
+    d.say(
+        "one pass publishes what it can; the poison event (its stream key is not a "
+        "stream) is retried with backoff"
+    )
     d.run("m10-outbox-processor")
     _show_stream(d, "m10:orders")
     _show_stream(d, "m10:outbox")

@@ -69,8 +69,9 @@ def db_migrate(config: Any, log: Any, dry_run: bool) -> int:
 
 
 @admin_command(db, "schema", help="Print the database's schema as sql/schema.sql has it.")
-@click.option("--check", is_flag=True,
-              help="Compare with sql/schema.sql instead; exit 1 when they differ.")
+@click.option(
+    "--check", is_flag=True, help="Compare with sql/schema.sql instead; exit 1 when they differ."
+)
 def db_schema(config: Any, log: Any, check: bool) -> int:
     import difflib
 
@@ -80,12 +81,22 @@ def db_schema(config: Any, log: Any, check: bool) -> int:
     if not check:
         click.echo(live, nl=False)
         return ExitCode.OK
-    diff = list(difflib.unified_diff(SCHEMA_FILE.read_text().splitlines(), live.splitlines(),
-                                     "sql/schema.sql", "database", lineterm="", n=1))
+    diff = list(
+        difflib.unified_diff(
+            SCHEMA_FILE.read_text().splitlines(),
+            live.splitlines(),
+            "sql/schema.sql",
+            "database",
+            lineterm="",
+            n=1,
+        )
+    )
     if diff:
         click.echo("\n".join(diff))
-        log.error("the database's schema differs from sql/schema.sql (diff on stdout); "
-                  "run `m10 db migrate`, or look for changes made by hand")
+        log.error(
+            "the database's schema differs from sql/schema.sql (diff on stdout); "
+            "run `m10 db migrate`, or look for changes made by hand"
+        )
         return ExitCode.FAILED
     click.echo("schema matches sql/schema.sql")
     return ExitCode.OK
@@ -96,8 +107,7 @@ def locks() -> None:
     """Leases in m10_recovery.distributed_locks."""
 
 
-@admin_command(locks, "list",
-               help="Every lease: scope, holder, token, acquired, expires, age.")
+@admin_command(locks, "list", help="Every lease: scope, holder, token, acquired, expires, age.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per lease.")
 def locks_list(config: Any, log: Any, as_json: bool) -> int:
     from m10jobs.edges import db as pg
@@ -118,10 +128,16 @@ def locks_list(config: Any, log: Any, as_json: bool) -> int:
         return ExitCode.OK
     header = ("LOCK", "SCOPE", "HOLDER", "TOKEN", "ACQUIRED", "EXPIRES", "AGE", "STATE")
     table = [header] + [
-        (r["lock_name"], r["scope"], r["holder_id"], str(r["fencing_token"]),
-         r["acquired_at"].isoformat(timespec="seconds"),
-         r["expires_at"].isoformat(timespec="seconds"), f"{r['age_s']:.0f}s",
-         "live" if r["expires_in_s"] > 0 else "expired")
+        (
+            r["lock_name"],
+            r["scope"],
+            r["holder_id"],
+            str(r["fencing_token"]),
+            r["acquired_at"].isoformat(timespec="seconds"),
+            r["expires_at"].isoformat(timespec="seconds"),
+            f"{r['age_s']:.0f}s",
+            "live" if r["expires_in_s"] > 0 else "expired",
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -138,26 +154,39 @@ def locks_release(config: Any, log: Any, name: str, force: bool) -> int:
     from m10jobs.edges.queries import query
 
     if not force:
-        raise click.UsageError(f"refusing to release {name} without --force: its holder may "
-                               "still be running; check `m10 locks list` first")
+        raise click.UsageError(
+            f"refusing to release {name} without --force: its holder may "
+            "still be running; check `m10 locks list` first"
+        )
     dsn = config.require("database_url")
     with pg.connect(dsn, app="m10 locks release") as conn, pg.translated(dsn):
         try:
             row = conn.execute(query("force_release_lock"), {"name": name}).fetchone()
         except pg.LockNotAvailable:
-            click.echo(f"{name}: its holder is committing right now (the lease row is locked "
-                       "by its fenced transaction); nothing released, retry in a few seconds",
-                       err=True)
+            click.echo(
+                f"{name}: its holder is committing right now (the lease row is locked "
+                "by its fenced transaction); nothing released, retry in a few seconds",
+                err=True,
+            )
             return ExitCode.TEMPFAIL
     operator = f"{os.environ.get('SUDO_USER') or getpass.getuser()}@{socket.gethostname()}"
     if row is None:
         log.info("lock %s was not held; nothing to release", name, extra={"operator": operator})
         click.echo(f"{name}: not held")
         return ExitCode.OK
-    log.warning("lock %s force-released by %s; it was held by %s with token %s", name, operator,
-                row["holder_id"], row["fencing_token"],
-                extra={"lock": name, "operator": operator, "holder": row["holder_id"],
-                       "fencing_token": row["fencing_token"]})
+    log.warning(
+        "lock %s force-released by %s; it was held by %s with token %s",
+        name,
+        operator,
+        row["holder_id"],
+        row["fencing_token"],
+        extra={
+            "lock": name,
+            "operator": operator,
+            "holder": row["holder_id"],
+            "fencing_token": row["fencing_token"],
+        },
+    )
     click.echo(f"{name}: released (was {row['holder_id']}, token {row['fencing_token']})")
     return ExitCode.OK
 
@@ -185,8 +214,9 @@ class RunGroup(click.Group):
         return job_command(job, only=task, name=cmd_name)
 
 
-main.add_command(RunGroup("run", help="Run one job (or one maintenance task) now.",
-                          context_settings=CONTEXT))
+main.add_command(
+    RunGroup("run", help="Run one job (or one maintenance task) now.", context_settings=CONTEXT)
+)
 
 
 @main.command(context_settings=CONTEXT)
@@ -195,13 +225,20 @@ def jobs() -> None:
     from m10jobs.registry import jobs as registered
 
     rows = [("SCRIPT", "SCOPE", "LEASES", "SCHEDULE", "TASKS")] + [
-        (job.script, job.scopes, ", ".join(dict.fromkeys(t.lease_pattern for t in job.tasks)),
-         job.schedule, ", ".join(t.name for t in job.tasks) if len(job.tasks) > 1 else "-")
-        for job in registered()]
+        (
+            job.script,
+            job.scopes,
+            ", ".join(dict.fromkeys(t.lease_pattern for t in job.tasks)),
+            job.schedule,
+            ", ".join(t.name for t in job.tasks) if len(job.tasks) > 1 else "-",
+        )
+        for job in registered()
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        click.echo("  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[4]])
-                   .rstrip())
+        click.echo(
+            "  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[4]]).rstrip()
+        )
 
 
 def _add_ops_groups() -> None:

@@ -25,13 +25,17 @@ def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callab
         @click.option("--database-url", metavar="VALUE", help="libpq URI (env M10_DATABASE_URL).")
         @click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
         @functools.wraps(fn)
-        def wrapper(config_file: str | None, database_url: str | None, verbose: bool,
-                    **params: Any) -> None:
+        def wrapper(
+            config_file: str | None, database_url: str | None, verbose: bool, **params: Any
+        ) -> None:
             from m10jobs.config import load_config
             from m10jobs.logs import new_run_id, setup_logging
 
-            log = setup_logging(" ".join(["m10", *([group.name] if group else []), name]),
-                                new_run_id(), verbose=verbose)
+            log = setup_logging(
+                " ".join(["m10", *([group.name] if group else []), name]),
+                new_run_id(),
+                verbose=verbose,
+            )
             config = None
             try:
                 config = load_config(config_file, {"database_url": database_url})
@@ -44,8 +48,9 @@ def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callab
             except Exception as exc:
                 from m10jobs.runner import report_failure
 
-                code, _ = report_failure(exc, config.database_url if config else None, log,
-                                         verbose, what=f"m10 {name}")
+                code, _ = report_failure(
+                    exc, config.database_url if config else None, log, verbose, what=f"m10 {name}"
+                )
             click.get_current_context().exit(int(code))
 
         kwargs.setdefault("context_settings", CONTEXT)

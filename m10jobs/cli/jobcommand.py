@@ -25,18 +25,32 @@ Exit codes: 0 done or nothing to do, 1 something failed, 2 usage,
 
 def common_options() -> list[click.Parameter]:
     opts: list[click.Parameter] = [
-        click.Option(["--config", "config_file"], metavar="PATH",
-                     help="TOML config file (default: $M10_CONFIG, else "
-                          "/etc/m10jobs/m10jobs.toml if present)."),
-        click.Option(["--dry-run"], is_flag=True,
-                     help="Take no lease, change nothing; say what would be done."),
-        click.Option(["--verbose", "-v"], is_flag=True,
-                     help="Debug logging, and tracebacks on unexpected errors."),
+        click.Option(
+            ["--config", "config_file"],
+            metavar="PATH",
+            help="TOML config file (default: $M10_CONFIG, else "
+            "/etc/m10jobs/m10jobs.toml if present).",
+        ),
+        click.Option(
+            ["--dry-run"],
+            is_flag=True,
+            help="Take no lease, change nothing; say what would be done.",
+        ),
+        click.Option(
+            ["--verbose", "-v"],
+            is_flag=True,
+            help="Debug logging, and tracebacks on unexpected errors.",
+        ),
     ]
     for s in SETTINGS:
         if s.flag:
-            opts.append(click.Option([s.option, s.key], metavar="VALUE",
-                                     help=f"{s.help[0].upper()}{s.help[1:]} (env {s.env})."))
+            opts.append(
+                click.Option(
+                    [s.option, s.key],
+                    metavar="VALUE",
+                    help=f"{s.help[0].upper()}{s.help[1:]} (env {s.env}).",
+                )
+            )
     return opts
 
 
@@ -56,8 +70,15 @@ def job_command(job: Job, only: Task | None = None, name: str | None = None) -> 
 
         service_identity.adopt()
         flags, params = split_flags(kwargs)
-        code = runner.run(job, only=only, config_file=config_file, flags=flags,
-                          dry_run=dry_run, verbose=verbose, params=params)
+        code = runner.run(
+            job,
+            only=only,
+            config_file=config_file,
+            flags=flags,
+            dry_run=dry_run,
+            verbose=verbose,
+            params=params,
+        )
         from m10jobs import stopping
 
         signo = stopping.signum()

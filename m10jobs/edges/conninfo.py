@@ -21,8 +21,10 @@ def problem(info: Mapping[str, str]) -> str | None:
             return f"has an invalid port {port[:10]!r} (expected 1-65535)"
     sslmode = info.get("sslmode")
     if sslmode is not None and sslmode not in SSLMODES:
-        return (f"has an invalid sslmode {str(sslmode)[:20]!r} (expected one of "
-                f"{', '.join(sorted(SSLMODES))})")
+        return (
+            f"has an invalid sslmode {str(sslmode)[:20]!r} (expected one of "
+            f"{', '.join(sorted(SSLMODES))})"
+        )
     return None
 
 

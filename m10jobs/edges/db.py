@@ -40,18 +40,23 @@ def describe(dsn: str) -> str:
 
 
 # libpq reports a refused login only in its message text (no SQLSTATE at connect time).
-_REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|role \"[^\"]*\" does "
-                            r"not exist|not permitted to log in|no pg_hba\.conf entry")
+_REFUSED_LOGIN = re.compile(
+    r"authentication failed|no password supplied|role \"[^\"]*\" does "
+    r"not exist|not permitted to log in|no pg_hba\.conf entry"
+)
 
 
 def check_dsn(dsn: str) -> None:
     """ConfigError (78) for a DSN libpq would only reject at connect time (reported as
     'unreachable', 69): the rules in edges.conninfo (an unencoded '@' in the password
     would have its tail printed as the host name)."""
+
     def bad(what: str) -> ConfigError:
-        return ConfigError(f"database_url (M10_DATABASE_URL) {what}; fix it (e.g. "
-                           "postgresql://user:pass@host:5432/db, special characters in the "
-                           "password percent-encoded)")
+        return ConfigError(
+            f"database_url (M10_DATABASE_URL) {what}; fix it (e.g. "
+            "postgresql://user:pass@host:5432/db, special characters in the "
+            "password percent-encoded)"
+        )
 
     try:
         info = conninfo_to_dict(dsn)
@@ -62,17 +67,25 @@ def check_dsn(dsn: str) -> None:
         raise bad(wrong)
 
 
-def connect(dsn: str, *, app: str = "m10jobs", autocommit: bool = True,
-            **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
+def connect(
+    dsn: str, *, app: str = "m10jobs", autocommit: bool = True, **kwargs: Any
+) -> psycopg.Connection[dict[str, Any]]:
     check_dsn(dsn)
     try:
         options = _options(dsn, kwargs.pop("options", ""))
-        return psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row,
-                               connect_timeout=CONNECT_TIMEOUT_S, application_name=app,
-                               options=options, **kwargs)
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            row_factory=dict_row,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name=app,
+            options=options,
+            **kwargs,
+        )
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"database_url is not a valid libpq URI/conninfo: "
-                          f"{redact(str(exc))}") from None
+        raise ConfigError(
+            f"database_url is not a valid libpq URI/conninfo: {redact(str(exc))}"
+        ) from None
     except psycopg.OperationalError as exc:
         raise unavailable(dsn, exc) from None
 
@@ -91,7 +104,8 @@ def unavailable(dsn: str, exc: BaseException) -> DependencyUnavailable:
     if getattr(exc, "sqlstate", None) in ("28P01", "28000") or _REFUSED_LOGIN.search(reason):
         return DependencyUnavailable(
             f"PostgreSQL at {describe(dsn)}: authentication failed ({redact(reason)}); "
-            "check the user and password in M10_DATABASE_URL and the server's pg_hba.conf")
+            "check the user and password in M10_DATABASE_URL and the server's pg_hba.conf"
+        )
     return DependencyUnavailable(
         f"PostgreSQL at {describe(dsn)} is unreachable: {redact(reason)}; "
         "check that the server is up and M10_DATABASE_URL is right"
@@ -116,9 +130,11 @@ def translated(dsn: str) -> Iterator[None]:
         if state == LEASE_LOST_SQLSTATE:
             raise LeaseLost(f"{exc.diag.message_primary}; nothing was committed") from None
         if state == IDLED_OUT_SQLSTATE:
-            raise LeaseLost("PostgreSQL ended a transaction of this pass that sat idle "
-                            "past its lease (was this process paused?); nothing was "
-                            "committed") from None
+            raise LeaseLost(
+                "PostgreSQL ended a transaction of this pass that sat idle "
+                "past its lease (was this process paused?); nothing was "
+                "committed"
+            ) from None
         if is_connection_error(exc):
             raise unavailable(dsn, exc) from None
         raise

@@ -60,11 +60,17 @@ def now_iso() -> str:
 
 def check_key(key: Any) -> str:
     """An object key that cannot escape its prefix: relative, no `..`, no backslash."""
-    if not isinstance(key, str) or not key or key.startswith("/") or "\\" in key \
-            or any(part in ("..", ".", "") for part in key.split("/")) \
-            or "\x00" in key:
-        raise ValueError(f"object key {key!r} is absolute, empty or has a '..', '.' or "
-                         "empty segment")
+    if (
+        not isinstance(key, str)
+        or not key
+        or key.startswith("/")
+        or "\\" in key
+        or any(part in ("..", ".", "") for part in key.split("/"))
+        or "\x00" in key
+    ):
+        raise ValueError(
+            f"object key {key!r} is absolute, empty or has a '..', '.' or empty segment"
+        )
     return key
 
 
@@ -76,8 +82,9 @@ class UploadResult:
     error: str | None = None
 
 
-def upload(config: Config, path: Path, key: str, log: logging.Logger,
-           content_type: str | None = None) -> UploadResult:
+def upload(
+    config: Config, path: Path, key: str, log: logging.Logger, content_type: str | None = None
+) -> UploadResult:
     """Store path at key; on any failure keep it for m10-retry-r2-fallbacks instead.
 
     Keeping it can fail too (a full state disk): that raises WriteFailed naming the
@@ -97,8 +104,14 @@ def upload(config: Config, path: Path, key: str, log: logging.Logger,
     except (BotoCoreError, ClientError, storage.StoredMismatch) as exc:
         error = f"{type(exc).__name__}: {exc}"
         kept = retry_local_fallback(config, data, path.name, bucket, key, ctype, error)
-        log.warning("upload of %s to s3://%s/%s failed (%s); kept in %s for "
-                    "m10-retry-r2-fallbacks", path, bucket, key, error, kept)
+        log.warning(
+            "upload of %s to s3://%s/%s failed (%s); kept in %s for m10-retry-r2-fallbacks",
+            path,
+            bucket,
+            key,
+            error,
+            kept,
+        )
         return UploadResult(key, False, kept, error)
     log.info("uploaded %s to s3://%s/%s", path, bucket, key, extra={"sha256": sha})
     for old in supersede(fallback_dir(config), bucket, key, sha):
@@ -106,8 +119,9 @@ def upload(config: Config, path: Path, key: str, log: logging.Logger,
     return UploadResult(key, True)
 
 
-def retry_local_fallback(config: Config, data: bytes, basename: str, bucket: str, key: str,
-                         content_type: str, error: str) -> Path:
+def retry_local_fallback(
+    config: Config, data: bytes, basename: str, bucket: str, key: str, content_type: str, error: str
+) -> Path:
     """Keep data for a later upload: copy first, then its meta (the commit point).
 
     A pending fallback of the same key and content is reused (attempts + 1).
@@ -119,8 +133,12 @@ def retry_local_fallback(config: Config, data: bytes, basename: str, bucket: str
         if len(os.fsencode(entry.path.name)) > MAX_NAME_BYTES:
             continue  # its meta cannot be rewritten; the retry job reports it
         meta = entry.read_meta_or_none()
-        if meta and meta.get("key") == key and meta.get("sha256") == sha \
-                and meta.get("bucket") == bucket:
+        if (
+            meta
+            and meta.get("key") == key
+            and meta.get("sha256") == sha
+            and meta.get("bucket") == bucket
+        ):
             with entry.locked():
                 meta["attempts"] = int(meta.get("attempts", 0)) + 1
                 meta["last_attempt"], meta["last_error"] = now_iso(), error
@@ -133,11 +151,23 @@ def retry_local_fallback(config: Config, data: bytes, basename: str, bucket: str
     entry = Entry(directory / name)
     atomic_write(entry.path, data, mode=0o640)
     first = now_iso()
-    atomic_write_json(entry.meta_path, {
-        "schema_version": SCHEMA_VERSION, "name": name, "bucket": bucket, "key": key,
-        "size": len(data), "sha256": sha, "content_type": content_type,
-        "first_failure": first, "last_attempt": first, "attempts": 1, "last_error": error,
-    }, mode=0o640)
+    atomic_write_json(
+        entry.meta_path,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "bucket": bucket,
+            "key": key,
+            "size": len(data),
+            "sha256": sha,
+            "content_type": content_type,
+            "first_failure": first,
+            "last_attempt": first,
+            "attempts": 1,
+            "last_error": error,
+        },
+        mode=0o640,
+    )
     return entry.path
 
 
@@ -196,8 +226,9 @@ def _meta_schema(obj: Any) -> dict[str, Any]:
 
 def read_meta(entry: Entry) -> dict[str, Any]:
     """The entry's meta, schema-checked (BadInput naming the file when it is not)."""
-    meta: dict[str, Any] = files.read_json(entry.meta_path, files.FALLBACK_META,
-                                           schema=_meta_schema)
+    meta: dict[str, Any] = files.read_json(
+        entry.meta_path, files.FALLBACK_META, schema=_meta_schema
+    )
     return meta
 
 
@@ -213,16 +244,18 @@ def marker_problem(entry: Entry, meta: dict[str, Any] | None = None) -> str | No
     it parses, names the meta's bucket and key, and its sha256 is the meta's and the
     file's.  (An empty marker once made retention delete an upload that never happened.)"""
     try:
-        marker = files.read_json(entry.uploaded_path, files.UPLOADED_MARKER,
-                                 schema=_marker_schema)
+        marker = files.read_json(entry.uploaded_path, files.UPLOADED_MARKER, schema=_marker_schema)
         meta = meta or read_meta(entry)
         sha, _ = sha256_of(entry.path)
     except FileNotFoundError:
         return f"fallback file {entry.path} is missing"
     except M10Error as exc:
         return str(exc)
-    if (marker["bucket"], marker["key"], marker["sha256"]) != (meta["bucket"], meta["key"],
-                                                                meta["sha256"]):
+    if (marker["bucket"], marker["key"], marker["sha256"]) != (
+        meta["bucket"],
+        meta["key"],
+        meta["sha256"],
+    ):
         return f"upload marker {entry.uploaded_path} does not match its meta"
     if sha != meta["sha256"]:
         return f"fallback file {entry.path} no longer matches its meta and marker (sha256)"
@@ -258,39 +291,64 @@ def validate(entry: Entry) -> Checked:
     file (never a symlink) with the recorded size and sha256.  BadInput naming the file."""
     meta = read_meta(entry)
     if entry.uploaded_path.is_dir() and not entry.uploaded_path.is_symlink():
-        raise BadInput(f"upload marker {entry.uploaded_path}: is a directory, so no marker can "
-                       "be written after an upload; refused before uploading: remove it")
+        raise BadInput(
+            f"upload marker {entry.uploaded_path}: is a directory, so no marker can "
+            "be written after an upload; refused before uploading: remove it"
+        )
     if len(os.fsencode(entry.path.name)) > MAX_NAME_BYTES:
-        raise BadInput(f"fallback file {entry.path}: name is longer than {MAX_NAME_BYTES} "
-                       "bytes, its marker could not be written; refused before uploading: "
-                       "rename it and its meta to a shorter name")
+        raise BadInput(
+            f"fallback file {entry.path}: name is longer than {MAX_NAME_BYTES} "
+            "bytes, its marker could not be written; refused before uploading: "
+            "rename it and its meta to a shorter name"
+        )
     try:
         sha, size = sha256_of(entry.path)
     except FileNotFoundError:
-        raise BadInput(f"fallback file {entry.path}: missing for {entry.meta_path.name}; "
-                       "restore it, or move its meta out of fallback-uploads") from None
+        raise BadInput(
+            f"fallback file {entry.path}: missing for {entry.meta_path.name}; "
+            "restore it, or move its meta out of fallback-uploads"
+        ) from None
     if size != meta["size"] or sha != meta["sha256"]:
-        raise BadInput(f"fallback file {entry.path}: content no longer matches its meta "
-                       "(size/sha256); refused, left in place: restore it or remove it and its "
-                       "meta by hand")
+        raise BadInput(
+            f"fallback file {entry.path}: content no longer matches its meta "
+            "(size/sha256); refused, left in place: restore it or remove it and its "
+            "meta by hand"
+        )
     return Checked(entry, meta)
 
 
 def mark_uploaded(entry: Entry, meta: dict[str, Any], etag: str) -> None:
-    atomic_write_json(entry.uploaded_path, {
-        "bucket": meta["bucket"], "key": meta["key"], "size": meta["size"],
-        "sha256": meta["sha256"], "etag": etag, "uploaded_at": now_iso(),
-        "attempts": int(meta.get("attempts", 0)) + 1})
+    atomic_write_json(
+        entry.uploaded_path,
+        {
+            "bucket": meta["bucket"],
+            "key": meta["key"],
+            "size": meta["size"],
+            "sha256": meta["sha256"],
+            "etag": etag,
+            "uploaded_at": now_iso(),
+            "attempts": int(meta.get("attempts", 0)) + 1,
+        },
+    )
 
 
 def mark_superseded(entry: Entry, meta: dict[str, Any], stored_sha256: str) -> None:
-    atomic_write_json(entry.uploaded_path, {
-        "bucket": meta["bucket"], "key": meta["key"], "sha256": meta["sha256"],
-        "superseded": True, "stored_sha256": stored_sha256, "uploaded_at": now_iso()})
+    atomic_write_json(
+        entry.uploaded_path,
+        {
+            "bucket": meta["bucket"],
+            "key": meta["key"],
+            "sha256": meta["sha256"],
+            "superseded": True,
+            "stored_sha256": stored_sha256,
+            "uploaded_at": now_iso(),
+        },
+    )
 
 
-def supersede(directory: Path, bucket: str, key: str, sha256: str,
-              keep: Entry | None = None) -> list[Entry]:
+def supersede(
+    directory: Path, bucket: str, key: str, sha256: str, keep: Entry | None = None
+) -> list[Entry]:
     """Older pending versions of an object just stored: mark them `.uploaded`
     (superseded) so a later retry never overwrites newer content with them."""
     done = []

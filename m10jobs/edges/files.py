@@ -57,8 +57,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644,
-                 lock: bool = True) -> None:
+def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644, lock: bool = True) -> None:
     """Replace path atomically; a failed write (ENOSPC, EROFS...) is WriteFailed naming
     path.  lock=False where the directory is not ours to leave a lock file in (the
     systemd unit directory): there the caller is the only writer."""
@@ -120,8 +119,10 @@ def _replace(path: Path, payload: bytes, mode: int) -> None:
 def _remove_stale_temps(path: Path) -> None:
     """Temp files a killed writer left behind, and the per-artifact lock file that
     earlier releases kept beside each artifact; safe to remove while we hold the lock."""
-    leftovers = [*path.parent.glob(f".{glob.escape(path.name)}.*.tmp"),
-                 path.with_name(f".{path.name}.lock")]
+    leftovers = [
+        *path.parent.glob(f".{glob.escape(path.name)}.*.tmp"),
+        path.with_name(f".{path.name}.lock"),
+    ]
     for stale in leftovers:
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
@@ -159,30 +160,51 @@ class Kind:
         return cls(f"{self.what} {path}: {problem}; {self.fix}")
 
 
-CONFIG = Kind("config file", 16 * MiB, "fix it or point --config/M10_CONFIG at the right file",
-              config=True)
-ENV_FILE = Kind("environment file", 1 * MiB, "fix it (KEY=VALUE lines, as systemd's "
-                "EnvironmentFile= reads them) or point M10_ENV_FILE at the right file",
-                config=True)
-FALLBACK_META = Kind("fallback meta", 64 * KiB,
-                     "fix it, or move the entry (file and sidecars) out of fallback-uploads")
-FALLBACK_DATA = Kind("fallback file", 5 * GiB,
-                     "restore it, or move the entry (file and sidecars) out of fallback-uploads")
-UPLOADED_MARKER = Kind("upload marker", 64 * KiB,
-                       "it is ignored and the file re-verified or re-uploaded; nothing to do "
-                       "unless this repeats")
+CONFIG = Kind(
+    "config file", 16 * MiB, "fix it or point --config/M10_CONFIG at the right file", config=True
+)
+ENV_FILE = Kind(
+    "environment file",
+    1 * MiB,
+    "fix it (KEY=VALUE lines, as systemd's "
+    "EnvironmentFile= reads them) or point M10_ENV_FILE at the right file",
+    config=True,
+)
+FALLBACK_META = Kind(
+    "fallback meta",
+    64 * KiB,
+    "fix it, or move the entry (file and sidecars) out of fallback-uploads",
+)
+FALLBACK_DATA = Kind(
+    "fallback file",
+    5 * GiB,
+    "restore it, or move the entry (file and sidecars) out of fallback-uploads",
+)
+UPLOADED_MARKER = Kind(
+    "upload marker",
+    64 * KiB,
+    "it is ignored and the file re-verified or re-uploaded; nothing to do unless this repeats",
+)
 UPLOAD_DATA = Kind("file to upload", 5 * GiB, "check what wrote it")
 STATS_CSV = Kind("stats CSV", 4 * MiB, "fix or restore the file (nothing was overwritten)")
-STATS_MARKER = Kind("stats marker", 64 * KiB,
-                    "move it aside and rerun m10-daily-stats to rebuild it from the CSV")
-CANARY_REPORT = Kind("canary report", 16 * MiB,
-                     "nothing was acted on. Rerun m10-canary to write a fresh report "
-                     "(or move the bad file aside)")
-ARCHIVED = Kind("file to archive", 1 * GiB,
-                "retention left it in place: replace it with a regular file or remove it")
-RETENTION_CHUNK = Kind("retention chunk", 1 * GiB,
-                       "nothing was read: give the path of a regular chunk file "
-                       "(*.pgcopy.zst, *.csv.gz, *.jsonl.gz)")
+STATS_MARKER = Kind(
+    "stats marker", 64 * KiB, "move it aside and rerun m10-daily-stats to rebuild it from the CSV"
+)
+CANARY_REPORT = Kind(
+    "canary report",
+    16 * MiB,
+    "nothing was acted on. Rerun m10-canary to write a fresh report (or move the bad file aside)",
+)
+ARCHIVED = Kind(
+    "file to archive",
+    1 * GiB,
+    "retention left it in place: replace it with a regular file or remove it",
+)
+RETENTION_CHUNK = Kind(
+    "retention chunk",
+    1 * GiB,
+    "nothing was read: give the path of a regular chunk file (*.pgcopy.zst, *.csv.gz, *.jsonl.gz)",
+)
 METRICS = Kind("metrics file", 4 * MiB, "remove it; the next run rewrites it")
 
 CHUNK = 1 << 20
@@ -200,16 +222,18 @@ def open_regular(path: Path | str, kind: Kind) -> tuple[int, os.stat_result]:
         if exc.errno == errno.ELOOP:
             raise kind.error(path, "is a symlink, refused (never followed)") from None
         if exc.errno in (errno.EACCES, errno.EPERM):
-            raise kind.error(path, "is not readable by this user (check owner and mode)") \
-                from None
+            raise kind.error(path, "is not readable by this user (check owner and mode)") from None
         raise kind.error(path, f"cannot be opened: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise kind.error(path, f"is a {_file_type(st.st_mode)}, not a regular file")
         if st.st_size > kind.max_bytes:
-            raise kind.error(path, f"is {st.st_size} bytes, over the {_size(kind.max_bytes)} "
-                                   "limit for this kind of file")
+            raise kind.error(
+                path,
+                f"is {st.st_size} bytes, over the {_size(kind.max_bytes)} "
+                "limit for this kind of file",
+            )
         # Opened non-blocking only so a FIFO could not hang the open; reads block normally.
         os.set_blocking(fd, True)
     except BaseException:
@@ -219,9 +243,13 @@ def open_regular(path: Path | str, kind: Kind) -> tuple[int, os.stat_result]:
 
 
 def _file_type(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device")):
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -248,14 +276,14 @@ def read_bytes(path: Path | str, kind: Kind, *, missing_ok: bool = False) -> byt
             chunks.append(chunk)
             total += len(chunk)
             if total > kind.max_bytes:  # grew since fstat
-                raise kind.error(path, f"is over the {_size(kind.max_bytes)} limit for this "
-                                       "kind of file")
+                raise kind.error(
+                    path, f"is over the {_size(kind.max_bytes)} limit for this kind of file"
+                )
     except OSError as exc:
         raise kind.error(path, f"cannot be read: {exc.strerror}") from None
     finally:
         os.close(fd)
     return b"".join(chunks)
-
 
 
 def decode(path: Path | str, kind: Kind, data: bytes) -> str:
@@ -283,8 +311,9 @@ def json_depth(text: str) -> int:
     return deepest
 
 
-def parse_json(path: Path | str, kind: Kind, data: bytes, *,
-               max_depth: int = MAX_JSON_DEPTH) -> Any:
+def parse_json(
+    path: Path | str, kind: Kind, data: bytes, *, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
     text = decode(path, kind, data)
     if not text.strip():
         raise kind.error(path, "is empty")
@@ -296,9 +325,14 @@ def parse_json(path: Path | str, kind: Kind, data: bytes, *,
         raise kind.error(path, f"is not valid JSON (truncated?): {exc}") from None
 
 
-def read_json(path: Path | str, kind: Kind, *, missing_ok: bool = False,
-              schema: Callable[[Any], Any] | None = None,
-              max_depth: int = MAX_JSON_DEPTH) -> Any:
+def read_json(
+    path: Path | str,
+    kind: Kind,
+    *,
+    missing_ok: bool = False,
+    schema: Callable[[Any], Any] | None = None,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> Any:
     """Parsed JSON, checked by schema (which raises ValueError saying what is wrong
     and may return a converted value); None when absent and missing_ok."""
     data = read_bytes(path, kind, missing_ok=missing_ok)
@@ -315,14 +349,14 @@ def read_json(path: Path | str, kind: Kind, *, missing_ok: bool = False,
 
 def json_object(required: Mapping[str, type | tuple[type, ...]]) -> Callable[[Any], dict[str, Any]]:
     """A schema: a JSON object whose listed fields exist with these types (bool is not int)."""
+
     def check(obj: Any) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
         for name, kinds in required.items():
             value = obj.get(name)
             kinds_t = kinds if isinstance(kinds, tuple) else (kinds,)
-            if not isinstance(value, kinds_t) or (isinstance(value, bool)
-                                                  and bool not in kinds_t):
+            if not isinstance(value, kinds_t) or (isinstance(value, bool) and bool not in kinds_t):
                 want = "/".join(k.__name__ for k in kinds_t)
                 raise ValueError(f"field {name!r} missing or not a {want} (got {value!r})")
         return obj

@@ -40,9 +40,12 @@ class StillHeld(LockBusy):
     skipped, nothing done (exit 75)."""
 
     def __init__(self, name: str, holder: dict[str, Any], waited_s: float, why: str) -> None:
-        M10Error.__init__(self, f"{why}, and lock {name} is still held by "
-                                f"{holder['holder_id']} after waiting {waited_s:.0f}s; "
-                                "skipped, nothing done (the next run retries)")
+        M10Error.__init__(
+            self,
+            f"{why}, and lock {name} is still held by "
+            f"{holder['holder_id']} after waiting {waited_s:.0f}s; "
+            "skipped, nothing done (the next run retries)",
+        )
         self.name, self.holder = name, holder
 
 
@@ -52,9 +55,13 @@ def live_holder(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | No
     return row if row is not None and row["expires_in_s"] > 0 else None
 
 
-def wait_until_free(conn: psycopg.Connection[Any], name: str, timeout_s: float,
-                    check: Callable[[], None] | None = None,
-                    poll_s: float = 0.5) -> dict[str, Any] | None:
+def wait_until_free(
+    conn: psycopg.Connection[Any],
+    name: str,
+    timeout_s: float,
+    check: Callable[[], None] | None = None,
+    poll_s: float = 0.5,
+) -> dict[str, Any] | None:
     """Wait (bounded) for another holder of lease `name` to let go: ordering that systemd
     enforces with After= on one host, across hosts.  None once free; else the holder
     still there after timeout_s.  `check` (the pass's lease check) runs every poll."""
@@ -95,8 +102,7 @@ class Lease:
         with db.translated(self.dsn):
             token = self.conn.execute(query("acquire_lock"), args).fetchone()["token"]
             if token is None:
-                raise LockBusy(self.name, self.conn.execute(query("lock_holder"), args)
-                               .fetchone())
+                raise LockBusy(self.name, self.conn.execute(query("lock_holder"), args).fetchone())
         self.token = token
         return token
 
@@ -143,8 +149,9 @@ class Lease:
         with db.translated(self.dsn):
             self.conn.execute(query("bound_idle_transactions"), {"ms": ms})
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         released = self.release()
         if not released and et is None:
             self.check()
@@ -153,8 +160,9 @@ class Lease:
     def check(self) -> None:
         """Raise LeaseLost when the lease is gone; call it at safe points of a pass."""
         if self.lost.is_set():
-            raise LeaseLost(f"{self.lost_reason}; the pass stopped, its uncommitted work "
-                            "was discarded")
+            raise LeaseLost(
+                f"{self.lost_reason}; the pass stopped, its uncommitted work was discarded"
+            )
 
     def confirm(self) -> bool:
         """After a pass failed: is the lease still ours?  The heartbeat may not have
@@ -171,8 +179,10 @@ class Lease:
         except (psycopg.Error, M10Error):
             return True
         if not held:
-            self._mark_lost(f"lease {self.name} (token {self.token}) lapsed or was taken over "
-                            "while the pass ran")
+            self._mark_lost(
+                f"lease {self.name} (token {self.token}) lapsed or was taken over "
+                "while the pass ran"
+            )
         return bool(held)
 
     def fence(self, cur: psycopg.Cursor[Any]) -> None:
@@ -185,8 +195,7 @@ class Lease:
 
     # -- heartbeat ---------------------------------------------------------
     def _start_heartbeat(self) -> None:
-        self._thread = threading.Thread(target=self._beat, name=f"lease:{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"lease:{self.name}", daemon=True)
         self._thread.start()
 
     def _stop_heartbeat(self) -> None:
@@ -211,15 +220,14 @@ class Lease:
                     conn = None
                 if time.monotonic() - last_ok < self.ttl:
                     if self.log:
-                        self.log.warning("could not extend lease %s, retrying: %s",
-                                         self.name, exc)
+                        self.log.warning("could not extend lease %s, retrying: %s", self.name, exc)
                     continue
-                self._mark_lost(f"lease {self.name} could not be extended for {self.ttl}s "
-                                f"({exc})")
+                self._mark_lost(f"lease {self.name} could not be extended for {self.ttl}s ({exc})")
                 break
             if not extended:
-                self._mark_lost(f"lease {self.name} (token {self.token}) was taken over or "
-                                "force-released")
+                self._mark_lost(
+                    f"lease {self.name} (token {self.token}) was taken over or force-released"
+                )
                 break
             last_ok = sent
             if self.log:

@@ -42,8 +42,15 @@ PROBE_OPTIONS = "-c lock_timeout=2000"
 
 
 class _Option(ctypes.Structure):
-    _fields_ = [("keyword", _c), ("envvar", _c), ("compiled", _c), ("val", _c),
-                ("label", _c), ("dispchar", _c), ("dispsize", _i)]
+    _fields_ = [
+        ("keyword", _c),
+        ("envvar", _c),
+        ("compiled", _c),
+        ("val", _c),
+        ("label", _c),
+        ("dispchar", _c),
+        ("dispsize", _i),
+    ]
 
 
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
@@ -78,11 +85,13 @@ def _candidates() -> list[str]:
     found = []
     spec = find_spec("psycopg_binary")  # locates it without running its __init__
     if spec is not None and spec.submodule_search_locations:
-        libs = os.path.join(os.path.dirname(spec.submodule_search_locations[0]),
-                            "psycopg_binary.libs")
+        libs = os.path.join(
+            os.path.dirname(spec.submodule_search_locations[0]), "psycopg_binary.libs"
+        )
         with contextlib.suppress(OSError):
-            found += sorted(os.path.join(libs, n) for n in os.listdir(libs)
-                            if n.startswith("libpq"))
+            found += sorted(
+                os.path.join(libs, n) for n in os.listdir(libs) if n.startswith("libpq")
+            )
     return [*found, "libpq.so.5"]
 
 
@@ -140,8 +149,11 @@ def _wait(fd: int, write: bool, deadline: float) -> bool:
 def _connect(lib: Any, dsn: str, app: str, own_options: str) -> Any:
     """A connection set up as edges.db.connect sets one up (the caller's settings after
     the DSN's, in the startup packet), or None."""
-    pairs = [("dbname", dsn), ("application_name", app),
-             ("options", conninfo.server_options(own_options, PROBE_OPTIONS))]
+    pairs = [
+        ("dbname", dsn),
+        ("application_name", app),
+        ("options", conninfo.server_options(own_options, PROBE_OPTIONS)),
+    ]
     keys = (_c * (len(pairs) + 1))(*[k.encode() for k, _ in pairs], None)
     values = (_c * (len(pairs) + 1))(*[v.encode() for _, v in pairs], None)
     conn = lib.PQconnectStartParams(keys, values, 1)
@@ -162,8 +174,9 @@ def _connect(lib: Any, dsn: str, app: str, own_options: str) -> Any:
 
 def _array(items: Sequence[str]) -> str:
     """A text[] literal."""
-    return "{" + ",".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                          for s in items) + "}"
+    return (
+        "{" + ",".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items) + "}"
+    )
 
 
 def _rows(lib: Any, conn: Any, sql: str, params: list[str]) -> list[dict[str, str | None]] | None:
@@ -180,13 +193,19 @@ def _rows(lib: Any, conn: Any, sql: str, params: list[str]) -> list[dict[str, st
         if not _wait(lib.PQsocket(conn), False, deadline):
             return None
     rows: list[dict[str, str | None]] | None = None
-    while (res := lib.PQgetResult(conn)):
+    while res := lib.PQgetResult(conn):
         try:
             if rows is None and lib.PQresultStatus(res) == PGRES_TUPLES_OK:
                 cols = [lib.PQfname(res, j).decode() for j in range(lib.PQnfields(res))]
-                rows = [{c: None if lib.PQgetisnull(res, r, j) else
-                         lib.PQgetvalue(res, r, j).decode() for j, c in enumerate(cols)}
-                        for r in range(lib.PQntuples(res))]
+                rows = [
+                    {
+                        c: None
+                        if lib.PQgetisnull(res, r, j)
+                        else lib.PQgetvalue(res, r, j).decode()
+                        for j, c in enumerate(cols)
+                    }
+                    for r in range(lib.PQntuples(res))
+                ]
         finally:
             lib.PQclear(res)
     return rows
@@ -212,11 +231,16 @@ def live_holders(dsn: str, names: Sequence[str], *, app: str) -> dict[str, dict[
         return None
     held: dict[str, dict[str, Any]] = {}
     for row in rows:
-        name, holder, token, age, expires = (row.get(k) for k in (
-            "lock_name", "holder_id", "fencing_token", "age_s", "expires_in_s"))
+        name, holder, token, age, expires = (
+            row.get(k) for k in ("lock_name", "holder_id", "fencing_token", "age_s", "expires_in_s")
+        )
         if name is None or holder is None or token is None or age is None or expires is None:
             return None
         if float(expires) > 0:
-            held[name] = {"holder_id": holder, "fencing_token": int(token),
-                          "age_s": float(age), "expires_in_s": float(expires)}
+            held[name] = {
+                "holder_id": holder,
+                "fencing_token": int(token),
+                "age_s": float(age),
+                "expires_in_s": float(expires),
+            }
     return held

@@ -54,11 +54,13 @@ def render(job: str, gauges: Iterable[Gauge]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$")
 # One sample line of the text exposition format (what `m10 flows --check` accepts).
-SAMPLE_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*'
-                         r'(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?'
-                         r" (-?[0-9.eE+-]+|NaN|[+-]Inf)( -?[0-9]+)?$")
+SAMPLE_LINE = re.compile(
+    r"^[a-zA-Z_:][a-zA-Z0-9_:]*"
+    r'(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?'
+    r" (-?[0-9.eE+-]+|NaN|[+-]Inf)( -?[0-9]+)?$"
+)
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _ESCAPED = re.compile(r"\\(.)")
 _UNESCAPE = {"\\": "\\", '"': '"', "n": "\n"}
@@ -80,8 +82,7 @@ def parse(text: str) -> list[Gauge]:
         if m:
             labels = {k: _unescape(v) for k, v in _LABEL.findall(m.group(2))}
             labels.pop("job", None)
-            gauges.append(Gauge(m.group(1), float(m.group(3)), helps.get(m.group(1), ""),
-                                labels))
+            gauges.append(Gauge(m.group(1), float(m.group(3)), helps.get(m.group(1), ""), labels))
     return gauges
 
 
@@ -92,8 +93,7 @@ def write_gauges(path: Path, job: str, gauges: Iterable[Gauge], *, merge: bool =
     old = _read(path) if merge else None
     if old is not None:
         keys = {(g.name, tuple(sorted(g.labels.items()))) for g in new}
-        new = [g for g in parse(old)
-               if (g.name, tuple(sorted(g.labels.items()))) not in keys] + new
+        new = [g for g in parse(old) if (g.name, tuple(sorted(g.labels.items()))) not in keys] + new
     atomic_write(path, render(job, new))
 
 
@@ -120,8 +120,16 @@ def previous_success(path: Path) -> float | None:
     return _previous(path, "m10_job_last_success_timestamp_seconds")
 
 
-def write_job_metrics(metrics_dir: Path, job: str, *, exit_code: int, started: float,
-                      duration: float, succeeded: bool, gauges: Iterable[Gauge] = ()) -> Path:
+def write_job_metrics(
+    metrics_dir: Path,
+    job: str,
+    *,
+    exit_code: int,
+    started: float,
+    duration: float,
+    succeeded: bool,
+    gauges: Iterable[Gauge] = (),
+) -> Path:
     """Last-run gauges plus the pass's own.  "Last success" moves only on exit 0, so
     on several hosts the runs that were skipped (75) cannot keep it fresh while the
     leader is wedged; they move "last skipped" instead and keep the pass gauges of the
@@ -130,20 +138,30 @@ def write_job_metrics(metrics_dir: Path, job: str, *, exit_code: int, started: f
     finished = started + duration
     skipped = exit_code == 75
     last_success = finished if succeeded else previous_success(path)
-    last_skipped = finished if skipped else _previous(
-        path, "m10_job_last_skipped_timestamp_seconds")
+    last_skipped = (
+        finished if skipped else _previous(path, "m10_job_last_skipped_timestamp_seconds")
+    )
     base = [
-        Gauge("m10_job_last_run_timestamp_seconds", finished,
-              "Unix time the last run finished."),
+        Gauge("m10_job_last_run_timestamp_seconds", finished, "Unix time the last run finished."),
         Gauge("m10_job_duration_seconds", duration, "Wall time of the last run."),
         Gauge("m10_job_last_exit_code", exit_code, "Exit code of the last run (75 = skipped)."),
     ]
     if last_success is not None:
-        base.append(Gauge("m10_job_last_success_timestamp_seconds", last_success,
-                          "Unix time of the last run that exited 0."))
+        base.append(
+            Gauge(
+                "m10_job_last_success_timestamp_seconds",
+                last_success,
+                "Unix time of the last run that exited 0.",
+            )
+        )
     if last_skipped is not None:
-        base.append(Gauge("m10_job_last_skipped_timestamp_seconds", last_skipped,
-                          "Unix time of the last run skipped (exit 75: lock held elsewhere)."))
+        base.append(
+            Gauge(
+                "m10_job_last_skipped_timestamp_seconds",
+                last_skipped,
+                "Unix time of the last run skipped (exit 75: lock held elsewhere).",
+            )
+        )
     if skipped:
         from m10jobs.edges.files import file_lock
 

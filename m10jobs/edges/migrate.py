@@ -87,13 +87,16 @@ class Migration:
         parts, start = [], 0
         text = self.sql
         for m in _STATEMENT_END.finditer(text):
-            parts.append(text[start:m.start()])
+            parts.append(text[start : m.start()])
             start = m.end()
         parts.append(text[start:])
         out = []
         for p in parts:
-            code = "\n".join(line for line in p.splitlines()
-                             if line.strip() and not line.strip().startswith("--"))
+            code = "\n".join(
+                line
+                for line in p.splitlines()
+                if line.strip() and not line.strip().startswith("--")
+            )
             if code.strip():
                 out.append(code.strip())
         return out
@@ -112,16 +115,22 @@ def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return [Migration(p.stem, p) for p in sorted(directory.glob("[0-9][0-9][0-9]_*.sql"))]
 
 
-def migrate(conn: psycopg.Connection[dict[str, Any]], directory: Path = MIGRATIONS_DIR,
-            *, dry_run: bool = False, locks: LockPolicy | None = None) -> list[str]:
+def migrate(
+    conn: psycopg.Connection[dict[str, Any]],
+    directory: Path = MIGRATIONS_DIR,
+    *,
+    dry_run: bool = False,
+    locks: LockPolicy | None = None,
+) -> list[str]:
     """Apply what is pending; the versions applied (or, dry run, that would be)."""
     locks = locks or LockPolicy()
     conn.autocommit = True
     # Polled, not waited for inside a statement: a concurrent index build waits for
     # every open transaction, so a migrator blocked in pg_advisory_lock() would
     # deadlock with the one building the index.
-    while not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok",
-                           (MIGRATE_LOCK_KEY,)).fetchone()["ok"]:
+    while not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (MIGRATE_LOCK_KEY,)).fetchone()[
+        "ok"
+    ]:
         time.sleep(0.2)
     try:
         if not dry_run:
@@ -148,14 +157,18 @@ def _apply_in_transaction(conn: psycopg.Connection[dict[str, Any]], m: Migration
         _record(conn, m)
 
 
-def _apply_statements(conn: psycopg.Connection[dict[str, Any]], m: Migration,
-                      locks: LockPolicy) -> None:
+def _apply_statements(
+    conn: psycopg.Connection[dict[str, Any]], m: Migration, locks: LockPolicy
+) -> None:
     for i, statement in enumerate(m.statements(), 1):
+
         def attempt(statement: str = statement) -> None:
             for row in conn.execute(_INVALID_INDEXES, (list(SCHEMAS),)).fetchall():
-                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                    sql.SQL(row["name"])))
+                conn.execute(
+                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(row["name"]))
+                )
             conn.execute(statement)
+
         _retrying(conn, locks, f"{m.path.name} (statement {i})", attempt)
     _record(conn, m)
 
@@ -166,12 +179,15 @@ def _grants(conn: psycopg.Connection[dict[str, Any]]) -> None:
 
 
 def _record(conn: psycopg.Connection[dict[str, Any]], m: Migration) -> None:
-    conn.execute("INSERT INTO m10_recovery.schema_migrations (version, checksum) "
-                 "VALUES (%s, %s)", (m.version, m.checksum))
+    conn.execute(
+        "INSERT INTO m10_recovery.schema_migrations (version, checksum) VALUES (%s, %s)",
+        (m.version, m.checksum),
+    )
 
 
-def _retrying(conn: psycopg.Connection[dict[str, Any]], locks: LockPolicy, what: str,
-              attempt: Any) -> None:
+def _retrying(
+    conn: psycopg.Connection[dict[str, Any]], locks: LockPolicy, what: str, attempt: Any
+) -> None:
     """Run attempt() with a short lock_timeout, again after a pause while it times out."""
     conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{locks.timeout_ms}ms")))
     give_up = time.monotonic() + locks.retry_for_s
@@ -185,13 +201,15 @@ def _retrying(conn: psycopg.Connection[dict[str, Any]], locks: LockPolicy, what:
                     f"migration {what} could not take its lock within {locks.retry_for_s:.0f} s "
                     f"(each try waits {locks.timeout_ms} ms so producers are not blocked): a "
                     "long transaction holds it (see pg_stat_activity); rerun `m10 db migrate` "
-                    "once it has ended") from None
+                    "once it has ended"
+                ) from None
             time.sleep(locks.pause_s)
 
 
 def _applied(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, str]:
     exists = conn.execute(
-        "SELECT to_regclass('m10_recovery.schema_migrations') IS NOT NULL AS e").fetchone()
+        "SELECT to_regclass('m10_recovery.schema_migrations') IS NOT NULL AS e"
+    ).fetchone()
     if not exists["e"]:
         return {}
     rows = conn.execute("SELECT version, checksum FROM m10_recovery.schema_migrations").fetchall()
@@ -209,8 +227,10 @@ def _check(migrations: list[Migration], applied: dict[str, str]) -> list[Migrati
             )
     missing = sorted(set(applied) - known)
     if missing:
-        raise ConfigError(f"the database has migrations this version does not know "
-                          f"({', '.join(missing)}); run a newer m10jobs")
+        raise ConfigError(
+            f"the database has migrations this version does not know "
+            f"({', '.join(missing)}); run a newer m10jobs"
+        )
     return [m for m in migrations if m.version not in applied]
 
 
@@ -229,8 +249,10 @@ def pg_dump_binary() -> str:
     import glob
     import shutil
 
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"),
-                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_dump"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     if found:
         return found[-1]
     on_path = shutil.which("pg_dump")
@@ -243,8 +265,13 @@ def dump_schema(dsn: str) -> str:
     """The normalised schema-only dump of our schemas in the database at dsn."""
     import subprocess
 
-    args = [pg_dump_binary(), "--schema-only", "--no-tablespaces",
-            *(f"--schema={s}" for s in SCHEMAS), f"--dbname={dsn}"]
+    args = [
+        pg_dump_binary(),
+        "--schema-only",
+        "--no-tablespaces",
+        *(f"--schema={s}" for s in SCHEMAS),
+        f"--dbname={dsn}",
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         from m10jobs.redact import redact
@@ -259,8 +286,13 @@ def normalise_dump(text: str) -> str:
     keep = []
     for line in text.splitlines():
         stripped = line.strip()
-        if (not stripped or stripped.startswith("--") or stripped.startswith("\\")
-                or line.startswith("SET ") or line.startswith("SELECT pg_catalog.set_config")):
+        if (
+            not stripped
+            or stripped.startswith("--")
+            or stripped.startswith("\\")
+            or line.startswith("SET ")
+            or line.startswith("SELECT pg_catalog.set_config")
+        ):
             continue
         keep.append(line.rstrip())
     return SCHEMA_HEADER + "\n".join(keep) + "\n"

@@ -25,8 +25,15 @@ from typing import Literal
 import redis
 
 # A5: the fields of every outbox stream entry; a dead-letter entry adds REASON and ATTEMPTS.
-OUTBOX_FIELDS = ("event_id", "idempotency_key", "event_type", "aggregate_type",
-                 "aggregate_id", "payload", "created_at")
+OUTBOX_FIELDS = (
+    "event_id",
+    "idempotency_key",
+    "event_type",
+    "aggregate_type",
+    "aggregate_id",
+    "payload",
+    "created_at",
+)
 
 # KEYS: stream_1, dedup_1, stream_2, dedup_2, ...
 # ARGV: dedup_ttl, trim_kind ('' | MAXLEN | MINID), trim_value, and one JSON array with,
@@ -129,8 +136,15 @@ class Publisher:
     An order key that failed stays failed for the life of the publisher (one pass):
     later entries with that key are held back until release() is called for it."""
 
-    def __init__(self, client: redis.Redis, *, dedup_ttl_s: int, trim: Trim | None = None,
-                 max_per_call: int = 1000, max_bytes_per_call: int = 32 << 20) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        dedup_ttl_s: int,
+        trim: Trim | None = None,
+        max_per_call: int = 1000,
+        max_bytes_per_call: int = 32 << 20,
+    ) -> None:
         self.client = client
         self.max_bytes_per_call = max_bytes_per_call
         self.dedup_ttl_s = dedup_ttl_s
@@ -163,10 +177,12 @@ class Publisher:
         chunks: list[Sequence[Entry]] = []
         start, size = 0, 0
         for i, e in enumerate(entries):
-            n = (len(e.fields) if isinstance(e.fields, str)
-                 else sum(len(f) + len(v) for f, v in e.fields))
-            if i > start and (i - start >= self.max_per_call
-                              or size + n > self.max_bytes_per_call):
+            n = (
+                len(e.fields)
+                if isinstance(e.fields, str)
+                else sum(len(f) + len(v) for f, v in e.fields)
+            )
+            if i > start and (i - start >= self.max_per_call or size + n > self.max_bytes_per_call):
                 chunks.append(entries[start:i])
                 start, size = i, 0
             size += n
@@ -180,12 +196,21 @@ class Publisher:
         # ensure_ascii=False: UTF-8 passes through cjson byte for byte.
         for e in entries:
             keys += (e.stream, e.dedup_key)
-            fields = e.fields if isinstance(e.fields, str) else json.dumps(
-                [x for pair in e.fields for x in pair], ensure_ascii=False)
+            fields = (
+                e.fields
+                if isinstance(e.fields, str)
+                else json.dumps([x for pair in e.fields for x in pair], ensure_ascii=False)
+            )
             items.append(f"[{json.dumps(e.order_key, ensure_ascii=False)},{fields}]")
-        raw = self._script(keys=keys, args=[
-            self.dedup_ttl_s, self.trim.kind if self.trim else "",
-            self.trim.value if self.trim else 0, f"[{','.join(items)}]"])
+        raw = self._script(
+            keys=keys,
+            args=[
+                self.dedup_ttl_s,
+                self.trim.kind if self.trim else "",
+                self.trim.value if self.trim else 0,
+                f"[{','.join(items)}]",
+            ],
+        )
         lines = _text(raw).split("\n")
         return [Outcome(_STATUS[line[0]], line[1:]) for line in lines]  # type: ignore[arg-type]
 
@@ -210,4 +235,3 @@ def field_pairs(fields: Sequence[tuple[str, str]] | str) -> list[tuple[str, str]
         return list(fields)
     flat = json.loads(fields)
     return list(zip(flat[::2], flat[1::2], strict=True))
-

@@ -23,8 +23,9 @@ def _all() -> dict[str, str]:
         for name, body in zip(parts[1::2], parts[2::2], strict=True):
             if name in queries:
                 raise RuntimeError(f"query {name} is defined twice (second in {path.name})")
-            queries[name] = "\n".join(line for line in body.strip().splitlines()
-                                      if not line.startswith("--")).strip()
+            queries[name] = "\n".join(
+                line for line in body.strip().splitlines() if not line.startswith("--")
+            ).strip()
     return queries
 
 

@@ -49,8 +49,11 @@ def client(config: Config) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=config.r2_endpoint_url,
-        config=BotoConfig(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
-                          retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"}),
+        config=BotoConfig(
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
+            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        ),
     )
 
 
@@ -92,9 +95,18 @@ def file_checksums(path: Path, part_size: int) -> tuple[str, str, int]:
     return whole.hexdigest(), f"{composite}-{len(parts)}", size
 
 
-def put_verified(s3: Any, bucket: str, key: str, path: Path, sha256: str, size: int,
-                 content_type: str, *, multipart_threshold: int = MULTIPART_THRESHOLD,
-                 part_size: int = PART_SIZE) -> Stored:
+def put_verified(
+    s3: Any,
+    bucket: str,
+    key: str,
+    path: Path,
+    sha256: str,
+    size: int,
+    content_type: str,
+    *,
+    multipart_threshold: int = MULTIPART_THRESHOLD,
+    part_size: int = PART_SIZE,
+) -> Stored:
     """Store path at key, verified to hold exactly size bytes with that sha256.
 
     Raises StoredMismatch (nothing trustworthy stored) or boto's own errors.
@@ -109,8 +121,14 @@ def put_verified(s3: Any, bucket: str, key: str, path: Path, sha256: str, size: 
         if size <= multipart_threshold:
             expected = b64digest(bytes.fromhex(sha256))
             # ChecksumAlgorithm too: some stores record the checksum only when it is named
-            resp = s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
-                                 ChecksumSHA256=expected, **extra)
+            resp = s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=body,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=expected,
+                **extra,
+            )
             reported = resp.get("ChecksumSHA256")
             etag = str(resp.get("ETag", "")).strip('"')
         else:
@@ -120,12 +138,19 @@ def put_verified(s3: Any, bucket: str, key: str, path: Path, sha256: str, size: 
             part_size = ChunksizeAdjuster().adjust_chunksize(part_size, size)
             whole, expected, got = file_checksums(opened, part_size)
             if (whole, got) != (sha256, size):
-                raise StoredMismatch(f"{path} changed: {got} bytes sha256 {whole[:12]}, "
-                                     f"expected {size} bytes sha256 {sha256[:12]}; not uploaded")
-            s3.upload_file(str(opened), bucket, key,
-                           ExtraArgs={**extra, "ChecksumAlgorithm": "SHA256"},
-                           Config=TransferConfig(multipart_threshold=multipart_threshold,
-                                                 multipart_chunksize=part_size))
+                raise StoredMismatch(
+                    f"{path} changed: {got} bytes sha256 {whole[:12]}, "
+                    f"expected {size} bytes sha256 {sha256[:12]}; not uploaded"
+                )
+            s3.upload_file(
+                str(opened),
+                bucket,
+                key,
+                ExtraArgs={**extra, "ChecksumAlgorithm": "SHA256"},
+                Config=TransferConfig(
+                    multipart_threshold=multipart_threshold, multipart_chunksize=part_size
+                ),
+            )
             head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
             reported = head.get("ChecksumSHA256")
             etag = str(head.get("ETag", "")).strip('"')
@@ -133,8 +158,9 @@ def put_verified(s3: Any, bucket: str, key: str, path: Path, sha256: str, size: 
         _read_back(s3, bucket, key, sha256, size)
         return Stored(etag, "read back")
     if reported not in (expected, expected.split("-")[0]):  # with or without "-<parts>"
-        raise StoredMismatch(f"s3://{bucket}/{key}: the store reports SHA-256 {reported}, "
-                             f"expected {expected}")
+        raise StoredMismatch(
+            f"s3://{bucket}/{key}: the store reports SHA-256 {reported}, expected {expected}"
+        )
     return Stored(etag, "store checksum")
 
 
@@ -145,5 +171,7 @@ def _read_back(s3: Any, bucket: str, key: str, sha256: str, size: int) -> None:
         h.update(chunk)
         got += len(chunk)
     if got != size or h.hexdigest() != sha256:
-        raise StoredMismatch(f"s3://{bucket}/{key} holds {got} bytes sha256 {h.hexdigest()[:12]}"
-                             f", expected {size} bytes sha256 {sha256[:12]}")
+        raise StoredMismatch(
+            f"s3://{bucket}/{key} holds {got} bytes sha256 {h.hexdigest()[:12]}"
+            f", expected {size} bytes sha256 {sha256[:12]}"
+        )

@@ -37,15 +37,18 @@ def check_url(url: str) -> None:
     try:
         redis.connection.parse_url(url)
     except ValueError as exc:
-        raise ConfigError(f"redis_url (M10_REDIS_URL) is not a valid Redis URL: "
-                          f"{redact(str(exc))}; fix it (e.g. redis://host:6379/0)") from None
+        raise ConfigError(
+            f"redis_url (M10_REDIS_URL) is not a valid Redis URL: "
+            f"{redact(str(exc))}; fix it (e.g. redis://host:6379/0)"
+        ) from None
 
 
 def client(url: str) -> redis.Redis:
     """A client that fails fast instead of hanging a timer-driven pass."""
     check_url(url)
-    return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
-                                socket_connect_timeout=5, health_check_interval=30)
+    return redis.Redis.from_url(
+        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=5, health_check_interval=30
+    )
 
 
 @contextlib.contextmanager
@@ -55,4 +58,5 @@ def translated(url: str) -> Iterator[None]:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise DependencyUnavailable(
             f"Redis at {describe(url)} is unreachable: {redact(str(exc))}; check that it is up "
-            "and M10_REDIS_URL is right") from None
+            "and M10_REDIS_URL is right"
+        ) from None

@@ -16,27 +16,29 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "monitoring" / "m10jobs.rules.yml"
 TESTS = sorted((ROOT / "monitoring" / "tests").glob("*.yml"))
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                                    reason="promtool not installed (Debian package prometheus)")
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
+)
 
 
 def alerts() -> list[dict[str, Any]]:
-    return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
-            if "alert" in r]
+    return [
+        r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r
+    ]
 
 
 @needs_promtool
 def test_promtool_checks_the_rules() -> None:
-    r = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True,
-                       text=True)
+    r = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 @needs_promtool
 def test_promtool_unit_tests_pass() -> None:
     assert TESTS
-    r = subprocess.run(["promtool", "test", "rules", *map(str, TESTS)], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        ["promtool", "test", "rules", *map(str, TESTS)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -60,11 +60,13 @@ def test_lock_held_elsewhere_exits_75_and_names_the_holder(cli: Any, conn: Conn)
     assert p.returncode == 75
     assert "other-host:7:abc" in p.stderr
     assert conn.execute("SELECT holder_id FROM m10_recovery.distributed_locks").fetchone() == {
-        "holder_id": "other-host:7:abc"}
+        "holder_id": "other-host:7:abc"
+    }
 
 
-def test_bad_config_value_exits_78_naming_the_key(cli: Any, env: dict[str, str],
-                                                  tmp_path: Path) -> None:
+def test_bad_config_value_exits_78_naming_the_key(
+    cli: Any, env: dict[str, str], tmp_path: Path
+) -> None:
     cfg = tmp_path / "m10.toml"
     cfg.write_text("lease_ttl_seconds = 0\n")
     p = cli("m10-maintenance", "--config", str(cfg))
@@ -85,8 +87,9 @@ def test_flag_beats_env_beats_file(cli: Any, env: dict[str, str], tmp_path: Path
     assert "127.0.0.1:2/" in cli("m10-maintenance", "--config", str(cfg), env=no_env).stderr
     p = cli("m10-maintenance", "--config", str(cfg))  # env wins over file
     assert p.returncode == 0
-    p = cli("m10-maintenance", "--config", str(cfg), "--database-url",
-            "postgresql://flag@127.0.0.1:3/x")
+    p = cli(
+        "m10-maintenance", "--config", str(cfg), "--database-url", "postgresql://flag@127.0.0.1:3/x"
+    )
     assert p.returncode == 69 and "127.0.0.1:3/" in p.stderr
 
 
@@ -96,8 +99,9 @@ def test_usage_error_exits_2_and_help_has_an_example(cli: Any) -> None:
     assert p.returncode == 0 and "Example:" in p.stdout and "--dry-run" in p.stdout
 
 
-def test_dry_run_takes_no_lease_and_changes_nothing(cli: Any, conn: Conn,
-                                                    env: dict[str, str]) -> None:
+def test_dry_run_takes_no_lease_and_changes_nothing(
+    cli: Any, conn: Conn, env: dict[str, str]
+) -> None:
     conn.execute("SELECT m10_recovery.acquire_lock('old', 'dead', 1)")
     import time
 
@@ -112,8 +116,10 @@ def test_dry_run_takes_no_lease_and_changes_nothing(cli: Any, conn: Conn,
     rows = conn.execute("SELECT lock_name FROM m10_recovery.distributed_locks").fetchall()
     assert rows == [{"lock_name": "old"}]
     assert cli("m10-maintenance").returncode == 0
-    assert conn.execute("SELECT count(*) AS n FROM m10_recovery.distributed_locks"
-                        ).fetchone()["n"] == 0
+    assert (
+        conn.execute("SELECT count(*) AS n FROM m10_recovery.distributed_locks").fetchone()["n"]
+        == 0
+    )
 
 
 def test_operator_lock_commands(cli: Any, conn: Conn) -> None:
@@ -133,15 +139,15 @@ def test_operator_lock_commands(cli: Any, conn: Conn) -> None:
 def test_locks_list_and_jobs_show_each_lease_scope(cli: Any, conn: Conn) -> None:
     conn.execute("SELECT m10_recovery.acquire_lock('m10:canary', 'web-1:1:r', 60)")
     conn.execute("SELECT m10_recovery.acquire_lock('m10:rollback@web-2', 'web-2:1:r', 60)")
-    rows = [json.loads(line) for line in cli("m10", "locks", "list", "--json").stdout
-            .splitlines()]
-    assert {r["lock_name"]: r["scope"] for r in rows} == {"m10:canary": "cluster",
-                                                         "m10:rollback@web-2": "host"}
+    rows = [json.loads(line) for line in cli("m10", "locks", "list", "--json").stdout.splitlines()]
+    assert {r["lock_name"]: r["scope"] for r in rows} == {
+        "m10:canary": "cluster",
+        "m10:rollback@web-2": "host",
+    }
     table = cli("m10", "locks", "list").stdout.splitlines()
     assert table[0].split()[:2] == ["LOCK", "SCOPE"]
     assert any(line.split()[:2] == ["m10:rollback@web-2", "host"] for line in table)
-    jobs = {line.split()[0]: line.split()[1:3] for line in cli("m10", "jobs").stdout
-            .splitlines()}
+    jobs = {line.split()[0]: line.split()[1:3] for line in cli("m10", "jobs").stdout.splitlines()}
     assert jobs["m10-rollback"] == ["host", "m10:rollback@<hostname>"]
     assert jobs["m10-canary"] == ["cluster", "m10:canary"]
     assert jobs["m10-daily-stats"][0] == "mixed"
@@ -165,8 +171,10 @@ def test_help_imports_no_driver(env: dict[str, str], script: str) -> None:
     # start-up time is benchmarked; here the behaviour behind it: --help (and so the
     # registry and every declaration) imports no database, Redis or S3 client
     attr = script.replace("-", "_")
-    code = (f"import sys; from m10jobs.cli.entry import {attr} as c\n"
-            "try:\n    c(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = {'psycopg', 'redis', 'boto3', 'botocore'} & set(sys.modules)\n"
-            "assert not heavy, heavy")
+    code = (
+        f"import sys; from m10jobs.cli.entry import {attr} as c\n"
+        "try:\n    c(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = {'psycopg', 'redis', 'boto3', 'botocore'} & set(sys.modules)\n"
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)

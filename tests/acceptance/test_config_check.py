@@ -45,13 +45,17 @@ def test_shipped_example_is_valid_and_shown_with_origins(env: dict[str, str]) ->
     assert "hunter2-secret" not in out + p.stderr and "pw-in-flag" not in out + p.stderr
 
 
-@pytest.mark.parametrize(("toml", "expected"), [
-    ("[outbox]\nbatch_sise = 5\n", "outbox.batch_sise: unknown key; did you mean 'batch_size'"),
-    ("[canery]\ntarget = 'x'\n", "canery: unknown section; did you mean 'canary'"),
-    ("stat_dir = '/x'\n", "stat_dir: unknown key; did you mean 'state_dir'"),
-])
-def test_typo_is_78_with_a_suggestion(env: dict[str, str], tmp_path: Path, toml: str,
-                                      expected: str) -> None:
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[outbox]\nbatch_sise = 5\n", "outbox.batch_sise: unknown key; did you mean 'batch_size'"),
+        ("[canery]\ntarget = 'x'\n", "canery: unknown section; did you mean 'canary'"),
+        ("stat_dir = '/x'\n", "stat_dir: unknown key; did you mean 'state_dir'"),
+    ],
+)
+def test_typo_is_78_with_a_suggestion(
+    env: dict[str, str], tmp_path: Path, toml: str, expected: str
+) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(toml)
     p = check(env, "--config", str(cfg))
@@ -62,8 +66,9 @@ def test_typo_is_78_with_a_suggestion(env: dict[str, str], tmp_path: Path, toml:
 
 
 @pytest.mark.parametrize("script", ["m10-outbox-processor", "m10-canary", "m10-maintenance"])
-def test_jobs_refuse_unknown_keys_before_touching_anything(env: dict[str, str],
-                                                           tmp_path: Path, script: str) -> None:
+def test_jobs_refuse_unknown_keys_before_touching_anything(
+    env: dict[str, str], tmp_path: Path, script: str
+) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[outbox]\nbatch_sise = 5\n[canery]\n")
     p = run_cli(script, "--config", str(cfg), env=env)
@@ -79,10 +84,18 @@ def test_log_format_typo_is_78_naming_the_accepted_values(env: dict[str, str]) -
     assert "M10_LOG_FORMAT" in p.stderr and "json or text" in p.stderr
 
 
-@pytest.mark.parametrize("line", ['lease_ttl_seconds = "300"', "batch_size = 5",
-                                  "[outbox]\nbatch_size = 1.5", "[daily_stats]\nupload = 1",
-                                  "[matviews]\nviews = 'a.b'", "[cost]\nanomaly_k = true",
-                                  "[[canary.probes]]\nname = 3\ntype = 'redis'"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        'lease_ttl_seconds = "300"',
+        "batch_size = 5",
+        "[outbox]\nbatch_size = 1.5",
+        "[daily_stats]\nupload = 1",
+        "[matviews]\nviews = 'a.b'",
+        "[cost]\nanomaly_k = true",
+        "[[canary.probes]]\nname = 3\ntype = 'redis'",
+    ],
+)
 def test_wrong_types_through_the_cli(env: dict[str, str], tmp_path: Path, line: str) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(line + "\n")
@@ -111,10 +124,10 @@ def _declared_values() -> list[tuple[str, str, Any]]:
     return cases
 
 
-@pytest.mark.parametrize(("path", "key", "wrong"), _declared_values(),
-                         ids=lambda v: str(v))
-def test_every_declared_setting_refuses_a_wrong_type(tmp_path: Path, path: str, key: str,
-                                                     wrong: Any) -> None:
+@pytest.mark.parametrize(("path", "key", "wrong"), _declared_values(), ids=lambda v: str(v))
+def test_every_declared_setting_refuses_a_wrong_type(
+    tmp_path: Path, path: str, key: str, wrong: Any
+) -> None:
     table: dict[str, Any] = {key: wrong}
     if path.startswith("canary"):  # probes need a type for the rest to be checked
         table = {**table, "probes": [{"name": "r", "type": "redis"}]}
@@ -127,10 +140,12 @@ def test_every_declared_setting_refuses_a_wrong_type(tmp_path: Path, path: str, 
     assert len(problems) == 1 and f"{path}.{key}: expected" in problems[0], problems
 
 
-@pytest.mark.parametrize(("content", "expected"), [(None, "does not exist"),
-                                                   ("[outbox\n", "not valid TOML")])
-def test_a_file_that_cannot_be_read_is_78(env: dict[str, str], tmp_path: Path,
-                                          content: str | None, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "expected"), [(None, "does not exist"), ("[outbox\n", "not valid TOML")]
+)
+def test_a_file_that_cannot_be_read_is_78(
+    env: dict[str, str], tmp_path: Path, content: str | None, expected: str
+) -> None:
     cfg = tmp_path / "c.toml"
     if content is not None:
         cfg.write_text(content)

@@ -23,7 +23,8 @@ source_query = '''SELECT {cols} WHERE %(period_start)s IS NOT NULL AND %(period_
 
 
 def test_every_step_one_complete_line_errors_whole_and_a_closing_table(
-        env: dict[str, str], conn: Any, tmp_path: Path) -> None:
+    env: dict[str, str], conn: Any, tmp_path: Path
+) -> None:
     text = io.StringIO()
     steps = Steps(env, Printer(text))
     steps.run("m10", "db", "migrate")
@@ -42,14 +43,17 @@ def test_every_step_one_complete_line_errors_whole_and_a_closing_table(
 
     for step in recorded:
         [line] = [ln for ln in out if ln.startswith(f"[{step.n}] {step.command}: ")]
-        assert line.endswith(f"-> exit {step.exit_code} ({exit_meaning(step.exit_code)}), "
-                             f"{step.duration_s:.2f} s")
+        assert line.endswith(
+            f"-> exit {step.exit_code} ({exit_meaning(step.exit_code)}), {step.duration_s:.2f} s"
+        )
         assert step.outcome() in line
     maintenance, skipped, cost = recorded[1], recorded[2], recorded[4]
-    assert maintenance.outcome() == f"{len(maintenance.summary['tasks'])} tasks: " \
+    assert (
+        maintenance.outcome() == f"{len(maintenance.summary['tasks'])} tasks: "
         f"{len(maintenance.summary['tasks'])} ok"
-    assert "reclaimed 0" in maintenance.detail()[0]   # per task, its figures
-    assert "other-host:1:test" in skipped.outcome()   # who holds the lease
+    )
+    assert "reclaimed 0" in maintenance.detail()[0]  # per task, its figures
+    assert "other-host:1:test" in skipped.outcome()  # who holds the lease
     assert "LOCK" in out[out.index(next(ln for ln in out if ln.startswith("[4] "))) + 1]
 
     [task] = cost.summary["tasks"]
@@ -57,9 +61,8 @@ def test_every_step_one_complete_line_errors_whole_and_a_closing_table(
     assert len(error) > 400 and all(n in error for n in LONG_NAMES)
     assert f"      error: {task['task']}: {error}" in out  # whole, on its own line
 
-    table = out[out.index("== summary") + 1:]
-    assert table[0].split() == ["step", "scene", "command", "exit", "meaning", "outcome",
-                                "time"]
+    table = out[out.index("== summary") + 1 :]
+    assert table[0].split() == ["step", "scene", "command", "exit", "meaning", "outcome", "time"]
     for step, row in zip(recorded, table[1:-1], strict=True):
         assert row.split()[:2] == [str(step.n), step.scene]
         assert f"  {step.command}  " in row and f"  {step.exit_code}  " in row

@@ -18,18 +18,25 @@ from tests.stats_support import closed_endpoint
 
 
 def errors(stderr: str) -> list[str]:
-    return [json.loads(line)["message"] for line in stderr.splitlines()
-            if line.startswith("{") and json.loads(line)["level"] == "ERROR"]
+    return [
+        json.loads(line)["message"]
+        for line in stderr.splitlines()
+        if line.startswith("{") and json.loads(line)["level"] == "ERROR"
+    ]
 
 
-@pytest.mark.parametrize(("dsn", "named"), [
-    ("postgresql://m10:pw@127.0.0.1:99999/m10", "invalid port '99999'"),
-    ("postgresql://m10:pw@127.0.0.1:5x/m10", "invalid port '5x'"),
-    ("postgresql://m10:pw@127.0.0.1/m10?sslmode=maybe", "invalid sslmode 'maybe'"),
-    ("postgresql://m10:Sec@ret-tail-9@127.0.0.1/m10", "unencoded '@'"),
-])
-def test_malformed_dsn_is_78_and_never_printed(cli: Any, env: dict[str, str], dsn: str,
-                                               named: str) -> None:
+@pytest.mark.parametrize(
+    ("dsn", "named"),
+    [
+        ("postgresql://m10:pw@127.0.0.1:99999/m10", "invalid port '99999'"),
+        ("postgresql://m10:pw@127.0.0.1:5x/m10", "invalid port '5x'"),
+        ("postgresql://m10:pw@127.0.0.1/m10?sslmode=maybe", "invalid sslmode 'maybe'"),
+        ("postgresql://m10:Sec@ret-tail-9@127.0.0.1/m10", "unencoded '@'"),
+    ],
+)
+def test_malformed_dsn_is_78_and_never_printed(
+    cli: Any, env: dict[str, str], dsn: str, named: str
+) -> None:
     p = cli("m10-canary", env={**env, "M10_DATABASE_URL": dsn})
     assert p.returncode == 78, p.stderr
     [line] = errors(p.stderr)
@@ -45,8 +52,9 @@ def test_malformed_redis_url_is_78(cli: Any, env: dict[str, str], url: str) -> N
     assert "Traceback" not in p.stderr
 
 
-def test_refused_login_is_69_saying_authentication_failed(cli: Any, env: dict[str, str],
-                                                          conn: Any, dsn: str) -> None:
+def test_refused_login_is_69_saying_authentication_failed(
+    cli: Any, env: dict[str, str], conn: Any, dsn: str
+) -> None:
     conn.execute("DROP ROLE IF EXISTS m10_nologin")
     conn.execute("CREATE ROLE m10_nologin NOLOGIN")
     refused = dsn.replace("postgres@", "m10_nologin@", 1)
@@ -75,11 +83,17 @@ def test_a_300_mb_report_is_65_without_reading_it(env: dict[str, str], tmp_path:
         f.truncate(300 << 20)
     cfg = tmp_path / "r.toml"
     cfg.write_text('[rollback]\ncommand = ["true"]\n')
-    probe = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
-             "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([str(BIN / "python"), "-c", probe, str(BIN / "m10-rollback")],
-                         env={**env, "M10_CONFIG": str(cfg)}, capture_output=True, text=True,
-                         timeout=60)
+    probe = (
+        "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+        "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", probe, str(BIN / "m10-rollback")],
+        env={**env, "M10_CONFIG": str(cfg)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     code, rss_kib = map(int, out.stdout.split()[-2:])
     assert code == 65, out.stderr
     assert "over the 16 MiB limit" in out.stderr
@@ -87,19 +101,23 @@ def test_a_300_mb_report_is_65_without_reading_it(env: dict[str, str], tmp_path:
     print(f"300 MB report: exit {code}, max RSS {rss_kib // 1024} MiB")
 
 
-def _entry(env: dict[str, str], name: str = "report.csv", data: bytes = b"x\n"
-           ) -> fallback.Entry:
+def _entry(env: dict[str, str], name: str = "report.csv", data: bytes = b"x\n") -> fallback.Entry:
     config = load_config(None, env={**env, "M10_R2_BUCKET": "b"})
-    return fallback.Entry(fallback.retry_local_fallback(config, data, name, "b", "k/x.csv",
-                                                        "text/csv", "down"))
+    return fallback.Entry(
+        fallback.retry_local_fallback(config, data, name, "b", "k/x.csv", "text/csv", "down")
+    )
 
 
-@pytest.mark.parametrize(("field", "value", "named"), [
-    ("first_failure", "2026-11-01T10:00:00", "has no time zone"),
-    ("attempts", "many", "'attempts' is not a count"),
-])
-def test_odd_meta_fields_are_65_before_any_upload(cli: Any, s3_env: dict[str, str],
-                                                  field: str, value: str, named: str) -> None:
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("first_failure", "2026-11-01T10:00:00", "has no time zone"),
+        ("attempts", "many", "'attempts' is not a count"),
+    ],
+)
+def test_odd_meta_fields_are_65_before_any_upload(
+    cli: Any, s3_env: dict[str, str], field: str, value: str, named: str
+) -> None:
     e = _entry(s3_env)
     meta = json.loads(e.meta_path.read_text())
     meta[field] = value
@@ -111,7 +129,8 @@ def test_odd_meta_fields_are_65_before_any_upload(cli: Any, s3_env: dict[str, st
 
 
 def test_an_entry_name_too_long_for_its_marker_is_refused_before_upload(
-        cli: Any, s3_env: dict[str, str]) -> None:
+    cli: Any, s3_env: dict[str, str]
+) -> None:
     e = _entry(s3_env)
     long = e.path.with_name("n" * 239)
     e.path.rename(long)

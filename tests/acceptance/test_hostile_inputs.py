@@ -35,8 +35,21 @@ from m10jobs.edges import fallback
 from m10jobs.jobs.stats.statsfile import COLUMNS, marker_for, render
 from tests.conftest import BIN
 
-VARIANTS = ("missing", "empty", "truncated", "garbage", "wrong_type", "huge", "deeply_nested",
-            "non_utf8", "symlink_inside", "symlink_outside", "fifo", "directory", "unreadable")
+VARIANTS = (
+    "missing",
+    "empty",
+    "truncated",
+    "garbage",
+    "wrong_type",
+    "huge",
+    "deeply_nested",
+    "non_utf8",
+    "symlink_inside",
+    "symlink_outside",
+    "fifo",
+    "directory",
+    "unreadable",
+)
 SECRET_LINE = b"root:x:0:0:do-not-leak-this-line:/root:/bin/bash\n"
 DATA = b"date,n\n2026-10-01,1\n"
 BUCKET = "hostile"
@@ -64,8 +77,15 @@ class World:
 
 def _entry(w: World) -> fallback.Entry:
     config = load_config(None, env={**w.env, "M10_R2_BUCKET": BUCKET})
-    path = fallback.retry_local_fallback(config, DATA, "stats.csv", BUCKET, "m10/stats.csv",
-                                         "text/csv", "EndpointConnectionError: test")
+    path = fallback.retry_local_fallback(
+        config,
+        DATA,
+        "stats.csv",
+        BUCKET,
+        "m10/stats.csv",
+        "text/csv",
+        "EndpointConnectionError: test",
+    )
     return fallback.Entry(path)
 
 
@@ -92,14 +112,12 @@ def setup_marker(w: World) -> None:
 
 
 def _month(w: World) -> Path:
-    rows = [{c: (d if c == "date" else "1") for c in COLUMNS}
-            for d in ("2026-10-01", "2026-10-02")]
+    rows = [{c: (d if c == "date" else "1") for c in COLUMNS} for d in ("2026-10-01", "2026-10-02")]
     csv = w.log / "m10_stats_2026-10.csv"
     csv.parent.mkdir(parents=True)
     data = render(rows)
     csv.write_bytes(data)
-    (w.log / "m10_stats_2026-10.csv.processed").write_text(
-        json.dumps(marker_for(csv, data, rows)))
+    (w.log / "m10_stats_2026-10.csv.processed").write_text(json.dumps(marker_for(csv, data, rows)))
     w.args = ("--until", "2026-10-03")
     w.extra["script"] = "m10-daily-stats"
     return csv
@@ -127,8 +145,17 @@ def setup_report(w: World) -> None:
     reports.mkdir(parents=True)
     now = datetime.now(UTC).isoformat()
     w.target = reports / "latest_report.json"
-    w.valid = json.dumps({"schema_version": 1, "run_id": "r1", "verdict": "fail", "score": 0.1,
-                          "started_at": now, "finished_at": now, "probes": []}).encode()
+    w.valid = json.dumps(
+        {
+            "schema_version": 1,
+            "run_id": "r1",
+            "verdict": "fail",
+            "score": 0.1,
+            "started_at": now,
+            "finished_at": now,
+            "probes": [],
+        }
+    ).encode()
     w.target.write_bytes(w.valid)
     ran = w.base / "rollback-ran"
     w.extra["ran"] = ran
@@ -163,25 +190,63 @@ class Target:
 
 
 TARGETS = [
-    Target("fallback_meta", setup_meta, 65,
-           json.dumps({"bucket": BUCKET, "key": "m10/stats.csv", "size": 1, "sha256": "0" * 64,
-                       "attempts": "many"}).encode(), 64 << 10, {"missing": 0}),
+    Target(
+        "fallback_meta",
+        setup_meta,
+        65,
+        json.dumps(
+            {
+                "bucket": BUCKET,
+                "key": "m10/stats.csv",
+                "size": 1,
+                "sha256": "0" * 64,
+                "attempts": "many",
+            }
+        ).encode(),
+        64 << 10,
+        {"missing": 0},
+    ),
     Target("fallback_data", setup_data, 65, b'{"not": "the data"}', 64 << 20),
-    Target("uploaded_marker", setup_marker, 0, b'["uploaded"]', 64 << 10,
-           {"directory": 65}, repairs=True,
-           repaired=lambda w: fallback.marker_problem(w.extra["entry"]) is None),
+    Target(
+        "uploaded_marker",
+        setup_marker,
+        0,
+        b'["uploaded"]',
+        64 << 10,
+        {"directory": 65},
+        repairs=True,
+        repaired=lambda w: fallback.marker_problem(w.extra["entry"]) is None,
+    ),
     Target("stats_csv", setup_csv, 65, b'{"date": "2026-10-01"}\n', 4 << 20, {"missing": 0}),
     # The marker only describes the CSV: a damaged one is rewritten from it (the export
     # heals the pair); one that is not a regular file is refused before any write.
-    Target("stats_processed", setup_processed, 0,
-           json.dumps({"rows": "two", "sha256": 5}).encode(), 64 << 10,
-           {v: 65 for v in ("symlink_inside", "symlink_outside", "fifo", "directory")},
-           repairs=True, repaired=lambda w: _marker_matches(w.target)),
-    Target("canary_report", setup_report, 65,
-           json.dumps({"schema_version": 1, "verdict": ["fail"]}).encode(), 16 << 20,
-           {"missing": 0}),
-    Target("config_file", setup_config, 78, b"daily_stats = 5\n", 16 << 20, {"empty": 0},
-           nested=b"a = " + b"[" * 50_000 + b"]" * 50_000 + b"\n"),
+    Target(
+        "stats_processed",
+        setup_processed,
+        0,
+        json.dumps({"rows": "two", "sha256": 5}).encode(),
+        64 << 10,
+        {v: 65 for v in ("symlink_inside", "symlink_outside", "fifo", "directory")},
+        repairs=True,
+        repaired=lambda w: _marker_matches(w.target),
+    ),
+    Target(
+        "canary_report",
+        setup_report,
+        65,
+        json.dumps({"schema_version": 1, "verdict": ["fail"]}).encode(),
+        16 << 20,
+        {"missing": 0},
+    ),
+    Target(
+        "config_file",
+        setup_config,
+        78,
+        b"daily_stats = 5\n",
+        16 << 20,
+        {"empty": 0},
+        nested=b"a = " + b"[" * 50_000 + b"]" * 50_000 + b"\n",
+    ),
 ]
 
 
@@ -193,9 +258,12 @@ def damage(w: World, t: Target, variant: str) -> None:
     else:
         path.unlink()
     content = {
-        "empty": b"", "truncated": w.valid[: len(w.valid) // 2],
-        "garbage": b"this is } not [ what you expect,,,\n", "wrong_type": t.wrong_type,
-        "deeply_nested": t.nested, "non_utf8": b"\xff\xfe\xfa" + w.valid,
+        "empty": b"",
+        "truncated": w.valid[: len(w.valid) // 2],
+        "garbage": b"this is } not [ what you expect,,,\n",
+        "wrong_type": t.wrong_type,
+        "deeply_nested": t.nested,
+        "non_utf8": b"\xff\xfe\xfa" + w.valid,
         "unreadable": w.valid,
     }
     if variant == "missing":
@@ -248,9 +316,16 @@ def tree(root: Path) -> dict[str, Any]:
 def world(env: dict[str, str]) -> Iterator[World]:
     base = Path(tempfile.mkdtemp(prefix="m10-hostile-"))
     os.chmod(base, 0o755)
-    w = World(base, {**env, "M10_STATE_DIR": str(base / "state"),
-                     "M10_LOG_DIR": str(base / "log"), "M10_METRICS_DIR": str(base / "metrics"),
-                     "M10_LEASE_TTL_SECONDS": "60"})
+    w = World(
+        base,
+        {
+            **env,
+            "M10_STATE_DIR": str(base / "state"),
+            "M10_LOG_DIR": str(base / "log"),
+            "M10_METRICS_DIR": str(base / "metrics"),
+            "M10_LEASE_TTL_SECONDS": "60",
+        },
+    )
     w.env.pop("M10_CONFIG", None)
     yield w
     shutil.rmtree(base, ignore_errors=True)
@@ -268,19 +343,32 @@ def _as_nobody(base: Path) -> list[str]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("t", TARGETS, ids=[t.name for t in TARGETS])
-def test_hostile_file(t: Target, variant: str, world: World, conn: Any,
-                      request: pytest.FixtureRequest) -> None:
+def test_hostile_file(
+    t: Target, variant: str, world: World, conn: Any, request: pytest.FixtureRequest
+) -> None:
     w = world
     if t.repairs:  # an untrusted marker is answered by uploading again: a real store
         s3_env = request.getfixturevalue("s3_env")
-        w.env.update({k: s3_env[k] for k in ("M10_R2_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                             "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
+        w.env.update(
+            {
+                k: s3_env[k]
+                for k in (
+                    "M10_R2_ENDPOINT_URL",
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                    "AWS_DEFAULT_REGION",
+                )
+            }
+        )
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=s3_env["M10_R2_ENDPOINT_URL"],
-                          aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
-                          region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_env["M10_R2_ENDPOINT_URL"],
+            aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
         if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
             s3.create_bucket(Bucket=BUCKET)
         s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": "m10/stats.csv"}]})
@@ -288,15 +376,23 @@ def test_hostile_file(t: Target, variant: str, world: World, conn: Any,
     damage(w, t, variant)
     prefix = _as_nobody(w.base) if variant == "unreadable" else []
     before = tree(w.base)
-    proc = subprocess.run([*prefix, str(BIN / w.extra["script"]), *w.args], env=w.env,
-                          capture_output=True, text=True, timeout=60)  # a FIFO must not hang
+    proc = subprocess.run(
+        [*prefix, str(BIN / w.extra["script"]), *w.args],
+        env=w.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # a FIFO must not hang
     want = t.codes.get(variant, t.code)
     assert proc.returncode == want, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "do-not-leak" not in proc.stderr + proc.stdout  # a symlink target is never read
     if want != 0:
-        errors = [json.loads(line)["message"] for line in proc.stderr.splitlines()
-                  if line.startswith("{") and json.loads(line).get("level") == "ERROR"]
+        errors = [
+            json.loads(line)["message"]
+            for line in proc.stderr.splitlines()
+            if line.startswith("{") and json.loads(line).get("level") == "ERROR"
+        ]
         assert any(str(w.target) in m for m in errors), errors  # names the file
     if want != 0 or not t.repairs:
         # Nothing acted on, nothing lost: every file as it was (a refusal), or the
@@ -304,8 +400,9 @@ def test_hostile_file(t: Target, variant: str, world: World, conn: Any,
         after = tree(w.base)
         changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
         if want == 0:  # a missing marker/CSV/report/meta or an empty config: the pass ran
-            changed = {k for k in changed if not k.startswith(("log/", "metrics/"))
-                       and k not in ("log",)}
+            changed = {
+                k for k in changed if not k.startswith(("log/", "metrics/")) and k not in ("log",)
+            }
         assert {k for k in changed if not k.startswith("metrics")} == set(), changed
         if "ran" in w.extra:
             assert not w.extra["ran"].exists()  # the rollback command did not run
@@ -317,6 +414,7 @@ def test_hostile_file(t: Target, variant: str, world: World, conn: Any,
             assert str(w.target) in proc.stderr
     if "outside" in w.extra and t.name != "fallback_data":
         assert w.extra["outside"].read_bytes() == SECRET_LINE  # never written through
-    live = conn.execute("SELECT lock_name FROM m10_recovery.distributed_locks "
-                        "WHERE expires_at > now()").fetchall()
+    live = conn.execute(
+        "SELECT lock_name FROM m10_recovery.distributed_locks WHERE expires_at > now()"
+    ).fetchall()
     assert live == []  # the lease was released

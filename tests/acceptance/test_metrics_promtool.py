@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool not installed (Debian package prometheus)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
+)
 def test_job_metrics_pass_promtool(cli: Any, env: dict[str, str]) -> None:
     assert cli("m10-maintenance").returncode == 0
     assert cli("m10-outbox-processor").returncode == 0
@@ -19,6 +20,7 @@ def test_job_metrics_pass_promtool(cli: Any, env: dict[str, str]) -> None:
     files = sorted(Path(env["M10_METRICS_DIR"]).glob("*.prom"))
     assert len(files) == 3
     for prom in files:
-        check = subprocess.run(["promtool", "check", "metrics"], input=prom.read_text(),
-                               capture_output=True, text=True)
+        check = subprocess.run(
+            ["promtool", "check", "metrics"], input=prom.read_text(), capture_output=True, text=True
+        )
         assert check.returncode == 0, (prom.name, check.stdout, check.stderr)

@@ -31,29 +31,59 @@ def out(env: dict[str, str], tmp_path: Path) -> Path:
     return path
 
 
-ECHO = ["sh", "-c", 'echo "$M10_CANARY_RUN_ID $M10_CANARY_VERDICT $M10_CANARY_REPORT" '
-        '>> "$ROLLBACK_OUT"']
+ECHO = [
+    "sh",
+    "-c",
+    'echo "$M10_CANARY_RUN_ID $M10_CANARY_VERDICT $M10_CANARY_REPORT" >> "$ROLLBACK_OUT"',
+]
 
 
-def configure(env: dict[str, str], tmp_path: Path, command: list[str] | None = None,
-              **rollback: Any) -> None:
+def configure(
+    env: dict[str, str], tmp_path: Path, command: list[str] | None = None, **rollback: Any
+) -> None:
     """No cooldown unless a test asks (most act on several reports in a row)."""
     env["M10_HOSTNAME"] = "host-a"
-    write_config(env, tmp_path / "c.toml", probes=[
-        {"name": "errors", "type": "sql", "query": "SELECT 5", "threshold": 1,
-         "critical": True}], rollback={"command": command or ECHO, "pass_env": ["ROLLBACK_OUT"],
-                                       "cooldown_seconds": 0, **rollback})
+    write_config(
+        env,
+        tmp_path / "c.toml",
+        probes=[
+            {"name": "errors", "type": "sql", "query": "SELECT 5", "threshold": 1, "critical": True}
+        ],
+        rollback={
+            "command": command or ECHO,
+            "pass_env": ["ROLLBACK_OUT"],
+            "cooldown_seconds": 0,
+            **rollback,
+        },
+    )
 
 
-def put_report(env: dict[str, str], verdict: str = "fail", age_s: float = 0,
-               **override: Any) -> dict[str, Any]:
+def put_report(
+    env: dict[str, str], verdict: str = "fail", age_s: float = 0, **override: Any
+) -> dict[str, Any]:
     """Write a report as m10-canary would (same schema module), with a chosen verdict/age."""
     run_id = secrets.token_hex(6)
     now = time.time() - age_s
-    result = cr.ProbeResult("errors", "sql", "fail" if verdict == "fail" else "pass", 5.0, 1.0,
-                            1.0, True, "5 fails <= 1", 1.0)
-    report = cr.build(run_id=run_id, target="t", host="h", started=now - 1, finished=now,
-                      results=[result], thresholds=cr.Thresholds())
+    result = cr.ProbeResult(
+        "errors",
+        "sql",
+        "fail" if verdict == "fail" else "pass",
+        5.0,
+        1.0,
+        1.0,
+        True,
+        "5 fails <= 1",
+        1.0,
+    )
+    report = cr.build(
+        run_id=run_id,
+        target="t",
+        host="h",
+        started=now - 1,
+        finished=now,
+        results=[result],
+        thresholds=cr.Thresholds(),
+    )
     report.update(verdict=verdict, **override)
     state = Path(env["M10_STATE_DIR"])
     atomic_write_json(cr.history_path(state, run_id), report)
@@ -68,12 +98,14 @@ def rollback(cli: Any, env: dict[str, str], *args: str) -> subprocess.CompletedP
 def actions(env: dict[str, str]) -> list[dict[str, Any]]:
     """The cluster-wide rollback ledger, oldest claim first."""
     with psycopg.connect(env["M10_DATABASE_URL"], row_factory=dict_row) as c:
-        return c.execute("SELECT * FROM m10_recovery.rollback_actions "
-                         "ORDER BY started_at").fetchall()
+        return c.execute(
+            "SELECT * FROM m10_recovery.rollback_actions ORDER BY started_at"
+        ).fetchall()
 
 
-def test_canary_fail_then_rollback_acts_once(cli: Any, env: dict[str, str], out: Path,
-                                             tmp_path: Path) -> None:
+def test_canary_fail_then_rollback_acts_once(
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path
+) -> None:
     configure(env, tmp_path)
     assert cli("m10-canary", env=env).returncode == 0
     report = json.loads((reports(env) / cr.LATEST).read_text())
@@ -102,8 +134,9 @@ def test_canary_fail_then_rollback_acts_once(cli: Any, env: dict[str, str], out:
 
 
 @pytest.mark.parametrize("verdict", ["pass", "marginal", "inconclusive"])
-def test_other_verdicts_do_nothing(cli: Any, env: dict[str, str], out: Path, tmp_path: Path,
-                                   verdict: str) -> None:
+def test_other_verdicts_do_nothing(
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path, verdict: str
+) -> None:
     configure(env, tmp_path)
     put_report(env, verdict)
     proc = rollback(cli, env)
@@ -113,16 +146,18 @@ def test_other_verdicts_do_nothing(cli: Any, env: dict[str, str], out: Path, tmp
     assert not out.exists() and actions(env) == []
 
 
-def test_no_report_yet_does_nothing(cli: Any, env: dict[str, str], out: Path,
-                                    tmp_path: Path) -> None:
+def test_no_report_yet_does_nothing(
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path
+) -> None:
     configure(env, tmp_path)
     proc = rollback(cli, env)
     assert proc.returncode == 0 and task_summary(proc.stdout)["decision"] == "no_report"
     assert not out.exists()
 
 
-def test_stale_failing_report_is_ignored(cli: Any, env: dict[str, str], out: Path,
-                                         tmp_path: Path) -> None:
+def test_stale_failing_report_is_ignored(
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path
+) -> None:
     configure(env, tmp_path, max_report_age_s=60)
     put_report(env, "fail", age_s=120)
     proc = rollback(cli, env)
@@ -137,21 +172,24 @@ def _truncated(env: dict[str, str]) -> bytes:
     return (reports(env) / cr.LATEST).read_bytes()[:150]
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (lambda env: b"\x00\xff garbage", "not UTF-8"),
-    (lambda env: b"\x00 garbage", "not valid JSON"),
-    (_truncated, "truncated"),
-    (lambda env: b"", "is empty"),
-    (lambda env: b"[1, 2]", "not a JSON object"),
-    (lambda env: json.dumps(put_report(env, schema_version=99)).encode(), "schema_version 99"),
-    (lambda env: json.dumps(put_report(env, verdict="explode")).encode(), "unknown verdict"),
-    (lambda env: json.dumps({**put_report(env), "probes": "x"}).encode(), "probes"),
-    (lambda env: json.dumps(put_report(env, finished_at="yesterday")).encode(), "ISO 8601"),
-    (lambda env: json.dumps(put_report(env, age_s=-3600)).encode(), "in the future"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (lambda env: b"\x00\xff garbage", "not UTF-8"),
+        (lambda env: b"\x00 garbage", "not valid JSON"),
+        (_truncated, "truncated"),
+        (lambda env: b"", "is empty"),
+        (lambda env: b"[1, 2]", "not a JSON object"),
+        (lambda env: json.dumps(put_report(env, schema_version=99)).encode(), "schema_version 99"),
+        (lambda env: json.dumps(put_report(env, verdict="explode")).encode(), "unknown verdict"),
+        (lambda env: json.dumps({**put_report(env), "probes": "x"}).encode(), "probes"),
+        (lambda env: json.dumps(put_report(env, finished_at="yesterday")).encode(), "ISO 8601"),
+        (lambda env: json.dumps(put_report(env, age_s=-3600)).encode(), "in the future"),
+    ],
+)
 def test_corrupt_truncated_or_unknown_report_exits_65_doing_nothing(
-        cli: Any, env: dict[str, str], out: Path, tmp_path: Path, content: Any,
-        message: str) -> None:
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path, content: Any, message: str
+) -> None:
     configure(env, tmp_path)
     data = content(env)
     (reports(env) / cr.LATEST).parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +202,8 @@ def test_corrupt_truncated_or_unknown_report_exits_65_doing_nothing(
 
 
 def test_failing_command_exits_1_is_recorded_and_not_repeated(
-        cli: Any, env: dict[str, str], tmp_path: Path) -> None:
+    cli: Any, env: dict[str, str], tmp_path: Path
+) -> None:
     marker = tmp_path / "runs"
     configure(env, tmp_path, ["sh", "-c", f'echo run >> {marker}; echo "deploy says no"; exit 3'])
     report = put_report(env)
@@ -183,8 +222,7 @@ def test_failing_command_exits_1_is_recorded_and_not_repeated(
     assert marker.read_text() == "run\n"
 
 
-def test_command_timeout_kills_it_and_fails(cli: Any, env: dict[str, str],
-                                            tmp_path: Path) -> None:
+def test_command_timeout_kills_it_and_fails(cli: Any, env: dict[str, str], tmp_path: Path) -> None:
     configure(env, tmp_path, ["sh", "-c", "sleep 30 & wait"], timeout_s=0.5)
     put_report(env)
     t0 = time.monotonic()
@@ -194,8 +232,9 @@ def test_command_timeout_kills_it_and_fails(cli: Any, env: dict[str, str],
     assert actions(env)[-1]["outcome"] == "timeout"
 
 
-def test_missing_command_binary_fails_and_is_recorded(cli: Any, env: dict[str, str],
-                                                      tmp_path: Path) -> None:
+def test_missing_command_binary_fails_and_is_recorded(
+    cli: Any, env: dict[str, str], tmp_path: Path
+) -> None:
     configure(env, tmp_path, ["/nonexistent/rollback"])
     put_report(env)
     proc = rollback(cli, env)
@@ -203,8 +242,9 @@ def test_missing_command_binary_fails_and_is_recorded(cli: Any, env: dict[str, s
     assert actions(env)[-1]["outcome"] == "error"
 
 
-def test_dry_run_says_it_would_act_and_does_nothing(cli: Any, env: dict[str, str], out: Path,
-                                                    tmp_path: Path) -> None:
+def test_dry_run_says_it_would_act_and_does_nothing(
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path
+) -> None:
     configure(env, tmp_path)
     put_report(env)
     proc = rollback(cli, env, "--dry-run")
@@ -215,8 +255,13 @@ def test_dry_run_says_it_would_act_and_does_nothing(cli: Any, env: dict[str, str
 
 
 def _spawn(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(BIN / "m10-rollback")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(BIN / "m10-rollback")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _host(env: dict[str, str], tmp_path: Path, name: str) -> dict[str, str]:
@@ -230,13 +275,15 @@ def _copy_report(report: dict[str, Any], host_env: dict[str, str]) -> None:
     atomic_write_json(cr.latest_path(state), report)
 
 
-def test_three_hosts_one_failing_verdict_one_rollback(env: dict[str, str], out: Path,
-                                                      tmp_path: Path) -> None:
+def test_three_hosts_one_failing_verdict_one_rollback(
+    env: dict[str, str], out: Path, tmp_path: Path
+) -> None:
     """Three hosts' rollbacks start together on the same failing report (each has it in its
     own state dir; their leases are per host, so all three run): exactly one command
     execution, the others find it claimed.  Repeated for a second report."""
-    configure(env, tmp_path, ["sh", "-c", 'sleep 0.5; echo "$M10_CANARY_RUN_ID" >> '
-                                          '"$ROLLBACK_OUT"'])
+    configure(
+        env, tmp_path, ["sh", "-c", 'sleep 0.5; echo "$M10_CANARY_RUN_ID" >> "$ROLLBACK_OUT"']
+    )
     hosts = [_host(env, tmp_path, f"host-{n}") for n in "abc"]
     for _ in range(2):
         report = put_report(env)
@@ -253,7 +300,8 @@ def test_three_hosts_one_failing_verdict_one_rollback(env: dict[str, str], out: 
 
 
 def test_cooldown_holds_back_the_next_failing_report_cluster_wide(
-        cli: Any, env: dict[str, str], out: Path, tmp_path: Path, conn: Any) -> None:
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path, conn: Any
+) -> None:
     configure(env, tmp_path, cooldown_seconds=600)
     first = put_report(env)
     assert rollback(cli, env).returncode == 0
@@ -267,43 +315,68 @@ def test_cooldown_holds_back_the_next_failing_report_cluster_wide(
     assert "cooldown_seconds 600" in proc.stderr and first["run_id"] in proc.stderr
     assert out.read_text().split()[0::3] == [first["run_id"]]
     # once the cooldown has passed (moved back by the database clock), it acts
-    conn.execute("UPDATE m10_recovery.rollback_actions "
-                 "SET started_at = started_at - interval '601 seconds'")
+    conn.execute(
+        "UPDATE m10_recovery.rollback_actions SET started_at = started_at - interval '601 seconds'"
+    )
     proc = rollback(cli, other)
     assert task_summary(proc.stdout)["decision"] == "acted", proc.stderr
     assert out.read_text().split()[0::3] == [first["run_id"], second["run_id"]]
 
 
 def test_command_gets_only_its_configured_environment(
-        cli: Any, env: dict[str, str], tmp_path: Path) -> None:
+    cli: Any, env: dict[str, str], tmp_path: Path
+) -> None:
     dump = tmp_path / "env.json"
-    configure(env, tmp_path, [str(BIN / "python"), "-c",
-                              f"import json, os; json.dump(dict(os.environ), open({str(dump)!r}, "
-                              "'w'))"],
-              pass_env=["KUBECONFIG", "NOT_SET_ANYWHERE"])
+    configure(
+        env,
+        tmp_path,
+        [
+            str(BIN / "python"),
+            "-c",
+            f"import json, os; json.dump(dict(os.environ), open({str(dump)!r}, 'w'))",
+        ],
+        pass_env=["KUBECONFIG", "NOT_SET_ANYWHERE"],
+    )
     with (tmp_path / "c.toml").open("a") as f:
         f.write('[rollback.env]\nDEPLOY_TARGET = "prod"\n')
-    secrets_env = {**env, "AWS_SECRET_ACCESS_KEY": "s3cr3t-key", "AWS_ACCESS_KEY_ID": "AKIA",
-                   "PGPASSWORD": "pw", "KUBECONFIG": "/etc/kube.conf", "HOME": "/root",
-                   "SOME_OTHER": "x"}
+    secrets_env = {
+        **env,
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t-key",
+        "AWS_ACCESS_KEY_ID": "AKIA",
+        "PGPASSWORD": "pw",
+        "KUBECONFIG": "/etc/kube.conf",
+        "HOME": "/root",
+        "SOME_OTHER": "x",
+    }
     report = put_report(env)
     proc = rollback(cli, secrets_env)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(dump.read_text())
     got.pop("LC_CTYPE", None)  # Python's own locale coercion in the child, not passed by us
-    assert got == {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                   "LANG": "C.UTF-8", "KUBECONFIG": "/etc/kube.conf", "DEPLOY_TARGET": "prod",
-                   "M10_CANARY_RUN_ID": report["run_id"], "M10_CANARY_VERDICT": "fail",
-                   "M10_CANARY_REPORT": got["M10_CANARY_REPORT"]}
+    assert got == {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "KUBECONFIG": "/etc/kube.conf",
+        "DEPLOY_TARGET": "prod",
+        "M10_CANARY_RUN_ID": report["run_id"],
+        "M10_CANARY_VERDICT": "fail",
+        "M10_CANARY_REPORT": got["M10_CANARY_REPORT"],
+    }
     assert "s3cr3t" not in dump.read_text() and env["M10_DATABASE_URL"] not in dump.read_text()
 
 
-@pytest.mark.parametrize(("key", "value"), [("pass_env", ["M10_DATABASE_URL"]),
-                                            ("pass_env", ["AWS_SECRET_ACCESS_KEY"]),
-                                            ("env", {"PGPASSWORD": "x"}),
-                                            ("pass_env", ["NOT A NAME"])])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("pass_env", ["M10_DATABASE_URL"]),
+        ("pass_env", ["AWS_SECRET_ACCESS_KEY"]),
+        ("env", {"PGPASSWORD": "x"}),
+        ("pass_env", ["NOT A NAME"]),
+    ],
+)
 def test_secrets_cannot_be_configured_into_the_command_env(
-        cli: Any, env: dict[str, str], tmp_path: Path, key: str, value: Any) -> None:
+    cli: Any, env: dict[str, str], tmp_path: Path, key: str, value: Any
+) -> None:
     configure(env, tmp_path)
     text = (tmp_path / "c.toml").read_text()
     if key == "env":
@@ -317,34 +390,42 @@ def test_secrets_cannot_be_configured_into_the_command_env(
 
 
 def test_unconfigured_command_is_nothing_to_do_with_one_warning(
-        cli: Any, env: dict[str, str], tmp_path: Path) -> None:
+    cli: Any, env: dict[str, str], tmp_path: Path
+) -> None:
     write_config(env, tmp_path / "c.toml", rollback={"timeout_s": 5})
     put_report(env)
     proc = rollback(cli, env)
     assert proc.returncode == 0, proc.stderr
     assert task_summary(proc.stdout)["decision"] == "unconfigured"
-    warnings = [json.loads(line) for line in proc.stderr.splitlines()
-                if json.loads(line)["level"] == "WARNING"]
-    assert [w["message"] for w in warnings] == [
-        "rollback.command is not configured: nothing to do"]
+    warnings = [
+        json.loads(line)
+        for line in proc.stderr.splitlines()
+        if json.loads(line)["level"] == "WARNING"
+    ]
+    assert [w["message"] for w in warnings] == ["rollback.command is not configured: nothing to do"]
     assert actions(env) == []
 
 
 def test_lease_lost_mid_command_second_holder_does_not_act_again(
-        env: dict[str, str], out: Path, conn: Any, tmp_path: Path) -> None:
+    env: dict[str, str], out: Path, conn: Any, tmp_path: Path
+) -> None:
     """The first rollback's lease is force-released while its command runs; a second
     process takes the lease: the claim in the log stops it.  The first lets its command
     finish, records the outcome and exits 1 (lease lost)."""
     started = tmp_path / "started"
-    configure(env, tmp_path, ["sh", "-c", f'touch {started}; sleep 2; '
-                                          'echo "$M10_CANARY_RUN_ID" >> "$ROLLBACK_OUT"'])
+    configure(
+        env,
+        tmp_path,
+        ["sh", "-c", f'touch {started}; sleep 2; echo "$M10_CANARY_RUN_ID" >> "$ROLLBACK_OUT"'],
+    )
     report = put_report(env)
     first = _spawn({**env, "M10_LEASE_TTL_SECONDS": "3"})
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    conn.execute("DELETE FROM m10_recovery.distributed_locks "
-                 "WHERE lock_name = 'm10:rollback@host-a'")
+    conn.execute(
+        "DELETE FROM m10_recovery.distributed_locks WHERE lock_name = 'm10:rollback@host-a'"
+    )
     second = _spawn(env)
     assert second.wait(timeout=60) == 0
     assert "never finished" in second.stderr.read()
@@ -355,8 +436,9 @@ def test_lease_lost_mid_command_second_holder_does_not_act_again(
     assert row["outcome"] == "succeeded"
 
 
-def test_rollback_killed_mid_command_is_not_repeated(cli: Any, env: dict[str, str], conn: Any,
-                                                     tmp_path: Path) -> None:
+def test_rollback_killed_mid_command_is_not_repeated(
+    cli: Any, env: dict[str, str], conn: Any, tmp_path: Path
+) -> None:
     pidfile = tmp_path / "child.pid"
     configure(env, tmp_path, ["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"])
     put_report(env)
@@ -367,8 +449,9 @@ def test_rollback_killed_mid_command_is_not_repeated(cli: Any, env: dict[str, st
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     os.kill(int(pidfile.read_text()), signal.SIGKILL)
-    conn.execute("DELETE FROM m10_recovery.distributed_locks "
-                 "WHERE lock_name = 'm10:rollback@host-a'")
+    conn.execute(
+        "DELETE FROM m10_recovery.distributed_locks WHERE lock_name = 'm10:rollback@host-a'"
+    )
     pidfile.unlink()
 
     again = rollback(cli, env)
@@ -380,7 +463,8 @@ def test_rollback_killed_mid_command_is_not_repeated(cli: Any, env: dict[str, st
 
 
 def test_m10_canary_status_shows_the_report_and_rollback_records(
-        cli: Any, env: dict[str, str], out: Path, tmp_path: Path) -> None:
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path
+) -> None:
     configure(env, tmp_path)
     assert cli("m10", "canary", "status", env=env).stdout.startswith("no canary report")
     report = put_report(env)
@@ -389,8 +473,7 @@ def test_m10_canary_status_shows_the_report_and_rollback_records(
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^verdict\s+fail \(score ", proc.stdout, re.M), proc.stdout
     assert re.search(r"^rollback\s+host=\S+ outcome=succeeded exit_status=0 ", proc.stdout, re.M)
-    assert re.search(r"^PROBE\s+STATUS\s+VALUE\s+THRESHOLD\s+CRITICAL\s+DETAIL$", proc.stdout,
-                     re.M)
+    assert re.search(r"^PROBE\s+STATUS\s+VALUE\s+THRESHOLD\s+CRITICAL\s+DETAIL$", proc.stdout, re.M)
     assert re.search(r"^errors\s+fail\s", proc.stdout, re.M), proc.stdout
     proc = cli("m10", "canary", "status", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
@@ -404,13 +487,21 @@ def test_m10_canary_status_shows_the_report_and_rollback_records(
 
 
 def test_rollback_as_a_member_of_m10_ops_claims_in_the_ledger(
-        cli: Any, env: dict[str, str], out: Path, tmp_path: Path, conn: Any, dsn: str) -> None:
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path, conn: Any, dsn: str
+) -> None:
     """The units log in as a role that is only a member of m10_ops (not a superuser)."""
     conn.execute("CREATE ROLE rollbackjob_t LOGIN IN ROLE m10_ops")
     configure(env, tmp_path)
     report = put_report(env)
-    proc = rollback(cli, {**env, "M10_DATABASE_URL": dsn.replace(
-        "postgresql://postgres@", "postgresql://rollbackjob_t@")})
+    proc = rollback(
+        cli,
+        {
+            **env,
+            "M10_DATABASE_URL": dsn.replace(
+                "postgresql://postgres@", "postgresql://rollbackjob_t@"
+            ),
+        },
+    )
     assert proc.returncode == 0, proc.stderr
     assert task_summary(proc.stdout)["decision"] == "acted"
     assert [r["report_run_id"] for r in actions(env)] == [report["run_id"]]

@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def write_stats(log_dir: Path, last: date) -> Path:
     """A whole month file up to `last` with a matching marker (what m10-daily-stats writes)."""
-    rows = [{c: 0 for c in COLUMNS} | {"date": (last.replace(day=d)).isoformat()}
-            for d in range(1, last.day + 1)]
+    rows = [
+        {c: 0 for c in COLUMNS} | {"date": (last.replace(day=d)).isoformat()}
+        for d in range(1, last.day + 1)
+    ]
     path = csv_path(log_dir, last)
     log_dir.mkdir(parents=True, exist_ok=True)
     data = render(rows)
@@ -39,8 +41,15 @@ def write_stats(log_dir: Path, last: date) -> Path:
 
 def write_canary(state_dir: Path, finished: float, status: str = "pass") -> None:
     probe = cr.ProbeResult("db_ping", "db_ping", status, 1.0, 2.0, 1.0, True, "", 1.0)  # type: ignore[arg-type]
-    report = cr.build(run_id="r1", target="test", host="h", started=finished - 1,
-                      finished=finished, results=[probe], thresholds=cr.Thresholds())
+    report = cr.build(
+        run_id="r1",
+        target="test",
+        host="h",
+        started=finished - 1,
+        finished=finished,
+        results=[probe],
+        thresholds=cr.Thresholds(),
+    )
     path = cr.latest_path(state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, report)
@@ -48,8 +57,14 @@ def write_canary(state_dir: Path, finished: float, status: str = "pass") -> None
 
 def ran_here(env: dict[str, str], script: str, code: int = 0, ago: float = 60) -> None:
     """The metrics file a run of `script` on this host leaves (the runner's writer)."""
-    write_job_metrics(Path(env["M10_METRICS_DIR"]), script, exit_code=code,
-                      started=time.time() - ago, duration=1.0, succeeded=code in (0, 75))
+    write_job_metrics(
+        Path(env["M10_METRICS_DIR"]),
+        script,
+        exit_code=code,
+        started=time.time() - ago,
+        duration=1.0,
+        succeeded=code in (0, 75),
+    )
 
 
 @pytest.fixture
@@ -79,8 +94,9 @@ def test_all_green_exits_0(cli: Any, green: dict[str, str]) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK: nothing needs action" in r.stdout
     assert "RED" not in r.stdout
-    assert re.search(r"^m10-canary\s+\d+s ago\s+0 pass done, or nothing to do ", r.stdout,
-                     re.M), r.stdout
+    assert re.search(r"^m10-canary\s+\d+s ago\s+0 pass done, or nothing to do ", r.stdout, re.M), (
+        r.stdout
+    )
     assert re.search(r"^JOB\s+LAST RUN\s+EXIT\s+NEXT\s+LEASE$", r.stdout, re.M)
     doc = json.loads(status(cli, green, "--json").stdout)
     assert doc["ok"] is True and doc["problems"] == []
@@ -137,8 +153,9 @@ def _failing_canary(env: dict[str, str], conn: Any) -> None:
 
 def _pending_upload(env: dict[str, str], conn: Any) -> None:
     config = load_config(None, env=env)
-    path = retry_local_fallback(config, b"data", "x.csv", "bucket", "m10/x.csv", "text/csv",
-                                "EndpointConnectionError")
+    path = retry_local_fallback(
+        config, b"data", "x.csv", "bucket", "m10/x.csv", "text/csv", "EndpointConnectionError"
+    )
     meta_path = path.with_name(path.name + ".meta.json")
     meta = json.loads(meta_path.read_text())
     meta["first_failure"] = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
@@ -175,8 +192,9 @@ STATES = {
 
 
 @pytest.mark.parametrize("check", list(STATES))
-def test_failure_state_is_red_with_its_fix(check: str, cli: Any, green: dict[str, str],
-                                           conn: Any) -> None:
+def test_failure_state_is_red_with_its_fix(
+    check: str, cli: Any, green: dict[str, str], conn: Any
+) -> None:
     make, fix = STATES[check]
     make(green, conn)
     r = status(cli, green)
@@ -199,7 +217,8 @@ def test_stuck_lease_is_shown_on_its_job(cli: Any, green: dict[str, str], conn: 
 
 @pytest.mark.parametrize("code", [75, None])
 def test_host_local_files_of_a_job_another_host_runs_are_not_red(
-        cli: Any, green: dict[str, str], code: int | None) -> None:
+    cli: Any, green: dict[str, str], code: int | None
+) -> None:
     """Several hosts, one wins each lease: a host whose stats/canary runs are skipped
     (75) or never happened here does not keep those files; that is not a problem."""
     for p in [*Path(green["M10_LOG_DIR"]).iterdir(), *Path(green["M10_STATE_DIR"]).rglob("*")]:

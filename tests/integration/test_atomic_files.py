@@ -39,8 +39,9 @@ def check_whole(path: Path) -> int:
 def test_sigkill_during_writes_never_leaves_a_torn_file(tmp_path: Path) -> None:
     target = tmp_path / "latest_report.json"
     body = "initial"
-    atomic_write(target, json.dumps({"i": 0, "body": body,
-                                     "sha": hashlib.sha256(body.encode()).hexdigest()}))
+    atomic_write(
+        target, json.dumps({"i": 0, "body": body, "sha": hashlib.sha256(body.encode()).hexdigest()})
+    )
     rng = random.Random(7)
     seen = set()
     for _ in range(30):

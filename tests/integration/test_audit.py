@@ -28,13 +28,16 @@ def test_breaches_are_named_and_exit_1(cli: Any, conn: Conn, env: dict[str, str]
     os.chmod(state, 0o777)
     metrics = Path(env["M10_METRICS_DIR"])
     metrics.mkdir(parents=True)
-    (metrics / "m10_broken.prom").write_text("m10_thing{job=\"x\" 1\n")
+    (metrics / "m10_broken.prom").write_text('m10_thing{job="x" 1\n')
     p = cli("m10", "flows", "--check")
     assert p.returncode == 1
     out = p.stdout
-    for expected in ("m10_app can SELECT m10_recovery.replay_log",
-                     "PUBLIC has EXECUTE on m10_recovery.reclaim_expired_locks()",
-                     "m10_app holds UPDATE on distributed_locks directly",
-                     "lock rogue:lock (held by someone) is not a registered lock",
-                     f"{state} is world-writable", "m10_broken.prom:1"):
+    for expected in (
+        "m10_app can SELECT m10_recovery.replay_log",
+        "PUBLIC has EXECUTE on m10_recovery.reclaim_expired_locks()",
+        "m10_app holds UPDATE on distributed_locks directly",
+        "lock rogue:lock (held by someone) is not a registered lock",
+        f"{state} is world-writable",
+        "m10_broken.prom:1",
+    ):
         assert expected in out, (expected, out)

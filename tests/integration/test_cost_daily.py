@@ -25,7 +25,8 @@ HOURLY, DAILY = "aos-cost-snapshot-hourly", "aos-cost-snapshot-daily"
 
 
 def test_daily_totals_equal_the_sum_of_hourly_and_are_checked_against_the_source(
-        cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
+    cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path
+) -> None:
     for day in range(3):
         for hour in range(24):
             at = T0 + day * D + hour * H + H / 7
@@ -33,8 +34,14 @@ def test_daily_totals_equal_the_sum_of_hourly_and_are_checked_against_the_source
             add(conn, at, "acme", "credits", "-0.0333")
             if hour % 5 == 0:
                 add(conn, at, "globex", "storage", Decimal(day + 1) / 3)
-    cfg = with_config(env, tmp_path, backfill_max_hours=72, resnapshot_hours=0,
-                      backfill_max_days=5, resnapshot_days=0)
+    cfg = with_config(
+        env,
+        tmp_path,
+        backfill_max_hours=72,
+        resnapshot_hours=0,
+        backfill_max_days=5,
+        resnapshot_days=0,
+    )
     assert cli(HOURLY, "--until", until(T0 + 3 * D), env=cfg).returncode == 0
     daily = cli(DAILY, "--until", until(T0 + 3 * D), env=cfg)
     assert daily.returncode == 0, daily.stderr
@@ -54,8 +61,10 @@ def test_daily_totals_equal_the_sum_of_hourly_and_are_checked_against_the_source
     assert len(per_day) == 9
     for r in per_day:
         assert r["amount_usd"] == r["hourly_sum"] == r["source_sum"], r
-    assert {(r["category"], r["record_count"]) for r in per_day} >= {("compute", 24),
-                                                                     ("credits", 24)}
+    assert {(r["category"], r["record_count"]) for r in per_day} >= {
+        ("compute", 24),
+        ("credits", 24),
+    }
     assert Decimal("-0.7992") in {r["amount_usd"] for r in per_day}  # 24 x -0.0333, exact
 
     # A record that arrives after the hourly re-snapshot window: reported, not absorbed.
@@ -66,27 +75,34 @@ def test_daily_totals_equal_the_sum_of_hourly_and_are_checked_against_the_source
     assert "the source now says" in stale.stderr
     day_rows = {(s[0], s[2]): s[3] for s in snapshots(conn, "day") if s[1] == "acme"}
     assert day_rows[(T0 + D, "compute")] == sum(
-        (s[3] for s in snapshots(conn, "hour")
-         if s[1:3] == ("acme", "compute") and T0 + D <= s[0] < T0 + 2 * D), Decimal(0))
+        (
+            s[3]
+            for s in snapshots(conn, "hour")
+            if s[1:3] == ("acme", "compute") and T0 + D <= s[0] < T0 + 2 * D
+        ),
+        Decimal(0),
+    )
     # The documented fix: re-snapshot the hours, then rebuild the days.
-    assert cli(HOURLY, "--until", until(T0 + 3 * D), "--resnapshot-hours", "72",
-               env=cfg).returncode == 0
+    assert (
+        cli(HOURLY, "--until", until(T0 + 3 * D), "--resnapshot-hours", "72", env=cfg).returncode
+        == 0
+    )
     fixed = cli(DAILY, "--until", until(T0 + 3 * D), "--resnapshot-days", "3", env=cfg)
     assert summary(fixed)["source_mismatches"] == 0
     new = {(s[0], s[2]): s[3] for s in snapshots(conn, "day") if s[1] == "acme"}
     assert new[(T0 + D, "compute")] == day_rows[(T0 + D, "compute")] + 100
 
 
-def test_a_day_with_missing_hours_is_not_built(cli: Any, conn: Conn, env: dict[str, str],
-                                               tmp_path: Path) -> None:
+def test_a_day_with_missing_hours_is_not_built(
+    cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path
+) -> None:
     add(conn, T0 + H / 2, "acme", "compute", "1")
     cfg = with_config(env, tmp_path, backfill_max_hours=48, resnapshot_hours=0)
     assert cli(HOURLY, "--until", until(T0 + D), env=cfg).returncode == 0
     conn.execute("DELETE FROM aos_cost.snapshot_periods WHERE period_start = %s", (T0 + 5 * H,))
     proc = cli(DAILY, "--until", until(T0 + D), env=cfg)
     assert proc.returncode == 0, proc.stderr  # yesterday: the hourly job may still be running
-    assert summary(proc)["pending"] == ["2026-01-10"] and summary(proc)["days"] == [
-        "2026-01-09"]
+    assert summary(proc)["pending"] == ["2026-01-10"] and summary(proc)["days"] == ["2026-01-09"]
     assert "23 of 24 hours" in proc.stderr
     later = cli(DAILY, "--until", until(T0 + 2 * D), env=cfg)
     assert later.returncode == 1  # older than yesterday: the hourly job is really behind
@@ -104,13 +120,21 @@ SERIES = {  # tenant, category -> eight daily totals; only acme/compute's last d
 
 
 def test_baseline_and_anomaly_on_a_constructed_series(
-        cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
+    cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path
+) -> None:
     for (tenant, category), amounts in SERIES.items():
         for day, amount in enumerate(amounts):
             add(conn, T0 + day * D + 12 * H, tenant, category, amount)
-    cfg = with_config(env, tmp_path, backfill_max_hours=24 * 8, resnapshot_hours=0,
-                      baseline_days=7, baseline_min_days=3, anomaly_k=3,
-                      anomaly_min_amount_usd="50.00")
+    cfg = with_config(
+        env,
+        tmp_path,
+        backfill_max_hours=24 * 8,
+        resnapshot_hours=0,
+        baseline_days=7,
+        baseline_min_days=3,
+        anomaly_k=3,
+        anomaly_min_amount_usd="50.00",
+    )
     end = T0 + 8 * D
     assert cli(HOURLY, "--until", until(end), env=cfg).returncode == 0
     proc = cli(DAILY, "--until", until(end), env=cfg)
@@ -119,7 +143,8 @@ def test_baseline_and_anomaly_on_a_constructed_series(
 
     rows = conn.execute("SELECT * FROM aos_cost.anomalies").fetchall()
     assert [(str(r["day"]), r["tenant_id"], r["category"], r["amount_usd"]) for r in rows] == [
-        ("2026-01-17", "acme", "compute", Decimal("400"))]
+        ("2026-01-17", "acme", "compute", Decimal("400"))
+    ]
     history = [Decimal(a) for a in SERIES[("acme", "compute")][:7]]
     with localcontext() as c:
         c.prec = 28
@@ -130,16 +155,20 @@ def test_baseline_and_anomaly_on_a_constructed_series(
     with localcontext() as c:
         c.prec = 200
         assert a["threshold_usd"] == a["mean_usd"] + 3 * a["stddev_usd"]
-    baseline = conn.execute("SELECT * FROM aos_cost.cost_baselines WHERE day = '2026-01-17' "
-                            "AND tenant_id = 'acme' AND category = 'compute'").fetchone()
+    baseline = conn.execute(
+        "SELECT * FROM aos_cost.cost_baselines WHERE day = '2026-01-17' "
+        "AND tenant_id = 'acme' AND category = 'compute'"
+    ).fetchone()
     assert (baseline["days_observed"], baseline["window_days"]) == (7, 7)
 
     warnings = [json.loads(line) for line in proc.stderr.splitlines() if "cost anomaly" in line]
     assert len(warnings) == 1 and warnings[0]["level"] == "WARNING"
     assert "tenant acme category compute on 2026-01-17: 400 USD" in warnings[0]["message"]
     prom = (Path(env["M10_METRICS_DIR"]) / "m10_aos_cost_snapshot_daily.prom").read_text()
-    assert ('aos_cost_anomaly_amount_usd{category="compute",day="2026-01-17",'
-            'job="aos-cost-snapshot-daily",tenant="acme"} 400') in prom
+    assert (
+        'aos_cost_anomaly_amount_usd{category="compute",day="2026-01-17",'
+        'job="aos-cost-snapshot-daily",tenant="acme"} 400'
+    ) in prom
     assert 'aos_cost_anomalies_latest_day{job="aos-cost-snapshot-daily"} 1' in prom
 
     # Rerunning changes nothing; the operator command shows it.
@@ -158,15 +187,15 @@ def test_baseline_and_anomaly_on_a_constructed_series(
 
     # A correcting credit arrives: the rebuilt day is no longer an anomaly.
     add(conn, end - D + 13 * H, "acme", "compute", "-300")
-    assert cli(HOURLY, "--until", until(end), "--resnapshot-hours", "24",
-               env=cfg).returncode == 0
+    assert cli(HOURLY, "--until", until(end), "--resnapshot-hours", "24", env=cfg).returncode == 0
     cleared = cli(DAILY, "--until", until(end), env=cfg)
     assert cleared.returncode == 0 and summary(cleared)["anomalies"] == 0
     assert conn.execute("SELECT count(*) AS n FROM aos_cost.anomalies").fetchone()["n"] == 0
 
 
 def test_a_day_whose_source_rows_are_bad_is_skipped_and_the_others_are_built(
-        cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
+    cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path
+) -> None:
     for day in range(3):
         for hour in range(24):
             add(conn, T0 + day * D + hour * H + H / 7, "acme", "compute", "1")
@@ -182,8 +211,16 @@ SELECT CASE WHEN %(period_start)s::timestamptz = '2026-01-11T00:00:00Z'
  WHERE occurred_at >= %(period_start)s AND occurred_at < %(period_end)s
  GROUP BY 1, 2
 """
-    cfg = with_config(env, tmp_path, "daily.toml", backfill_max_hours=72, resnapshot_hours=0,
-                      backfill_max_days=5, resnapshot_days=0, source_query=bad_middle_day)
+    cfg = with_config(
+        env,
+        tmp_path,
+        "daily.toml",
+        backfill_max_hours=72,
+        resnapshot_hours=0,
+        backfill_max_days=5,
+        resnapshot_days=0,
+        source_query=bad_middle_day,
+    )
     daily = cli(DAILY, "--until", until(T0 + 3 * D), env=cfg)
     assert daily.returncode == 1, daily.stderr
     assert "1 day(s) refused" in daily.stderr and "Traceback" not in daily.stderr
@@ -192,8 +229,15 @@ SELECT CASE WHEN %(period_start)s::timestamptz = '2026-01-11T00:00:00Z'
     prom = (Path(env["M10_METRICS_DIR"]) / "m10_aos_cost_snapshot_daily.prom").read_text()
     assert 'aos_cost_bad_periods{granularity="day",job="aos-cost-snapshot-daily"} 1' in prom
 
-    fixed = with_config(env, tmp_path, "fixed.toml", backfill_max_hours=72, resnapshot_hours=0,
-                        backfill_max_days=5, resnapshot_days=0)
+    fixed = with_config(
+        env,
+        tmp_path,
+        "fixed.toml",
+        backfill_max_hours=72,
+        resnapshot_hours=0,
+        backfill_max_days=5,
+        resnapshot_days=0,
+    )
     again = cli(DAILY, "--until", until(T0 + 3 * D), env=fixed)
     assert again.returncode == 0, again.stderr
     assert periods(conn, "day") == [T0, T0 + D, T0 + 2 * D]

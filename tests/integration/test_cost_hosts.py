@@ -29,15 +29,23 @@ HOURLY, DAILY = "aos-cost-snapshot-hourly", "aos-cost-snapshot-daily"
 UNTIL = until(T0 + 2 * D)
 
 
-def _setup(cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path,
-           wait_s: int) -> dict[str, str]:
+def _setup(
+    cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path, wait_s: int
+) -> dict[str, str]:
     """Two complete days of hourly snapshots, then one hour of the older day lost (the
     hourly run on host-b will redo it): the daily run sees that day as missing hours."""
     add(conn, T0 + 5 * H + H / 2, "acme", "compute", "2.5")
     conn.execute(GATE_FUNCTION)
-    cfg = with_config(env, tmp_path, source_query=GATED_QUERY, backfill_max_hours=72,
-                      resnapshot_hours=0, backfill_max_days=3, resnapshot_days=0,
-                      hourly_wait_seconds=wait_s)
+    cfg = with_config(
+        env,
+        tmp_path,
+        source_query=GATED_QUERY,
+        backfill_max_hours=72,
+        resnapshot_hours=0,
+        backfill_max_days=3,
+        resnapshot_days=0,
+        hourly_wait_seconds=wait_s,
+    )
     assert cli(HOURLY, "--until", UNTIL, env=cfg).returncode == 0
     conn.execute("DELETE FROM aos_cost.snapshot_periods WHERE period_start = %s", (T0 + 5 * H,))
     return cfg
@@ -46,13 +54,18 @@ def _setup(cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path,
 def _hourly_on_host_b(conn: Conn, cfg: dict[str, str]) -> subprocess.Popen[str]:
     """host-b's hourly run, holding its lease and stopped at its source read (gate 42)."""
     conn.execute("SELECT pg_advisory_lock(42)")
-    proc = subprocess.Popen([str(BIN / HOURLY), "--until", UNTIL],
-                            env={**cfg, "M10_HOSTNAME": "host-b"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / HOURLY), "--until", UNTIL],
+        env={**cfg, "M10_HOSTNAME": "host-b"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if conn.execute("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' "
-                        "AND NOT granted").fetchone()["n"]:
+        if conn.execute(
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()["n"]:
             return proc
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
@@ -61,13 +74,18 @@ def _hourly_on_host_b(conn: Conn, cfg: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def _daily_on_host_a(cfg: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(BIN / DAILY), "--until", UNTIL],
-                            env={**cfg, "M10_HOSTNAME": "host-a"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(BIN / DAILY), "--until", UNTIL],
+        env={**cfg, "M10_HOSTNAME": "host-a"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_daily_waits_for_the_hourly_run_on_another_host_then_builds(
-        cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
+    cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path
+) -> None:
     cfg = _setup(cli, conn, env, tmp_path, wait_s=60)
     hourly = _hourly_on_host_b(conn, cfg)
     try:
@@ -83,13 +101,17 @@ def test_daily_waits_for_the_hourly_run_on_another_host_then_builds(
     built = summary(subprocess.CompletedProcess([], 0, out, err))["days"]
     assert "2026-01-10" in built, err  # the day whose hour host-b's run redid
     assert T0 in periods(conn, "day")
-    day = conn.execute("SELECT amount_usd FROM aos_cost.cost_snapshots WHERE granularity = "
-                       "'day' AND period_start = %s", (T0,)).fetchone()
+    day = conn.execute(
+        "SELECT amount_usd FROM aos_cost.cost_snapshots WHERE granularity = "
+        "'day' AND period_start = %s",
+        (T0,),
+    ).fetchone()
     assert day["amount_usd"] == Decimal("2.5")
 
 
 def test_daily_skips_with_75_while_the_hourly_run_elsewhere_outlasts_the_wait(
-        cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
+    cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path
+) -> None:
     cfg = _setup(cli, conn, env, tmp_path, wait_s=1)
     hourly = _hourly_on_host_b(conn, cfg)
     try:
@@ -107,7 +129,8 @@ def test_daily_skips_with_75_while_the_hourly_run_elsewhere_outlasts_the_wait(
 
 
 def test_missing_hours_with_no_hourly_run_anywhere_still_fail(
-        cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path) -> None:
+    cli: Any, conn: Conn, env: dict[str, str], tmp_path: Path
+) -> None:
     cfg = _setup(cli, conn, env, tmp_path, wait_s=60)
     t0 = time.monotonic()
     proc = cli(DAILY, "--until", UNTIL, env=cfg)

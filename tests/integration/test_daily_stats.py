@@ -41,8 +41,9 @@ def seeded(conn: Any) -> Any:
     return conn
 
 
-def test_backfill_across_month_boundary_is_idempotent(cli: Any, env: dict[str, str],
-                                                      seeded: Any) -> None:
+def test_backfill_across_month_boundary_is_idempotent(
+    cli: Any, env: dict[str, str], seeded: Any
+) -> None:
     log = Path(env["M10_LOG_DIR"])
     first = cli("m10-daily-stats", "--start-date", "2026-10-29", "--until", "2026-10-29")
     assert first.returncode == 0, first.stderr
@@ -52,9 +53,15 @@ def test_backfill_across_month_boundary_is_idempotent(cli: Any, env: dict[str, s
     proc = cli("m10-daily-stats", "--until", "2026-11-01")
     assert proc.returncode == 0, proc.stderr
     assert summary(proc.stdout)["tasks"][0]["summary"]["computed"] == [
-        "2026-10-30", "2026-10-31", "2026-11-01"]
+        "2026-10-30",
+        "2026-10-31",
+        "2026-11-01",
+    ]
     assert summary(proc.stdout)["tasks"][1]["summary"]["exported"] == [
-        "2026-10-30", "2026-10-31", "2026-11-01"]
+        "2026-10-30",
+        "2026-10-31",
+        "2026-11-01",
+    ]
     october = rows_of(log / "m10_stats_2026-10.csv")
     november = rows_of(log / "m10_stats_2026-11.csv")
     assert [r["date"] for r in october] == ["2026-10-29", "2026-10-30", "2026-10-31"]
@@ -77,8 +84,10 @@ def test_backfill_across_month_boundary_is_idempotent(cli: Any, env: dict[str, s
     assert stats_files(log) == before
     # nothing to do still reports the newest day (the M10DailyStatsStale alert's input)
     prom = (Path(env["M10_METRICS_DIR"]) / "m10_m10_daily_stats.prom").read_text()
-    assert ('m10_daily_stats_last_day_timestamp_seconds{job="m10-daily-stats"} '
-            f"{int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())}") in prom
+    assert (
+        'm10_daily_stats_last_day_timestamp_seconds{job="m10-daily-stats"} '
+        f"{int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())}"
+    ) in prom
 
     ok = cli("m10", "postflight", "--as-of", "2026-11-02")
     assert ok.returncode == 0, ok.stderr
@@ -86,27 +95,40 @@ def test_backfill_across_month_boundary_is_idempotent(cli: Any, env: dict[str, s
     assert stale.returncode == 65 and "expected yesterday (2026-11-04)" in stale.stdout
 
 
-def test_day_boundaries_follow_the_configured_time_zone(cli: Any, env: dict[str, str],
-                                                        conn: Any, tmp_path: Path) -> None:
+def test_day_boundaries_follow_the_configured_time_zone(
+    cli: Any, env: dict[str, str], conn: Any, tmp_path: Path
+) -> None:
     seed_day(conn, date(2026, 10, 31), 2, hour=2)  # 22:00 on Oct 30 in New York (EDT)
     config = tmp_path / "m10.toml"
     config.write_text('[daily_stats]\ntimezone = "America/New_York"\n')
-    proc = cli("m10-daily-stats", "--config", str(config), "--start-date", "2026-10-30",
-               "--until", "2026-10-31")
+    proc = cli(
+        "m10-daily-stats",
+        "--config",
+        str(config),
+        "--start-date",
+        "2026-10-30",
+        "--until",
+        "2026-10-31",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = rows_of(Path(env["M10_LOG_DIR"]) / "m10_stats_2026-10.csv")
     assert [(r["date"], r["outbox_enqueued"]) for r in rows] == [
-        ("2026-10-30", "2"), ("2026-10-31", "0")]
+        ("2026-10-30", "2"),
+        ("2026-10-31", "0"),
+    ]
     config.write_text('[daily_stats]\ntimezone = "Mars/Olympus"\n')
     bad = cli("m10-daily-stats", "--config", str(config))
     assert bad.returncode == 78 and "daily_stats.timezone" in bad.stderr
 
 
 def test_a_corrupt_month_is_skipped_on_its_own_and_the_others_are_written(
-        cli: Any, env: dict[str, str], seeded: Any) -> None:
+    cli: Any, env: dict[str, str], seeded: Any
+) -> None:
     log = Path(env["M10_LOG_DIR"])
-    assert cli("m10-daily-stats", "--start-date", "2026-10-29",
-               "--until", "2026-10-30").returncode == 0
+    assert (
+        cli("m10-daily-stats", "--start-date", "2026-10-29", "--until", "2026-10-30").returncode
+        == 0
+    )
     path = log / "m10_stats_2026-10.csv"
     lines = path.read_text().splitlines()
     lines[2] = "2026-10-30,not-a-number"
@@ -140,25 +162,33 @@ def test_a_corrupt_month_is_skipped_on_its_own_and_the_others_are_written(
 
 
 def test_sigkill_during_export_leaves_previous_csv_and_marker(
-        cli: Any, env: dict[str, str], seeded: Any, dsn: str) -> None:
+    cli: Any, env: dict[str, str], seeded: Any, dsn: str
+) -> None:
     import psycopg
 
     log = Path(env["M10_LOG_DIR"])
-    assert cli("m10-daily-stats", "--start-date", "2026-10-29",
-               "--until", "2026-10-29").returncode == 0
+    assert (
+        cli("m10-daily-stats", "--start-date", "2026-10-29", "--until", "2026-10-29").returncode
+        == 0
+    )
     before = stats_files(log)
     fast = {**env, "M10_LEASE_TTL_SECONDS": "2"}
     with psycopg.connect(dsn) as blocker:
         # The export blocks inside its stats query: kill it there, mid-pass.
         blocker.execute("LOCK TABLE m10_recovery.retention_jobs IN ACCESS EXCLUSIVE MODE")
-        proc = subprocess.Popen([str(BIN / "m10-daily-stats"), "--until", "2026-11-01"],
-                                env=fast, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [str(BIN / "m10-daily-stats"), "--until", "2026-11-01"],
+            env=fast,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             blocker.execute("SELECT pg_stat_clear_snapshot()")  # fresh view in this txn
             waiting = blocker.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                "'m10-daily-stats' AND wait_event_type = 'Lock'").fetchone()[0]
+                "'m10-daily-stats' AND wait_event_type = 'Lock'"
+            ).fetchone()[0]
             if waiting:
                 break
             time.sleep(0.05)
@@ -168,18 +198,29 @@ def test_sigkill_during_export_leaves_previous_csv_and_marker(
         blocker.rollback()
     assert stats_files(log) == before
     time.sleep(2.2)  # the killed holder's lease lapses
-    again = subprocess.run([str(BIN / "m10-daily-stats"), "--until", "2026-11-01"], env=fast,
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [str(BIN / "m10-daily-stats"), "--until", "2026-11-01"],
+        env=fast,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0, again.stderr
     assert [r["date"] for r in rows_of(log / "m10_stats_2026-10.csv")] == [
-        "2026-10-29", "2026-10-30", "2026-10-31"]
+        "2026-10-29",
+        "2026-10-30",
+        "2026-10-31",
+    ]
 
 
-def test_postflight_catches_edited_csv_and_missing_day(cli: Any, env: dict[str, str],
-                                                       seeded: Any) -> None:
+def test_postflight_catches_edited_csv_and_missing_day(
+    cli: Any, env: dict[str, str], seeded: Any
+) -> None:
     log = Path(env["M10_LOG_DIR"])
-    assert cli("m10-daily-stats", "--start-date", "2026-10-29",
-               "--until", "2026-11-01").returncode == 0
+    assert (
+        cli("m10-daily-stats", "--start-date", "2026-10-29", "--until", "2026-11-01").returncode
+        == 0
+    )
     path = log / "m10_stats_2026-10.csv"
     good = path.read_bytes()
     path.write_bytes(good.replace(b"2026-10-31,7,", b"2026-10-31,8,"))
@@ -199,16 +240,21 @@ def test_postflight_catches_edited_csv_and_missing_day(cli: Any, env: dict[str, 
 
     (log / "m10_stats_2026-11.csv.processed").unlink()
     missing = cli("m10", "postflight", "--as-of", "2026-11-02")
-    assert missing.returncode == 65 and "marker m10_stats_2026-11.csv.processed is missing" \
-        in missing.stdout
+    assert (
+        missing.returncode == 65
+        and "marker m10_stats_2026-11.csv.processed is missing" in missing.stdout
+    )
 
 
 def test_dry_run_writes_nothing(cli: Any, env: dict[str, str], seeded: Any) -> None:
-    proc = cli("m10-daily-stats", "--dry-run", "--start-date", "2026-10-30",
-               "--until", "2026-10-31")
+    proc = cli(
+        "m10-daily-stats", "--dry-run", "--start-date", "2026-10-30", "--until", "2026-10-31"
+    )
     assert proc.returncode == 0, proc.stderr
     assert summary(proc.stdout)["tasks"][0]["summary"]["would_compute"] == [
-        "2026-10-30", "2026-10-31"]
+        "2026-10-30",
+        "2026-10-31",
+    ]
     assert stats_files(Path(env["M10_LOG_DIR"])) == {}
 
 
@@ -220,11 +266,11 @@ def test_sigkill_at_any_moment_never_leaves_a_torn_file(env: dict[str, str], con
 
     log = Path(env["M10_LOG_DIR"])
     fast = {**env, "M10_LEASE_TTL_SECONDS": "1"}
-    args = [str(BIN / "m10-daily-stats"), "--start-date", "2026-07-01", "--until",
-            "2026-09-30"]
+    args = [str(BIN / "m10-daily-stats"), "--start-date", "2026-07-01", "--until", "2026-09-30"]
     for delay in (0.35, 0.5, 0.7):
-        proc = subprocess.Popen(args, env=fast, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args, env=fast, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(delay)
         proc.kill()
         proc.wait(10)
@@ -238,30 +284,46 @@ def test_sigkill_at_any_moment_never_leaves_a_torn_file(env: dict[str, str], con
     assert len(dates) == len(set(dates)) == 92
     # A kill between a CSV's rename and its marker's left a stale marker: the plain rerun
     # above rewrote it (no operator step), so postflight passes.
-    final = subprocess.run([str(BIN / "m10"), "postflight", "--as-of", "2026-10-01"],
-                           env=env, capture_output=True, text=True, timeout=60)
+    final = subprocess.run(
+        [str(BIN / "m10"), "postflight", "--as-of", "2026-10-01"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert final.returncode == 0, final.stdout
 
 
-def test_lock_held_elsewhere_exits_75_and_writes_nothing(cli: Any, env: dict[str, str],
-                                                         seeded: Any, tmp_path: Path) -> None:
+def test_lock_held_elsewhere_exits_75_and_writes_nothing(
+    cli: Any, env: dict[str, str], seeded: Any, tmp_path: Path
+) -> None:
     """Another host computing: compute is skipped, export waits for it (here 1 s) and is
     skipped too rather than write a CSV without the day being added."""
     seeded.execute("SELECT m10_recovery.acquire_lock('m10:daily_stats', 'other:1:x', 60)")
     config = tmp_path / "m10.toml"
     config.write_text("[daily_stats]\ncompute_wait_seconds = 1\n")
-    proc = cli("m10-daily-stats", "--config", str(config), "--start-date", "2026-10-30",
-               "--until", "2026-10-31")
+    proc = cli(
+        "m10-daily-stats",
+        "--config",
+        str(config),
+        "--start-date",
+        "2026-10-30",
+        "--until",
+        "2026-10-31",
+    )
     assert proc.returncode == 75, proc.stderr
     assert "still held by other:1:x after waiting 1s" in proc.stderr
     assert stats_files(Path(env["M10_LOG_DIR"])) == {}
 
 
-def test_missing_marker_is_rewritten_on_next_run(cli: Any, env: dict[str, str],
-                                                 seeded: Any) -> None:
+def test_missing_marker_is_rewritten_on_next_run(
+    cli: Any, env: dict[str, str], seeded: Any
+) -> None:
     log = Path(env["M10_LOG_DIR"])
-    assert cli("m10-daily-stats", "--start-date", "2026-10-29",
-               "--until", "2026-10-31").returncode == 0
+    assert (
+        cli("m10-daily-stats", "--start-date", "2026-10-29", "--until", "2026-10-31").returncode
+        == 0
+    )
     marker = log / "m10_stats_2026-10.csv.processed"
     good = marker.read_bytes()
     marker.unlink()
@@ -269,13 +331,16 @@ def test_missing_marker_is_rewritten_on_next_run(cli: Any, env: dict[str, str],
     assert marker.read_bytes() == good
 
 
-def test_csv_renamed_but_marker_not_heals_on_a_plain_rerun(cli: Any, env: dict[str, str],
-                                                           seeded: Any) -> None:
+def test_csv_renamed_but_marker_not_heals_on_a_plain_rerun(
+    cli: Any, env: dict[str, str], seeded: Any
+) -> None:
     """The kill point between the CSV's rename and its marker's: a new CSV beside the old
     marker.  The next plain run rewrites the marker; postflight then passes."""
     log = Path(env["M10_LOG_DIR"])
-    assert cli("m10-daily-stats", "--start-date", "2026-10-29",
-               "--until", "2026-10-30").returncode == 0
+    assert (
+        cli("m10-daily-stats", "--start-date", "2026-10-29", "--until", "2026-10-30").returncode
+        == 0
+    )
     marker = log / "m10_stats_2026-10.csv.processed"
     old_marker = marker.read_bytes()
     assert cli("m10-daily-stats", "--until", "2026-10-31").returncode == 0

@@ -19,22 +19,33 @@ DAYS = days(date(2026, 10, 28), 6)  # across a month boundary
 
 
 def host(env: dict[str, str], tmp_path: Path, name: str) -> dict[str, str]:
-    return {**env, "M10_HOSTNAME": name, "M10_LOG_DIR": str(tmp_path / name / "log"),
-            "M10_STATE_DIR": str(tmp_path / name / "state")}
+    return {
+        **env,
+        "M10_HOSTNAME": name,
+        "M10_LOG_DIR": str(tmp_path / name / "log"),
+        "M10_STATE_DIR": str(tmp_path / name / "state"),
+    }
 
 
 def run(h: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "m10-daily-stats"), *args], env=h, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [str(BIN / "m10-daily-stats"), *args], env=h, capture_output=True, text=True, timeout=120
+    )
 
 
 def spawn(h: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(BIN / "m10-daily-stats"), *args], env=h,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(BIN / "m10-daily-stats"), *args],
+        env=h,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_hosts_alternating_days_all_have_complete_identical_csvs(
-        env: dict[str, str], conn: Any, tmp_path: Path) -> None:
+    env: dict[str, str], conn: Any, tmp_path: Path
+) -> None:
     for n, day in enumerate(DAYS):
         seed_day(conn, day, n + 2, synthetic=n % 3)
     a, b, c = (host(env, tmp_path, n) for n in ("host-a", "host-b", "host-c"))
@@ -72,26 +83,39 @@ def test_hosts_alternating_days_all_have_complete_identical_csvs(
 
     files = [stats_files(Path(h["M10_LOG_DIR"])) for h in (a, b, c)]
     assert files[0] == files[1] == files[2]
-    assert sorted(files[0]) == ["m10_stats_2026-10.csv", "m10_stats_2026-10.csv.processed",
-                                "m10_stats_2026-11.csv", "m10_stats_2026-11.csv.processed"]
-    csv_days = [line.split(",")[0] for name in ("m10_stats_2026-10.csv",
-                                                "m10_stats_2026-11.csv")
-                for line in files[0][name].decode().splitlines()[1:]]
+    assert sorted(files[0]) == [
+        "m10_stats_2026-10.csv",
+        "m10_stats_2026-10.csv.processed",
+        "m10_stats_2026-11.csv",
+        "m10_stats_2026-11.csv.processed",
+    ]
+    csv_days = [
+        line.split(",")[0]
+        for name in ("m10_stats_2026-10.csv", "m10_stats_2026-11.csv")
+        for line in files[0][name].decode().splitlines()[1:]
+    ]
     assert csv_days == [d.isoformat() for d in DAYS]
-    enqueued = [line.split(",")[1] for line in
-                files[0]["m10_stats_2026-10.csv"].decode().splitlines()[1:]]
+    enqueued = [
+        line.split(",")[1] for line in files[0]["m10_stats_2026-10.csv"].decode().splitlines()[1:]
+    ]
     assert enqueued == ["2", "4", "6", "5"]  # n + 2 events plus n % 3 synthetic ones
     hosts = {r["host"] for r in conn.execute("SELECT host FROM m10_recovery.daily_stats")}
     assert hosts == {"host-a", "host-b"}
     for h in (a, b, c):
-        post = subprocess.run([str(BIN / "m10"), "postflight", "--as-of", "2026-11-03"],
-                              env=h, capture_output=True, text=True, timeout=60)
+        post = subprocess.run(
+            [str(BIN / "m10"), "postflight", "--as-of", "2026-11-03"],
+            env=h,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert post.returncode == 0, post.stdout
 
 
 def _holder(conn: Any) -> str:
-    row = conn.execute("SELECT holder_id FROM m10_recovery.distributed_locks "
-                       "WHERE lock_name = 'm10:daily_stats'").fetchone()
+    row = conn.execute(
+        "SELECT holder_id FROM m10_recovery.distributed_locks WHERE lock_name = 'm10:daily_stats'"
+    ).fetchone()
     return row["holder_id"] if row else ""
 
 
@@ -103,7 +127,8 @@ def _wait_for(cond: Any, message: str) -> None:
 
 
 def test_backfill_past_retention_is_refused_and_writes_no_zeros(
-        env: dict[str, str], conn: Any, tmp_path: Path) -> None:
+    env: dict[str, str], conn: Any, tmp_path: Path
+) -> None:
     for day in DAYS:
         seed_day(conn, day, 3)
     a, b = host(env, tmp_path, "host-a"), host(env, tmp_path, "host-b")
@@ -119,10 +144,10 @@ def test_backfill_past_retention_is_refused_and_writes_no_zeros(
     assert refused.returncode == 65, refused.stderr
     errors = [line for line in refused.stderr.splitlines() if '"ERROR"' in line]
     assert len(errors) == 1 and "day 2026-10-29 (and 1 more up to 2026-10-30)" in errors[0]
-    assert "rerun with --start-date 2026-10-31" in errors[0] and "Traceback" not in \
-        refused.stderr
+    assert "rerun with --start-date 2026-10-31" in errors[0] and "Traceback" not in refused.stderr
     assert [r["day"] for r in conn.execute("SELECT day FROM m10_recovery.daily_stats")] == [
-        date(2026, 10, 28)]  # nothing computed, certainly no zeros
+        date(2026, 10, 28)
+    ]  # nothing computed, certainly no zeros
     assert stats_files(Path(a["M10_LOG_DIR"])) == before
     # what was computed before retention passed it still reaches a host that never had it
     fresh = run(b, "--start-date", "2026-10-31", "--until", "2026-11-02")
@@ -131,14 +156,21 @@ def test_backfill_past_retention_is_refused_and_writes_no_zeros(
     assert [line[:13] for line in october.splitlines()[1:]] == ["2026-10-28,3,", "2026-10-31,3,"]
 
 
-def test_stats_as_a_member_of_m10_ops(env: dict[str, str], conn: Any, dsn: str,
-                                      tmp_path: Path) -> None:
+def test_stats_as_a_member_of_m10_ops(
+    env: dict[str, str], conn: Any, dsn: str, tmp_path: Path
+) -> None:
     """The units log in as a role that is only a member of m10_ops (not a superuser)."""
     conn.execute("CREATE ROLE statsjob_t LOGIN IN ROLE m10_ops")
     seed_day(conn, DAYS[0], 4)
-    job = {**host(env, tmp_path, "host-a"),
-           "M10_DATABASE_URL": dsn.replace("postgresql://postgres@", "postgresql://statsjob_t@")}
+    job = {
+        **host(env, tmp_path, "host-a"),
+        "M10_DATABASE_URL": dsn.replace("postgresql://postgres@", "postgresql://statsjob_t@"),
+    }
     proc = run(job, "--start-date", DAYS[0].isoformat(), "--until", DAYS[0].isoformat())
     assert proc.returncode == 0, proc.stderr
-    assert conn.execute("SELECT outbox_enqueued FROM m10_recovery.daily_stats").fetchone()[
-        "outbox_enqueued"] == 4
+    assert (
+        conn.execute("SELECT outbox_enqueued FROM m10_recovery.daily_stats").fetchone()[
+            "outbox_enqueued"
+        ]
+        == 4
+    )

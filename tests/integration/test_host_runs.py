@@ -48,8 +48,11 @@ def open_dir() -> Iterator[Path]:
 
 def hand_run_env(env: dict[str, str], **extra: str) -> dict[str, str]:
     """The environment of an operator's root shell: not started by systemd."""
-    clean = {k: v for k, v in env.items()
-             if not k.startswith("M10_") and k not in ("INVOCATION_ID", "JOURNAL_STREAM")}
+    clean = {
+        k: v
+        for k, v in env.items()
+        if not k.startswith("M10_") and k not in ("INVOCATION_ID", "JOURNAL_STREAM")
+    }
     return {**clean, **extra}
 
 
@@ -60,12 +63,15 @@ def _readable_by_others(path: str) -> bool:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the hand run drops privileges")
-@pytest.mark.skipif(not _readable_by_others(sys.base_prefix + "/lib"),
-                    reason="this Python lives where the nobody account cannot read it (a "
-                           "user-local pyenv); tests/system proves the hand run on an installed "
-                           "host, whose venv is built from /usr/bin/python3")
+@pytest.mark.skipif(
+    not _readable_by_others(sys.base_prefix + "/lib"),
+    reason="this Python lives where the nobody account cannot read it (a "
+    "user-local pyenv); tests/system proves the hand run on an installed "
+    "host, whose venv is built from /usr/bin/python3",
+)
 def test_hand_run_as_root_reads_env_file_and_runs_as_the_service_user(
-        env: dict[str, str], open_dir: Path) -> None:
+    env: dict[str, str], open_dir: Path
+) -> None:
     nobody = pwd.getpwnam("nobody")
     state, log = open_dir / "state", open_dir / "log"
     config = open_dir / "m10jobs.toml"
@@ -75,13 +81,18 @@ def test_hand_run_as_root_reads_env_file_and_runs_as_the_service_user(
         "# the units' EnvironmentFile\n"
         f"M10_DATABASE_URL='{env['M10_DATABASE_URL']}'\n"
         f"M10_STATE_DIR={state}\n"
-        "M10_LOG_DIR=/nonexistent/overridden-by-the-operator\n")
+        "M10_LOG_DIR=/nonexistent/overridden-by-the-operator\n"
+    )
     env_file.chmod(0o600)  # like /etc/m10jobs/env: root reads it before dropping
     proc = subprocess.run(
         [str(BIN / "m10"), "run", "m10-canary", "--config", str(config)],
-        env=hand_run_env(env, M10_ENV_FILE=str(env_file), M10_SERVICE_USER="nobody",
-                         M10_LOG_DIR=str(log)),
-        capture_output=True, text=True, timeout=60)
+        env=hand_run_env(
+            env, M10_ENV_FILE=str(env_file), M10_SERVICE_USER="nobody", M10_LOG_DIR=str(log)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     report = state / "canary" / "reports" / "latest_report.json"
     assert json.loads(report.read_text())["verdict"] == "pass"
@@ -92,32 +103,47 @@ def test_hand_run_as_root_reads_env_file_and_runs_as_the_service_user(
 
 
 def test_without_the_service_user_a_hand_run_stays_who_it_is(
-        env: dict[str, str], open_dir: Path) -> None:
+    env: dict[str, str], open_dir: Path
+) -> None:
     config = open_dir / "m10jobs.toml"
     config.write_text(CANARY_CONFIG)
     proc = subprocess.run(
         [str(BIN / "m10-canary"), "--config", str(config)],
-        env=hand_run_env(env, M10_SERVICE_USER="no-such-user-m10", M10_ENV_FILE="/nonexistent",
-                         M10_DATABASE_URL=env["M10_DATABASE_URL"],
-                         M10_STATE_DIR=str(open_dir / "state")),
-        capture_output=True, text=True, timeout=60)
+        env=hand_run_env(
+            env,
+            M10_SERVICE_USER="no-such-user-m10",
+            M10_ENV_FILE="/nonexistent",
+            M10_DATABASE_URL=env["M10_DATABASE_URL"],
+            M10_STATE_DIR=str(open_dir / "state"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (open_dir / "state").stat().st_uid == os.geteuid()
 
 
-def run_with_stderr_file(env: dict[str, str], path: Path, journal: str | None,
-                         *args: str) -> list[str]:
+def run_with_stderr_file(
+    env: dict[str, str], path: Path, journal: str | None, *args: str
+) -> list[str]:
     with path.open("wb") as err:
         st = os.fstat(err.fileno())
-        stream = {"JOURNAL_STREAM": journal if journal is not None
-                  else f"{st.st_dev}:{st.st_ino}"}
-        subprocess.run([str(BIN / "m10-canary"), *args], stdout=subprocess.DEVNULL, stderr=err,
-                       env={**hand_run_env(env), **stream}, timeout=60, check=False)
+        stream = {"JOURNAL_STREAM": journal if journal is not None else f"{st.st_dev}:{st.st_ino}"}
+        subprocess.run(
+            [str(BIN / "m10-canary"), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**hand_run_env(env), **stream},
+            timeout=60,
+            check=False,
+        )
     return path.read_text().splitlines()
 
 
 def test_error_lines_carry_journald_priority_when_stderr_is_the_journal(
-        env: dict[str, str], tmp_path: Path) -> None:
+    env: dict[str, str], tmp_path: Path
+) -> None:
     # no database configured: one error line, exit 78
     lines = run_with_stderr_file(env, tmp_path / "err", None)
     assert lines and all(line.startswith("<") for line in lines), lines
@@ -128,7 +154,8 @@ def test_error_lines_carry_journald_priority_when_stderr_is_the_journal(
 
 
 def test_no_priority_prefix_when_stderr_is_not_the_journal(
-        env: dict[str, str], tmp_path: Path) -> None:
+    env: dict[str, str], tmp_path: Path
+) -> None:
     # JOURNAL_STREAM inherited from a parent whose stderr was the journal: not ours
     lines = run_with_stderr_file(env, tmp_path / "err", "1:1")
     assert lines and all(line.startswith("{") for line in lines), lines
@@ -144,24 +171,35 @@ def files_by_dir(root: Path) -> dict[str, int]:
 
 
 def test_hundred_runs_leave_a_bounded_number_of_files(
-        s3_env: dict[str, str], conn: Any, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    s3_env: dict[str, str], conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every file-writing job, 100 passes each: no lock or temp file per artifact;
     each directory holds what retention keeps (canary history_keep), no more."""
     for key, value in s3_env.items():
         monkeypatch.setenv(key, value)
     config = tmp_path / "m10jobs.toml"
     config.write_text(CANARY_CONFIG)
-    boto3.client("s3", endpoint_url=s3_env["M10_R2_ENDPOINT_URL"],
-                 region_name="us-east-1").create_bucket(Bucket=s3_env["M10_R2_BUCKET"])
+    boto3.client(
+        "s3", endpoint_url=s3_env["M10_R2_ENDPOINT_URL"], region_name="us-east-1"
+    ).create_bucket(Bucket=s3_env["M10_R2_BUCKET"])
     seed_day(conn, date(2026, 10, 30), 3)
     cfg = load_config(str(config))
     for i in range(3):  # three pending fallback uploads for the retry job
-        retry_local_fallback(cfg, f"payload {i}".encode(), f"f{i}.txt", cfg.require("r2_bucket"),
-                             f"k/f{i}.txt", "text/plain", "test: store was down")
+        retry_local_fallback(
+            cfg,
+            f"payload {i}".encode(),
+            f"f{i}.txt",
+            cfg.require("r2_bucket"),
+            f"k/f{i}.txt",
+            "text/plain",
+            "test: store was down",
+        )
     root = Path(s3_env["M10_STATE_DIR"]).parent
-    jobs = [("m10-canary", {}), ("m10-retry-r2-fallbacks", {}),
-            ("m10-daily-stats", {"start_date": date(2026, 10, 30), "until": date(2026, 10, 30)})]
+    jobs = [
+        ("m10-canary", {}),
+        ("m10-retry-r2-fallbacks", {}),
+        ("m10-daily-stats", {"start_date": date(2026, 10, 30), "until": date(2026, 10, 30)}),
+    ]
     after_ten: dict[str, int] = {}
     for n in range(1, 101):
         for script, params in jobs:

@@ -11,8 +11,16 @@ import pytest
 from psycopg.rows import dict_row
 
 Conn = psycopg.Connection[dict[str, Any]]
-TABLES = ["distributed_locks", "replay_log", "dead_letter_archive", "outbox", "retention_jobs",
-          "schema_migrations", "rollback_actions", "daily_stats"]
+TABLES = [
+    "distributed_locks",
+    "replay_log",
+    "dead_letter_archive",
+    "outbox",
+    "retention_jobs",
+    "schema_migrations",
+    "rollback_actions",
+    "daily_stats",
+]
 _n = itertools.count()
 
 
@@ -26,32 +34,39 @@ def login_role(conn: Conn, dsn: str, *grants: str) -> Conn:
 
 
 @pytest.mark.parametrize("grants", [("m10_app",), ()], ids=["m10_app", "public"])
-def test_app_role_and_public_cannot_read_any_l7_table(conn: Conn, dsn: str,
-                                                      grants: tuple[str, ...]) -> None:
+def test_app_role_and_public_cannot_read_any_l7_table(
+    conn: Conn, dsn: str, grants: tuple[str, ...]
+) -> None:
     with login_role(conn, dsn, *grants) as app:
         for table in TABLES:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 app.execute(f"SELECT * FROM m10_recovery.{table} LIMIT 1")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            app.execute("INSERT INTO m10_recovery.outbox (event_type, payload) "
-                        "VALUES ('x', '{}')")
+            app.execute("INSERT INTO m10_recovery.outbox (event_type, payload) VALUES ('x', '{}')")
 
 
-@pytest.mark.parametrize("call", [
-    "acquire_lock('x', 'y', 10)", "release_lock('x', 'y')", "extend_lock('x', 'y', 1, 10)",
-    "reclaim_expired_locks()", "assert_lease('x', 'y', 1)", "force_release_lock('x')",
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "acquire_lock('x', 'y', 10)",
+        "release_lock('x', 'y')",
+        "extend_lock('x', 'y', 1, 10)",
+        "reclaim_expired_locks()",
+        "assert_lease('x', 'y', 1)",
+        "force_release_lock('x')",
+    ],
+)
 def test_app_role_cannot_call_lock_functions(conn: Conn, dsn: str, call: str) -> None:
-    with login_role(conn, dsn, "m10_app") as app, pytest.raises(
-        psycopg.errors.InsufficientPrivilege
+    with (
+        login_role(conn, dsn, "m10_app") as app,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         app.execute(f"SELECT m10_recovery.{call}")
 
 
-def test_app_role_can_enqueue_and_a_repeated_key_returns_the_first_id(conn: Conn,
-                                                                      dsn: str) -> None:
+def test_app_role_can_enqueue_and_a_repeated_key_returns_the_first_id(conn: Conn, dsn: str) -> None:
     with login_role(conn, dsn, "m10_app") as app:
-        q = ("SELECT m10_recovery.enqueue_outbox(%s, %s::jsonb, 'order', '42', %s) AS id")
+        q = "SELECT m10_recovery.enqueue_outbox(%s, %s::jsonb, 'order', '42', %s) AS id"
         first = app.execute(q, ("order.created", '{"a": 1}', "k-1")).fetchone()["id"]
         again = app.execute(q, ("order.created", '{"a": 2}', "k-1")).fetchone()["id"]
         other = app.execute(q, ("order.created", '{"a": 3}', "k-2")).fetchone()["id"]

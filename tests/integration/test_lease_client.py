@@ -21,13 +21,16 @@ def test_heartbeat_keeps_the_lease_past_its_ttl(conn: Conn, dsn: str) -> None:
     with Lease(dsn, db.connect(dsn), "hb", "me:1:x", ttl=1) as lease:
         for _ in range(6):  # 3 s = three TTLs
             time.sleep(0.5)
-            other = conn.execute("SELECT m10_recovery.acquire_lock('hb', 'them', 1) AS t"
-                                 ).fetchone()["t"]
+            other = conn.execute(
+                "SELECT m10_recovery.acquire_lock('hb', 'them', 1) AS t"
+            ).fetchone()["t"]
             assert other is None
             lease.check()
     # released on exit: free again
-    assert conn.execute("SELECT m10_recovery.acquire_lock('hb', 'them', 1) AS t"
-                        ).fetchone()["t"] is not None
+    assert (
+        conn.execute("SELECT m10_recovery.acquire_lock('hb', 'them', 1) AS t").fetchone()["t"]
+        is not None
+    )
 
 
 def test_busy_lease_raises_lockbusy_naming_the_holder(conn: Conn, dsn: str) -> None:
@@ -58,10 +61,16 @@ LOSER = textwrap.dedent("""
 """)
 
 
-def test_a_pass_that_loses_its_lease_stops_and_exits_1(dsn: str, conn: Conn,
-                                                       env: dict[str, str]) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", LOSER], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def test_a_pass_that_loses_its_lease_stops_and_exits_1(
+    dsn: str, conn: Conn, env: dict[str, str]
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOSER],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().startswith("STARTED")
     started = time.monotonic()
     conn.execute("SELECT * FROM m10_recovery.force_release_lock('test:loser')")
@@ -94,7 +103,8 @@ FROZEN_IN_TXN = textwrap.dedent("""
 
 
 def test_a_pass_frozen_inside_any_transaction_releases_its_rows(
-        dsn: str, conn: Conn, env: dict[str, str]) -> None:
+    dsn: str, conn: Conn, env: dict[str, str]
+) -> None:
     """Not only fenced commits: a leased pass paused with rows locked is cut off by the
     server once its lease (floor 5 s) is over, so the next holder does not hang."""
     import os
@@ -104,9 +114,14 @@ def test_a_pass_frozen_inside_any_transaction_releases_its_rows(
 
     conn.execute("CREATE TABLE probe (n int NOT NULL)")
     conn.execute("INSERT INTO probe VALUES (0)")
-    proc = subprocess.Popen([sys.executable, "-c", FROZEN_IN_TXN], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_IN_TXN],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "LOCKED"
     os.kill(proc.pid, signal.SIGSTOP)
     t0 = time.monotonic()

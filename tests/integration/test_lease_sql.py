@@ -18,18 +18,21 @@ Conn = psycopg.Connection[dict[str, Any]]
 
 
 def acquire(conn: Conn, name: str, holder: str, ttl: int = 60) -> int | None:
-    return conn.execute("SELECT m10_recovery.acquire_lock(%s, %s, %s) AS t",
-                        (name, holder, ttl)).fetchone()["t"]
+    return conn.execute(
+        "SELECT m10_recovery.acquire_lock(%s, %s, %s) AS t", (name, holder, ttl)
+    ).fetchone()["t"]
 
 
 def release(conn: Conn, name: str, holder: str, token: int | None = None) -> bool:
-    return conn.execute("SELECT m10_recovery.release_lock(%s, %s, %s) AS r",
-                        (name, holder, token)).fetchone()["r"]
+    return conn.execute(
+        "SELECT m10_recovery.release_lock(%s, %s, %s) AS r", (name, holder, token)
+    ).fetchone()["r"]
 
 
 def extend(conn: Conn, name: str, holder: str, token: int | None, ttl: int = 60) -> bool:
-    return conn.execute("SELECT m10_recovery.extend_lock(%s, %s, %s, %s) AS e",
-                        (name, holder, token, ttl)).fetchone()["e"]
+    return conn.execute(
+        "SELECT m10_recovery.extend_lock(%s, %s, %s, %s) AS e", (name, holder, token, ttl)
+    ).fetchone()["e"]
 
 
 def test_grant_then_deny_then_release_frees(conn: Conn) -> None:
@@ -66,8 +69,12 @@ def test_expiry_lets_another_take_over_with_a_higher_token(conn: Conn) -> None:
     assert extend(conn, "job", "a", first) is False
     assert release(conn, "job", "a", first) is False
     assert release(conn, "job", "a") is False
-    assert conn.execute("SELECT holder_id FROM m10_recovery.distributed_locks "
-                        "WHERE lock_name = 'job'").fetchone()["holder_id"] == "b"
+    assert (
+        conn.execute(
+            "SELECT holder_id FROM m10_recovery.distributed_locks WHERE lock_name = 'job'"
+        ).fetchone()["holder_id"]
+        == "b"
+    )
 
 
 def test_expired_holder_cannot_extend_its_own_lapsed_lease(conn: Conn) -> None:
@@ -83,24 +90,29 @@ def test_gc_deletes_only_expired_and_tokens_keep_rising(conn: Conn) -> None:
     live = acquire(conn, "live", "a", ttl=60)
     time.sleep(1.2)
     assert conn.execute("SELECT m10_recovery.reclaim_expired_locks() AS n").fetchone()["n"] == 1
-    names = [r["lock_name"] for r in conn.execute(
-        "SELECT lock_name FROM m10_recovery.distributed_locks").fetchall()]
+    names = [
+        r["lock_name"]
+        for r in conn.execute("SELECT lock_name FROM m10_recovery.distributed_locks").fetchall()
+    ]
     assert names == ["live"]
     t2 = acquire(conn, "gone", "b")
     assert t2 > t1 and t2 > live
 
 
-@pytest.mark.parametrize("call, args", [
-    ("acquire_lock(%s, %s, %s)", ("", "a", 60)),
-    ("acquire_lock(%s, %s, %s)", ("x", "", 60)),
-    ("acquire_lock(%s, %s, %s)", (None, "a", 60)),
-    ("acquire_lock(%s, %s, %s)", ("x", "a", 0)),
-    ("acquire_lock(%s, %s, %s)", ("x", "a", 86401)),
-    ("acquire_lock(%s, %s, %s)", ("x", "a", -5)),
-    ("extend_lock(%s, %s, 1, %s)", ("x", "a", 0)),
-    ("extend_lock(%s, %s, 1, %s)", ("", "a", 10)),
-    ("release_lock(%s, %s)", ("x", "")),
-])
+@pytest.mark.parametrize(
+    "call, args",
+    [
+        ("acquire_lock(%s, %s, %s)", ("", "a", 60)),
+        ("acquire_lock(%s, %s, %s)", ("x", "", 60)),
+        ("acquire_lock(%s, %s, %s)", (None, "a", 60)),
+        ("acquire_lock(%s, %s, %s)", ("x", "a", 0)),
+        ("acquire_lock(%s, %s, %s)", ("x", "a", 86401)),
+        ("acquire_lock(%s, %s, %s)", ("x", "a", -5)),
+        ("extend_lock(%s, %s, 1, %s)", ("x", "a", 0)),
+        ("extend_lock(%s, %s, 1, %s)", ("", "a", 10)),
+        ("release_lock(%s, %s)", ("x", "")),
+    ],
+)
 def test_bad_parameters_raise_22023(conn: Conn, call: str, args: tuple[Any, ...]) -> None:
     with pytest.raises(psycopg.Error) as info:
         conn.execute(f"SELECT m10_recovery.{call}", args)
@@ -146,8 +158,14 @@ def test_eight_processes_never_overlap_inside_the_lock(conn: Conn, dsn: str) -> 
     conn.execute("CREATE TABLE probe (n int NOT NULL, total int NOT NULL)")
     conn.execute("INSERT INTO probe VALUES (0, 0)")
     rounds = 40
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, dsn, f"w{i}", str(rounds)],
-                              stdout=subprocess.PIPE, text=True) for i in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, dsn, f"w{i}", str(rounds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, outs
     row = conn.execute("SELECT n, total FROM probe").fetchone()
@@ -166,8 +184,7 @@ HOLDER = textwrap.dedent("""
 
 
 def test_holder_killed_with_sigkill_is_taken_over_after_its_ttl(conn: Conn, dsn: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, dsn], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, dsn], stdout=subprocess.PIPE, text=True)
     token = int(proc.stdout.readline())
     time.sleep(2.5)  # beyond one TTL: alive, so extended
     assert acquire(conn, "victim", "heir") is None
@@ -206,8 +223,12 @@ def test_holder_frozen_mid_commit_is_rolled_back_and_taken_over(conn: Conn, dsn:
     lease lapses (the server ends the idle transaction) and its write never lands."""
     conn.execute("SET statement_timeout = '15s'")  # a regression fails rather than hangs
     conn.execute("CREATE TABLE probe (n int NOT NULL, total int NOT NULL)")
-    proc = subprocess.Popen([sys.executable, "-c", MID_COMMIT, dsn], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MID_COMMIT, dsn],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     token = int(proc.stdout.readline())
     os.kill(proc.pid, signal.SIGSTOP)
     frozen_at = time.monotonic()
@@ -227,12 +248,17 @@ def test_holder_frozen_mid_commit_is_rolled_back_and_taken_over(conn: Conn, dsn:
 
 
 def test_busy_fenced_commit_past_expiry_keeps_the_row_but_nobody_hangs(
-        conn: Conn, dsn: str, cli: Any) -> None:
+    conn: Conn, dsn: str, cli: Any
+) -> None:
     """A fenced transaction still running a statement keeps its protection; contenders
     give up after 2 s instead of waiting for it."""
     conn.execute("SET statement_timeout = '15s'")  # a regression fails rather than hangs
     token = acquire(conn, "slow", "committer", ttl=1)
-    busy = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
         import sys, psycopg
         with psycopg.connect(sys.argv[1]) as c:
             c.execute("SELECT m10_recovery.assert_lease('slow', 'committer', %s)",
@@ -240,7 +266,13 @@ def test_busy_fenced_commit_past_expiry_keeps_the_row_but_nobody_hangs(
             print("fenced", flush=True)
             c.execute("SELECT pg_sleep(10)")
         print("committed", flush=True)
-    """), dsn, str(token)], stdout=subprocess.PIPE, text=True)
+    """),
+            dsn,
+            str(token),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert busy.stdout.readline().strip() == "fenced"
     time.sleep(1.2)  # the lease has lapsed; the commit is still running
     t0 = time.monotonic()
@@ -267,11 +299,13 @@ ROW_HOLDER = textwrap.dedent("""
 """)
 
 
-def hold_row(dsn: str, name: str, holder: str, token: int, seconds: float
-             ) -> subprocess.Popen[str]:
+def hold_row(dsn: str, name: str, holder: str, token: int, seconds: float) -> subprocess.Popen[str]:
     """A holder's fenced transaction keeping the lease row locked for `seconds`."""
-    proc = subprocess.Popen([sys.executable, "-c", ROW_HOLDER, dsn, name, holder, str(token),
-                             str(seconds)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ROW_HOLDER, dsn, name, holder, str(token), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "fenced"
     return proc
 
@@ -283,17 +317,17 @@ def released_at(proc: subprocess.Popen[str]) -> datetime:
     return datetime.fromisoformat(out.strip())
 
 
-def test_takeover_after_waiting_for_the_row_is_stamped_after_the_wait(
-        conn: Conn, dsn: str) -> None:
+def test_takeover_after_waiting_for_the_row_is_stamped_after_the_wait(conn: Conn, dsn: str) -> None:
     """The old lease lapses while its holder's fenced transaction still has the row; the
     heir waits for that transaction, and its lease starts when it got the row, with its
     whole TTL."""
     conn.execute("SET statement_timeout = '15s'")  # a regression fails rather than hangs
     old = acquire(conn, "waited", "old", ttl=1)
     holder = hold_row(dsn, "waited", "old", old, 1.8)
-    left = conn.execute("SELECT extract(epoch FROM expires_at - clock_timestamp()) AS s "
-                        "FROM m10_recovery.distributed_locks WHERE lock_name = 'waited'"
-                        ).fetchone()["s"]
+    left = conn.execute(
+        "SELECT extract(epoch FROM expires_at - clock_timestamp()) AS s "
+        "FROM m10_recovery.distributed_locks WHERE lock_name = 'waited'"
+    ).fetchone()["s"]
     time.sleep(float(left) + 0.1)  # lapsed, but the row is still locked for a while
     t0 = time.monotonic()
     new = acquire(conn, "waited", "heir", ttl=60)
@@ -301,16 +335,18 @@ def test_takeover_after_waiting_for_the_row_is_stamped_after_the_wait(
     released = released_at(holder)
     assert new is not None and new > old
     assert waited >= 0.2, waited  # it really queued behind the holder's transaction
-    row = conn.execute("SELECT holder_id, acquired_at, expires_at "
-                       "FROM m10_recovery.distributed_locks WHERE lock_name = 'waited'"
-                       ).fetchone()
+    row = conn.execute(
+        "SELECT holder_id, acquired_at, expires_at "
+        "FROM m10_recovery.distributed_locks WHERE lock_name = 'waited'"
+    ).fetchone()
     assert row["holder_id"] == "heir"
     assert row["acquired_at"] >= released, (row, released)
     assert row["expires_at"] - row["acquired_at"] == timedelta(seconds=60)
 
 
 def test_extend_after_waiting_for_the_row_judges_and_stamps_after_the_wait(
-        conn: Conn, dsn: str) -> None:
+    conn: Conn, dsn: str
+) -> None:
     """An extend that queued behind a fenced transaction: a lease still live after the
     wait gets its full TTL from then; one that lapsed during the wait is not revived."""
     conn.execute("SET statement_timeout = '15s'")
@@ -318,8 +354,10 @@ def test_extend_after_waiting_for_the_row_judges_and_stamps_after_the_wait(
     holder = hold_row(dsn, "live", "a", live, 0.8)
     assert extend(conn, "live", "a", live, ttl=60) is True
     released = released_at(holder)
-    row = conn.execute("SELECT extended_at, expires_at FROM m10_recovery.distributed_locks "
-                       "WHERE lock_name = 'live'").fetchone()
+    row = conn.execute(
+        "SELECT extended_at, expires_at FROM m10_recovery.distributed_locks "
+        "WHERE lock_name = 'live'"
+    ).fetchone()
     assert row["extended_at"] >= released, (row, released)
     assert row["expires_at"] - row["extended_at"] == timedelta(seconds=60)
 

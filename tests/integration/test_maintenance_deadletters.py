@@ -16,8 +16,9 @@ from tests.conftest import BIN
 from tests.maintenance_support import client, deliver, event_fields, task, write_config
 
 
-def test_route_moves_only_entries_past_the_delivery_limit(cli: Any, env: dict[str, str],
-                                                         tmp_path: Path, redis_url: str) -> None:
+def test_route_moves_only_entries_past_the_delivery_limit(
+    cli: Any, env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
     r = client(redis_url)
     r.xgroup_create("m10:outbox", "workers", id="0", mkstream=True)
     poison = r.xadd("m10:outbox", event_fields(1, "k1"))
@@ -44,8 +45,9 @@ def test_route_moves_only_entries_past_the_delivery_limit(cli: Any, env: dict[st
     assert task(again, "dl_route")["summary"]["routed"] == 0
 
 
-def test_sigkill_during_routing_never_loses_a_message(env: dict[str, str], tmp_path: Path,
-                                                     redis_url: str) -> None:
+def test_sigkill_during_routing_never_loses_a_message(
+    env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
     r = client(redis_url)
     r.xgroup_create("m10:outbox", "workers", id="0", mkstream=True)
     pipe = r.pipeline()
@@ -56,8 +58,9 @@ def test_sigkill_during_routing_never_loses_a_message(env: dict[str, str], tmp_p
     cfg = write_config(tmp_path)
 
     def invariant() -> set[str]:
-        pending = {p["message_id"] for p in
-                   r.xpending_range("m10:outbox", "workers", "-", "+", 10000)}
+        pending = {
+            p["message_id"] for p in r.xpending_range("m10:outbox", "workers", "-", "+", 10000)
+        }
         routed = [f["source_entry_id"] for _, f in r.xrange("m10:dead_letter")]
         assert pending | set(routed) == ids, "a message was lost"
         assert len(routed) == len(set(routed)), "a message was dead-lettered twice"
@@ -68,12 +71,19 @@ def test_sigkill_during_routing_never_loses_a_message(env: dict[str, str], tmp_p
     kills = 0
     for _ in range(4):
         before = r.xlen("m10:dead_letter")
-        proc = subprocess.Popen([str(BIN / "m10"), "run", "dl_route", "--config", str(cfg)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(BIN / "m10"), "run", "dl_route", "--config", str(cfg)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         # kill once routing is under way, however long start-up took on a loaded machine
         deadline = time.monotonic() + 60
-        while (proc.poll() is None and r.xlen("m10:dead_letter") == before
-               and time.monotonic() < deadline):
+        while (
+            proc.poll() is None
+            and r.xlen("m10:dead_letter") == before
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.005)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -83,8 +93,13 @@ def test_sigkill_during_routing_never_loses_a_message(env: dict[str, str], tmp_p
         # the dead process's lease would lapse after its TTL: drop it now
         with psycopg.connect(env["M10_DATABASE_URL"], autocommit=True) as c:
             c.execute("DELETE FROM m10_recovery.distributed_locks")
-    done = subprocess.run([str(BIN / "m10"), "run", "dl_route", "--config", str(cfg)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(BIN / "m10"), "run", "dl_route", "--config", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert invariant() == set()
     print("routed after each kill:", progress)
@@ -92,26 +107,38 @@ def test_sigkill_during_routing_never_loses_a_message(env: dict[str, str], tmp_p
 
 
 def _dl(r: Any, event_id: int, key: str | None, source_entry: str, **kw: Any) -> str:
-    return r.xadd("m10:dead_letter", {**event_fields(event_id, key, **kw), "reason": "boom",
-                                      "attempts": "5", "source_stream": "m10:outbox",
-                                      "source_entry_id": source_entry})
+    return r.xadd(
+        "m10:dead_letter",
+        {
+            **event_fields(event_id, key, **kw),
+            "reason": "boom",
+            "attempts": "5",
+            "source_stream": "m10:outbox",
+            "source_entry_id": source_entry,
+        },
+    )
 
 
 def _replay_log(conn: psycopg.Connection[Any], event_id: int, key: str, entry: str) -> None:
-    conn.execute("INSERT INTO m10_recovery.replay_log (event_id, idempotency_key, event_type, "
-                 "stream, stream_entry_id, fencing_token, holder_id, enqueued_at) VALUES "
-                 "(%s, %s, 'order.created', 'm10:outbox', %s, 1, 'h', now())",
-                 (event_id, key, entry))
+    conn.execute(
+        "INSERT INTO m10_recovery.replay_log (event_id, idempotency_key, event_type, "
+        "stream, stream_entry_id, fencing_token, holder_id, enqueued_at) VALUES "
+        "(%s, %s, 'order.created', 'm10:outbox', %s, 1, 'h', now())",
+        (event_id, key, entry),
+    )
 
 
 def _archive(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    return conn.execute("SELECT id, idempotency_key, reconcile_outcome, reconcile_attempts, "
-                        "replay_event_id, reconciled_at, lineage_key FROM "
-                        "m10_recovery.dead_letter_archive ORDER BY id").fetchall()
+    return conn.execute(
+        "SELECT id, idempotency_key, reconcile_outcome, reconcile_attempts, "
+        "replay_event_id, reconciled_at, lineage_key FROM "
+        "m10_recovery.dead_letter_archive ORDER BY id"
+    ).fetchall()
 
 
 def test_archive_then_reconcile_three_outcomes_and_idempotent(
-        cli: Any, conn: psycopg.Connection[Any], tmp_path: Path, redis_url: str) -> None:
+    cli: Any, conn: psycopg.Connection[Any], tmp_path: Path, redis_url: str
+) -> None:
     r = client(redis_url)
     cfg = write_config(tmp_path)
     # processed after all: a different stream entry published the same event
@@ -121,10 +148,12 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
     _dl(r, 11, "retry-key", source_entry="2-0")
     # a lineage already replayed twice (cap 2): abandoned
     _dl(r, 12, "poison#replay2", source_entry="3-0")
-    conn.execute("INSERT INTO m10_recovery.dead_letter_archive (dl_stream, dl_entry_id, reason, "
-                 "idempotency_key, lineage_key, reconcile_outcome, reconcile_attempts) VALUES "
-                 "('m10:dead_letter', '0-1', 'x', 'poison', 'poison', 'replayed', 1), "
-                 "('m10:dead_letter', '0-2', 'x', 'poison#replay1', 'poison', 'replayed', 2)")
+    conn.execute(
+        "INSERT INTO m10_recovery.dead_letter_archive (dl_stream, dl_entry_id, reason, "
+        "idempotency_key, lineage_key, reconcile_outcome, reconcile_attempts) VALUES "
+        "('m10:dead_letter', '0-1', 'x', 'poison', 'poison', 'replayed', 1), "
+        "('m10:dead_letter', '0-2', 'x', 'poison#replay1', 'poison', 'replayed', 2)"
+    )
     # a dead letter whose payload is not JSON cannot be replayed: abandoned
     _dl(r, 13, "bad-json", source_entry="4-0", payload="{not json")
 
@@ -137,8 +166,12 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
     # abandoned dead letters need an operator: never a silent 0
     assert rec.returncode == 1, rec.stderr
     assert "2 dead letter(s) are abandoned" in rec.stderr
-    assert task(rec, "dl_reconcile")["summary"] == {"already_processed": 1, "replayed": 1,
-                                                    "abandoned": 2, "abandoned_total": 2}
+    assert task(rec, "dl_reconcile")["summary"] == {
+        "already_processed": 1,
+        "replayed": 1,
+        "abandoned": 2,
+        "abandoned_total": 2,
+    }
     assert "ABANDONED" in rec.stderr
     assert _gauge(tmp_path, "m10_dead_letters_abandoned") == 2
     rows = {row["idempotency_key"]: row for row in _archive(conn)}
@@ -146,22 +179,29 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
     assert rows["done-key"]["replay_event_id"] == 10
     replayed = rows["retry-key"]
     assert replayed["reconcile_outcome"] == "replayed" and replayed["reconcile_attempts"] == 1
-    outbox = conn.execute("SELECT id, idempotency_key, event_type, payload FROM "
-                          "m10_recovery.outbox").fetchall()
+    outbox = conn.execute(
+        "SELECT id, idempotency_key, event_type, payload FROM m10_recovery.outbox"
+    ).fetchall()
     assert [(o["id"], o["idempotency_key"]) for o in outbox] == [
-        (replayed["replay_event_id"], "retry-key#replay1")]
+        (replayed["replay_event_id"], "retry-key#replay1")
+    ]
     assert outbox[0]["payload"] == {"n": 1}
     assert rows["poison#replay2"]["reconcile_outcome"] == "abandoned"
     assert rows["poison#replay2"]["reconcile_attempts"] == 2
     assert rows["bad-json"]["reconcile_outcome"] == "abandoned"
-    assert all(rows[k]["reconciled_at"] for k in ("done-key", "retry-key", "poison#replay2",
-                                                  "bad-json"))
+    assert all(
+        rows[k]["reconciled_at"] for k in ("done-key", "retry-key", "poison#replay2", "bad-json")
+    )
 
     before = (_archive(conn), conn.execute("SELECT * FROM m10_recovery.outbox").fetchall())
     again = cli("m10", "run", "dl_reconcile", "--config", str(cfg))
     assert again.returncode == 1  # still abandoned: still failing, until replayed by hand
-    assert task(again, "dl_reconcile")["summary"] == {"already_processed": 0, "replayed": 0,
-                                                      "abandoned": 0, "abandoned_total": 2}
+    assert task(again, "dl_reconcile")["summary"] == {
+        "already_processed": 0,
+        "replayed": 0,
+        "abandoned": 0,
+        "abandoned_total": 2,
+    }
     assert (_archive(conn), conn.execute("SELECT * FROM m10_recovery.outbox").fetchall()) == before
     assert _gauge(tmp_path, "m10_dead_letters_abandoned") == 2  # still waiting for a human
 
@@ -174,23 +214,30 @@ def _gauge(tmp_path: Path, name: str) -> float:
     return value
 
 
-def test_archive_is_idempotent_by_entry_id(cli: Any, conn: psycopg.Connection[Any],
-                                           tmp_path: Path, redis_url: str) -> None:
+def test_archive_is_idempotent_by_entry_id(
+    cli: Any, conn: psycopg.Connection[Any], tmp_path: Path, redis_url: str
+) -> None:
     """A crash after the commit but before XDEL: the next pass stores no duplicate."""
     r = client(redis_url)
     first = _dl(r, 20, "a", source_entry="1-0")
     _dl(r, 21, "b", source_entry="2-0")
-    conn.execute("INSERT INTO m10_recovery.dead_letter_archive (dl_stream, dl_entry_id, reason) "
-                 "VALUES ('m10:dead_letter', %s, 'boom')", (first,))
+    conn.execute(
+        "INSERT INTO m10_recovery.dead_letter_archive (dl_stream, dl_entry_id, reason) "
+        "VALUES ('m10:dead_letter', %s, 'boom')",
+        (first,),
+    )
     proc = cli("m10", "run", "dl_archive", "--config", str(write_config(tmp_path)))
     assert task(proc, "dl_archive")["summary"]["archived"] == 1
-    assert conn.execute("SELECT count(*) AS n FROM m10_recovery.dead_letter_archive"
-                        ).fetchone()["n"] == 2
+    assert (
+        conn.execute("SELECT count(*) AS n FROM m10_recovery.dead_letter_archive").fetchone()["n"]
+        == 2
+    )
     assert r.xlen("m10:dead_letter") == 0
 
 
-def test_replay_cap_across_a_lineage(cli: Any, conn: psycopg.Connection[Any], tmp_path: Path,
-                                     redis_url: str) -> None:
+def test_replay_cap_across_a_lineage(
+    cli: Any, conn: psycopg.Connection[Any], tmp_path: Path, redis_url: str
+) -> None:
     """The same event dying again after each replay is replayed max_replays times, then
     abandoned."""
     r = client(redis_url)
@@ -205,45 +252,74 @@ def test_replay_cap_across_a_lineage(cli: Any, conn: psycopg.Connection[Any], tm
         outcomes.append(next(k for k, v in s.items() if v))
         key = f"chain#replay{i + 1}"
     assert outcomes == ["replayed", "replayed", "abandoned"]
-    keys = [o["idempotency_key"] for o in conn.execute(
-        "SELECT idempotency_key FROM m10_recovery.outbox ORDER BY id")]
+    keys = [
+        o["idempotency_key"]
+        for o in conn.execute("SELECT idempotency_key FROM m10_recovery.outbox ORDER BY id")
+    ]
     assert keys == ["chain#replay1", "chain#replay2"]
 
 
-def test_operator_list_and_manual_replay(cli: Any, conn: psycopg.Connection[Any],
-                                         tmp_path: Path, redis_url: str) -> None:
+def test_operator_list_and_manual_replay(
+    cli: Any, conn: psycopg.Connection[Any], tmp_path: Path, redis_url: str
+) -> None:
     r = client(redis_url)
-    cfg = write_config(tmp_path, base=write_config(tmp_path).read_text().replace(
-        "max_replays = 2", "max_replays = 0"))
+    cfg = write_config(
+        tmp_path,
+        base=write_config(tmp_path).read_text().replace("max_replays = 2", "max_replays = 0"),
+    )
     _dl(r, 40, "manual", source_entry="1-0")
     metrics = tmp_path / "metrics"  # the env fixture's M10_METRICS_DIR
     for _ in range(2):  # the abandoned one keeps the run failing, and its gauge set
         first = cli("m10-maintenance", "--config", str(cfg))
         assert first.returncode == 1 and "1 dead letter(s) are abandoned" in first.stderr
-        assert 'm10_dead_letters_abandoned{job="m10-maintenance"} 1' in (
-            metrics / "m10_m10_maintenance.prom").read_text()
+        assert (
+            'm10_dead_letters_abandoned{job="m10-maintenance"} 1'
+            in (metrics / "m10_m10_maintenance.prom").read_text()
+        )
     listed = cli("m10", "dl", "list", "--outcome", "abandoned", "--config", str(cfg))
     assert listed.returncode == 0 and "manual" in listed.stdout
-    assert "no dead letters match" in cli("m10", "dl", "list", "--outcome", "replayed",
-                                          "--config", str(cfg)).stdout
-    by_reason = cli("m10", "dl", "list", "--reason", "BOO", "--stream", "m10:outbox", "--json",
-                    "--config", str(cfg))
+    assert (
+        "no dead letters match"
+        in cli("m10", "dl", "list", "--outcome", "replayed", "--config", str(cfg)).stdout
+    )
+    by_reason = cli(
+        "m10",
+        "dl",
+        "list",
+        "--reason",
+        "BOO",
+        "--stream",
+        "m10:outbox",
+        "--json",
+        "--config",
+        str(cfg),
+    )
     assert [json.loads(x)["idempotency_key"] for x in by_reason.stdout.splitlines()] == ["manual"]
-    assert "no dead letters match" in cli("m10", "dl", "list", "--reason", "timeout",
-                                          "--config", str(cfg)).stdout
+    assert (
+        "no dead letters match"
+        in cli("m10", "dl", "list", "--reason", "timeout", "--config", str(cfg)).stdout
+    )
     dl_id = conn.execute("SELECT id FROM m10_recovery.dead_letter_archive").fetchone()["id"]
 
     replay = cli("m10", "dl", "replay", str(dl_id), "--config", str(cfg))
     assert replay.returncode == 0, replay.stderr
-    row = conn.execute("SELECT reconcile_outcome, replay_event_id FROM "
-                       "m10_recovery.dead_letter_archive").fetchone()
+    row = conn.execute(
+        "SELECT reconcile_outcome, replay_event_id FROM m10_recovery.dead_letter_archive"
+    ).fetchone()
     assert row["reconcile_outcome"] == "replayed"
-    assert conn.execute("SELECT idempotency_key FROM m10_recovery.outbox WHERE id = %s",
-                        (row["replay_event_id"],)).fetchone()["idempotency_key"] == "manual#replay1"
+    assert (
+        conn.execute(
+            "SELECT idempotency_key FROM m10_recovery.outbox WHERE id = %s",
+            (row["replay_event_id"],),
+        ).fetchone()["idempotency_key"]
+        == "manual#replay1"
+    )
     fixed = cli("m10-maintenance", "--config", str(cfg))
     assert fixed.returncode == 0, fixed.stderr
-    assert 'm10_dead_letters_abandoned{job="m10-maintenance"} 0' in (
-        metrics / "m10_m10_maintenance.prom").read_text()
+    assert (
+        'm10_dead_letters_abandoned{job="m10-maintenance"} 0'
+        in (metrics / "m10_m10_maintenance.prom").read_text()
+    )
     refused = cli("m10", "dl", "replay", str(dl_id), "--config", str(cfg))
     assert refused.returncode == 1 and "--force" in refused.stderr
     missing = cli("m10", "dl", "replay", "99999", "--config", str(cfg))
@@ -260,15 +336,19 @@ def test_bad_sources_config_exits_78(cli: Any, tmp_path: Path) -> None:
     assert "dead_letter.sources[0]" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_duplicate_dead_letter_is_not_replayed_twice(cli: Any, conn: psycopg.Connection[Any],
-                                                     tmp_path: Path, redis_url: str) -> None:
+def test_duplicate_dead_letter_is_not_replayed_twice(
+    cli: Any, conn: psycopg.Connection[Any], tmp_path: Path, redis_url: str
+) -> None:
     """A writer that died between its dead-letter XADD and its ACK wrote the entry twice."""
     r = client(redis_url)
     _dl(r, 50, "twice", source_entry="9-0")
     _dl(r, 50, "twice", source_entry="9-0")
     proc = cli("m10-maintenance", "--config", str(write_config(tmp_path)))
-    assert task(proc, "dl_reconcile")["summary"] == {"already_processed": 1, "replayed": 1,
-                                                     "abandoned": 0}
+    assert task(proc, "dl_reconcile")["summary"] == {
+        "already_processed": 1,
+        "replayed": 1,
+        "abandoned": 0,
+    }
     outbox = conn.execute("SELECT id FROM m10_recovery.outbox").fetchall()
     assert len(outbox) == 1
     rows = _archive(conn)
@@ -280,8 +360,12 @@ def test_route_by_idle_time(cli: Any, tmp_path: Path, redis_url: str) -> None:
     r.xgroup_create("m10:outbox", "workers", id="0", mkstream=True)
     stuck = r.xadd("m10:outbox", event_fields(60, "idle"))
     deliver(r, "m10:outbox", "workers", times=1)
-    cfg = write_config(tmp_path, base=write_config(tmp_path).read_text().replace(
-        "max_idle_seconds = 0", "max_idle_seconds = 30"))
+    cfg = write_config(
+        tmp_path,
+        base=write_config(tmp_path)
+        .read_text()
+        .replace("max_idle_seconds = 0", "max_idle_seconds = 30"),
+    )
     early = cli("m10", "run", "dl_route", "--config", str(cfg))
     assert task(early, "dl_route")["summary"]["routed"] == 0
     # Age the pending entry past the threshold instead of sleeping (a loaded machine's

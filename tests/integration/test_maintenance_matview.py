@@ -23,11 +23,15 @@ CREATE MATERIALIZED VIEW public.plain AS SELECT count(*) AS n FROM public.src;
 
 
 def test_concurrent_refresh_keeps_readers_going_and_min_interval(
-        cli: Any, conn: psycopg.Connection[Any], dsn: str, tmp_path: Path) -> None:
+    cli: Any, conn: psycopg.Connection[Any], dsn: str, tmp_path: Path
+) -> None:
     conn.execute(VIEWS)
     conn.execute("INSERT INTO public.src SELECT g, g FROM generate_series(1001, 1500) g")
-    cfg = write_config(tmp_path, '[matviews]\nviews = ["public.totals", "plain"]\n'
-                                 'min_interval_seconds = 3600\n', base="")
+    cfg = write_config(
+        tmp_path,
+        '[matviews]\nviews = ["public.totals", "plain"]\nmin_interval_seconds = 3600\n',
+        base="",
+    )
     latencies: list[float] = []
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -58,8 +62,10 @@ def test_concurrent_refresh_keeps_readers_going_and_min_interval(
     assert "no unique index" in proc.stderr
     assert not errors and len(latencies) > 20 and max(latencies) < 0.5, max(latencies)
     assert conn.execute("SELECT count(*) AS n FROM public.totals").fetchone()["n"] == 1500
-    rows = conn.execute("SELECT view_name, duration_ms, was_concurrent FROM "
-                        "m10_recovery.matview_refreshes ORDER BY view_name").fetchall()
+    rows = conn.execute(
+        "SELECT view_name, duration_ms, was_concurrent FROM "
+        "m10_recovery.matview_refreshes ORDER BY view_name"
+    ).fetchall()
     assert [r["view_name"] for r in rows] == ["plain", "public.totals"]
     assert rows[1]["duration_ms"] >= 1500 and rows[1]["was_concurrent"]
 
@@ -70,15 +76,20 @@ def test_concurrent_refresh_keeps_readers_going_and_min_interval(
     assert conn.execute("SELECT count(*) AS n FROM public.totals").fetchone()["n"] == 1500
 
 
-def test_view_lease_held_elsewhere_and_missing_view(cli: Any, conn: psycopg.Connection[Any],
-                                                    tmp_path: Path) -> None:
+def test_view_lease_held_elsewhere_and_missing_view(
+    cli: Any, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     conn.execute(VIEWS.replace("pg_sleep(1.5)", "pg_sleep(0)"))
     conn.execute("SELECT m10_recovery.acquire_lock('matview_plain', 'other-host', 60)")
-    cfg = write_config(tmp_path, '[matviews]\nviews = ["plain", "public.totals", "nope"]\n',
-                       base="")
+    cfg = write_config(
+        tmp_path, '[matviews]\nviews = ["plain", "public.totals", "nope"]\n', base=""
+    )
     proc = cli("m10", "run", "matview_refresh", "--config", str(cfg))
     status = {x["lock"]: x["status"] for x in summary(proc)["tasks"]}
-    assert status == {"matview_plain": "skipped", "matview_public.totals": "ok",
-                      "matview_nope": "failed"}
+    assert status == {
+        "matview_plain": "skipped",
+        "matview_public.totals": "ok",
+        "matview_nope": "failed",
+    }
     assert proc.returncode == 1
     assert "not a materialized view" in proc.stderr and "Traceback" not in proc.stderr

@@ -30,8 +30,9 @@ def empty_dsn(pg: Postgres) -> str:
 
 def schema_state(dsn: str) -> tuple[list[Any], list[Any]]:
     with psycopg.connect(dsn, row_factory=dict_row) as c:
-        applied = c.execute("SELECT version, checksum FROM m10_recovery.schema_migrations "
-                            "ORDER BY version").fetchall()
+        applied = c.execute(
+            "SELECT version, checksum FROM m10_recovery.schema_migrations ORDER BY version"
+        ).fetchall()
         objects = c.execute("""
             SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n
               ON n.oid = c.relnamespace WHERE n.nspname = 'm10_recovery' ORDER BY 1
@@ -39,8 +40,7 @@ def schema_state(dsn: str) -> tuple[list[Any], list[Any]]:
     return applied, objects
 
 
-def test_migrate_twice_gives_the_same_result(cli: Any, env: dict[str, str],
-                                             empty_dsn: str) -> None:
+def test_migrate_twice_gives_the_same_result(cli: Any, env: dict[str, str], empty_dsn: str) -> None:
     env = {**env, "M10_DATABASE_URL": empty_dsn}
     first = cli("m10", "db", "migrate", env=env)
     assert first.returncode == 0, first.stderr
@@ -51,14 +51,22 @@ def test_migrate_twice_gives_the_same_result(cli: Any, env: dict[str, str],
     assert len(state[0]) == len(list(MIGRATIONS_DIR.glob("*.sql")))
 
 
-def test_two_migrators_at_once_give_the_same_result(env: dict[str, str], empty_dsn: str,
-                                                    dsn: str) -> None:
+def test_two_migrators_at_once_give_the_same_result(
+    env: dict[str, str], empty_dsn: str, dsn: str
+) -> None:
     from tests.conftest import BIN
 
     env = {**env, "M10_DATABASE_URL": empty_dsn}
-    procs = [subprocess.Popen([str(BIN / "m10"), "db", "migrate"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "m10"), "db", "migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     outs = sorted(r[0].strip() for r in results)
@@ -80,33 +88,43 @@ def test_an_edited_applied_migration_is_refused(empty_dsn: str, tmp_path: Path) 
 
 
 def test_a_no_transaction_file_builds_indexes_concurrently_and_heals_a_broken_build(
-        empty_dsn: str, tmp_path: Path) -> None:
+    empty_dsn: str, tmp_path: Path
+) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations)
     with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
         migrate(c, migrations)
         # an earlier, interrupted concurrent build left an INVALID index of that name
-        c.execute("INSERT INTO m10_recovery.outbox (event_type, payload) "
-                  "SELECT 'dup', '{}' FROM generate_series(1, 2)")
+        c.execute(
+            "INSERT INTO m10_recovery.outbox (event_type, payload) "
+            "SELECT 'dup', '{}' FROM generate_series(1, 2)"
+        )
         with pytest.raises(psycopg.errors.UniqueViolation):
-            c.execute("CREATE UNIQUE INDEX CONCURRENTLY outbox_by_type "
-                      "ON m10_recovery.outbox (event_type)")
-        c.execute("DELETE FROM m10_recovery.outbox WHERE id = (SELECT max(id) "
-                  "FROM m10_recovery.outbox)")
+            c.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY outbox_by_type "
+                "ON m10_recovery.outbox (event_type)"
+            )
+        c.execute(
+            "DELETE FROM m10_recovery.outbox WHERE id = (SELECT max(id) FROM m10_recovery.outbox)"
+        )
         (migrations / "998_concurrent.sql").write_text(
             "-- m10: no-transaction\n-- a comment; with a semicolon\n"
             "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS outbox_by_type\n"
             "    ON m10_recovery.outbox (event_type);\n"
-            "COMMENT ON INDEX m10_recovery.outbox_by_type IS 'x; y';  -- trailing\n")
+            "COMMENT ON INDEX m10_recovery.outbox_by_type IS 'x; y';  -- trailing\n"
+        )
         assert migrate(c, migrations) == ["998_concurrent"]
-        row = c.execute("SELECT i.indisvalid, obj_description(i.indexrelid) AS d "
-                        "FROM pg_index i WHERE i.indexrelid = "
-                        "'m10_recovery.outbox_by_type'::regclass").fetchone()
+        row = c.execute(
+            "SELECT i.indisvalid, obj_description(i.indexrelid) AS d "
+            "FROM pg_index i WHERE i.indexrelid = "
+            "'m10_recovery.outbox_by_type'::regclass"
+        ).fetchone()
         assert row == {"indisvalid": True, "d": "x; y"}
 
 
 def test_a_migration_waiting_for_a_lock_never_blocks_producers_for_long(
-        empty_dsn: str, tmp_path: Path) -> None:
+    empty_dsn: str, tmp_path: Path
+) -> None:
     """A long reader holds the outbox; the migration's ALTER must not queue producers
     (enqueue_outbox) behind it: it retries with a short lock_timeout, then succeeds."""
     import threading
@@ -119,15 +137,19 @@ def test_a_migration_waiting_for_a_lock_never_blocks_producers_for_long(
     with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
         migrate(c, migrations)
     (migrations / "999_alter.sql").write_text(
-        "ALTER TABLE m10_recovery.outbox ADD COLUMN note text;\n")
+        "ALTER TABLE m10_recovery.outbox ADD COLUMN note text;\n"
+    )
     reader = psycopg.connect(empty_dsn)
     reader.execute("SELECT count(*) FROM m10_recovery.outbox")  # AccessShare, held open
     done: list[Any] = []
 
     def run_migration() -> None:
         with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
-            done.append(migrate(c, migrations,
-                                locks=LockPolicy(timeout_ms=200, retry_for_s=60, pause_s=0.3)))
+            done.append(
+                migrate(
+                    c, migrations, locks=LockPolicy(timeout_ms=200, retry_for_s=60, pause_s=0.3)
+                )
+            )
 
     t = threading.Thread(target=run_migration)
     t.start()
@@ -156,11 +178,18 @@ def test_a_lock_that_never_frees_ends_in_one_clear_line(empty_dsn: str, tmp_path
     with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
         migrate(c, migrations)
         (migrations / "999_alter.sql").write_text(
-            "ALTER TABLE m10_recovery.outbox ADD COLUMN note text;\n")
+            "ALTER TABLE m10_recovery.outbox ADD COLUMN note text;\n"
+        )
         with psycopg.connect(empty_dsn) as reader:
             reader.execute("SELECT count(*) FROM m10_recovery.outbox")
             with pytest.raises(TaskFailed, match=r"999_alter\.sql could not take its lock"):
-                migrate(c, migrations, locks=LockPolicy(timeout_ms=100, retry_for_s=0.5,
-                                                        pause_s=0.1))
-        assert c.execute("SELECT count(*) AS n FROM m10_recovery.schema_migrations "
-                         "WHERE version = '999_alter'").fetchone()["n"] == 0
+                migrate(
+                    c, migrations, locks=LockPolicy(timeout_ms=100, retry_for_s=0.5, pause_s=0.1)
+                )
+        assert (
+            c.execute(
+                "SELECT count(*) AS n FROM m10_recovery.schema_migrations "
+                "WHERE version = '999_alter'"
+            ).fetchone()["n"]
+            == 0
+        )

@@ -21,8 +21,13 @@ SCRIPT = "m10-outbox-processor"
 
 
 def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(BIN / SCRIPT), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(BIN / SCRIPT), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def assert_exactly_once(conn: Any, redis_url: str, n: int) -> None:
@@ -30,17 +35,20 @@ def assert_exactly_once(conn: Any, redis_url: str, n: int) -> None:
     stream = client.xrange("m10:outbox")
     per_event = Counter(int(f["event_id"]) for _, f in stream)
     assert len(stream) == n and len(per_event) == n, (len(stream), len(per_event))
-    logged = conn.execute("SELECT count(*) AS n, count(DISTINCT event_id) AS d "
-                          "FROM m10_recovery.replay_log").fetchone()
+    logged = conn.execute(
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM m10_recovery.replay_log"
+    ).fetchone()
     assert (logged["n"], logged["d"]) == (n, n)
     mismatched = conn.execute(
         "SELECT count(*) AS n FROM m10_recovery.outbox o JOIN m10_recovery.replay_log r "
         "ON r.event_id = o.id WHERE o.status <> 'published' "
-        "OR o.stream_entry_id <> r.stream_entry_id").fetchone()["n"]
+        "OR o.stream_entry_id <> r.stream_entry_id"
+    ).fetchone()["n"]
     assert mismatched == 0
     by_id = {int(f["event_id"]): eid for eid, f in stream}
-    rows = conn.execute("SELECT event_id, stream_entry_id FROM m10_recovery.replay_log "
-                        "ORDER BY random() LIMIT 200").fetchall()
+    rows = conn.execute(
+        "SELECT event_id, stream_entry_id FROM m10_recovery.replay_log ORDER BY random() LIMIT 200"
+    ).fetchall()
     assert all(by_id[r["event_id"]] == r["stream_entry_id"] for r in rows)
 
 
@@ -56,8 +64,9 @@ def drain(env: dict[str, str], *args: str, deadline_s: float = 60) -> None:
     raise AssertionError("backlog not drained in time")
 
 
-def test_sigkill_many_times_while_draining_10k(conn: Any, env: dict[str, str], redis_url: str,
-                                               tmp_path: Path) -> None:
+def test_sigkill_many_times_while_draining_10k(
+    conn: Any, env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
     n = 10_000
     bulk_enqueue(conn, n, aggregates=50)
     cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
@@ -79,8 +88,9 @@ def test_sigkill_many_times_while_draining_10k(conn: Any, env: dict[str, str], r
     assert_exactly_once(conn, redis_url, n)
 
 
-def test_two_processors_started_together_one_leads(conn: Any, env: dict[str, str],
-                                                    redis_url: str) -> None:
+def test_two_processors_started_together_one_leads(
+    conn: Any, env: dict[str, str], redis_url: str
+) -> None:
     n = 20_000
     bulk_enqueue(conn, n)
     a, b = start(env), start(env)
@@ -91,8 +101,9 @@ def test_two_processors_started_together_one_leads(conn: Any, env: dict[str, str
     assert_exactly_once(conn, redis_url, n)
 
 
-def test_leader_stopped_past_its_ttl_cannot_commit(conn: Any, env: dict[str, str],
-                                                   redis_url: str, tmp_path: Path) -> None:
+def test_leader_stopped_past_its_ttl_cannot_commit(
+    conn: Any, env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
     n = 20_000
     bulk_enqueue(conn, n)
     cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
@@ -106,10 +117,12 @@ def test_leader_stopped_past_its_ttl_cannot_commit(conn: Any, env: dict[str, str
     old.send_signal(signal.SIGSTOP)
     try:
         time.sleep(2.5)  # the lease lapses while the leader is frozen
-        token_of_old = conn.execute("SELECT max(fencing_token) AS t "
-                                    "FROM m10_recovery.replay_log").fetchone()["t"]
-        committed_by_old = conn.execute("SELECT count(*) AS n FROM m10_recovery.replay_log"
-                                        ).fetchone()["n"]
+        token_of_old = conn.execute(
+            "SELECT max(fencing_token) AS t FROM m10_recovery.replay_log"
+        ).fetchone()["t"]
+        committed_by_old = conn.execute(
+            "SELECT count(*) AS n FROM m10_recovery.replay_log"
+        ).fetchone()["n"]
         drain(env, "--config", str(cfg))
     finally:
         old.send_signal(signal.SIGCONT)
@@ -117,14 +130,17 @@ def test_leader_stopped_past_its_ttl_cannot_commit(conn: Any, env: dict[str, str
     assert old.returncode == 1, err[-1000:]
     assert "lease" in err and "Traceback" not in err
     if token_of_old is not None:
-        after = conn.execute("SELECT count(*) AS n FROM m10_recovery.replay_log "
-                             "WHERE fencing_token = %s", (token_of_old,)).fetchone()["n"]
+        after = conn.execute(
+            "SELECT count(*) AS n FROM m10_recovery.replay_log WHERE fencing_token = %s",
+            (token_of_old,),
+        ).fetchone()["n"]
         assert after == committed_by_old  # nothing committed by the old leader after the pause
     assert_exactly_once(conn, redis_url, n)
 
 
 def test_leader_stopped_inside_its_fenced_commit_does_not_wedge_the_lock(
-        conn: Any, env: dict[str, str], redis_url: str, tmp_path: Path) -> None:
+    conn: Any, env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
     """The unlucky moment of the test above, made certain: the leader is frozen after
     its fenced commit statement ran but before COMMIT, so its transaction holds the
     lease row.  Its successor takes over once the lease lapses instead of hanging."""
@@ -139,8 +155,9 @@ def test_leader_stopped_inside_its_fenced_commit_does_not_wedge_the_lock(
     try:
         deadline = time.monotonic() + 30
         while not conn.execute(
-                "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND application_name = 'm10-outbox-processor:commit'").fetchone()["n"]:
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND application_name = 'm10-outbox-processor:commit'"
+        ).fetchone()["n"]:
             assert time.monotonic() < deadline and old.poll() is None, "no commit came"
             time.sleep(0.05)
         old.send_signal(signal.SIGSTOP)
@@ -158,15 +175,18 @@ def test_leader_stopped_inside_its_fenced_commit_does_not_wedge_the_lock(
 
 
 def test_postgres_connections_lost_mid_pass_exit_69_then_nothing_lost_or_doubled(
-        conn: Any, env: dict[str, str], redis_url: str, tmp_path: Path) -> None:
+    conn: Any, env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
     n = 10_000
     bulk_enqueue(conn, n)
     cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
     proc = start(env, "--config", str(cfg))
     time.sleep(0.8)
     assert proc.poll() is None, "the pass finished before its connections could be cut"
-    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                 "WHERE application_name LIKE 'm10-outbox-processor%%'")
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name LIKE 'm10-outbox-processor%%'"
+    )
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 69, err[-1000:]
     assert "PostgreSQL" in err and "Traceback" not in err

@@ -23,17 +23,27 @@ SCRIPT = "m10-outbox-processor"
 
 
 def _lease_held(conn: psycopg.Connection[Any]) -> bool:
-    return conn.execute("SELECT count(*) AS n FROM m10_recovery.distributed_locks "
-                        "WHERE lock_name = 'm10:outbox_processor'").fetchone()["n"] == 1
+    return (
+        conn.execute(
+            "SELECT count(*) AS n FROM m10_recovery.distributed_locks "
+            "WHERE lock_name = 'm10:outbox_processor'"
+        ).fetchone()["n"]
+        == 1
+    )
 
 
-def _start(cfg: Path, env: dict[str, str], conn: psycopg.Connection[Any],
-           r: redis.Redis, drained: int) -> subprocess.Popen[str]:
+def _start(
+    cfg: Path, env: dict[str, str], conn: psycopg.Connection[Any], r: redis.Redis, drained: int
+) -> subprocess.Popen[str]:
     """Start a pass as the unit does (--linger); return once its first drain has put
     `drained` events in the stream (so it is lingering)."""
-    proc = subprocess.Popen([str(BIN / SCRIPT), "--config", str(cfg), "--linger"], env=env,
-                            text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(BIN / SCRIPT), "--config", str(cfg), "--linger"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     end = time.monotonic() + 30
     while not _lease_held(conn) or r.xlen("m10:outbox") < drained:
         assert proc.poll() is None and time.monotonic() < end, proc.communicate()
@@ -43,8 +53,8 @@ def _start(cfg: Path, env: dict[str, str], conn: psycopg.Connection[Any],
 
 
 def test_events_enqueued_during_linger_reach_the_stream_before_the_pass_ends(
-        conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str,
-        tmp_path: Path) -> None:
+    conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
     linger = 3.0
     cfg = write_config(tmp_path, f"[outbox]\nlinger_seconds = {linger}\n")
     enqueue(conn, 3, key_prefix="before")
@@ -73,8 +83,8 @@ def test_events_enqueued_during_linger_reach_the_stream_before_the_pass_ends(
 
 
 def test_sigterm_during_linger_releases_the_lease_at_once(
-        conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str,
-        tmp_path: Path) -> None:
+    conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
     cfg = write_config(tmp_path, "[outbox]\nlinger_seconds = 60\n")
     enqueue(conn, 1)
     proc = _start(cfg, env, conn, redis.Redis.from_url(redis_url), drained=1)
@@ -88,21 +98,27 @@ def test_sigterm_during_linger_releases_the_lease_at_once(
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["tasks"][0]["summary"]["stopped_by_signal"] is True
     assert "Traceback" not in err
-    token = conn.execute("SELECT m10_recovery.acquire_lock('m10:outbox_processor', 'next', 60) "
-                         "AS t").fetchone()["t"]
+    token = conn.execute(
+        "SELECT m10_recovery.acquire_lock('m10:outbox_processor', 'next', 60) AS t"
+    ).fetchone()["t"]
     assert token is not None  # the next pass (any host) takes over at once
 
 
 def test_a_pass_without_linger_drains_and_exits_even_with_linger_seconds_set(
-        conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str,
-        tmp_path: Path) -> None:
+    conn: psycopg.Connection[Any], env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
     """An operator's hand run (or `m10 run`, an acceptance check) must not sit on the
     lease for linger_seconds: only the unit's --linger lingers."""
     cfg = write_config(tmp_path, "[outbox]\nlinger_seconds = 60\n")
     enqueue(conn, 3)
     t0 = time.monotonic()
-    done = subprocess.run([str(BIN / SCRIPT), "--config", str(cfg)], env=env, text=True,
-                          capture_output=True, timeout=30)
+    done = subprocess.run(
+        [str(BIN / SCRIPT), "--config", str(cfg)],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=30,
+    )
     took = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
     assert took < 20, took  # far below the 60 s it would have lingered

@@ -12,25 +12,29 @@ import redis
 from tests.outbox_support import enqueue, entries, summary, write_config
 
 
-def test_synthetic_round_trip_is_counted(cli: Any, conn: Any, redis_url: str,
-                                         tmp_path: Path) -> None:
+def test_synthetic_round_trip_is_counted(
+    cli: Any, conn: Any, redis_url: str, tmp_path: Path
+) -> None:
     cfg = write_config(tmp_path, "[synthetic_traffic]\ncount = 4\n")
     first = cli("m10-synthetic-traffic", "--config", str(cfg))
     assert first.returncode == 0, first.stderr
     assert summary(first.stdout)["enqueued"] == 4 and summary(first.stdout)["checked"] == 0
     assert "4 event(s) enqueued" in first.stderr  # the event count in the journal
-    rows = conn.execute("SELECT payload, aggregate_type FROM m10_recovery.outbox "
-                        "WHERE event_type = 'm10.synthetic'").fetchall()
-    assert len(rows) == 4 and all(r["payload"]["synthetic"] is True and
-                                  "sent_at" in r["payload"] for r in rows)
+    rows = conn.execute(
+        "SELECT payload, aggregate_type FROM m10_recovery.outbox WHERE event_type = 'm10.synthetic'"
+    ).fetchall()
+    assert len(rows) == 4 and all(
+        r["payload"]["synthetic"] is True and "sent_at" in r["payload"] for r in rows
+    )
     assert cli("m10-outbox-processor").returncode == 0
     second = cli("m10-synthetic-traffic", "--config", str(cfg))
     assert second.returncode == 0, second.stderr
     s = summary(second.stdout)
     assert (s["checked"], s["arrived"], s["stalled"], s["missing_in_stream"]) == (4, 4, 0, 0)
     assert s["latency_max_s"] is not None and s["latency_max_s"] >= 0
-    assert sum(1 for e in entries(redis_url, "m10:outbox")
-               if e["event_type"] == "m10.synthetic") == 4
+    assert (
+        sum(1 for e in entries(redis_url, "m10:outbox") if e["event_type"] == "m10.synthetic") == 4
+    )
 
 
 def test_synthetic_detects_a_stall(cli: Any, conn: Any, tmp_path: Path) -> None:
@@ -42,8 +46,9 @@ def test_synthetic_detects_a_stall(cli: Any, conn: Any, tmp_path: Path) -> None:
     assert "stalled" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_synthetic_detects_events_missing_from_the_stream(cli: Any, conn: Any,
-                                                          redis_url: str) -> None:
+def test_synthetic_detects_events_missing_from_the_stream(
+    cli: Any, conn: Any, redis_url: str
+) -> None:
     assert cli("m10-synthetic-traffic").returncode == 0
     assert cli("m10-outbox-processor").returncode == 0
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -74,8 +79,9 @@ def test_status_and_retry_by_hand(cli: Any, conn: Any, redis_url: str, tmp_path:
 
     retried = cli("m10", "outbox", "retry", str(big))
     assert retried.returncode == 0, retried.stderr
-    row = conn.execute("SELECT status, attempts FROM m10_recovery.outbox WHERE id = %s",
-                       (big,)).fetchone()
+    row = conn.execute(
+        "SELECT status, attempts FROM m10_recovery.outbox WHERE id = %s", (big,)
+    ).fetchone()
     assert (row["status"], row["attempts"]) == ("pending", 0)
     assert cli("m10-outbox-processor").returncode == 0  # default size limit: it fits now
     assert big in [int(e["event_id"]) for e in entries(redis_url, "m10:outbox")]
@@ -99,8 +105,9 @@ def test_status_shows_the_live_leader(cli: Any, conn: Any) -> None:
     assert report["leader"] == "host-a:1:r" and 0 < report["lease_expires_in_s"] <= 60
 
 
-def test_synthetic_stall_older_than_the_lookback_is_still_seen(cli: Any, conn: Any,
-                                                                tmp_path: Path) -> None:
+def test_synthetic_stall_older_than_the_lookback_is_still_seen(
+    cli: Any, conn: Any, tmp_path: Path
+) -> None:
     cfg = write_config(tmp_path, "[synthetic_traffic]\ncount = 1\nlookback_seconds = 60\n")
     assert cli("m10-synthetic-traffic", "--config", str(cfg)).returncode == 0
     conn.execute("UPDATE m10_recovery.outbox SET created_at = now() - interval '1 day'")

@@ -31,11 +31,13 @@ def published_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
         "count(*) FILTER (WHERE status = 'pending') AS pending, "
         "count(*) FILTER (WHERE status = 'dead_lettered') AS dead, "
         "(SELECT count(*) FROM m10_recovery.replay_log) AS replayed "
-        "FROM m10_recovery.outbox").fetchone()
+        "FROM m10_recovery.outbox"
+    ).fetchone()
 
 
-def test_drains_into_stream_with_a5_fields_and_replay_log(cli: Any, conn: Any,
-                                                          redis_url: str) -> None:
+def test_drains_into_stream_with_a5_fields_and_replay_log(
+    cli: Any, conn: Any, redis_url: str
+) -> None:
     ids = enqueue(conn, 30, aggregate=("order", "7"), key_prefix="k")
     proc = cli(SCRIPT)
     assert proc.returncode == 0, proc.stderr
@@ -46,10 +48,13 @@ def test_drains_into_stream_with_a5_fields_and_replay_log(cli: Any, conn: Any,
     assert set(got[0]) - {"_id"} == set(OUTBOX_FIELDS)
     assert got[0]["idempotency_key"] == "k:0" and json.loads(got[0]["payload"]) == {"i": 0}
     assert got[0]["aggregate_type"] == "order" and got[0]["created_at"].endswith("Z")
-    rows = conn.execute("SELECT event_id, stream, stream_entry_id, fencing_token "
-                        "FROM m10_recovery.replay_log ORDER BY event_id").fetchall()
-    assert [(r["event_id"], r["stream_entry_id"]) for r in rows] == \
-        [(int(e["event_id"]), e["_id"]) for e in got]
+    rows = conn.execute(
+        "SELECT event_id, stream, stream_entry_id, fencing_token "
+        "FROM m10_recovery.replay_log ORDER BY event_id"
+    ).fetchall()
+    assert [(r["event_id"], r["stream_entry_id"]) for r in rows] == [
+        (int(e["event_id"]), e["_id"]) for e in got
+    ]
     assert all(r["fencing_token"] is not None for r in rows)
     # A second pass has nothing to do.
     again = cli(SCRIPT)
@@ -57,8 +62,9 @@ def test_drains_into_stream_with_a5_fields_and_replay_log(cli: Any, conn: Any,
     assert len(entries(redis_url, "m10:outbox")) == 30
 
 
-def test_routes_event_types_to_their_streams(cli: Any, conn: Any, redis_url: str,
-                                             env: dict[str, str], tmp_path: Path) -> None:
+def test_routes_event_types_to_their_streams(
+    cli: Any, conn: Any, redis_url: str, env: dict[str, str], tmp_path: Path
+) -> None:
     cfg = write_config(tmp_path, '[outbox.routes]\n"order.created" = "m10:orders"\n')
     enqueue(conn, 2, event_type="order.created")
     enqueue(conn, 1)
@@ -68,14 +74,18 @@ def test_routes_event_types_to_their_streams(cli: Any, conn: Any, redis_url: str
     assert len(entries(redis_url, "m10:outbox")) == 1
 
 
-@pytest.mark.parametrize("toml, key", [
-    ('[outbox.routes]\n"a.b" = ""\n', "outbox.routes.a.b"),
-    ('[outbox]\nroutes = "m10:x"\n', "outbox.routes"),
-    ('[outbox]\nbatch_size = 0\n', "outbox.batch_size"),
-    ('[outbox]\ntrim_maxlen = 10\ntrim_minid_seconds = 60\n', "outbox.trim_maxlen"),
-])
-def test_malformed_config_exits_78_naming_the_key(cli: Any, conn: Any, tmp_path: Path,
-                                                  toml: str, key: str) -> None:
+@pytest.mark.parametrize(
+    "toml, key",
+    [
+        ('[outbox.routes]\n"a.b" = ""\n', "outbox.routes.a.b"),
+        ('[outbox]\nroutes = "m10:x"\n', "outbox.routes"),
+        ("[outbox]\nbatch_size = 0\n", "outbox.batch_size"),
+        ("[outbox]\ntrim_maxlen = 10\ntrim_minid_seconds = 60\n", "outbox.trim_maxlen"),
+    ],
+)
+def test_malformed_config_exits_78_naming_the_key(
+    cli: Any, conn: Any, tmp_path: Path, toml: str, key: str
+) -> None:
     enqueue(conn, 1)
     proc = cli(SCRIPT, "--config", str(write_config(tmp_path, toml)))
     assert proc.returncode == 78, proc.stderr
@@ -83,8 +93,9 @@ def test_malformed_config_exits_78_naming_the_key(cli: Any, conn: Any, tmp_path:
     assert published_counts(conn)["pending"] == 1
 
 
-def test_redis_unreachable_exits_69_and_marks_nothing(cli: Any, conn: Any,
-                                                      env: dict[str, str]) -> None:
+def test_redis_unreachable_exits_69_and_marks_nothing(
+    cli: Any, conn: Any, env: dict[str, str]
+) -> None:
     enqueue(conn, 5)
     proc = cli(SCRIPT, env={**env, "M10_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     assert proc.returncode == 69, proc.stderr
@@ -92,13 +103,17 @@ def test_redis_unreachable_exits_69_and_marks_nothing(cli: Any, conn: Any,
     assert published_counts(conn) == {"published": 0, "pending": 5, "dead": 0, "replayed": 0}
 
 
-def test_order_per_aggregate_under_a_poison_event(cli: Any, conn: Any, redis_url: str,
-                                                  tmp_path: Path) -> None:
+def test_order_per_aggregate_under_a_poison_event(
+    cli: Any, conn: Any, redis_url: str, tmp_path: Path
+) -> None:
     """A failing event holds back its own aggregate only; after max_attempts it is
     dead-lettered and the held-back events follow, in id order."""
     redis.Redis.from_url(redis_url).set("m10:not-a-stream", "x")
-    cfg = write_config(tmp_path, '[outbox]\nmax_attempts = 3\nretry_base_seconds = 0\n'
-                                 '[outbox.routes]\npoison = "m10:not-a-stream"\n')
+    cfg = write_config(
+        tmp_path,
+        "[outbox]\nmax_attempts = 3\nretry_base_seconds = 0\n"
+        '[outbox.routes]\npoison = "m10:not-a-stream"\n',
+    )
     poison = enqueue(conn, 1, event_type="poison", aggregate=("order", "A"))
     later_a = enqueue(conn, 2, aggregate=("order", "A"))
     other = enqueue(conn, 2, aggregate=("order", "B"))
@@ -117,14 +132,18 @@ def test_order_per_aggregate_under_a_poison_event(cli: Any, conn: Any, redis_url
     assert set(dl[0]) - {"_id"} == {*OUTBOX_FIELDS, "reason", "attempts"}
     assert dl[0]["attempts"] == "3" and "WRONGTYPE" in dl[0]["reason"]
     row = conn.execute("SELECT * FROM m10_recovery.dead_letter_archive").fetchone()
-    assert (row["event_id"], row["dl_entry_id"], row["delivery_count"]) == \
-        (poison[0], dl[0]["_id"], 3)
+    assert (row["event_id"], row["dl_entry_id"], row["delivery_count"]) == (
+        poison[0],
+        dl[0]["_id"],
+        3,
+    )
     assert row["source_stream"] == "m10:not-a-stream" and "WRONGTYPE" in row["reason"]
     assert row["fields"]["reason"] == row["reason"]
 
 
-def test_oversize_payload_is_dead_lettered_at_once(cli: Any, conn: Any, redis_url: str,
-                                                   tmp_path: Path) -> None:
+def test_oversize_payload_is_dead_lettered_at_once(
+    cli: Any, conn: Any, redis_url: str, tmp_path: Path
+) -> None:
     cfg = write_config(tmp_path, "[outbox]\nmax_payload_bytes = 100\n")
     big = enqueue(conn, 1, payload={"blob": "x" * 500}, key_prefix="big")
     small = enqueue(conn, 1)
@@ -132,15 +151,15 @@ def test_oversize_payload_is_dead_lettered_at_once(cli: Any, conn: Any, redis_ur
     assert proc.returncode == 0, proc.stderr
     assert (summary(proc.stdout)["dead_lettered"], summary(proc.stdout)["published"]) == (1, 1)
     assert [int(e["event_id"]) for e in entries(redis_url, "m10:outbox")] == small
-    row = conn.execute("SELECT event_id, idempotency_key, payload, reason "
-                       "FROM m10_recovery.dead_letter_archive").fetchone()
+    row = conn.execute(
+        "SELECT event_id, idempotency_key, payload, reason FROM m10_recovery.dead_letter_archive"
+    ).fetchone()
     assert (row["event_id"], row["idempotency_key"]) == (big[0], "big:0")
     assert json.loads(row["payload"]) == {"blob": "x" * 500}
     assert "max_payload_bytes" in row["reason"]
 
 
-def test_stream_is_trimmed_by_maxlen(cli: Any, conn: Any, redis_url: str,
-                                     tmp_path: Path) -> None:
+def test_stream_is_trimmed_by_maxlen(cli: Any, conn: Any, redis_url: str, tmp_path: Path) -> None:
     from tests.outbox_support import bulk_enqueue
 
     bulk_enqueue(conn, 3000)
@@ -153,19 +172,34 @@ def test_stream_is_trimmed_by_maxlen(cli: Any, conn: Any, redis_url: str,
 def _ctx(dsn: str, redis_url: str, lease: Lease, conn: Any) -> PassContext:
     config = load_config(None, {"database_url": dsn, "redis_url": redis_url}, env={})
     job = by_script(SCRIPT)
-    return PassContext(job, job.tasks[0], None, job.lock or "", config,
-                       logging.getLogger("test"), "r1", False, {}, conn, lease)
+    return PassContext(
+        job,
+        job.tasks[0],
+        None,
+        job.lock or "",
+        config,
+        logging.getLogger("test"),
+        "r1",
+        False,
+        {},
+        conn,
+        lease,
+    )
 
 
 def test_lapsed_leader_cannot_commit_and_successor_publishes_nothing_twice(
-        cli: Any, dsn: str, conn: Any, redis_url: str) -> None:
+    cli: Any, dsn: str, conn: Any, redis_url: str
+) -> None:
     """The old leader appended its batch but its commit is refused by the fence; the
     next leader finds those entries by their dedup keys instead of appending again."""
     ids = enqueue(conn, 20)
     lease = Lease(dsn, conn, OUTBOX_LOCK, "old-host:1:r1", 60)
     lease.acquire()
-    conn.execute("UPDATE m10_recovery.distributed_locks SET expires_at = clock_timestamp() "
-                 "WHERE lock_name = %s", (OUTBOX_LOCK,))
+    conn.execute(
+        "UPDATE m10_recovery.distributed_locks SET expires_at = clock_timestamp() "
+        "WHERE lock_name = %s",
+        (OUTBOX_LOCK,),
+    )
     with pytest.raises(LeaseLost):
         from m10jobs.edges import db
 
@@ -203,7 +237,7 @@ def test_time_budget_ends_the_pass_with_a_backlog(cli: Any, conn: Any, tmp_path:
 
 
 def test_non_ascii_payload_arrives_byte_exact(cli: Any, conn: Any, redis_url: str) -> None:
-    payload = {"name": "Zoë 😀 \u4e2d\u6587", "quote": "a \"b\" \\ c\nd"}
+    payload = {"name": "Zoë 😀 \u4e2d\u6587", "quote": 'a "b" \\ c\nd'}
     enqueue(conn, 1, payload=payload, key_prefix="ü")
     assert cli(SCRIPT).returncode == 0
     got = entries(redis_url, "m10:outbox")[0]

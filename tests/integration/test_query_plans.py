@@ -29,8 +29,12 @@ from m10jobs.edges.queries import _all, query
 
 N = 200_000
 SHAPE = Shape.of(N)
-BIG = {"outbox": SHAPE.outbox, "replay_log": SHAPE.replay_log,
-       "dead_letter_archive": SHAPE.dead_letters, "cost_records": SHAPE.cost_records}
+BIG = {
+    "outbox": SHAPE.outbox,
+    "replay_log": SHAPE.replay_log,
+    "dead_letter_archive": SHAPE.dead_letters,
+    "cost_records": SHAPE.cost_records,
+}
 # A recurring query may read what it answers (a backlog count reads the backlog) but never
 # most of a big table, and never discard more than a tenth of one in filters.
 MAX_READ = 0.5
@@ -68,23 +72,31 @@ def problems(plan: dict[str, Any]) -> list[str]:
     for node in _nodes(plan):
         table = node.get("Relation Name")
         loops = node.get("Actual Loops", 1)
-        discarded = loops * sum(node.get(k, 0) for k in (
-            "Rows Removed by Filter", "Rows Removed by Index Recheck",
-            "Rows Removed by Join Filter"))
+        discarded = loops * sum(
+            node.get(k, 0)
+            for k in (
+                "Rows Removed by Filter",
+                "Rows Removed by Index Recheck",
+                "Rows Removed by Join Filter",
+            )
+        )
         if table in BIG and node["Node Type"] == "Seq Scan":
             found.append(f"Seq Scan on {table}")
         if table in BIG and loops * node.get("Actual Rows", 0) > MAX_READ * BIG[table]:
-            found.append(f"{node['Node Type']} reads {loops * node['Actual Rows']} rows of "
-                         f"{table}")
-        limit = MAX_DISCARDED * min(BIG.values()) if table is None else \
-            MAX_DISCARDED * BIG.get(table, float("inf"))
+            found.append(f"{node['Node Type']} reads {loops * node['Actual Rows']} rows of {table}")
+        limit = (
+            MAX_DISCARDED * min(BIG.values())
+            if table is None
+            else MAX_DISCARDED * BIG.get(table, float("inf"))
+        )
         if discarded > limit:
             found.append(f"{node['Node Type']} on {table or 'a join'} discards {discarded} rows")
     return found
 
 
-def explain(conn: psycopg.Connection[dict[str, Any]], sql: str,
-            params: dict[str, Any]) -> dict[str, Any]:
+def explain(
+    conn: psycopg.Connection[dict[str, Any]], sql: str, params: dict[str, Any]
+) -> dict[str, Any]:
     inner = re.fullmatch(r"(?s)COPY \((.*)\) TO STDOUT(?:\s*\([^()]*\))?;?", sql.strip())
     body = (inner.group(1) if inner else sql).strip().rstrip(";")
     with conn.transaction(force_rollback=True):
@@ -105,8 +117,7 @@ def test_recurring_queries_touch_no_big_table_wholesale(big_db: str) -> None:
                 bad[name] = found
         # the steady state every 5 minutes: nothing past any retention cutoff yet
         for name in [n for n in PARAMS if n.startswith("retention_upto_")]:
-            idle = {**PARAMS[name], "cutoff": datetime.now(UTC) - timedelta(days=3650),
-                    "after": 0}
+            idle = {**PARAMS[name], "cutoff": datetime.now(UTC) - timedelta(days=3650), "after": 0}
             found = problems(explain(conn, query(name), idle))
             if found:
                 bad[f"{name} (nothing to do)"] = found
@@ -136,5 +147,6 @@ def test_the_check_catches_what_the_issue_measured(big_db: str) -> None:
         assert problems(explain(conn, old_health, {}))
         assert problems(explain(conn, OLD_CLAIM, {}))
         assert problems(explain(conn, "SELECT count(*) FROM m10_recovery.replay_log", {}))
-        assert problems(explain(conn, "SELECT * FROM m10_recovery.outbox "
-                                      "WHERE last_error = 'x'", {}))
+        assert problems(
+            explain(conn, "SELECT * FROM m10_recovery.outbox WHERE last_error = 'x'", {})
+        )

@@ -24,9 +24,13 @@ HOSTS = ("a", "b")
 
 
 def _host_env(env: dict[str, str], tmp_path: Path, name: str) -> dict[str, str]:
-    return {**env, "M10_HOSTNAME": name, "M10_STATE_DIR": str(tmp_path / name / "state"),
-            "M10_LOG_DIR": str(tmp_path / name / "log"),
-            "M10_METRICS_DIR": str(tmp_path / name / "metrics")}
+    return {
+        **env,
+        "M10_HOSTNAME": name,
+        "M10_STATE_DIR": str(tmp_path / name / "state"),
+        "M10_LOG_DIR": str(tmp_path / name / "log"),
+        "M10_METRICS_DIR": str(tmp_path / name / "metrics"),
+    }
 
 
 def _touch(path: Path, days_old: float) -> Path:
@@ -42,10 +46,19 @@ def _uploaded_group(path: Path, days_old: float) -> list[Path]:
     deletes a fallback file only behind one)."""
     data = path.name.encode()
     entry = fallback.Entry(path)
-    meta = {"schema_version": fallback.SCHEMA_VERSION, "name": path.name, "bucket": "b",
-            "key": f"k/{path.name}", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "content_type": "application/octet-stream", "first_failure": fallback.now_iso(),
-            "last_attempt": fallback.now_iso(), "attempts": 1, "last_error": "test"}
+    meta = {
+        "schema_version": fallback.SCHEMA_VERSION,
+        "name": path.name,
+        "bucket": "b",
+        "key": f"k/{path.name}",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "content_type": "application/octet-stream",
+        "first_failure": fallback.now_iso(),
+        "last_attempt": fallback.now_iso(),
+        "attempts": 1,
+        "last_error": "test",
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     entry.meta_path.write_text(json.dumps(meta))
@@ -60,32 +73,46 @@ def _uploaded_group(path: Path, days_old: float) -> list[Path]:
 def _old_files(env: dict[str, str], tag: str) -> list[Path]:
     """One old group of each file policy: uploaded fallback file, stats month, report."""
     state, logs = Path(env["M10_STATE_DIR"]), Path(env["M10_LOG_DIR"])
-    return [*_uploaded_group(state / "fallback-uploads" / f"{tag}.bin", 20),
-            _touch(logs / f"m10_stats_2020-0{tag[-1]}.csv", 1),
-            _touch(logs / f"m10_stats_2020-0{tag[-1]}.csv.processed", 1),
-            _touch(state / "canary" / "reports" / f"report-{tag}.json", 40)]
+    return [
+        *_uploaded_group(state / "fallback-uploads" / f"{tag}.bin", 20),
+        _touch(logs / f"m10_stats_2020-0{tag[-1]}.csv", 1),
+        _touch(logs / f"m10_stats_2020-0{tag[-1]}.csv.processed", 1),
+        _touch(state / "canary" / "reports" / f"report-{tag}.json", 40),
+    ]
 
 
 def _kept_files(env: dict[str, str]) -> list[Path]:
     state = Path(env["M10_STATE_DIR"])
-    return [_touch(state / "fallback-uploads" / "fresh.bin", 20),  # not uploaded yet
-            _touch(state / "canary" / "reports" / "latest_report.json", 40)]
+    return [
+        _touch(state / "fallback-uploads" / "fresh.bin", 20),  # not uploaded yet
+        _touch(state / "canary" / "reports" / "latest_report.json", 40),
+    ]
 
 
 def _old_rows(conn: psycopg.Connection[Any], first: int, n: int) -> None:
-    conn.execute("INSERT INTO m10_recovery.replay_log (event_id, event_type, stream, "
-                 "stream_entry_id, fencing_token, holder_id, enqueued_at, published_at) "
-                 "SELECT g, 'e', 'm10:outbox', g || '-0', 1, 'h', now(), "
-                 "now() - interval '40 days' FROM generate_series(%s::int, %s::int) g",
-                 (first, first + n - 1))
+    conn.execute(
+        "INSERT INTO m10_recovery.replay_log (event_id, event_type, stream, "
+        "stream_entry_id, fencing_token, holder_id, enqueued_at, published_at) "
+        "SELECT g, 'e', 'm10:outbox', g || '-0', 1, 'h', now(), "
+        "now() - interval '40 days' FROM generate_series(%s::int, %s::int) g",
+        (first, first + n - 1),
+    )
 
 
-def _run(envs: dict[str, dict[str, str]], cfg: Path, *names: str
-         ) -> dict[str, subprocess.CompletedProcess[str]]:
+def _run(
+    envs: dict[str, dict[str, str]], cfg: Path, *names: str
+) -> dict[str, subprocess.CompletedProcess[str]]:
     """m10-maintenance on the named hosts at the same time, as their timers would."""
-    procs = {n: subprocess.Popen([str(BIN / "m10-maintenance"), "--config", str(cfg)],
-                                 env=envs[n], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True) for n in names}
+    procs = {
+        n: subprocess.Popen(
+            [str(BIN / "m10-maintenance"), "--config", str(cfg)],
+            env=envs[n],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in names
+    }
     done = {}
     for n, p in procs.items():
         out, err = p.communicate(timeout=120)
@@ -100,13 +127,17 @@ def _tasks(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
 
 def _archived_ids(conn: psycopg.Connection[Any], roots: list[Path]) -> list[int]:
     """event_id of every archived replay_log row (binary COPY chunks, zstd'd)."""
-    return [r["event_id"] for root in roots
-            for chunk in sorted(root.rglob("replay_log-*.pgcopy.zst"))
-            for r in chunk_rows(conn, chunk.read_bytes())]
+    return [
+        r["event_id"]
+        for root in roots
+        for chunk in sorted(root.rglob("replay_log-*.pgcopy.zst"))
+        for r in chunk_rows(conn, chunk.read_bytes())
+    ]
 
 
 def test_each_host_cleans_its_own_files_and_tables_once_cluster_wide(
-        conn: psycopg.Connection[Any], env: dict[str, str], tmp_path: Path) -> None:
+    conn: psycopg.Connection[Any], env: dict[str, str], tmp_path: Path
+) -> None:
     envs = {n: _host_env(env, tmp_path, n) for n in HOSTS}
     cfg = write_config(tmp_path, "", base="")
     old = {n: _old_files(envs[n], f"{n}1") for n in HOSTS}
@@ -142,16 +173,22 @@ def test_each_host_cleans_its_own_files_and_tables_once_cluster_wide(
             assert done[n]["retention_files"]["lock"] == f"retention_cleanup@{n}"
             assert not any(p.exists() for p in old[n]), (rnd, n)
         assert all(p.exists() for p in kept["a"] + kept["b"])
-        assert conn.execute("SELECT count(*) AS n FROM m10_recovery.replay_log"
-                            ).fetchone()["n"] == 0
-        deleted = [d["retention_cleanup"]["summary"]["policies"]["replay_log"]["deleted"]
-                   for d in done.values() if d["retention_cleanup"]["status"] == "ok"]
+        assert (
+            conn.execute("SELECT count(*) AS n FROM m10_recovery.replay_log").fetchone()["n"] == 0
+        )
+        deleted = [
+            d["retention_cleanup"]["summary"]["policies"]["replay_log"]["deleted"]
+            for d in done.values()
+            if d["retention_cleanup"]["status"] == "ok"
+        ]
         assert sum(deleted) == 200 + (300 if rnd == 2 else 0)
 
     ids = _archived_ids(conn, [Path(envs[n]["M10_STATE_DIR"]) for n in HOSTS])
     assert sorted(ids) == [*range(1, 301), *range(2000, 2200), *range(3000, 3200)]  # once each
-    rows = conn.execute("SELECT policy, target, started_at, finished_at, status "
-                        "FROM m10_recovery.retention_jobs ORDER BY started_at").fetchall()
+    rows = conn.execute(
+        "SELECT policy, target, started_at, finished_at, status "
+        "FROM m10_recovery.retention_jobs ORDER BY started_at"
+    ).fetchall()
     assert {r["status"] for r in rows} == {"succeeded"}
     tables = [r for r in rows if r["target"].startswith("m10_recovery.")]
     for policy in {r["policy"] for r in tables}:
@@ -164,8 +201,10 @@ def test_each_host_cleans_its_own_files_and_tables_once_cluster_wide(
 
     # A run killed on host b leaves its file row `running`: host a's run (its own files)
     # and the table task must leave it alone; only b's next run closes it as interrupted.
-    conn.execute("INSERT INTO m10_recovery.retention_jobs (run_id, policy, target, cutoff) "
-                 "VALUES ('dead', 'stats_csv', 'b:/x/m10_stats_*.csv', now())")
+    conn.execute(
+        "INSERT INTO m10_recovery.retention_jobs (run_id, policy, target, cutoff) "
+        "VALUES ('dead', 'stats_csv', 'b:/x/m10_stats_*.csv', now())"
+    )
     _run(envs, cfg, "a")
     left = "SELECT status FROM m10_recovery.retention_jobs WHERE run_id = 'dead'"
     assert conn.execute(left).fetchone()["status"] == "running"

@@ -19,10 +19,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def s3(env: dict[str, str]) -> Any:
-    return boto3.client("s3", endpoint_url=env["M10_R2_ENDPOINT_URL"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                        region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=env["M10_R2_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
 
 
 def fallbacks(env: dict[str, str]) -> Path:
@@ -33,16 +36,17 @@ def metas(env: dict[str, str]) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(fallbacks(env).glob("*" + META_SUFFIX))]
 
 
-def test_store_down_then_retry_uploads_verified(cli: Any, s3_env: dict[str, str],
-                                                conn: Any) -> None:
+def test_store_down_then_retry_uploads_verified(
+    cli: Any, s3_env: dict[str, str], conn: Any
+) -> None:
     s3(s3_env).create_bucket(Bucket=s3_env["M10_R2_BUCKET"])
     seed_day(conn, date(2026, 10, 30), 3)
     down = {**s3_env, "M10_R2_ENDPOINT_URL": closed_endpoint()}
-    proc = cli("m10-daily-stats", "--start-date", "2026-10-30", "--until", "2026-10-30",
-               env=down)
+    proc = cli("m10-daily-stats", "--start-date", "2026-10-30", "--until", "2026-10-30", env=down)
     assert proc.returncode == 0, proc.stderr  # the export itself succeeded
     assert summary(proc.stdout)["tasks"][1]["summary"]["uploads"] == {
-        "m10_stats_2026-10.csv": "fallback"}
+        "m10_stats_2026-10.csv": "fallback"
+    }
     [meta] = metas(s3_env)
     csv_bytes = (Path(s3_env["M10_LOG_DIR"]) / "m10_stats_2026-10.csv").read_bytes()
     kept = fallbacks(s3_env) / meta["name"]
@@ -84,13 +88,21 @@ def oldest_pending_age(env: dict[str, str]) -> float:
 
 def _fallback(env: dict[str, str], data: bytes, key: str) -> Path:
     config = load_config(None, env=env)
-    return retry_local_fallback(config, data, "report.csv", env["M10_R2_BUCKET"], key,
-                                "text/csv", "EndpointConnectionError: test")
+    return retry_local_fallback(
+        config,
+        data,
+        "report.csv",
+        env["M10_R2_BUCKET"],
+        key,
+        "text/csv",
+        "EndpointConnectionError: test",
+    )
 
 
 @pytest.mark.parametrize("damage", ["tampered", "traversal", "absolute", "garbled"])
-def test_refused_entries_are_skipped_and_left_in_place(cli: Any, s3_env: dict[str, str],
-                                                     damage: str) -> None:
+def test_refused_entries_are_skipped_and_left_in_place(
+    cli: Any, s3_env: dict[str, str], damage: str
+) -> None:
     s3(s3_env).create_bucket(Bucket=s3_env["M10_R2_BUCKET"])
     good = _fallback(s3_env, b"fine\n", "ok/fine.csv")
     bad = _fallback(s3_env, b"a,b\n1,2\n", "stats/report.csv")
@@ -103,18 +115,21 @@ def test_refused_entries_are_skipped_and_left_in_place(cli: Any, s3_env: dict[st
         meta = json.loads(meta_path.read_text())
         meta["key"] = "../../etc/passwd" if damage == "traversal" else "/etc/passwd"
         meta_path.write_text(json.dumps(meta))
-    bad_files = {p.name: p.read_bytes() for p in fallbacks(s3_env).iterdir()
-                 if p.name.startswith(bad.name)}
+    bad_files = {
+        p.name: p.read_bytes() for p in fallbacks(s3_env).iterdir() if p.name.startswith(bad.name)
+    }
     proc = cli("m10-retry-r2-fallbacks", env=s3_env)
     # Each entry on its own: the bad one is refused and left as it was, the good one
     # is uploaded, and the exit code says something was bad.
     assert proc.returncode == 1, proc.stderr
     assert bad.name in proc.stderr and "refused" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert {p.name: p.read_bytes() for p in fallbacks(s3_env).iterdir()
-            if p.name.startswith(bad.name)} == bad_files
-    keys = [o["Key"] for o in s3(s3_env).list_objects_v2(
-        Bucket=s3_env["M10_R2_BUCKET"])["Contents"]]
+    assert {
+        p.name: p.read_bytes() for p in fallbacks(s3_env).iterdir() if p.name.startswith(bad.name)
+    } == bad_files
+    keys = [
+        o["Key"] for o in s3(s3_env).list_objects_v2(Bucket=s3_env["M10_R2_BUCKET"])["Contents"]
+    ]
     assert keys == ["ok/fine.csv"]
     assert good.with_name(good.name + ".uploaded").exists()
     # Alone, the bad entry is 65: nothing else was to be done.
@@ -123,8 +138,9 @@ def test_refused_entries_are_skipped_and_left_in_place(cli: Any, s3_env: dict[st
     assert bad.name in again.stderr
 
 
-def test_files_failing_past_alert_age_exit_1(cli: Any, s3_env: dict[str, str],
-                                             tmp_path: Path) -> None:
+def test_files_failing_past_alert_age_exit_1(
+    cli: Any, s3_env: dict[str, str], tmp_path: Path
+) -> None:
     kept = _fallback(s3_env, b"x\n", "stats/x.csv")  # the bucket does not exist
     config = tmp_path / "m10.toml"
     config.write_text("[retry_r2_fallbacks]\nalert_after_hours = 0\n")
@@ -142,34 +158,40 @@ def test_same_content_fallback_is_reused(s3_env: dict[str, str]) -> None:
     assert [m["attempts"] for m in metas(s3_env)] == [2, 1]
 
 
-def test_wrapper_loads_env_file_and_passes_exit_codes(s3_env: dict[str, str],
-                                                      tmp_path: Path) -> None:
+def test_wrapper_loads_env_file_and_passes_exit_codes(
+    s3_env: dict[str, str], tmp_path: Path
+) -> None:
     import sys
 
     env_file = tmp_path / "m10jobs.env"
-    env_file.write_text("".join(f"{k}='{v}'\n" for k, v in s3_env.items()
-                                if k.startswith(("M10_", "AWS_"))))
-    bare = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-            "M10_ENV_FILE": str(env_file)}
+    env_file.write_text(
+        "".join(f"{k}='{v}'\n" for k, v in s3_env.items() if k.startswith(("M10_", "AWS_")))
+    )
+    bare = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "M10_ENV_FILE": str(env_file)}
     script = str(REPO / "scripts/ops/retry_r2_fallbacks.sh")
-    ok = subprocess.run([script, "--dry-run"], env=bare, capture_output=True, text=True,
-                        timeout=60)
+    ok = subprocess.run([script, "--dry-run"], env=bare, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert summary(ok.stdout)["job"] == "m10-retry-r2-fallbacks"
-    usage = subprocess.run([script, "--no-such-flag"], env=bare, capture_output=True,
-                           text=True, timeout=60)
+    usage = subprocess.run(
+        [script, "--no-such-flag"], env=bare, capture_output=True, text=True, timeout=60
+    )
     assert usage.returncode == 2
     _fallback(s3_env, b"x\n", "/abs")
     refused = subprocess.run([script], env=bare, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 65
-    post = subprocess.run([str(REPO / "scripts/ops/postflight.sh")], env=bare,
-                          capture_output=True, text=True, timeout=60)
+    post = subprocess.run(
+        [str(REPO / "scripts/ops/postflight.sh")],
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert post.returncode == 65 and "no m10_stats_YYYY-MM.csv found" in post.stdout
 
 
-def test_older_versions_never_overwrite_newer_content(cli: Any, s3_env: dict[str, str],
-                                                      tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_older_versions_never_overwrite_newer_content(
+    cli: Any, s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import logging
 
     from m10jobs.edges.fallback import upload

@@ -33,16 +33,25 @@ def test_migrating_from_zero_yields_schema_sql(pg: Postgres) -> None:
     if os.environ.get("M10_UPDATE_SCHEMA") == "1":
         SCHEMA_FILE.write_text(dumped)
     expected = SCHEMA_FILE.read_text()
-    diff = "\n".join(difflib.unified_diff(expected.splitlines(), dumped.splitlines(),
-                                          "sql/schema.sql", "migrated", lineterm="", n=1))
+    diff = "\n".join(
+        difflib.unified_diff(
+            expected.splitlines(),
+            dumped.splitlines(),
+            "sql/schema.sql",
+            "migrated",
+            lineterm="",
+            n=1,
+        )
+    )
     assert dumped == expected, f"sql/schema.sql is stale: run `make schema`\n{diff}"
     # what the issue asked for, visible in the file
     assert "replay_log_event_id_idx" not in expected
     assert expected.count("(event_id)") >= 1 and "outbox_held_idx" in expected
 
 
-def test_db_schema_check_names_a_hand_made_change(cli: Any, env: dict[str, str],
-                                                  pg: Postgres) -> None:
+def test_db_schema_check_names_a_hand_made_change(
+    cli: Any, env: dict[str, str], pg: Postgres
+) -> None:
     dsn = fresh_database(pg)
     env = {**env, "M10_DATABASE_URL": dsn}
     ok = cli("m10", "db", "schema", "--check", env=env)

@@ -21,25 +21,34 @@ FIRST, LAST = date(2026, 7, 1), date(2026, 9, 30)
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "m10-daily-stats"), *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [str(BIN / "m10-daily-stats"), *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _postflight(env: dict[str, str], as_of: date) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "m10"), "postflight", "--as-of", as_of.isoformat()],
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(BIN / "m10"), "postflight", "--as-of", as_of.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_kill_between_the_renames_at_random_points_heals_on_a_plain_rerun(
-        env: dict[str, str], tmp_path: Path) -> None:
+    env: dict[str, str], tmp_path: Path
+) -> None:
     """The state a kill between a CSV's rename and its marker's leaves: months before it
     complete, that month's CSV new with its old marker (or none), later months as before.
     Built at random kill points from two real exports; a plain rerun must end consistent."""
     log = Path(env["M10_LOG_DIR"])
     rng = random.Random(13)
     old_until = FIRST + timedelta(days=40)  # 2026-08-10: the state before the run
-    assert _run(env, "--start-date", FIRST.isoformat(), "--until",
-                old_until.isoformat()).returncode == 0
+    assert (
+        _run(env, "--start-date", FIRST.isoformat(), "--until", old_until.isoformat()).returncode
+        == 0
+    )
     old = stats_files(log)
     assert _run(env, "--until", LAST.isoformat()).returncode == 0
     new = stats_files(log)
@@ -66,15 +75,20 @@ def test_kill_between_the_renames_at_random_points_heals_on_a_plain_rerun(
 
 
 def test_sigkill_at_random_moments_then_a_plain_rerun_passes_postflight(
-        env: dict[str, str]) -> None:
+    env: dict[str, str],
+) -> None:
     log = Path(env["M10_LOG_DIR"])
     fast = {**env, "M10_LEASE_TTL_SECONDS": "1"}
     args = ["--start-date", FIRST.isoformat(), "--until", LAST.isoformat()]
     rng = random.Random(7)
     for _ in range(4):
         shutil.rmtree(log, ignore_errors=True)
-        proc = subprocess.Popen([str(BIN / "m10-daily-stats"), *args], env=fast,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(BIN / "m10-daily-stats"), *args],
+            env=fast,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.3, 1.2))
         proc.kill()
         proc.wait(10)
@@ -100,13 +114,17 @@ def test_an_edited_csv_is_restored_from_the_table_by_a_plain_rerun(env: dict[str
 
 
 def test_a_month_owed_to_storage_survives_a_full_disk_and_arrives_later(
-        s3_env: dict[str, str]) -> None:
+    s3_env: dict[str, str],
+) -> None:
     """Store down and no room for a fallback copy: the export exits 1 naming the file;
     the month stays owed (in its marker) and is uploaded once the store is back."""
-    s3 = boto3.client("s3", endpoint_url=s3_env["M10_R2_ENDPOINT_URL"],
-                      aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
-                      region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_env["M10_R2_ENDPOINT_URL"],
+        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
     s3.create_bucket(Bucket=s3_env["M10_R2_BUCKET"])
     log = Path(s3_env["M10_LOG_DIR"])
     state = Path(s3_env["M10_STATE_DIR"])
@@ -126,12 +144,12 @@ def test_a_month_owed_to_storage_survives_a_full_disk_and_arrives_later(
     (state / "fallback-uploads").unlink()
     back = _run(s3_env, "--until", "2026-07-31")
     assert back.returncode == 0, back.stderr
-    body = s3.get_object(Bucket=s3_env["M10_R2_BUCKET"],
-                         Key="m10/stats/m10_stats_2026-07.csv")["Body"].read()
+    body = s3.get_object(Bucket=s3_env["M10_R2_BUCKET"], Key="m10/stats/m10_stats_2026-07.csv")[
+        "Body"
+    ].read()
     assert body == (log / "m10_stats_2026-07.csv").read_bytes()
-    assert json.loads((log / "m10_stats_2026-07.csv.processed").read_text())[
-        "upload_pending"] is False
+    assert (
+        json.loads((log / "m10_stats_2026-07.csv.processed").read_text())["upload_pending"] is False
+    )
     post = _postflight(s3_env, date(2026, 8, 1))
     assert post.returncode == 0, post.stdout
-
-

@@ -71,15 +71,23 @@ def _stats(env: dict[str, str], tmp: Path, conn: Any, hole: str) -> None:
 def _fallback(env: dict[str, str], tmp: Path, conn: Any, hole: str) -> None:
     config = load_config(None, env={**env, "M10_R2_BUCKET": "b"})
     retry_local_fallback(config, b"data\n", "x.csv", "b", "k/x.csv", "text/csv", "down")
-    env.update({"M10_R2_ENDPOINT_URL": hole, "M10_R2_BUCKET": "b",
-                "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret",
-                "AWS_DEFAULT_REGION": "us-east-1"})
+    env.update(
+        {
+            "M10_R2_ENDPOINT_URL": hole,
+            "M10_R2_BUCKET": "b",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
 
 
 def _canary(env: dict[str, str], tmp: Path, conn: Any, hole: str) -> None:
     cfg = tmp / "canary.toml"
-    cfg.write_text(f'[canary]\n[[canary.probes]]\nname = "web"\ntype = "http"\n'
-                   f'url = "{hole}/health"\ntimeout_s = 30\n')
+    cfg.write_text(
+        f'[canary]\n[[canary.probes]]\nname = "web"\ntype = "http"\n'
+        f'url = "{hole}/health"\ntimeout_s = 30\n'
+    )
     env["M10_CONFIG"] = str(cfg)
 
 
@@ -87,9 +95,19 @@ def _rollback(env: dict[str, str], tmp: Path, conn: Any, hole: str) -> None:
     reports = Path(env["M10_STATE_DIR"]) / "canary" / "reports"
     reports.mkdir(parents=True)
     now = datetime.now(UTC).isoformat()
-    (reports / "latest_report.json").write_text(json.dumps({
-        "schema_version": 1, "run_id": "r1", "verdict": "fail", "score": 0.1,
-        "started_at": now, "finished_at": now, "probes": []}))
+    (reports / "latest_report.json").write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "run_id": "r1",
+                "verdict": "fail",
+                "score": 0.1,
+                "started_at": now,
+                "finished_at": now,
+                "probes": [],
+            }
+        )
+    )
     cfg = tmp / "rollback.toml"
     cfg.write_text('[rollback]\ncommand = ["sleep", "30"]\n')
     env["M10_CONFIG"] = str(cfg)
@@ -105,18 +123,25 @@ def _report(env: dict[str, str]) -> bool:
 
 
 CASES = [
-    Case("m10-daily-stats", "m10:daily_stats", ("--start-date", "2026-10-29", "--until",
-                                                "2026-10-30"),
-         table="m10_recovery.retention_jobs", prepare=_stats,
-         unchanged=lambda env: stats_files(Path(env["M10_LOG_DIR"]))),
+    Case(
+        "m10-daily-stats",
+        "m10:daily_stats",
+        ("--start-date", "2026-10-29", "--until", "2026-10-30"),
+        table="m10_recovery.retention_jobs",
+        prepare=_stats,
+        unchanged=lambda env: stats_files(Path(env["M10_LOG_DIR"])),
+    ),
     Case("m10-outbox-processor", "m10:outbox_processor", table="m10_recovery.outbox"),
     Case("m10-synthetic-traffic", "m10:synthetic_traffic", table="m10_recovery.outbox"),
-    Case("aos-cost-snapshot-hourly", "aos:cost_snapshot_hourly",
-         table="aos_cost.cost_records"),
+    Case("aos-cost-snapshot-hourly", "aos:cost_snapshot_hourly", table="aos_cost.cost_records"),
     Case("aos-cost-snapshot-daily", "aos:cost_snapshot_daily", table="aos_cost.cost_records"),
     Case("m10-maintenance", "dl_reconcile", table="m10_recovery.dead_letter_archive"),
-    Case("m10-retry-r2-fallbacks", "m10:retry_r2_fallbacks", prepare=_fallback,
-         unchanged=_uploaded_markers),
+    Case(
+        "m10-retry-r2-fallbacks",
+        "m10:retry_r2_fallbacks",
+        prepare=_fallback,
+        unchanged=_uploaded_markers,
+    ),
     Case("m10-canary", "m10:canary", prepare=_canary, unchanged=_report),
     Case("m10-rollback", "m10:rollback", prepare=_rollback),
 ]
@@ -124,9 +149,13 @@ CASES = [
 
 def _live(conn: Any, lock: str) -> bool:
     """Held now (cluster-wide name, or the host-local `<lock>@<host>`)."""
-    return bool(conn.execute("SELECT count(*) AS n FROM m10_recovery.distributed_locks "
-                             "WHERE (lock_name = %s OR lock_name LIKE %s) AND expires_at > now()",
-                             (lock, lock + "@%")).fetchone()["n"])
+    return bool(
+        conn.execute(
+            "SELECT count(*) AS n FROM m10_recovery.distributed_locks "
+            "WHERE (lock_name = %s OR lock_name LIKE %s) AND expires_at > now()",
+            (lock, lock + "@%"),
+        ).fetchone()["n"]
+    )
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -140,7 +169,8 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.script for c in CASES])
 def test_sigterm_mid_pass_releases_the_lease_and_ends_by_the_signal(
-        case: Case, env: dict[str, str], conn: Any, dsn: str, tmp_path: Path) -> None:
+    case: Case, env: dict[str, str], conn: Any, dsn: str, tmp_path: Path
+) -> None:
     env = {**env, "M10_LEASE_TTL_SECONDS": "120"}  # a lease left behind would outlive the test
     with blackhole() as hole, psycopg.connect(dsn) as blocker:
         if case.prepare:
@@ -148,15 +178,28 @@ def test_sigterm_mid_pass_releases_the_lease_and_ends_by_the_signal(
         before = case.unchanged(env) if case.unchanged else None
         if case.table:
             blocker.execute(f"LOCK TABLE {case.table} IN ACCESS EXCLUSIVE MODE")
-        proc = subprocess.Popen([str(BIN / case.script), *case.args], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [str(BIN / case.script), *case.args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             _wait(lambda: _live(conn, case.lock), 30, f"{case.script} to take {case.lock}")
             if case.table:
-                _wait(lambda: conn.execute(
-                    "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND application_name = %s", (case.script,)).fetchone()["n"] > 0, 30,
-                      "the pass to block on its table")
+                _wait(
+                    lambda: (
+                        conn.execute(
+                            "SELECT count(*) AS n FROM pg_stat_activity"
+                            " WHERE wait_event_type = 'Lock' AND application_name = %s",
+                            (case.script,),
+                        ).fetchone()["n"]
+                        > 0
+                    ),
+                    30,
+                    "the pass to block on its table",
+                )
             else:
                 time.sleep(0.5)  # inside its network call / command
             assert proc.poll() is None, proc.communicate()
@@ -181,9 +224,12 @@ def test_sigterm_mid_pass_releases_the_lease_and_ends_by_the_signal(
     if case.unchanged:
         assert case.unchanged(env) == before
     if case.script == "m10-rollback":  # the command was signalled too, and its end recorded
-        row = conn.execute("SELECT outcome, finished_at FROM m10_recovery.rollback_actions "
-                           "WHERE report_run_id = 'r1'").fetchone()
+        row = conn.execute(
+            "SELECT outcome, finished_at FROM m10_recovery.rollback_actions "
+            "WHERE report_run_id = 'r1'"
+        ).fetchone()
         assert row is not None and row["finished_at"] is not None and row["outcome"] == "failed"
-    held = conn.execute("SELECT lock_name FROM m10_recovery.distributed_locks "
-                        "WHERE expires_at > now()").fetchall()
+    held = conn.execute(
+        "SELECT lock_name FROM m10_recovery.distributed_locks WHERE expires_at > now()"
+    ).fetchall()
     assert held == []

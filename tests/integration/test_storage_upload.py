@@ -28,10 +28,13 @@ _n = itertools.count()
 
 
 def new_client(server: S3) -> Any:
-    return boto3.client("s3", endpoint_url=server.endpoint_url,
-                        aws_access_key_id=S3.env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=S3.env["AWS_SECRET_ACCESS_KEY"],
-                        region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        aws_access_key_id=S3.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3.env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
 
 
 @pytest.fixture
@@ -45,8 +48,7 @@ def s3(s3_server: S3) -> Any:
 def calls(client: Any, operation: str) -> list[str]:
     """Which requests of this kind the client sends (observed, not altered)."""
     seen: list[str] = []
-    client.meta.events.register(f"before-call.s3.{operation}",
-                                lambda **kw: seen.append(operation))
+    client.meta.events.register(f"before-call.s3.{operation}", lambda **kw: seen.append(operation))
     return seen
 
 
@@ -57,16 +59,16 @@ def file_of(tmp_path: Path, size: int) -> tuple[Path, str]:
 
 
 def put(s3: Any, path: Path, sha: str, key: str = "k/f.bin", **kw: Any) -> storage.Stored:
-    return storage.put_verified(s3, s3.bucket, key, path, sha, path.stat().st_size,
-                                "application/octet-stream", **kw)
+    return storage.put_verified(
+        s3, s3.bucket, key, path, sha, path.stat().st_size, "application/octet-stream", **kw
+    )
 
 
 def stored_bytes(s3: Any, key: str = "k/f.bin") -> bytes:
     return s3.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
 
 
-def test_single_put_carries_the_sha256_and_is_not_downloaded_again(s3: Any,
-                                                                    tmp_path: Path) -> None:
+def test_single_put_carries_the_sha256_and_is_not_downloaded_again(s3: Any, tmp_path: Path) -> None:
     path, sha = file_of(tmp_path, 200_000)
     gets = calls(s3, "GetObject")
     stored = put(s3, path, sha)
@@ -77,8 +79,9 @@ def test_single_put_carries_the_sha256_and_is_not_downloaded_again(s3: Any,
     assert stored_bytes(s3) == path.read_bytes()
 
 
-def test_over_the_threshold_goes_multipart_checked_by_the_composite(s3: Any,
-                                                                    tmp_path: Path) -> None:
+def test_over_the_threshold_goes_multipart_checked_by_the_composite(
+    s3: Any, tmp_path: Path
+) -> None:
     path, sha = file_of(tmp_path, 11 * MIB + 123)
     parts, gets = calls(s3, "UploadPart"), calls(s3, "GetObject")
     stored = put(s3, path, sha, **SMALL_MULTIPART)
@@ -90,14 +93,14 @@ def test_over_the_threshold_goes_multipart_checked_by_the_composite(s3: Any,
 def test_composite_checksum_matches_what_the_store_computes(tmp_path: Path) -> None:
     path, sha = file_of(tmp_path, 2 * 5 * MIB + 7)
     whole, composite, size = storage.file_checksums(path, 5 * MIB)
-    digests = [hashlib.sha256(path.read_bytes()[i:i + 5 * MIB]).digest()
-               for i in range(0, size, 5 * MIB)]
+    digests = [
+        hashlib.sha256(path.read_bytes()[i : i + 5 * MIB]).digest() for i in range(0, size, 5 * MIB)
+    ]
     assert (whole, size) == (sha, path.stat().st_size)
     assert composite == f"{storage.b64digest(hashlib.sha256(b''.join(digests)).digest())}-3"
 
 
-def test_a_file_that_changed_since_it_was_hashed_is_not_uploaded(s3: Any,
-                                                                 tmp_path: Path) -> None:
+def test_a_file_that_changed_since_it_was_hashed_is_not_uploaded(s3: Any, tmp_path: Path) -> None:
     path, sha = file_of(tmp_path, 9 * MIB)
     other, _ = file_of(tmp_path, 9 * MIB + 1)
     other.rename(path)
@@ -113,14 +116,16 @@ def overwrite_after(s3: Any, server: S3, operation: str) -> None:
     other = new_client(server)
 
     def replace(**kw: Any) -> None:
-        other.put_object(Bucket=s3.bucket, Key="k/f.bin", Body=b"something else",
-                         ChecksumAlgorithm="SHA256")
+        other.put_object(
+            Bucket=s3.bucket, Key="k/f.bin", Body=b"something else", ChecksumAlgorithm="SHA256"
+        )
 
     s3.meta.events.register(f"after-call.s3.{operation}", replace)
 
 
-def test_multipart_object_replaced_in_the_store_is_a_mismatch(s3: Any, s3_server: S3,
-                                                              tmp_path: Path) -> None:
+def test_multipart_object_replaced_in_the_store_is_a_mismatch(
+    s3: Any, s3_server: S3, tmp_path: Path
+) -> None:
     path, sha = file_of(tmp_path, 11 * MIB)
     overwrite_after(s3, s3_server, "CompleteMultipartUpload")
     with pytest.raises(storage.StoredMismatch, match="the store reports SHA-256"):
@@ -129,6 +134,7 @@ def test_multipart_object_replaced_in_the_store_is_a_mismatch(s3: Any, s3_server
 
 def no_checksums(s3: Any) -> None:
     """The answers of a store without checksum support: no ChecksumSHA256 in them."""
+
     def strip(parsed: dict[str, Any], **kw: Any) -> None:
         parsed.pop("ChecksumSHA256", None)
 
@@ -136,18 +142,19 @@ def no_checksums(s3: Any) -> None:
         s3.meta.events.register(f"after-call.s3.{operation}", strip)
 
 
-@pytest.mark.parametrize("size, kw", [(100_000, {}), (11 * MIB, SMALL_MULTIPART)],
-                         ids=["single", "multipart"])
+@pytest.mark.parametrize(
+    "size, kw", [(100_000, {}), (11 * MIB, SMALL_MULTIPART)], ids=["single", "multipart"]
+)
 def test_a_store_without_checksums_gets_the_object_read_back(
-        s3: Any, tmp_path: Path, size: int, kw: dict[str, int]) -> None:
+    s3: Any, tmp_path: Path, size: int, kw: dict[str, int]
+) -> None:
     path, sha = file_of(tmp_path, size)
     no_checksums(s3)
     gets = calls(s3, "GetObject")
     assert put(s3, path, sha, **kw).verified_by == "read back" and gets == ["GetObject"]
 
 
-def test_read_back_catches_what_the_store_got_wrong(s3: Any, s3_server: S3,
-                                                    tmp_path: Path) -> None:
+def test_read_back_catches_what_the_store_got_wrong(s3: Any, s3_server: S3, tmp_path: Path) -> None:
     path, sha = file_of(tmp_path, 100_000)
     no_checksums(s3)
     overwrite_after(s3, s3_server, "PutObject")
@@ -155,26 +162,29 @@ def test_read_back_catches_what_the_store_got_wrong(s3: Any, s3_server: S3,
         put(s3, path, sha)
 
 
-def test_the_meta_sha256_is_what_the_store_is_asked_to_verify(s3: Any,
-                                                               tmp_path: Path) -> None:
+def test_the_meta_sha256_is_what_the_store_is_asked_to_verify(s3: Any, tmp_path: Path) -> None:
     """The checksum sent is the one recorded earlier, not one computed from the
     bytes at upload time: a store that verifies refuses content that changed."""
     path, sha = file_of(tmp_path, 1000)
     sent: list[Any] = []
-    s3.meta.events.register("before-call.s3.PutObject",
-                            lambda params, **kw: sent.append(params["headers"]))
+    s3.meta.events.register(
+        "before-call.s3.PutObject", lambda params, **kw: sent.append(params["headers"])
+    )
     put(s3, path, "00" * 32)  # moto keeps whatever was sent (S3/R2: BadDigest)
     assert sent[0]["x-amz-checksum-sha256"] == storage.b64digest(bytes(32))
     assert sha != "00" * 32
 
 
-
-@pytest.mark.parametrize(("size", "kw", "operation"), [
-    (200_000, {}, "PutObject"),
-    (9 * MIB, SMALL_MULTIPART, "CreateMultipartUpload"),
-])
+@pytest.mark.parametrize(
+    ("size", "kw", "operation"),
+    [
+        (200_000, {}, "PutObject"),
+        (9 * MIB, SMALL_MULTIPART, "CreateMultipartUpload"),
+    ],
+)
 def test_a_path_swapped_after_the_checks_is_never_what_gets_stored(
-        s3: Any, tmp_path: Path, size: int, kw: dict[str, int], operation: str) -> None:
+    s3: Any, tmp_path: Path, size: int, kw: dict[str, int], operation: str
+) -> None:
     """Another file renamed over the path once the upload began (the window between an
     entry's checks and its upload) changes nothing: the opened file is what is sent."""
     path, sha = file_of(tmp_path, size)

@@ -34,11 +34,21 @@ SYSTEMD = Path("/lib/systemd/systemd")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # An operator's root shell on Debian: no pyenv shims, no /root/.local.
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SERVER_UNITS = ("postgresql.service", "postgresql@.service", "redis-server.service",
-                "redis.service")
-APT_PACKAGES = {"postgresql": "/usr/lib/postgresql", "redis-server": "/usr/bin/redis-server",
-                "systemd": str(SYSTEMD), "python3-venv": "/usr/lib/python3/dist-packages/pip",
-                "make": "/usr/bin/make", "iproute2": "/usr/sbin/ip", "git": "/usr/bin/git"}
+SERVER_UNITS = (
+    "postgresql.service",
+    "postgresql@.service",
+    "redis-server.service",
+    "redis.service",
+)
+APT_PACKAGES = {
+    "postgresql": "/usr/lib/postgresql",
+    "redis-server": "/usr/bin/redis-server",
+    "systemd": str(SYSTEMD),
+    "python3-venv": "/usr/lib/python3/dist-packages/pip",
+    "make": "/usr/bin/make",
+    "iproute2": "/usr/sbin/ip",
+    "git": "/usr/bin/git",
+}
 BOOT_TIMEOUT = 120.0
 RECORDS = Path("/run/m10sys-clusters")
 """On the machine: one JSON record per live cluster (owner pid, cgroups, netns), so a run
@@ -61,17 +71,36 @@ def unavailable() -> str | None:
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         return "system tier needs util-linux unshare and nsenter"
     probe = tempfile.mkdtemp(prefix="m10sys-probe-")
-    script = ("set -e; mount --make-rprivate /; mount -t tmpfs probe \"$1\"; "
-              "mkdir \"$1/old\"; cd \"$1\"; pivot_root . old")
+    script = (
+        'set -e; mount --make-rprivate /; mount -t tmpfs probe "$1"; '
+        'mkdir "$1/old"; cd "$1"; pivot_root . old'
+    )
     try:
-        done = subprocess.run(["unshare", "--pid", "--fork", "--mount", "--uts", "--ipc",
-                               "sh", "-c", script, "probe", probe],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "sh",
+                "-c",
+                script,
+                "probe",
+                probe,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         os.rmdir(probe)
     if done.returncode != 0:
-        return ("system tier cannot boot systemd here: unshare/pivot_root refused "
-                f"({done.stderr.strip() or done.returncode})")
+        return (
+            "system tier cannot boot systemd here: unshare/pivot_root refused "
+            f"({done.stderr.strip() or done.returncode})"
+        )
     return None
 
 
@@ -85,8 +114,12 @@ def install_packages() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     lock = ["-o", "DPkg::Lock::Timeout=300"]
     subprocess.run(["apt-get", *lock, "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends",
-                    *missing], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def build_wheelhouse(directory: Path) -> Path:
@@ -97,8 +130,10 @@ def build_wheelhouse(directory: Path) -> Path:
     system Python `make install` will use (markers such as python_full_version differ)."""
     python = shutil.which("python3", path=HOST_PATH) or "/usr/bin/python3"
     pip = [python, "-m", "pip", "-q", "--disable-pip-version-check"]
-    for argv in ([*pip, "wheel", "--wheel-dir", str(directory), str(CHECKOUT)],
-                 [*pip, "download", "--dest", str(directory), "hatchling", "wheel"]):
+    for argv in (
+        [*pip, "wheel", "--wheel-dir", str(directory), str(CHECKOUT)],
+        [*pip, "download", "--dest", str(directory), "hatchling", "wheel"],
+    ):
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
             raise HostError(f"building the wheelhouse failed: {argv}\n{done.stderr[-3000:]}")
@@ -119,12 +154,12 @@ class Network:
 
     def create(self) -> None:
         subprocess.run(["ip", "netns", "add", self.name], check=True)
-        subprocess.run(["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
-                       check=True)
+        subprocess.run(
+            ["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"], check=True
+        )
 
     def delete(self) -> None:
-        subprocess.run(["ip", "netns", "delete", self.name], check=False,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "netns", "delete", self.name], check=False, stderr=subprocess.DEVNULL)
 
     def popen(self, argv: Sequence[str], **kw: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["nsenter", f"--net={self.path}", *argv], **kw)  # type: ignore[call-overload]
@@ -147,50 +182,93 @@ class Host:
         return f"{self.tag}-{self.name}"
 
     # -- driving it ------------------------------------------------------------------------
-    def sh(self, script: str, *, check: bool = True, timeout: float = 180,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def sh(
+        self,
+        script: str,
+        *,
+        check: bool = True,
+        timeout: float = 180,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a bash script inside the host as root, in a clean login-like environment."""
-        base_env = {"PATH": HOST_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
-                    "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"}
-        argv = ["nsenter", "-t", str(self.pid), "-a", "--", "env", "-i",
-                *(f"{k}={v}" for k, v in {**base_env, **(env or {})}.items()),
-                "bash", "-c", script]
+        base_env = {
+            "PATH": HOST_PATH,
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "SYSTEMD_PAGER": "",
+            "SYSTEMD_COLORS": "0",
+        }
+        argv = [
+            "nsenter",
+            "-t",
+            str(self.pid),
+            "-a",
+            "--",
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in {**base_env, **(env or {})}.items()),
+            "bash",
+            "-c",
+            script,
+        ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
-            raise HostError(f"[{self.name}] exit {done.returncode}: {script}\n"
-                            f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n"
-                            f"{done.stderr[-4000:]}")
+            raise HostError(
+                f"[{self.name}] exit {done.returncode}: {script}\n"
+                f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n"
+                f"{done.stderr[-4000:]}"
+            )
         return done
 
     def out(self, script: str, **kw: object) -> str:
         return self.sh(script, **kw).stdout.strip()  # type: ignore[arg-type]
 
     def show(self, unit: str, *props: str) -> dict[str, str]:
-        text = self.out(f"systemctl show {shlex.quote(unit)} " +
-                        " ".join(f"-p {p}" for p in props))
+        text = self.out(f"systemctl show {shlex.quote(unit)} " + " ".join(f"-p {p}" for p in props))
         return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
     def psql(self, sql: str, db: str = "platform") -> str:
         """A query as the database superuser (peer auth as `postgres`), unaligned."""
-        return self.out(f"runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qAt -d {db} "
-                        f"-c {shlex.quote(sql)}")
+        return self.out(
+            f"runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qAt -d {db} -c {shlex.quote(sql)}"
+        )
 
     def python(self, code: str, *args: str) -> object:
         """Run code with the installed venv's Python (psycopg, redis, boto3) and the
         units' environment file; its stdout is JSON."""
         argv = " ".join(shlex.quote(a) for a in args)
-        text = self.out("set -a; . /etc/m10jobs/env; set +a; "
-                        f"/opt/m10jobs/bin/python -c {shlex.quote(code)} {argv}")
+        text = self.out(
+            "set -a; . /etc/m10jobs/env; set +a; "
+            f"/opt/m10jobs/bin/python -c {shlex.quote(code)} {argv}"
+        )
         return json.loads(text)
 
     # -- lifecycle ------------------------------------------------------------------------
     def launch(self, network: Network, mask: Sequence[str]) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        argv = ["unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", str(BOOT_SCRIPT),
-                self.name, str(self.base), str(CHECKOUT), self.cgroup, *mask]
+        argv = [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount",
+            "--uts",
+            "--ipc",
+            str(BOOT_SCRIPT),
+            self.name,
+            str(self.base),
+            str(CHECKOUT),
+            self.cgroup,
+            *mask,
+        ]
         with open(self.log, "wb") as log:
-            self.launcher = network.popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+            self.launcher = network.popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self._started = time.monotonic()
 
     def wait_running(self, timeout: float = BOOT_TIMEOUT) -> None:
@@ -217,12 +295,17 @@ class Host:
             if state in ("running", "degraded"):
                 self.boot_seconds = time.monotonic() - self._started
                 if state == "degraded":  # not ours to judge, but worth seeing
-                    print(f"[{self.name}] degraded:\n" + self.out(
-                        "systemctl --failed --no-legend --plain"), flush=True)
+                    print(
+                        f"[{self.name}] degraded:\n"
+                        + self.out("systemctl --failed --no-legend --plain"),
+                        flush=True,
+                    )
                 return
             time.sleep(0.3)
-        raise HostError(f"[{self.name}] not running after {timeout:.0f}s (state {state!r}):\n"
-                        f"{self.log.read_text()[-3000:]}")
+        raise HostError(
+            f"[{self.name}] not running after {timeout:.0f}s (state {state!r}):\n"
+            f"{self.log.read_text()[-3000:]}"
+        )
 
     def kill(self) -> None:
         """SIGKILL PID 1: the kernel ends every process of the PID namespace; the mount
@@ -266,8 +349,9 @@ def remove_cgroups(name: str, timeout: float = 20.0) -> None:
         if not top.is_dir():
             continue
         while True:
-            dirs = sorted((Path(d) for d, _, _ in os.walk(top)),
-                          key=lambda p: len(p.parts), reverse=True)
+            dirs = sorted(
+                (Path(d) for d, _, _ in os.walk(top)), key=lambda p: len(p.parts), reverse=True
+            )
             busy = False
             for d in dirs:
                 try:
@@ -289,8 +373,15 @@ class Cluster:
         self.tag = "m10sys-" + secrets.token_hex(3)
         self.network = Network(self.tag)
         self.workdir = workdir
-        self.hosts = [Host(n, self.tag, Path(tempfile.mkdtemp(prefix=f"{self.tag}-{n}-")),
-                           workdir / f"{n}.boot.log") for n in names]
+        self.hosts = [
+            Host(
+                n,
+                self.tag,
+                Path(tempfile.mkdtemp(prefix=f"{self.tag}-{n}-")),
+                workdir / f"{n}.boot.log",
+            )
+            for n in names
+        ]
         self.moto: subprocess.Popen[bytes] | None = None
 
     @property
@@ -303,9 +394,16 @@ class Cluster:
 
     def boot(self) -> list[Host]:
         RECORDS.mkdir(mode=0o700, exist_ok=True)
-        self.record.write_text(json.dumps({
-            "owner": os.getpid(), "netns": self.network.name,
-            "cgroups": [h.cgroup for h in self.hosts], "bases": [str(h.base) for h in self.hosts]}))
+        self.record.write_text(
+            json.dumps(
+                {
+                    "owner": os.getpid(),
+                    "netns": self.network.name,
+                    "cgroups": [h.cgroup for h in self.hosts],
+                    "bases": [str(h.base) for h in self.hosts],
+                }
+            )
+        )
         self.network.create()
         for i, host in enumerate(self.hosts):
             host.launch(self.network, () if i == 0 else SERVER_UNITS)
@@ -316,8 +414,11 @@ class Cluster:
     def start_s3(self, port: int = 5000) -> str:
         moto = Path(sys.executable).with_name("moto_server")
         with open(self.workdir / "moto.log", "wb") as log:
-            self.moto = self.network.popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
-                                           stdout=log, stderr=subprocess.STDOUT)
+            self.moto = self.network.popen(
+                [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         return f"http://127.0.0.1:{port}"
 
     def teardown(self) -> None:
@@ -335,8 +436,15 @@ def kill_cgroup(name: str) -> None:
     """SIGKILL every process in a host's cgroup subtree (its PID 1 first: the rest follow)."""
     for hierarchy in hierarchies():
         top = hierarchy / name
-        pids = [int(p) for procs in sorted(top.rglob("cgroup.procs"), key=lambda p: len(p.parts))
-                for p in procs.read_text().split()] if top.is_dir() else []
+        pids = (
+            [
+                int(p)
+                for procs in sorted(top.rglob("cgroup.procs"), key=lambda p: len(p.parts))
+                for p in procs.read_text().split()
+            ]
+            if top.is_dir()
+            else []
+        )
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -361,8 +469,9 @@ def reap_stale() -> list[str]:
             kill_cgroup(name)
         for name in data["cgroups"]:
             remove_cgroups(name)
-        subprocess.run(["ip", "netns", "delete", data["netns"]], check=False,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["ip", "netns", "delete", data["netns"]], check=False, stderr=subprocess.DEVNULL
+        )
         for base in data["bases"]:
             with contextlib.suppress(OSError):
                 os.rmdir(base)

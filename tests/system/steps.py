@@ -54,8 +54,10 @@ class Install:
                 stage = 2
             elif not line.startswith("#"):
                 stages[stage].append(line)
-        assert all(stages), (f"README's install block lost its '{ONCE_PER_DATABASE}' / "
-                             f"'{ON_EVERY_HOST}' parts: bring tests/system in line\n{lines}")
+        assert all(stages), (
+            f"README's install block lost its '{ONCE_PER_DATABASE}' / "
+            f"'{ON_EVERY_HOST}' parts: bring tests/system in line\n{lines}"
+        )
         return cls(*stages)
 
 
@@ -66,12 +68,15 @@ def run_lines(host: Host, lines: list[str], wheelhouse: Path) -> None:
     offline = f"export PIP_NO_INDEX=1 PIP_FIND_LINKS={shlex.quote(str(wheelhouse))}"
     for line in lines:
         if line.startswith("apt-get install"):
-            packages = [w for w in shlex.split(line.split("#", 1)[0])[2:]
-                        if not w.startswith("-")]
-            status = host.out("dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' " +
-                              " ".join(map(shlex.quote, packages)), check=False)
+            packages = [w for w in shlex.split(line.split("#", 1)[0])[2:] if not w.startswith("-")]
+            status = host.out(
+                "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' "
+                + " ".join(map(shlex.quote, packages)),
+                check=False,
+            )
             assert [ln for ln in status.splitlines() if ln.startswith("ii ")] and all(
-                ln.startswith("ii ") for ln in status.splitlines()), (line, status)
+                ln.startswith("ii ") for ln in status.splitlines()
+            ), (line, status)
             continue
         host.sh(f"{offline}; cd {shlex.quote(str(CHECKOUT))}\n{line}", timeout=400)
 
@@ -82,17 +87,22 @@ def serve_database(host: Host) -> None:
     host.sh("pg_lsclusters -h | grep -q . || pg_createcluster 15 main --start")
     host.sh("for i in $(seq 100); do pg_isready -q && exit 0; sleep 0.2; done; exit 1")
     host.sh("systemctl is-active redis-server || systemctl start redis-server")
-    host.sh("for i in $(seq 100); do redis-cli ping | grep -q PONG && exit 0; sleep 0.2; done;"
-            " exit 1")
+    host.sh(
+        "for i in $(seq 100); do redis-cli ping | grep -q PONG && exit 0; sleep 0.2; done; exit 1"
+    )
 
 
 def environment(s3_url: str | None) -> dict[str, str]:
     """What the test adds to /etc/m10jobs/env beyond the README's database line."""
     env = {"M10_REDIS_URL": "redis://localhost:6379/0"}
     if s3_url:
-        env |= {"M10_R2_ENDPOINT_URL": s3_url, "M10_R2_BUCKET": ENDPOINT_BUCKET,
-                "AWS_ACCESS_KEY_ID": "system-test", "AWS_SECRET_ACCESS_KEY": "system-test",
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        env |= {
+            "M10_R2_ENDPOINT_URL": s3_url,
+            "M10_R2_BUCKET": ENDPOINT_BUCKET,
+            "AWS_ACCESS_KEY_ID": "system-test",
+            "AWS_SECRET_ACCESS_KEY": "system-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
     return env
 
 
@@ -104,9 +114,11 @@ def add_environment(host: Host, env: dict[str, str]) -> None:
 
 def create_bucket(host: Host) -> None:
     """The object store's bucket (R2 has it before install; moto starts empty)."""
-    host.python("import boto3, json, os; boto3.client('s3', endpoint_url="
-                "os.environ['M10_R2_ENDPOINT_URL']).create_bucket(Bucket=os.environ["
-                "'M10_R2_BUCKET']); print(json.dumps(True))")
+    host.python(
+        "import boto3, json, os; boto3.client('s3', endpoint_url="
+        "os.environ['M10_R2_ENDPOINT_URL']).create_bucket(Bucket=os.environ["
+        "'M10_R2_BUCKET']); print(json.dumps(True))"
+    )
 
 
 def uninstall(host: Host) -> None:
@@ -125,4 +137,3 @@ def short_linger(host: Host, seconds: float = OUTBOX_LINGER_S) -> None:
     toml = "/etc/m10jobs/m10jobs.toml"
     host.sh(f"grep -q '^linger_seconds = ' {toml}")
     host.sh(f"sed -i 's|^linger_seconds = .*|linger_seconds = {seconds}|' {toml}")
-

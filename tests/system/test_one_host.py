@@ -23,15 +23,27 @@ OUTBOX = "m10-outbox-processor.service"
 # Every path the host has written so far (its overlay's upper layer; whiteouts, i.e. paths
 # deleted, are character devices and left out).
 SNAPSHOT = f"cd {UPPER} && find . -xdev ! -type c | cut -c2-"
-RUNTIME = ("/var/log/journal", "/var/lib/systemd", "/var/lib/postgresql", "/var/log/postgresql",
-           "/var/lib/redis", "/var/log/redis", "/root/.cache", "/var/cache", "/var/tmp")
+RUNTIME = (
+    "/var/log/journal",
+    "/var/lib/systemd",
+    "/var/lib/postgresql",
+    "/var/log/postgresql",
+    "/var/lib/redis",
+    "/var/log/redis",
+    "/root/.cache",
+    "/var/cache",
+    "/var/tmp",
+)
 
 
 def written(host: Host) -> set[str]:
     """Paths the host created that the machine (its overlay's lower layer) does not have,
     runtime state left out."""
-    return {p for p in host.out(SNAPSHOT).splitlines()
-            if p and not p.startswith(RUNTIME) and not os.path.lexists(p)}
+    return {
+        p
+        for p in host.out(SNAPSHOT).splitlines()
+        if p and not p.startswith(RUNTIME) and not os.path.lexists(p)
+    }
 
 
 def unit_status(host: Host, unit: str) -> dict[str, str]:
@@ -45,14 +57,15 @@ def job_journal(host: Host, script: str, *flags: str) -> list[dict[str, str]]:
     return [e for e in entries if e.get("SYSLOG_IDENTIFIER") == script]
 
 
-def wait_finished(host: Host, unit: str, timeout: float = 60,
-                  after: str = "") -> dict[str, str]:
+def wait_finished(host: Host, unit: str, timeout: float = 60, after: str = "") -> dict[str, str]:
     """The unit's outcome once a run other than invocation `after` has ended."""
     deadline = time.monotonic() + timeout
     while True:
         status = unit_status(host, unit)
-        if status["InvocationID"] not in ("", after) and \
-                status["ActiveState"] in ("inactive", "failed"):
+        if status["InvocationID"] not in ("", after) and status["ActiveState"] in (
+            "inactive",
+            "failed",
+        ):
             return status
         assert time.monotonic() < deadline, f"{unit} did not finish: {status}"
         time.sleep(0.2)
@@ -67,7 +80,9 @@ def outbox_restarted(host: Host, count: int, timeout: float = 60) -> int:
         if int(status["NRestarts"]) >= count:
             return int(status["NRestarts"])
         assert status["Result"] == "success" and time.monotonic() < deadline, (
-            status, host.out(f"journalctl -u {OUTBOX} -n 12 -o cat --no-pager"))
+            status,
+            host.out(f"journalctl -u {OUTBOX} -n 12 -o cat --no-pager"),
+        )
         time.sleep(0.2)
 
 
@@ -94,8 +109,10 @@ def outbox_hands_over(host: Host) -> None:
     end = time.monotonic() + 3 * (steps.OUTBOX_LINGER_S + 1)
     while time.monotonic() < end:  # across at least two hand-overs
         keys.append(f"handover-{len(keys)}")
-        host.psql("SELECT m10_recovery.enqueue_outbox('system.handover', '{}'::jsonb, "
-                  f"NULL, NULL, '{keys[-1]}')")
+        host.psql(
+            "SELECT m10_recovery.enqueue_outbox('system.handover', '{}'::jsonb, "
+            f"NULL, NULL, '{keys[-1]}')"
+        )
         time.sleep(0.1)
     restarts = outbox_restarted(host, first + 2)
     deadline = time.monotonic() + 30
@@ -103,7 +120,8 @@ def outbox_hands_over(host: Host) -> None:
         stream = host.python(
             "import json, os, redis; r = redis.Redis.from_url(os.environ["
             "'M10_REDIS_URL'], decode_responses=True); print(json.dumps(["
-            "f['idempotency_key'] for _, f in r.xrange('m10:outbox')]))")
+            "f['idempotency_key'] for _, f in r.xrange('m10:outbox')]))"
+        )
         assert isinstance(stream, list)
         got = [k for k in stream if k.startswith("handover-")]
         if sorted(got) == sorted(keys) or time.monotonic() > deadline:
@@ -121,11 +139,12 @@ def outbox_hands_over(host: Host) -> None:
     assert int(stopped["NRestarts"]) >= restarts
     time.sleep(3 * (steps.OUTBOX_LINGER_S + 1))  # several hand-overs' worth
     later = host.show(OUTBOX, "ActiveState", "NRestarts", "Result")
-    assert (later["ActiveState"], later["NRestarts"]) == ("inactive",
-                                                          stopped["NRestarts"]), later
+    assert (later["ActiveState"], later["NRestarts"]) == ("inactive", stopped["NRestarts"]), later
     assert later["Result"] == "success", later  # a stop is no failure
-    held = host.psql("SELECT count(*) FROM m10_recovery.distributed_locks "
-                     "WHERE lock_name = 'm10:outbox_processor'")
+    held = host.psql(
+        "SELECT count(*) FROM m10_recovery.distributed_locks "
+        "WHERE lock_name = 'm10:outbox_processor'"
+    )
     assert held == "0", "the stopped pass left its lease"
 
 
@@ -151,8 +170,9 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
 
         # Every timer is scheduled.
         listed = host.out("systemctl list-timers --all --no-legend --plain")
-        scheduled = {word for line in listed.splitlines() for word in line.split()
-                     if word.endswith(".timer")}
+        scheduled = {
+            word for line in listed.splitlines() for word in line.split() if word.endswith(".timer")
+        }
         assert {f"{s}.timer" for s in SCRIPTS} <= scheduled, listed
 
         # Every service, started by hand, succeeds as m10jobs.
@@ -167,8 +187,9 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
         for script in SCRIPTS:
             status = unit_status(host, f"{script}.service")
             if status["Result"] != "success" or status["ExecMainStatus"] not in ("0", "75"):
-                failed[script] = status | {"journal": host.out(
-                    f"journalctl -u {script}.service -n 8 -o cat --no-pager")}
+                failed[script] = status | {
+                    "journal": host.out(f"journalctl -u {script}.service -n 8 -o cat --no-pager")
+                }
             uids = {e["_UID"] for e in job_journal(host, script)}
             assert uids == {uid}, f"{script} ran as uid {uids}, m10jobs is {uid}"
         assert not failed, json.dumps(failed, indent=1)
@@ -215,8 +236,9 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
         steps.uninstall(host)
         left = sorted(p for p in installed & written(host) if not p.startswith(steps.KEPT))
         assert not left, f"make uninstall left {left}"
-        units = host.out("systemctl list-unit-files --no-legend --plain 'm10*' 'aos-*'",
-                         check=False)
+        units = host.out(
+            "systemctl list-unit-files --no-legend --plain 'm10*' 'aos-*'", check=False
+        )
         assert not units, units
         timers = host.out("systemctl list-timers --all --no-legend --plain")
         assert "m10" not in timers and "aos-" not in timers, timers

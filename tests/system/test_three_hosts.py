@@ -62,7 +62,7 @@ url = "http://127.0.0.1:9/health"
 timeout_s = 1
 critical = true
 """
-ROLLBACK_COMMAND = (f'command = ["/bin/sh", "-c", "echo $(hostname) >> {ROLLBACK_LOG}"]')
+ROLLBACK_COMMAND = f'command = ["/bin/sh", "-c", "echo $(hostname) >> {ROLLBACK_LOG}"]'
 
 
 def configure(host: Host) -> None:
@@ -79,8 +79,10 @@ def start_all(c: Cluster) -> dict[str, dict[str, dict[str, str]]]:
 
     def one(host: Host) -> dict[str, dict[str, str]]:
         host.sh(f"systemctl start {units}", check=False, timeout=280)
-        return {s: host.show(f"{s}.service", "Result", "ExecMainStatus", "InvocationID")
-                for s in SCRIPTS}
+        return {
+            s: host.show(f"{s}.service", "Result", "ExecMainStatus", "InvocationID")
+            for s in SCRIPTS
+        }
 
     with ThreadPoolExecutor(len(c.hosts)) as pool:
         return dict(zip([h.name for h in c.hosts], pool.map(one, c.hosts), strict=True))
@@ -89,24 +91,33 @@ def start_all(c: Cluster) -> dict[str, dict[str, dict[str, str]]]:
 def put_fallback(host: Host) -> str:
     """A file the product's own `retry_local_fallback()` keeps, as the service user would."""
     key = f"system-test/{host.name}/report.txt"
-    code = ("import json, sys; from m10jobs.config import load_config; "
-            "from m10jobs.edges.fallback import retry_local_fallback; "
-            "p = retry_local_fallback(load_config(), sys.argv[1].encode(), 'report.txt', "
-            f"'{steps.ENDPOINT_BUCKET}', sys.argv[2], 'text/plain', 'simulated outage'); "
-            "print(json.dumps(str(p)))")
-    host.sh("runuser -u m10jobs -- env M10_STATE_DIR=/var/lib/m10jobs "
-            f"/opt/m10jobs/bin/python -c \"{code}\" 'content of {host.name}' {key}")
+    code = (
+        "import json, sys; from m10jobs.config import load_config; "
+        "from m10jobs.edges.fallback import retry_local_fallback; "
+        "p = retry_local_fallback(load_config(), sys.argv[1].encode(), 'report.txt', "
+        f"'{steps.ENDPOINT_BUCKET}', sys.argv[2], 'text/plain', 'simulated outage'); "
+        "print(json.dumps(str(p)))"
+    )
+    host.sh(
+        "runuser -u m10jobs -- env M10_STATE_DIR=/var/lib/m10jobs "
+        f"/opt/m10jobs/bin/python -c \"{code}\" 'content of {host.name}' {key}"
+    )
     return key
 
 
 def daily_while_hourly_held(server: Host, host: Host) -> None:
-    hour = ("granularity = 'hour' AND period_start = "
-            "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 hour'")
-    server.psql("CREATE TABLE public.m10sys_hour AS SELECT * FROM aos_cost.snapshot_periods "
-                f"WHERE {hour}; DELETE FROM aos_cost.snapshot_periods WHERE {hour}")
+    hour = (
+        "granularity = 'hour' AND period_start = "
+        "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 hour'"
+    )
+    server.psql(
+        "CREATE TABLE public.m10sys_hour AS SELECT * FROM aos_cost.snapshot_periods "
+        f"WHERE {hour}; DELETE FROM aos_cost.snapshot_periods WHERE {hour}"
+    )
     holder = "m10-c:1:system-test-hourly"
-    token = server.psql("SELECT m10_recovery.acquire_lock('aos:cost_snapshot_hourly', "
-                        f"'{holder}', 120)")
+    token = server.psql(
+        f"SELECT m10_recovery.acquire_lock('aos:cost_snapshot_hourly', '{holder}', 120)"
+    )
     assert token, "the hourly lease was not free"
     assert server.psql("SELECT count(*) FROM public.m10sys_hour") == "1"
     unit = "aos-cost-snapshot-daily.service"
@@ -114,10 +125,13 @@ def daily_while_hourly_held(server: Host, host: Host) -> None:
     host.sh(f"systemctl start --no-block {unit}")
     time.sleep(3)  # the run finds the hour missing and the lease held elsewhere
     # ... then the hourly run "finishes": its hour is back, its lease released.
-    server.psql("INSERT INTO aos_cost.snapshot_periods OVERRIDING SYSTEM VALUE "
-                "SELECT * FROM public.m10sys_hour")
-    server.psql("SELECT m10_recovery.release_lock('aos:cost_snapshot_hourly', "
-                f"'{holder}', {token})")
+    server.psql(
+        "INSERT INTO aos_cost.snapshot_periods OVERRIDING SYSTEM VALUE "
+        "SELECT * FROM public.m10sys_hour"
+    )
+    server.psql(
+        f"SELECT m10_recovery.release_lock('aos:cost_snapshot_hourly', '{holder}', {token})"
+    )
     deadline = time.monotonic() + 120
     while True:
         status = host.show(unit, "InvocationID", "ActiveState", "Result", "ExecMainStatus")
@@ -126,7 +140,9 @@ def daily_while_hourly_held(server: Host, host: Host) -> None:
         assert time.monotonic() < deadline, f"the daily cost run never ended: {status}"
         time.sleep(0.3)
     assert status["Result"] == "success" and status["ExecMainStatus"] in ("0", "75"), (
-        status, host.out("journalctl -u aos-cost-snapshot-daily -n 8 -o cat --no-pager"))
+        status,
+        host.out("journalctl -u aos-cost-snapshot-daily -n 8 -o cat --no-pager"),
+    )
 
 
 def lease_overlaps(rows: list[dict[str, str]]) -> list[str]:
@@ -188,9 +204,12 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
         outcomes = []
         for rnd in range(ROUNDS):
             batch = [f"system-test-{rnd}-{i}" for i in range(EVENTS_PER_ROUND)]
-            server.psql("SELECT count(m10_recovery.enqueue_outbox('system.test', "
-                        "jsonb_build_object('n', k), NULL, NULL, k)) FROM unnest(ARRAY["
-                        + ",".join(f"'{k}'" for k in batch) + "]) AS k")
+            server.psql(
+                "SELECT count(m10_recovery.enqueue_outbox('system.test', "
+                "jsonb_build_object('n', k), NULL, NULL, k)) FROM unnest(ARRAY["
+                + ",".join(f"'{k}'" for k in batch)
+                + "]) AS k"
+            )
             events += batch
             with phase(f"round {rnd + 1}: every service on every host"):
                 outcomes.append(start_all(c))
@@ -198,13 +217,26 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
                 keys = {h.name: put_fallback(h) for h in c.hosts}
 
         # Every unit on every host succeeded in every round (75 = skipped is success).
-        bad = [(i, host, script, st) for i, rnd in enumerate(outcomes)
-               for host, units in rnd.items() for script, st in units.items()
-               if st["Result"] != "success" or st["ExecMainStatus"] not in ("0", "75")]
-        assert not bad, "\n".join(map(str, bad)) + "\n" + "\n".join(
-            h.out(f"journalctl _SYSTEMD_INVOCATION_ID={st['InvocationID']} + "
-                  f"INVOCATION_ID={st['InvocationID']} -o cat --no-pager")
-            for _, name, _, st in bad[:3] for h in c.hosts if h.name == name)
+        bad = [
+            (i, host, script, st)
+            for i, rnd in enumerate(outcomes)
+            for host, units in rnd.items()
+            for script, st in units.items()
+            if st["Result"] != "success" or st["ExecMainStatus"] not in ("0", "75")
+        ]
+        assert not bad, (
+            "\n".join(map(str, bad))
+            + "\n"
+            + "\n".join(
+                h.out(
+                    f"journalctl _SYSTEMD_INVOCATION_ID={st['InvocationID']} + "
+                    f"INVOCATION_ID={st['InvocationID']} -o cat --no-pager"
+                )
+                for _, name, _, st in bad[:3]
+                for h in c.hosts
+                if h.name == name
+            )
+        )
 
         # A daily cost run while another host's hourly run holds its lease, an hour of the
         # day it rebuilds still missing: it waits for that run (or skips, 75), never fails.
@@ -213,24 +245,34 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
 
         # Leases never overlapped; cluster-wide ones were won by more than one host, and a
         # host-local lease (<lock>@<host>) only ever by its own host.
-        rows = json.loads(server.psql(
-            "SELECT coalesce(json_agg(a ORDER BY id), '[]') FROM public.m10sys_lease_audit a"))
+        rows = json.loads(
+            server.psql(
+                "SELECT coalesce(json_agg(a ORDER BY id), '[]') FROM public.m10sys_lease_audit a"
+            )
+        )
         assert rows, "no lease was ever taken"
         assert not lease_overlaps(rows), lease_overlaps(rows)
         winners = {r["holder_id"].split(":")[0] for r in rows if "@" not in r["lock_name"]}
         assert len(winners) >= 2, f"only {winners} ever won a cluster-wide lease"
-        wrong = {(r["lock_name"], r["holder_id"]) for r in rows if "@" in r["lock_name"]
-                 and r["lock_name"].rsplit("@", 1)[1] != r["holder_id"].split(":")[0]}
+        wrong = {
+            (r["lock_name"], r["holder_id"])
+            for r in rows
+            if "@" in r["lock_name"]
+            and r["lock_name"].rsplit("@", 1)[1] != r["holder_id"].split(":")[0]
+        }
         assert not wrong, wrong
 
         # The outbox: every event published, each exactly once in the stream.
-        pending = server.psql("SELECT count(*) FROM m10_recovery.outbox o WHERE "
-                              "o.idempotency_key LIKE 'system-test-%' AND status <> 'published'")
+        pending = server.psql(
+            "SELECT count(*) FROM m10_recovery.outbox o WHERE "
+            "o.idempotency_key LIKE 'system-test-%' AND status <> 'published'"
+        )
         assert pending == "0", f"{pending} events not published"
         stream = server.python(
             "import json, os, redis; r = redis.Redis.from_url(os.environ['M10_REDIS_URL']); "
             "print(json.dumps([[f[b'event_id'].decode(), f[b'idempotency_key'].decode()] "
-            "for _, f in r.xrange('m10:outbox')]))")
+            "for _, f in r.xrange('m10:outbox')]))"
+        )
         assert isinstance(stream, list)
         ids = [event_id for event_id, _ in stream]
         assert len(ids) == len(set(ids)), "an event_id was published twice"
@@ -238,20 +280,25 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
         assert published == sorted(events)
 
         # One failing verdict (every canary report failed) -> one rollback cluster-wide.
-        acts = [line for h in c.hosts
-                for line in h.out(f"cat {ROLLBACK_LOG} 2>/dev/null || true").splitlines()]
+        acts = [
+            line
+            for h in c.hosts
+            for line in h.out(f"cat {ROLLBACK_LOG} 2>/dev/null || true").splitlines()
+        ]
         assert len(acts) == 1, f"rollbacks acted: {acts}"
 
         # Every host's fallback file reached the object store.
         for host in c.hosts:
-            marks = host.out("ls /var/lib/m10jobs/fallback-uploads/ | grep -c '\\.uploaded$'"
-                             " || true")
+            marks = host.out(
+                "ls /var/lib/m10jobs/fallback-uploads/ | grep -c '\\.uploaded$' || true"
+            )
             assert int(marks or 0) >= 1, f"{host.name}: no .uploaded marker"
         stored = server.python(
             "import json, os, sys, boto3; s3 = boto3.client('s3', endpoint_url=os.environ["
             "'M10_R2_ENDPOINT_URL']); print(json.dumps({k: s3.get_object(Bucket=os.environ["
             "'M10_R2_BUCKET'], Key=k)['Body'].read().decode() for k in sys.argv[1:]}))",
-            *keys.values())
+            *keys.values(),
+        )
         assert stored == {k: f"content of {n}" for n, k in keys.items()}
 
         # Stats: every host's CSV for each month of the window has every day, the same rows.

@@ -28,8 +28,11 @@ def test_sections_validate_and_name_the_key(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[outbox]\nbatch_size = "big"\nretry_base_seconds = 2\n')
     config = load_config(str(cfg), env={})
-    with pytest.raises(ConfigError, match=r"outbox\.batch_size: expected an integer between "
-                                          r"1 and 10000, got 'big'") as info:
+    with pytest.raises(
+        ConfigError,
+        match=r"outbox\.batch_size: expected an integer between "
+        r"1 and 10000, got 'big'",
+    ) as info:
         config.settings(OutboxSettings)
     assert info.value.exit_code == 78 and str(cfg) in str(info.value)
     cfg.write_text("[outbox]\nretry_base_seconds = 2\n")
@@ -38,21 +41,33 @@ def test_sections_validate_and_name_the_key(tmp_path: Path) -> None:
     assert s.batch_size == 1000  # absent: the declared default
 
 
-@pytest.mark.parametrize(("toml", "message"), [
-    ("[outbox]\nbatch_sise = 5\n", "outbox.batch_sise: unknown key; did you mean 'batch_size'"),
-    ("[canery]\ntarget = 'x'\n", "canery: unknown section; did you mean 'canary'"),
-    ("lease_ttl_second = 30\n", "lease_ttl_second: unknown key; did you mean "
-                                 "'lease_ttl_seconds'"),
-    ("[retention.replay_logs]\nmax_age_days = 3\n",
-     "retention.replay_logs: unknown key; did you mean 'replay_log'"),
-    ("[[canary.probes]]\nname = 'r'\ntype = 'redis'\nmax_pending = 3\n",
-     "canary.probes[0].max_pending: not a key of a redis probe"),
-    ('log_format = "text"\n', "log_format: can only be set by the environment"),
-    ("max_replays = 2\n", "max_replays: unknown key; it is a key of [dead_letter]: move it "
-                          "under its table"),
-])
-def test_unknown_names_are_refused_with_a_suggestion(tmp_path: Path, toml: str,
-                                                     message: str) -> None:
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[outbox]\nbatch_sise = 5\n", "outbox.batch_sise: unknown key; did you mean 'batch_size'"),
+        ("[canery]\ntarget = 'x'\n", "canery: unknown section; did you mean 'canary'"),
+        (
+            "lease_ttl_second = 30\n",
+            "lease_ttl_second: unknown key; did you mean 'lease_ttl_seconds'",
+        ),
+        (
+            "[retention.replay_logs]\nmax_age_days = 3\n",
+            "retention.replay_logs: unknown key; did you mean 'replay_log'",
+        ),
+        (
+            "[[canary.probes]]\nname = 'r'\ntype = 'redis'\nmax_pending = 3\n",
+            "canary.probes[0].max_pending: not a key of a redis probe",
+        ),
+        ('log_format = "text"\n', "log_format: can only be set by the environment"),
+        (
+            "max_replays = 2\n",
+            "max_replays: unknown key; it is a key of [dead_letter]: move it under its table",
+        ),
+    ],
+)
+def test_unknown_names_are_refused_with_a_suggestion(
+    tmp_path: Path, toml: str, message: str
+) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(toml)
     config = load_config(str(cfg), env={})
@@ -66,7 +81,10 @@ def test_every_problem_is_listed_once(tmp_path: Path) -> None:
     cfg.write_text("[outbox]\nbatch_sise = 5\nmax_attempts = 0\n[canery]\n")
     problems = load_config(str(cfg), env={}).problems(sections())
     assert [p.split(":")[0] for p in problems] == [
-        "config outbox.batch_sise", "config outbox.max_attempts", "config canery"]
+        "config outbox.batch_sise",
+        "config outbox.max_attempts",
+        "config canery",
+    ]
 
 
 def test_nested_tables_keep_their_own_defaults(tmp_path: Path) -> None:
@@ -84,8 +102,7 @@ def test_log_format_is_json_or_text() -> None:
     assert load_config(None, None, {"M10_LOG_FORMAT": "text"}).log_format == "text"
 
 
-@pytest.mark.parametrize("line", ['lease_ttl_seconds = "300"', "state_dir = 5",
-                                  "redis_url = true"])
+@pytest.mark.parametrize("line", ['lease_ttl_seconds = "300"', "state_dir = 5", "redis_url = true"])
 def test_global_keys_in_the_file_need_their_toml_type(tmp_path: Path, line: str) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(line + "\n")
@@ -93,12 +110,15 @@ def test_global_keys_in_the_file_need_their_toml_type(tmp_path: Path, line: str)
         load_config(str(cfg), env={})
 
 
-@pytest.mark.parametrize("env, key", [
-    ({"M10_LEASE_TTL_SECONDS": "0"}, "lease_ttl_seconds"),
-    ({"M10_LEASE_TTL_SECONDS": "soon"}, "lease_ttl_seconds"),
-    ({"M10_DATABASE_URL": "mysql://x"}, "database_url"),
-    ({"M10_R2_ENDPOINT_URL": "ftp://x"}, "r2_endpoint_url"),
-])
+@pytest.mark.parametrize(
+    "env, key",
+    [
+        ({"M10_LEASE_TTL_SECONDS": "0"}, "lease_ttl_seconds"),
+        ({"M10_LEASE_TTL_SECONDS": "soon"}, "lease_ttl_seconds"),
+        ({"M10_DATABASE_URL": "mysql://x"}, "database_url"),
+        ({"M10_R2_ENDPOINT_URL": "ftp://x"}, "r2_endpoint_url"),
+    ],
+)
 def test_bad_values_raise_config_errors_naming_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError, match=key) as info:
         load_config(None, None, env)
@@ -116,8 +136,9 @@ def test_database_password_is_not_echoed_in_a_config_error() -> None:
     assert "hunter22" not in str(info.value)
 
 
-@pytest.mark.parametrize("line", ["retry_base_seconds = nan", "time_budget_seconds = inf",
-                                  "retry_max_seconds = -inf"])
+@pytest.mark.parametrize(
+    "line", ["retry_base_seconds = nan", "time_budget_seconds = inf", "retry_max_seconds = -inf"]
+)
 def test_non_finite_numbers_are_refused(tmp_path: Path, line: str) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"[outbox]\n{line}\n")
@@ -127,15 +148,15 @@ def test_non_finite_numbers_are_refused(tmp_path: Path, line: str) -> None:
 
 def test_a_secret_setting_is_not_echoed_when_wrong(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[[canary.probes]]\nname = "r"\ntype = "redis"\n'
-                   'url = ["redis://:hunter22@r"]\n')
+    cfg.write_text('[[canary.probes]]\nname = "r"\ntype = "redis"\nurl = ["redis://:hunter22@r"]\n')
     problems = load_config(str(cfg), env={}).problems(sections())
     assert len(problems) == 1 and "canary.probes[0].url: expected" in problems[0]
     assert "hunter22" not in problems[0]
 
 
 def test_check_loads_the_job_tables_only_when_the_file_has_more_than_globals(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # a start without tables in its file imports no job's settings module
     calls: list[int] = []
 
@@ -147,7 +168,7 @@ def test_check_loads_the_job_tables_only_when_the_file_has_more_than_globals(
     cfg.write_text('state_dir = "/srv/state"\nlease_ttl_seconds = 60\n')
     load_config(str(cfg), env={}).check(tables)
     assert calls == []
-    for text in ('[outbox]\nbatch_size = 5\n', 'outbx = 1\n', 'batch_size = 5\n'):
+    for text in ("[outbox]\nbatch_size = 5\n", "outbx = 1\n", "batch_size = 5\n"):
         cfg.write_text(text)
         lazy = load_config(str(cfg), env={}).problems(tables)
         assert lazy == load_config(str(cfg), env={}).problems(sections()), text

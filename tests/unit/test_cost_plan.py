@@ -39,15 +39,15 @@ def test_only_missing_periods_plus_the_redo_window() -> None:
 
 def test_a_hole_inside_the_cap_is_filled_and_one_outside_is_counted() -> None:
     done = set(hours(-10, -9, -4, -2))  # -8..-5 and -3, -1 missing
-    plan = cc.plan_periods(done - {END - 10 * H, END - 9 * H}, cc.History(END - 10 * H, 2),
-                           END, H, cap=5, redo=0)
+    plan = cc.plan_periods(
+        done - {END - 10 * H, END - 9 * H}, cc.History(END - 10 * H, 2), END, H, cap=5, redo=0
+    )
     assert plan.periods == hours(-5, -3, -1)
     assert plan.skipped == 3  # -8, -7, -6
 
 
 def test_redo_never_reaches_past_the_cap() -> None:
-    plan = cc.plan_periods(set(hours(-2, -1)), cc.History(END - 2 * H, 0), END, H, cap=2,
-                           redo=50)
+    plan = cc.plan_periods(set(hours(-2, -1)), cc.History(END - 2 * H, 0), END, H, cap=2, redo=50)
     assert plan.periods == hours(-2, -1)
 
 
@@ -62,17 +62,40 @@ def test_until_parses_iso_and_defaults_to_utc() -> None:
     assert parse_until(None, None, "2026-01-10T06:00+01:00") == END + 5 * H
 
 
-@pytest.mark.parametrize(("columns", "named"), [
-    ([("tenant_id", 25), ("category", 25), ("amount_usd", 1700)], "missing record_count"),
-    ([("tenant_id", 25), ("category", 25), ("amount_usd", 1700), ("record_count", 20),
-      ("note", 25)], "unexpected note"),
-    ([("tenant_id", 25), ("category", 25), ("amount_usd", 701), ("record_count", 20)],
-     "amount_usd::numeric"),
-    ([("tenant_id", 2950), ("category", 25), ("amount_usd", 1700), ("record_count", 20)],
-     "tenant_id::text"),
-    ([("tenant_id", 25), ("tenant_id", 25), ("category", 25), ("amount_usd", 1700),
-      ("record_count", 20)], "duplicate tenant_id"),
-])
+@pytest.mark.parametrize(
+    ("columns", "named"),
+    [
+        ([("tenant_id", 25), ("category", 25), ("amount_usd", 1700)], "missing record_count"),
+        (
+            [
+                ("tenant_id", 25),
+                ("category", 25),
+                ("amount_usd", 1700),
+                ("record_count", 20),
+                ("note", 25),
+            ],
+            "unexpected note",
+        ),
+        (
+            [("tenant_id", 25), ("category", 25), ("amount_usd", 701), ("record_count", 20)],
+            "amount_usd::numeric",
+        ),
+        (
+            [("tenant_id", 2950), ("category", 25), ("amount_usd", 1700), ("record_count", 20)],
+            "tenant_id::text",
+        ),
+        (
+            [
+                ("tenant_id", 25),
+                ("tenant_id", 25),
+                ("category", 25),
+                ("amount_usd", 1700),
+                ("record_count", 20),
+            ],
+            "duplicate tenant_id",
+        ),
+    ],
+)
 def test_wrong_columns_are_named(columns: list[tuple[str, int]], named: str) -> None:
     with pytest.raises(ConfigError, match="wrong columns") as info:
         cc.check_columns(columns)
@@ -80,8 +103,9 @@ def test_wrong_columns_are_named(columns: list[tuple[str, int]], named: str) -> 
 
 
 def test_right_columns_pass() -> None:
-    cc.check_columns([("category", 1043), ("tenant_id", 25), ("amount_usd", 20),
-                      ("record_count", 23)])
+    cc.check_columns(
+        [("category", 1043), ("tenant_id", 25), ("amount_usd", 20), ("record_count", 23)]
+    )
 
 
 def test_settings_defaults_and_exact_decimals(tmp_path: Path) -> None:
@@ -94,9 +118,16 @@ def test_settings_defaults_and_exact_decimals(tmp_path: Path) -> None:
     assert (s.anomaly_k, s.anomaly_min_amount_usd) == (Decimal("2.5"), Decimal("0.10"))
 
 
-@pytest.mark.parametrize("line", ['anomaly_k = "lots"', "anomaly_k = -1",
-                                  "backfill_max_hours = 0", "baseline_days = true",
-                                  'source_query = ""'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        'anomaly_k = "lots"',
+        "anomaly_k = -1",
+        "backfill_max_hours = 0",
+        "baseline_days = true",
+        'source_query = ""',
+    ],
+)
 def test_bad_settings_name_the_key(tmp_path: Path, line: str) -> None:
     path = tmp_path / "c.toml"
     path.write_text(f"[cost]\n{line}\n")
@@ -105,8 +136,12 @@ def test_bad_settings_name_the_key(tmp_path: Path, line: str) -> None:
 
 
 def test_anomaly_rule_needs_k_sigma_min_amount_and_history() -> None:
-    s = CostSettings(source_query="", baseline_min_days=3, anomaly_k=Decimal(3),
-                        anomaly_min_amount_usd=Decimal(50))
+    s = CostSettings(
+        source_query="",
+        baseline_min_days=3,
+        anomaly_k=Decimal(3),
+        anomaly_min_amount_usd=Decimal(50),
+    )
     mean, sd = Decimal(100), Decimal(10)
     assert judge(Decimal("130.01"), mean, sd, 7, s) == Decimal(130)
     assert judge(Decimal(130), mean, sd, 7, s) is None  # not above

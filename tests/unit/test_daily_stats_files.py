@@ -27,14 +27,17 @@ def test_render_parse_round_trip_and_marker(tmp_path: Path) -> None:
     assert parse(tmp_path / "m10_stats_2026-11.csv").rows == []  # absent: empty
 
 
-@pytest.mark.parametrize(("body", "line", "what"), [
-    ("", 1, "empty file"),
-    ("date,x\n", 1, "unexpected header"),
-    ("{h}\n2026-10-01" + ",1" * 10 + "\n2026-10-01" + ",1" * 10 + "\n", 3, "not after"),
-    ("{h}\n2026-11-01" + ",1" * 10 + "\n", 2, "does not belong"),
-    ("{h}\n2026-10-01" + ",1" * 9 + ",abc\n", 2, "not a number"),
-    ("{h}\nyesterday" + ",1" * 10 + "\n", 2, "bad date"),
-])
+@pytest.mark.parametrize(
+    ("body", "line", "what"),
+    [
+        ("", 1, "empty file"),
+        ("date,x\n", 1, "unexpected header"),
+        ("{h}\n2026-10-01" + ",1" * 10 + "\n2026-10-01" + ",1" * 10 + "\n", 3, "not after"),
+        ("{h}\n2026-11-01" + ",1" * 10 + "\n", 2, "does not belong"),
+        ("{h}\n2026-10-01" + ",1" * 9 + ",abc\n", 2, "not a number"),
+        ("{h}\nyesterday" + ",1" * 10 + "\n", 2, "bad date"),
+    ],
+)
 def test_parse_names_file_and_line(tmp_path: Path, body: str, line: int, what: str) -> None:
     path = tmp_path / "m10_stats_2026-10.csv"
     path.write_text(body.replace("{h}", ",".join(COLUMNS)))

@@ -14,8 +14,9 @@ import pytest
 from m10jobs.cli import service_identity
 
 
-def test_key_values_load_and_the_environment_wins(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_values_load_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = tmp_path / "env"
     env.write_text("# comment\nexport M10_T_A='one'\nM10_T_B=\"two\"\n\nM10_T_C=x=y\n")
     monkeypatch.setenv("M10_T_B", "operator")
@@ -23,7 +24,10 @@ def test_key_values_load_and_the_environment_wins(tmp_path: Path,
         monkeypatch.delenv(key, raising=False)
     service_identity.load_env_file(str(env))
     assert (os.environ["M10_T_A"], os.environ["M10_T_B"], os.environ["M10_T_C"]) == (
-        "one", "operator", "x=y")
+        "one",
+        "operator",
+        "x=y",
+    )
 
 
 def test_a_missing_file_loads_nothing(tmp_path: Path) -> None:
@@ -48,7 +52,8 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], str]] = {
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_anything_but_a_small_regular_utf8_file_is_refused_with_78(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
     path = tmp_path / "env"
     make, says = HOSTILE[case]
     make(path)

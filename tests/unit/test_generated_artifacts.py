@@ -19,8 +19,10 @@ SEED_SERVICES = {  # seed section 4: name -> (OnCalendar, After= must include)
     "m10-daily-stats": ("*-*-* 00:05:00", {"postgresql.service"}),
     "m10-synthetic-traffic": ("*:0/30", {"postgresql.service", "redis-server.service"}),
     "aos-cost-snapshot-hourly": ("hourly", {"network-online.target"}),
-    "aos-cost-snapshot-daily": ("daily", {"network-online.target",
-                                          "aos-cost-snapshot-hourly.service"}),
+    "aos-cost-snapshot-daily": (
+        "daily",
+        {"network-online.target", "aos-cost-snapshot-hourly.service"},
+    ),
 }
 
 
@@ -42,7 +44,8 @@ def test_committed_config_example_and_reference_are_current() -> None:
 
 def test_committed_flow_inventory_is_current() -> None:
     assert (ROOT / "docs" / "flows.md").read_text() == markdown(), (
-        "run `m10 flows --format markdown > docs/flows.md`")
+        "run `m10 flows --format markdown > docs/flows.md`"
+    )
 
 
 @pytest.mark.parametrize("job", jobs(), ids=lambda j: j.script)
@@ -60,8 +63,7 @@ def test_every_job_has_a_bounded_service_and_a_persistent_timer(job: Job) -> Non
         assert "Restart" not in svc["Service"]
     assert svc["Service"]["SuccessExitStatus"] == "75"
     assert int(bound) < (job.ttl_seconds or 300)
-    assert svc["Service"]["ExecStart"].split() == [f"/opt/m10jobs/bin/{job.script}",
-                                                  *job.exec_args]
+    assert svc["Service"]["ExecStart"].split() == [f"/opt/m10jobs/bin/{job.script}", *job.exec_args]
     declared = {o for opt in job.options for o in opt.opts}
     assert {a for a in job.exec_args if a.startswith("-")} <= declared, job.exec_args
     assert svc["Service"]["EnvironmentFile"] == "-/etc/m10jobs/env"
@@ -80,8 +82,11 @@ def test_the_outbox_unit_restarts_a_lingering_pass_but_not_a_standby_or_a_failur
     assert svc["Unit"]["StartLimitIntervalSec"] == "0"  # back-to-back passes are the norm
     timer = unit(units["m10-outbox-processor.timer"])["Timer"]
     assert (timer["OnCalendar"], timer["RandomizedDelaySec"]) == ("minutely", "0")
-    others = [n for n, text in units.items()
-              if n.endswith(".service") and n != "m10-outbox-processor.service"]
+    others = [
+        n
+        for n, text in units.items()
+        if n.endswith(".service") and n != "m10-outbox-processor.service"
+    ]
     assert all("Restart=" not in units[n] and "StartLimit" not in units[n] for n in others)
 
 
@@ -111,8 +116,11 @@ def test_toml_examples_in_the_docs_are_valid_config() -> None:
     from m10jobs.config import load_config
     from m10jobs.registry import sections
 
-    blocks = [(path.name, block) for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
-              for block in re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)]
+    blocks = [
+        (path.name, block)
+        for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+        for block in re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)
+    ]
     assert len(blocks) >= 3
     base = load_config(None, env={})
     for name, block in blocks:

@@ -26,23 +26,42 @@ def parse(text: str) -> dict[str, float]:
 
 
 def test_textfile_keeps_last_success_across_a_failed_run(tmp_path: Path) -> None:
-    write_job_metrics(tmp_path, "m10-canary", exit_code=0, started=1000.0, duration=2.0,
-                      succeeded=True, gauges=[Gauge("m10_canary_score", 0.9, "score",
-                                                    {"target": 'a"b'})])
+    write_job_metrics(
+        tmp_path,
+        "m10-canary",
+        exit_code=0,
+        started=1000.0,
+        duration=2.0,
+        succeeded=True,
+        gauges=[Gauge("m10_canary_score", 0.9, "score", {"target": 'a"b'})],
+    )
     first = parse((tmp_path / "m10_m10_canary.prom").read_text())
     assert first['m10_job_last_success_timestamp_seconds{job="m10-canary"}'] == 1002.0
     assert first['m10_canary_score{job="m10-canary",target="a\\"b"}'] == 0.9
-    write_job_metrics(tmp_path, "m10-canary", exit_code=69, started=2000.0, duration=1.0,
-                      succeeded=False)
+    write_job_metrics(
+        tmp_path, "m10-canary", exit_code=69, started=2000.0, duration=1.0, succeeded=False
+    )
     second = parse((tmp_path / "m10_m10_canary.prom").read_text())
     assert second['m10_job_last_success_timestamp_seconds{job="m10-canary"}'] == 1002.0
     assert second['m10_job_last_exit_code{job="m10-canary"}'] == 69
 
 
-@pytest.mark.parametrize("codes, expected", [
-    ([], 0), ([0], 0), ([75], 75), ([75, 75], 75), ([0, 75], 0), ([0, 1, 75], 1),
-    ([69], 69), ([0, 69, 69], 69), ([69, 1], 1), ([65, 69], 1), ([78], 78),
-])
+@pytest.mark.parametrize(
+    "codes, expected",
+    [
+        ([], 0),
+        ([0], 0),
+        ([75], 75),
+        ([75, 75], 75),
+        ([0, 75], 0),
+        ([0, 1, 75], 1),
+        ([69], 69),
+        ([0, 69, 69], 69),
+        ([69, 1], 1),
+        ([65, 69], 1),
+        ([78], 78),
+    ],
+)
 def test_combined_exit_code(codes: list[int], expected: int) -> None:
     assert combine_exit_codes(codes) == expected
 
@@ -51,13 +70,27 @@ def test_skipped_runs_never_count_as_success_and_keep_the_pass_gauges(tmp_path: 
     """Several hosts: the leader's degraded run sets a gauge; the others' skipped runs (75)
     move "last skipped", not "last success", and leave the gauge set."""
     prom = tmp_path / "m10_m10_maintenance.prom"
-    write_job_metrics(tmp_path, "m10-maintenance", exit_code=0, started=100.0, duration=1.0,
-                      succeeded=True)
-    write_job_metrics(tmp_path, "m10-maintenance", exit_code=1, started=200.0, duration=1.0,
-                      succeeded=False, gauges=[Gauge("m10_dead_letters_abandoned", 2)])
+    write_job_metrics(
+        tmp_path, "m10-maintenance", exit_code=0, started=100.0, duration=1.0, succeeded=True
+    )
+    write_job_metrics(
+        tmp_path,
+        "m10-maintenance",
+        exit_code=1,
+        started=200.0,
+        duration=1.0,
+        succeeded=False,
+        gauges=[Gauge("m10_dead_letters_abandoned", 2)],
+    )
     for started in (300.0, 400.0):
-        write_job_metrics(tmp_path, "m10-maintenance", exit_code=75, started=started,
-                          duration=1.0, succeeded=False)
+        write_job_metrics(
+            tmp_path,
+            "m10-maintenance",
+            exit_code=75,
+            started=started,
+            duration=1.0,
+            succeeded=False,
+        )
     s = parse(prom.read_text())
     assert s['m10_job_last_success_timestamp_seconds{job="m10-maintenance"}'] == 101.0
     assert s['m10_job_last_skipped_timestamp_seconds{job="m10-maintenance"}'] == 401.0

@@ -19,8 +19,9 @@ def test_jobs_has_a_header_and_each_lease_once() -> None:
     assert len(lines) == 1 + len(jobs())
     maintenance = next(line for line in lines if line.startswith("m10-maintenance "))
     leases = re.split(r"\s{2,}", maintenance)[2]
-    assert leases == ("reclaim_gc, dl_reconcile, matview_*, retention_cleanup, "
-                      "retention_cleanup@<hostname>")
+    assert leases == (
+        "reclaim_gc, dl_reconcile, matview_*, retention_cleanup, retention_cleanup@<hostname>"
+    )
 
 
 def test_flows_names_our_own_parts_and_groups_tables_by_schema() -> None:
@@ -32,8 +33,9 @@ def test_flows_names_our_own_parts_and_groups_tables_by_schema() -> None:
         assert re.fullmatch(r"\s+NAME\s+PRODUCER\s+CONSUMERS / LOCATION", header), section
         if "(m10_recovery)" in title:
             assert "aos_cost." not in section, section
-    assert any(s.startswith("Cost tables (aos_cost") and "aos_cost.anomalies" in s
-               for s in sections)
+    assert any(
+        s.startswith("Cost tables (aos_cost") and "aos_cost.anomalies" in s for s in sections
+    )
 
 
 def test_every_script_has_version() -> None:
@@ -42,16 +44,18 @@ def test_every_script_has_version() -> None:
 
     from m10jobs.cli import entry
 
-    commands = {"m10": main} | {j.script: getattr(entry, j.script.replace("-", "_"))
-                                for j in jobs()}
+    commands = {"m10": main} | {
+        j.script: getattr(entry, j.script.replace("-", "_")) for j in jobs()
+    }
     for script, command in commands.items():
         result = CliRunner().invoke(command, ["--version"], prog_name=script)
         assert result.exit_code == 0, (script, result.output)
         assert result.output == f"{script} (m10jobs) {version('m10jobs')}\n"
 
 
-def test_units_render_needs_output_outside_a_checkout(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_units_render_needs_output_outside_a_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     refused = CliRunner().invoke(main, ["units", "render"])
     assert refused.exit_code == 2 and "give --output DIR" in refused.output
@@ -62,7 +66,8 @@ def test_units_render_needs_output_outside_a_checkout(tmp_path: Path,
 
 
 def test_units_render_defaults_to_systemd_inside_a_checkout(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "m10jobs"\n')
     (tmp_path / "m10jobs").mkdir()
     (tmp_path / "m10jobs" / "registry.py").write_text("")
@@ -82,25 +87,34 @@ def test_status_reads_systemd_formats() -> None:
         ' "passed": 1589481783203015, "unit": "m10-canary.timer",'
         ' "activates": "m10-canary.service"},'
         ' {"next": 0, "left": 0, "last": null, "passed": null, "unit": "aos-cost.timer",'
-        ' "activates": "aos-cost.service"}]')
+        ' "activates": "aos-cost.service"}]'
+    )
     assert timers == {"m10-canary.timer": 1589485390.891904, "aos-cost.timer": None}
     assert status.parse_list_timers("") == {} and status.parse_list_timers("garbage") == {}
     shown = status.parse_systemctl_show(
         "Id=m10-canary.service\nExecMainStatus=69\nExecMainExitTimestamp=@1639232757\n\n"
-        "Id=m10-rollback.service\nExecMainStatus=0\nExecMainExitTimestamp=\n")
+        "Id=m10-rollback.service\nExecMainStatus=0\nExecMainExitTimestamp=\n"
+    )
     assert shown["m10-canary.service"]["ExecMainStatus"] == "69"
-    assert status.systemd_timestamp(shown["m10-canary.service"]["ExecMainExitTimestamp"]) \
-        == 1639232757
-    assert status.systemd_timestamp(shown["m10-rollback.service"]["ExecMainExitTimestamp"]) \
-        is None
+    assert (
+        status.systemd_timestamp(shown["m10-canary.service"]["ExecMainExitTimestamp"]) == 1639232757
+    )
+    assert status.systemd_timestamp(shown["m10-rollback.service"]["ExecMainExitTimestamp"]) is None
     assert status.systemd_timestamp("Sat 2021-12-11 15:25:57 CET") is None
 
 
 def test_status_schedule_intervals() -> None:
     from m10jobs.cli.ops.status import human, schedule_seconds
 
-    assert [schedule_seconds(s) for s in ("minutely", "*:0/5", "*:1/5", "*:0/30", "hourly",
-                                          "daily", "*-*-* 00:05:00")] == [
-        60, 300, 300, 1800, 3600, 86400, 86400]
+    assert [
+        schedule_seconds(s)
+        for s in ("minutely", "*:0/5", "*:1/5", "*:0/30", "hourly", "daily", "*-*-* 00:05:00")
+    ] == [60, 300, 300, 1800, 3600, 86400, 86400]
     assert [human(s) for s in (5, 119, 600, 7260, 200000, -30)] == [
-        "5s", "119s", "10m", "2h01m", "2d7h", "-30s"]
+        "5s",
+        "119s",
+        "10m",
+        "2h01m",
+        "2d7h",
+        "-30s",
+    ]

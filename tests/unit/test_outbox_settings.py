@@ -25,12 +25,15 @@ def test_defaults_and_routes(tmp_path: Path) -> None:
     assert (s.dead_letter_stream, s.batch_size) == ("m10:dead_letter", 1000)
 
 
-@pytest.mark.parametrize("toml, key", [
-    ("[outbox]\nmax_attempts = 0\n", "outbox.max_attempts"),
-    ("[outbox]\nretry_base_seconds = -1\n", "outbox.retry_base_seconds"),
-    ('[outbox.routes]\nx = 3\n', "outbox.routes.x"),
-    ('[outbox]\ndead_letter_stream = "m10:outbox"\n', "outbox.dead_letter_stream"),
-])
+@pytest.mark.parametrize(
+    "toml, key",
+    [
+        ("[outbox]\nmax_attempts = 0\n", "outbox.max_attempts"),
+        ("[outbox]\nretry_base_seconds = -1\n", "outbox.retry_base_seconds"),
+        ("[outbox.routes]\nx = 3\n", "outbox.routes.x"),
+        ('[outbox]\ndead_letter_stream = "m10:outbox"\n', "outbox.dead_letter_stream"),
+    ],
+)
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         settings(tmp_path, toml)
@@ -52,8 +55,9 @@ def test_budget_stays_below_the_lease_ttl(tmp_path: Path) -> None:
 
 def test_order_key_needs_an_aggregate_id() -> None:
     assert order_key({"aggregate_type": None, "aggregate_id": None}) == ""
-    assert order_key({"aggregate_type": None, "aggregate_id": "1"}) != \
-        order_key({"aggregate_type": "o", "aggregate_id": "1"})
+    assert order_key({"aggregate_type": None, "aggregate_id": "1"}) != order_key(
+        {"aggregate_type": "o", "aggregate_id": "1"}
+    )
 
 
 def test_linger_is_on_by_default_and_at_least_a_second(tmp_path: Path) -> None:

@@ -5,13 +5,16 @@ import pytest
 from m10jobs.redact import redact, register_secret
 
 
-@pytest.mark.parametrize("text, secret", [
-    ("postgresql://m10:p4ssw0rd@db:5432/x failed", "p4ssw0rd"),
-    ("host=db user=m10 password=p4ssw0rd dbname=x", "p4ssw0rd"),
-    ("host=db password='p4ss w0rd' dbname=x", "p4ss w0rd"),
-    ("redis://:r3dispw@cache:6379/0", "r3dispw"),
-    ('{"aws_secret_access_key": "AKsecretKEY"}', "AKsecretKEY"),
-])
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("postgresql://m10:p4ssw0rd@db:5432/x failed", "p4ssw0rd"),
+        ("host=db user=m10 password=p4ssw0rd dbname=x", "p4ssw0rd"),
+        ("host=db password='p4ss w0rd' dbname=x", "p4ss w0rd"),
+        ("redis://:r3dispw@cache:6379/0", "r3dispw"),
+        ('{"aws_secret_access_key": "AKsecretKEY"}', "AKsecretKEY"),
+    ],
+)
 def test_patterns_are_masked(text: str, secret: str) -> None:
     out = redact(text)
     assert secret not in out and "***" in out

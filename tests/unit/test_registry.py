@@ -48,13 +48,16 @@ def test_a_console_script_imports_only_its_own_flow_package() -> None:
     import sys
 
     for job in jobs():
-        code = ("import sys\nfrom m10jobs.registry import by_script\n"
-                f"job = by_script({job.script!r})\n"
-                "flows = {m.split('.')[2] for m in sys.modules if m.startswith('m10jobs.jobs.')}\n"
-                "own = job.tasks[0].run.split('.')[2]\n"
-                "print(sorted(flows - {own, 'outbox'}))")  # outbox: its stream names
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                             text=True).stdout
+        code = (
+            "import sys\nfrom m10jobs.registry import by_script\n"
+            f"job = by_script({job.script!r})\n"
+            "flows = {m.split('.')[2] for m in sys.modules if m.startswith('m10jobs.jobs.')}\n"
+            "own = job.tasks[0].run.split('.')[2]\n"
+            "print(sorted(flows - {own, 'outbox'}))"
+        )  # outbox: its stream names
+        out = subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        ).stdout
         assert out.strip() == "[]", (job.script, out)
 
 
@@ -75,10 +78,12 @@ def test_declarations_import_no_pass_module() -> None:
     import subprocess
     import sys
 
-    code = ("import sys\nfrom m10jobs.registry import jobs, sections\nsections()\n"
-            "passes = {t.run.split(':')[0] for j in jobs() for t in j.tasks}\n"
-            "loaded = passes & set(sys.modules)\nassert not loaded, loaded\n"
-            "assert len(passes) >= 9, passes")
+    code = (
+        "import sys\nfrom m10jobs.registry import jobs, sections\nsections()\n"
+        "passes = {t.run.split(':')[0] for j in jobs() for t in j.tasks}\n"
+        "loaded = passes & set(sys.modules)\nassert not loaded, loaded\n"
+        "assert len(passes) >= 9, passes"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
@@ -98,9 +103,16 @@ def test_scope_decides_the_lease_name_in_one_place() -> None:
     assert scopes["m10:rollback@<hostname>"] == "host"
     assert scopes["m10:retry_r2_fallbacks@<hostname>"] == "host"
     assert scopes["retention_cleanup@<hostname>"] == "host"  # retention's files: per host
-    for cluster in ("m10:outbox_processor", "m10:canary", "m10:synthetic_traffic",
-                    "aos:cost_snapshot_hourly", "aos:cost_snapshot_daily", "reclaim_gc",
-                    "retention_cleanup", "m10:daily_stats"):
+    for cluster in (
+        "m10:outbox_processor",
+        "m10:canary",
+        "m10:synthetic_traffic",
+        "aos:cost_snapshot_hourly",
+        "aos:cost_snapshot_daily",
+        "reclaim_gc",
+        "retention_cleanup",
+        "m10:daily_stats",
+    ):
         assert scopes[cluster] == "cluster"
     rollback = by_script("m10-rollback").tasks[0]
     assert rollback.instances(config) == [(None, "m10:rollback@web-2")]

@@ -20,19 +20,23 @@ def test_reads_a_regular_file_and_parses_json(tmp_path: Path) -> None:
     assert files.read_bytes(tmp_path / "absent", KIND, missing_ok=True) is None
 
 
-@pytest.mark.parametrize(("make", "says"), [
-    (lambda p: p.symlink_to(p.with_name("real")), "is a symlink"),
-    (lambda p: os.mkfifo(p), "is a FIFO"),
-    (lambda p: p.mkdir(), "is a directory"),
-    (lambda p: p.write_bytes(b"x" * 101), "over the 100 bytes limit"),
-    (lambda p: p.write_bytes(b'"\xff"'), "is not UTF-8"),
-    (lambda p: p.write_bytes(b"[" * 33 + b"]" * 33), "nests deeper than 32"),
-    (lambda p: p.write_bytes(b""), "is empty"),
-    (lambda p: p.write_bytes(b'{"a": '), "is not valid JSON"),
-    (lambda p: None, "does not exist"),
-])
-def test_every_refusal_names_the_file_and_what_to_do(tmp_path: Path, make: object,
-                                                      says: str) -> None:
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda p: p.symlink_to(p.with_name("real")), "is a symlink"),
+        (lambda p: os.mkfifo(p), "is a FIFO"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(b"x" * 101), "over the 100 bytes limit"),
+        (lambda p: p.write_bytes(b'"\xff"'), "is not UTF-8"),
+        (lambda p: p.write_bytes(b"[" * 33 + b"]" * 33), "nests deeper than 32"),
+        (lambda p: p.write_bytes(b""), "is empty"),
+        (lambda p: p.write_bytes(b'{"a": '), "is not valid JSON"),
+        (lambda p: None, "does not exist"),
+    ],
+)
+def test_every_refusal_names_the_file_and_what_to_do(
+    tmp_path: Path, make: object, says: str
+) -> None:
     (tmp_path / "real").write_text("{}")
     p = tmp_path / "t.json"
     make(p)  # type: ignore[operator]

@@ -21,15 +21,18 @@ STDLIB_LATER = {"tomllib", "pythonjsonlogger", "ctypes", "asyncio"}
 def _loaded(code: str) -> set[str]:
     """Every module loaded by `code` (run in a fresh interpreter), top packages included."""
     code += "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
     return set(json.loads(out.strip().splitlines()[-1]))
 
 
 def _help(script: str) -> str:
     attr = script.replace("-", "_")
-    return (f"from m10jobs.cli.entry import {attr} as c\n"
-            "try:\n    c(['--help'])\nexcept SystemExit:\n    pass")
+    return (
+        f"from m10jobs.cli.entry import {attr} as c\n"
+        "try:\n    c(['--help'])\nexcept SystemExit:\n    pass"
+    )
 
 
 def test_importing_the_cli_loads_no_client() -> None:

@@ -43,8 +43,7 @@ def status(config: Any, log: logging.Logger, as_json: bool) -> int:
         return 0
     dsn = config.require("database_url")
     with pg.connect(dsn, app="m10 canary status") as conn, pg.translated(dsn):
-        action = conn.execute(query("rollback_action"),
-                              {"report_run_id": report.run_id}).fetchone()
+        action = conn.execute(query("rollback_action"), {"report_run_id": report.run_id}).fetchone()
         last = conn.execute(query("rollback_latest")).fetchone()
     shown = {
         "report": str(path),
@@ -54,8 +53,11 @@ def status(config: Any, log: logging.Logger, as_json: bool) -> int:
         "reason": report.raw.get("reason"),
         "finished_at": report.finished_at.isoformat(),
         "age_s": round(time.time() - report.finished_at.timestamp(), 1),
-        "not_passing": [{k: p.get(k) for k in ("name", "status", "detail", "critical")}
-                        for p in report.raw["probes"] if p["status"] != "pass"],
+        "not_passing": [
+            {k: p.get(k) for k in ("name", "status", "detail", "critical")}
+            for p in report.raw["probes"]
+            if p["status"] != "pass"
+        ],
         "rollback": action,
         "last_rollback": last,
     }
@@ -70,23 +72,44 @@ def _print_text(shown: dict[str, Any], probes: list[dict[str, Any]]) -> None:
     from m10jobs.cli.ops.deadletters import print_table
 
     def ledger(row: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
-        return "none" if row is None else " ".join(f"{k}={row[k]}" for k in keys
-                                                   if row.get(k) is not None)
+        return (
+            "none"
+            if row is None
+            else " ".join(f"{k}={row[k]}" for k in keys if row.get(k) is not None)
+        )
 
     for label, value in (
         ("report", shown["report"]),
-        ("run", f"{shown['run_id']}, finished {shown['finished_at']} "
-                f"({shown['age_s']:.0f}s ago)"),
-        ("verdict", f"{shown['verdict']} (score {shown['score']})"
-                    + (f": {shown['reason']}" if shown["reason"] else "")),
-        ("rollback", "nothing done for this report" if shown["rollback"] is None else ledger(
-            shown["rollback"], ("host", "outcome", "exit_status", "started_at", "finished_at",
-                                "duration_s"))),
-        ("last", ledger(shown["last_rollback"], ("report_run_id", "host", "outcome",
-                                                 "started_at"))),
+        ("run", f"{shown['run_id']}, finished {shown['finished_at']} ({shown['age_s']:.0f}s ago)"),
+        (
+            "verdict",
+            f"{shown['verdict']} (score {shown['score']})"
+            + (f": {shown['reason']}" if shown["reason"] else ""),
+        ),
+        (
+            "rollback",
+            "nothing done for this report"
+            if shown["rollback"] is None
+            else ledger(
+                shown["rollback"],
+                ("host", "outcome", "exit_status", "started_at", "finished_at", "duration_s"),
+            ),
+        ),
+        (
+            "last",
+            ledger(shown["last_rollback"], ("report_run_id", "host", "outcome", "started_at")),
+        ),
     ):
         click.echo(f"{label:9} {value}")
     click.echo("")
-    print_table(probes, [("PROBE", "name"), ("STATUS", "status"), ("VALUE", "value"),
-                         ("THRESHOLD", "threshold"), ("CRITICAL", "critical"),
-                         ("DETAIL", "detail")])
+    print_table(
+        probes,
+        [
+            ("PROBE", "name"),
+            ("STATUS", "status"),
+            ("VALUE", "value"),
+            ("THRESHOLD", "threshold"),
+            ("CRITICAL", "critical"),
+            ("DETAIL", "detail"),
+        ],
+    )

@@ -23,14 +23,17 @@ def config() -> None:
 def _setting_flags(fn: Any) -> Any:
     for s in reversed(SETTINGS):
         if s.flag:
-            fn = click.option(s.option, s.key, metavar="VALUE",
-                              help=f"{s.help} (env {s.env}).")(fn)
+            fn = click.option(s.option, s.key, metavar="VALUE", help=f"{s.help} (env {s.env}).")(fn)
     return fn
 
 
 @config.command("check", context_settings=CONTEXT)
-@click.option("--config", "config_file", metavar="PATH",
-              help="TOML config file (default: $M10_CONFIG, else /etc/m10jobs/m10jobs.toml).")
+@click.option(
+    "--config",
+    "config_file",
+    metavar="PATH",
+    help="TOML config file (default: $M10_CONFIG, else /etc/m10jobs/m10jobs.toml).",
+)
 @_setting_flags
 def check(config_file: str | None, **flags: Any) -> None:
     """Validate the file against every job's declared settings; print the effective
@@ -70,8 +73,7 @@ def check(config_file: str | None, **flags: Any) -> None:
 
 
 def _origin(s: Any, origin: str) -> str:
-    return {"flag": f"flag {s.option}", "env": f"env {s.env}", "file": "file"}.get(origin,
-                                                                                     origin)
+    return {"flag": f"flag {s.option}", "env": f"env {s.env}", "file": "file"}.get(origin, origin)
 
 
 def _aligned(text: str, comment: str) -> str:
@@ -85,8 +87,7 @@ def _toml(value: Any, secret: bool) -> str:
     return toml(redact(str(value)) if secret else value)
 
 
-def _effective(name: str, cls: type, data: Mapping[str, Any],
-               base: Any = None) -> Iterator[str]:
+def _effective(name: str, cls: type, data: Mapping[str, Any], base: Any = None) -> Iterator[str]:
     """The table's lines with origins; a rejected value shows the default used instead."""
     from m10jobs.configdoc import kind as kind_of
     from m10jobs.settings import build, fields, spec
@@ -112,26 +113,33 @@ def _effective(name: str, cls: type, data: Mapping[str, Any],
         kind = kind_of(tp)
         if kind == "map":
             yield f"[{full}]" + ("" if value else "  # (none)")
-            yield from (_aligned(f'"{k}" = {_toml(v, False)}', "file")
-                        for k, v in value.items())
+            yield from (_aligned(f'"{k}" = {_toml(v, False)}', "file") for k, v in value.items())
         elif kind == "table":
             yield f"[{full}]"
-            yield from _effective(full, typing.cast(type, tp),
-                                  raw if isinstance(raw, dict) else {}, getattr(cls(), key))
+            yield from _effective(
+                full,
+                typing.cast(type, tp),
+                raw if isinstance(raw, dict) else {},
+                getattr(cls(), key),
+            )
         else:
             item = typing.get_args(tp)[0]
             items = raw if isinstance(raw, list) else []
             if not value:
                 yield f"# [[{full}]]: none"
-            for raw_entry in items[:len(value)]:
+            for raw_entry in items[: len(value)]:
                 yield f"[[{full}]]"
-                yield from _effective(full, item, raw_entry if isinstance(raw_entry, dict)
-                                      else {})
+                yield from _effective(full, item, raw_entry if isinstance(raw_entry, dict) else {})
 
 
 @config.command("render", context_settings=CONTEXT)
-@click.option("--output", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Checkout to write into (default: the one this package runs from).")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Checkout to write into (default: the one this package runs from).",
+)
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file is stale.")
 def render(output: Path | None, check: bool) -> None:
     """Write systemd/m10jobs.toml.example and docs/configuration.md from the settings
@@ -144,8 +152,11 @@ def render(output: Path | None, check: bool) -> None:
     from m10jobs.configdoc import ROOT, rendered
 
     root = output or ROOT
-    stale = [p for p, text in rendered().items()
-             if not (root / p).is_file() or (root / p).read_text() != text]
+    stale = [
+        p
+        for p, text in rendered().items()
+        if not (root / p).is_file() or (root / p).read_text() != text
+    ]
     if check:
         for p in stale:
             click.echo(f"stale: {root / p}")
@@ -156,8 +167,9 @@ def render(output: Path | None, check: bool) -> None:
         if p in stale:
             (root / p).parent.mkdir(parents=True, exist_ok=True)
             (root / p).write_text(text)
-    click.echo(f"{len(stale)} file(s) updated in {root}" if stale else "configuration files "
-               "are current")
+    click.echo(
+        f"{len(stale)} file(s) updated in {root}" if stale else "configuration files are current"
+    )
 
 
 COMMAND = config

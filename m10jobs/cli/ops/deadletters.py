@@ -26,6 +26,7 @@ def COMMAND() -> None:
 
 def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
     """Rows as aligned text columns (header, key)."""
+
     def cell(v: Any) -> str:
         if hasattr(v, "isoformat"):
             return v.isoformat(timespec="seconds")
@@ -43,34 +44,57 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> N
 @click.option("--outcome", type=click.Choice(OUTCOMES), help="Reconcile outcome.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
-def dl_list(config: Any, log: Any, stream: str | None, reason: str | None, outcome: str | None,
-            limit: int, as_json: bool) -> int:
+def dl_list(
+    config: Any,
+    log: Any,
+    stream: str | None,
+    reason: str | None,
+    outcome: str | None,
+    limit: int,
+    as_json: bool,
+) -> int:
     from m10jobs.edges import db
     from m10jobs.edges.queries import query
 
     dsn = config.require("database_url")
     with db.connect(dsn, app="m10 dl list") as conn, db.translated(dsn):
-        rows = conn.execute(query("dl_list"), {"stream": stream, "reason": reason,
-                                               "outcome": outcome, "limit": limit}).fetchall()
+        rows = conn.execute(
+            query("dl_list"),
+            {"stream": stream, "reason": reason, "outcome": outcome, "limit": limit},
+        ).fetchall()
     if as_json:
         for r in rows:
             click.echo(json.dumps(r, default=str))
     elif not rows:
         click.echo("no dead letters match")
     else:
-        print_table(rows, [("ID", "id"), ("STREAM", "dl_stream"), ("SOURCE", "source_stream"),
-                           ("EVENT", "event_id"), ("TYPE", "event_type"),
-                           ("KEY", "idempotency_key"), ("REASON", "reason"),
-                           ("OUTCOME", "outcome"), ("ATTEMPTS", "reconcile_attempts"),
-                           ("REPLAY", "replay_event_id"), ("ARCHIVED", "archived_at")])
+        print_table(
+            rows,
+            [
+                ("ID", "id"),
+                ("STREAM", "dl_stream"),
+                ("SOURCE", "source_stream"),
+                ("EVENT", "event_id"),
+                ("TYPE", "event_type"),
+                ("KEY", "idempotency_key"),
+                ("REASON", "reason"),
+                ("OUTCOME", "outcome"),
+                ("ATTEMPTS", "reconcile_attempts"),
+                ("REPLAY", "replay_event_id"),
+                ("ARCHIVED", "archived_at"),
+            ],
+        )
     return ExitCode.OK
 
 
-@admin_command(COMMAND, "replay", help="Re-enqueue one archived dead letter through the outbox "
-                                       "(under the dl_reconcile lease; ignores the replay cap).")
+@admin_command(
+    COMMAND,
+    "replay",
+    help="Re-enqueue one archived dead letter through the outbox "
+    "(under the dl_reconcile lease; ignores the replay cap).",
+)
 @click.argument("dead_letter_id", type=int)
-@click.option("--force", is_flag=True,
-              help="Replay even if it was already processed or replayed.")
+@click.option("--force", is_flag=True, help="Replay even if it was already processed or replayed.")
 def dl_replay(config: Any, log: Any, dead_letter_id: int, force: bool) -> int:
     import secrets
 
@@ -81,19 +105,25 @@ def dl_replay(config: Any, log: Any, dead_letter_id: int, force: bool) -> int:
     from m10jobs.jobs.maintenance.settings import DL_LOCK
 
     dsn = config.require("database_url")
-    with db.connect(dsn, app="m10 dl replay") as conn, db.translated(dsn), \
-            Lease(dsn, conn, DL_LOCK, holder_id(secrets.token_hex(6)),
-                  config.lease_ttl_seconds, log) as lease, conn.transaction(), \
-            conn.cursor() as cur:
+    with (
+        db.connect(dsn, app="m10 dl replay") as conn,
+        db.translated(dsn),
+        Lease(
+            dsn, conn, DL_LOCK, holder_id(secrets.token_hex(6)), config.lease_ttl_seconds, log
+        ) as lease,
+        conn.transaction(),
+        conn.cursor() as cur,
+    ):
         row = cur.execute(query("dl_get"), {"id": dead_letter_id}).fetchone()
         if row is None:
-            click.echo(f"dead letter {dead_letter_id} does not exist; see `m10 dl list`",
-                       err=True)
+            click.echo(f"dead letter {dead_letter_id} does not exist; see `m10 dl list`", err=True)
             return ExitCode.DATAERR
         if row["reconcile_outcome"] in ("already_processed", "replayed") and not force:
-            click.echo(f"dead letter {dead_letter_id} is already {row['reconcile_outcome']} "
-                       f"(event {row['replay_event_id']}); add --force to replay it again",
-                       err=True)
+            click.echo(
+                f"dead letter {dead_letter_id} is already {row['reconcile_outcome']} "
+                f"(event {row['replay_event_id']}); add --force to replay it again",
+                err=True,
+            )
             return ExitCode.FAILED
         why = dl.unreplayable(row)
         if why:
@@ -103,6 +133,7 @@ def dl_replay(config: Any, log: Any, dead_letter_id: int, force: bool) -> int:
         new_id = dl.replay(cur, row, attempt)
         lease.fence(cur)
     log.warning("dead letter %s replayed by hand as outbox event %s", dead_letter_id, new_id)
-    click.echo(f"dead letter {dead_letter_id}: replayed as outbox event {new_id} "
-               f"(replay {attempt})")
+    click.echo(
+        f"dead letter {dead_letter_id}: replayed as outbox event {new_id} (replay {attempt})"
+    )
     return ExitCode.OK

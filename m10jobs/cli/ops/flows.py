@@ -10,17 +10,21 @@ from m10jobs.cli.adminkit import admin_command
 from m10jobs.errors import ExitCode
 
 
-@admin_command(None, "flows", help="Print the L7 flow inventory (derived from the job "
-               "registry); with --check, audit the live installation (exit 1 on a breach).")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text",
-              show_default=True)
+@admin_command(
+    None,
+    "flows",
+    help="Print the L7 flow inventory (derived from the job "
+    "registry); with --check, audit the live installation (exit 1 on a breach).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True
+)
 @click.option("--check", is_flag=True, help="Verify isolation/atomicity on the live database.")
 def flows(config: Any, log: Any, fmt: str, check: bool) -> int:
     from m10jobs import flows as inventory
 
     if not check:
-        click.echo(inventory.markdown() if fmt == "markdown" else inventory.text() + "\n",
-                   nl=False)
+        click.echo(inventory.markdown() if fmt == "markdown" else inventory.text() + "\n", nl=False)
         return ExitCode.OK
     from m10jobs.audit import Audit, run_checks
     from m10jobs.edges import db
@@ -35,8 +39,10 @@ def flows(config: Any, log: Any, fmt: str, check: bool) -> int:
             click.echo(f"      - {breach}")
             log.error("flow audit breach: %s: %s", check_.title, breach)
         breaches += len(found)
-    click.echo(f"\n{len(results) - sum(1 for _, f in results if f)}/{len(results)} properties "
-               f"hold; {breaches} breach(es)")
+    click.echo(
+        f"\n{len(results) - sum(1 for _, f in results if f)}/{len(results)} properties "
+        f"hold; {breaches} breach(es)"
+    )
     return ExitCode.FAILED if breaches else ExitCode.OK
 
 

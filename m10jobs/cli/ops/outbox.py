@@ -1,8 +1,8 @@
 """`m10 outbox`: what an operator needs while the outbox is backed up or failing.
 
-  m10 outbox status            backlog, oldest pending age, leader and lease expiry, dead letters
-  m10 outbox problems          dead-lettered and failing events, newest first
-  m10 outbox retry EVENT_ID    put a dead-lettered or failing event back in the queue now
+m10 outbox status            backlog, oldest pending age, leader and lease expiry, dead letters
+m10 outbox problems          dead-lettered and failing events, newest first
+m10 outbox retry EVENT_ID    put a dead-lettered or failing event back in the queue now
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def status(config: Any, log: Any, as_json: bool) -> int:
         leader = conn.execute(query("lock_holder"), {"name": OUTBOX_LOCK}).fetchone()
     live = leader is not None and leader["expires_in_s"] > 0
     report = {
-        "backlog": backlog["backlog"], "retrying": backlog["retrying"],
+        "backlog": backlog["backlog"],
+        "retrying": backlog["retrying"],
         "oldest_pending_age_s": round(backlog["oldest_pending_age_s"], 1),
         "dead_lettered": backlog["dead_lettered"],
         "dead_letters_unreconciled": extra["dead_letters_unreconciled"],
@@ -56,14 +57,21 @@ def status(config: Any, log: Any, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(report, default=str))
         return ExitCode.OK
-    lead = (f"{report['leader']} (token {report['fencing_token']}, lease expires in "
-            f"{report['lease_expires_in_s']}s)" if live else "none (no pass running)")
+    lead = (
+        f"{report['leader']} (token {report['fencing_token']}, lease expires in "
+        f"{report['lease_expires_in_s']}s)"
+        if live
+        else "none (no pass running)"
+    )
     for label, value in (
         ("backlog", f"{report['backlog']} pending ({report['retrying']} waiting for a retry)"),
         ("oldest pending", f"{report['oldest_pending_age_s']}s"),
-        ("dead-lettered", f"{report['dead_lettered']} event(s); "
-                          f"{report['dead_letters_unreconciled']} archived dead letter(s) "
-                          "not yet reconciled"),
+        (
+            "dead-lettered",
+            f"{report['dead_lettered']} event(s); "
+            f"{report['dead_letters_unreconciled']} archived dead letter(s) "
+            "not yet reconciled",
+        ),
         ("last published", str(report["last_published_at"] or "never")),
         ("leader", lead),
     ):
@@ -85,8 +93,10 @@ def problems(config: Any, log: Any, limit: int, as_json: bool) -> int:
         if as_json:
             click.echo(json.dumps(r, default=str))
         else:
-            click.echo(f"{r['id']:>10}  {r['status']:13} attempts={r['attempts']:<3} "
-                       f"{r['event_type']}  {r['last_error'] or ''}")
+            click.echo(
+                f"{r['id']:>10}  {r['status']:13} attempts={r['attempts']:<3} "
+                f"{r['event_type']}  {r['last_error'] or ''}"
+            )
     if not rows and not as_json:
         click.echo("no dead-lettered or failing events")
     return ExitCode.OK
@@ -104,16 +114,29 @@ def retry(config: Any, log: Any, event_id: int) -> int:
     with _connect(config, "m10 outbox retry") as conn, db.translated(dsn):
         event = conn.execute(query("outbox_event"), {"id": event_id}).fetchone()
         if event is None:
-            raise BadInput(f"outbox event {event_id} does not exist; list candidates with "
-                           "`m10 outbox problems`")
+            raise BadInput(
+                f"outbox event {event_id} does not exist; list candidates with "
+                "`m10 outbox problems`"
+            )
         if event["status"] == "published":
-            raise BadInput(f"outbox event {event_id} was already published at "
-                           f"{event['published_at']}; nothing to retry")
+            raise BadInput(
+                f"outbox event {event_id} was already published at "
+                f"{event['published_at']}; nothing to retry"
+            )
         conn.execute(query("outbox_retry_event"), {"id": event_id})
     operator = f"{os.environ.get('SUDO_USER') or getpass.getuser()}@{socket.gethostname()}"
-    log.warning("outbox event %d (%s) requeued by %s; it was %s after %d attempt(s): %s",
-                event_id, event["event_type"], operator, event["status"], event["attempts"],
-                event["last_error"], extra={"operator": operator, "event_id": event_id})
-    click.echo(f"event {event_id}: requeued (was {event['status']}, {event['attempts']} "
-               "attempt(s)); the next m10-outbox-processor pass publishes it")
+    log.warning(
+        "outbox event %d (%s) requeued by %s; it was %s after %d attempt(s): %s",
+        event_id,
+        event["event_type"],
+        operator,
+        event["status"],
+        event["attempts"],
+        event["last_error"],
+        extra={"operator": operator, "event_id": event_id},
+    )
+    click.echo(
+        f"event {event_id}: requeued (was {event['status']}, {event['attempts']} "
+        "attempt(s)); the next m10-outbox-processor pass publishes it"
+    )
     return ExitCode.OK

@@ -47,8 +47,10 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
         else:
             ok.append(f"ok {path.name}: {len(stats.rows)} rows, last {stats.last_date}")
     if previous is not None and previous != yesterday:
-        problems.append(f"{files[-1]}: last date is {previous}, expected yesterday "
-                        f"({yesterday}); run m10-daily-stats")
+        problems.append(
+            f"{files[-1]}: last date is {previous}, expected yesterday "
+            f"({yesterday}); run m10-daily-stats"
+        )
     return problems, ok
 
 
@@ -61,23 +63,34 @@ def stats_today(config: Any) -> date:
     return datetime.now(ZoneInfo(config.settings(DailyStatsSettings).timezone)).date()
 
 
-@admin_command(None, "postflight",
-               help="Check every stats CSV against its .processed marker (sha256, rows, last "
-                    "date), no missing day, newest row = yesterday.  Exit 0, or 65 naming "
-                    "each file and mismatch.",
-               short_help="Check stats CSVs against their .processed markers.",
-               epilog="\b\nExample:\n  m10 postflight --as-of 2026-01-02")
-@click.option("--log-dir", type=click.Path(path_type=Path), metavar="DIR",
-              help="Directory of the CSVs (default: log_dir / M10_LOG_DIR).")
-@click.option("--as-of", metavar="YYYY-MM-DD",
-              help="Check as if today were this date (the newest row must be the day before).")
+@admin_command(
+    None,
+    "postflight",
+    help="Check every stats CSV against its .processed marker (sha256, rows, last "
+    "date), no missing day, newest row = yesterday.  Exit 0, or 65 naming "
+    "each file and mismatch.",
+    short_help="Check stats CSVs against their .processed markers.",
+    epilog="\b\nExample:\n  m10 postflight --as-of 2026-01-02",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Directory of the CSVs (default: log_dir / M10_LOG_DIR).",
+)
+@click.option(
+    "--as-of",
+    metavar="YYYY-MM-DD",
+    help="Check as if today were this date (the newest row must be the day before).",
+)
 def postflight(config: Any, log: Any, log_dir: Path | None, as_of: str | None) -> int:
     """Validate the daily stats checkpoint; one line per problem."""
     try:
         today = date.fromisoformat(as_of) if as_of else stats_today(config)
     except ValueError:
-        raise click.BadParameter(f"{as_of!r} is not a date (YYYY-MM-DD)",
-                                 param_hint="--as-of") from None
+        raise click.BadParameter(
+            f"{as_of!r} is not a date (YYYY-MM-DD)", param_hint="--as-of"
+        ) from None
     problems, ok = check(Path(log_dir or config.log_dir), today - timedelta(days=1))
     for line in ok:
         click.echo(line)

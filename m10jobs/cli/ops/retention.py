@@ -34,28 +34,47 @@ def history(config: Any, log: Any, policy: str | None, limit: int, as_json: bool
 
     dsn = config.require("database_url")
     with db.connect(dsn, app="m10 retention history") as conn, db.translated(dsn):
-        rows = conn.execute(query("retention_history"),
-                            {"policy": policy, "limit": limit}).fetchall()
+        rows = conn.execute(
+            query("retention_history"), {"policy": policy, "limit": limit}
+        ).fetchall()
     if as_json:
         for r in rows:
             click.echo(json.dumps(r, default=str))
     elif not rows:
         click.echo("no retention runs recorded")
     else:
-        print_table(rows, [("ID", "id"), ("RUN", "run_id"), ("POLICY", "policy"),
-                           ("STATUS", "status"), ("CUTOFF", "cutoff"),
-                           ("ARCHIVED", "rows_archived"), ("DELETED", "rows_deleted"),
-                           ("MS", "duration_ms"), ("STARTED", "started_at"),
-                           ("ARCHIVE", "archive_location"), ("ERROR", "error")])
+        print_table(
+            rows,
+            [
+                ("ID", "id"),
+                ("RUN", "run_id"),
+                ("POLICY", "policy"),
+                ("STATUS", "status"),
+                ("CUTOFF", "cutoff"),
+                ("ARCHIVED", "rows_archived"),
+                ("DELETED", "rows_deleted"),
+                ("MS", "duration_ms"),
+                ("STARTED", "started_at"),
+                ("ARCHIVE", "archive_location"),
+                ("ERROR", "error"),
+            ],
+        )
     return ExitCode.OK
 
 
-@admin_command(COMMAND, "show", help="Print an archived chunk's rows as CSV with a header "
-                                     "line (or, with --binary, the COPY stream to restore).")
+@admin_command(
+    COMMAND,
+    "show",
+    help="Print an archived chunk's rows as CSV with a header "
+    "line (or, with --binary, the COPY stream to restore).",
+)
 @click.argument("chunk", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--binary", is_flag=True,
-              help="A .pgcopy.zst chunk decompressed, as it is: pipe it into "
-                   "`\\copy TABLE FROM STDIN (FORMAT binary)`.")
+@click.option(
+    "--binary",
+    is_flag=True,
+    help="A .pgcopy.zst chunk decompressed, as it is: pipe it into "
+    "`\\copy TABLE FROM STDIN (FORMAT binary)`.",
+)
 def show(config: Any, log: Any, chunk: Path, binary: bool) -> int:
     """A .pgcopy.zst chunk (binary COPY) is read through a temporary table shaped by the
     columns in its header, so PostgreSQL itself renders it (the database is only read);
@@ -74,8 +93,12 @@ def show(config: Any, log: Any, chunk: Path, binary: bool) -> int:
     from m10jobs.edges import db
 
     dsn = config.require("database_url")
-    with (db.connect(dsn, app="m10 retention show", autocommit=False,
-                     options=ARCHIVE_SESSION) as conn, db.translated(dsn)):
+    with (
+        db.connect(
+            dsn, app="m10 retention show", autocommit=False, options=ARCHIVE_SESSION
+        ) as conn,
+        db.translated(dsn),
+    ):
         load_chunk(conn, chunk.name, stream)
         with conn.cursor() as cur, cur.copy("COPY chunk TO STDOUT (FORMAT csv, HEADER)") as cp:
             for block in cp:

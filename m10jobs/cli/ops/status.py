@@ -98,10 +98,15 @@ class Status:
         return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "time": _iso(self.now), "ok": not self.problems,
-                "jobs": [asdict(j) for j in self.jobs], "pipeline": self.pipeline,
-                "artifacts": self.artifacts,
-                "problems": [{**asdict(p), "runbook": p.runbook} for p in self.problems]}
+        return {
+            "host": self.host,
+            "time": _iso(self.now),
+            "ok": not self.problems,
+            "jobs": [asdict(j) for j in self.jobs],
+            "pipeline": self.pipeline,
+            "artifacts": self.artifacts,
+            "problems": [{**asdict(p), "runbook": p.runbook} for p in self.problems],
+        }
 
 
 # --- formatting -------------------------------------------------------------------------
@@ -176,8 +181,13 @@ def systemd_timestamp(value: str | None) -> float | None:
 
 def _systemctl(*args: str) -> str:
     try:
-        return subprocess.run(["systemctl", "--no-pager", *args], capture_output=True,
-                              text=True, timeout=SYSTEMCTL_TIMEOUT_S, check=False).stdout
+        return subprocess.run(
+            ["systemctl", "--no-pager", *args],
+            capture_output=True,
+            text=True,
+            timeout=SYSTEMCTL_TIMEOUT_S,
+            check=False,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ""
 
@@ -186,8 +196,9 @@ def systemd_services(names: Sequence[str]) -> dict[str, dict[str, str]]:
     """Last exit status and time of each service, by unit name ({} without systemd)."""
     if not names or not systemd_present():
         return {}
-    return parse_systemctl_show(_systemctl("show", "--timestamp=unix",
-                                           *(f"-p{p}" for p in SYSTEMD_PROPS), "--", *names))
+    return parse_systemctl_show(
+        _systemctl("show", "--timestamp=unix", *(f"-p{p}" for p in SYSTEMD_PROPS), "--", *names)
+    )
 
 
 def parse_list_timers(text: str) -> dict[str, float | None]:
@@ -197,15 +208,17 @@ def parse_list_timers(text: str) -> dict[str, float | None]:
         timers = json.loads(text or "[]")
     except ValueError:
         return {}
-    return {t["unit"]: (t["next"] / 1e6 if t.get("next") else None)
-            for t in timers if isinstance(t, dict) and "unit" in t}
+    return {
+        t["unit"]: (t["next"] / 1e6 if t.get("next") else None)
+        for t in timers
+        if isinstance(t, dict) and "unit" in t
+    }
 
 
 def systemd_timers(patterns: Sequence[str]) -> dict[str, float | None]:
     if not systemd_present():
         return {}
-    return parse_list_timers(_systemctl("list-timers", "--all", "--output=json", "--",
-                                        *patterns))
+    return parse_list_timers(_systemctl("list-timers", "--all", "--output=json", "--", *patterns))
 
 
 # --- jobs -------------------------------------------------------------------------------
@@ -229,8 +242,11 @@ def _lock_matches(template: str, name: str) -> bool:
     prefix = template.split("{", 1)[0]
     if "{" in template:
         return name.startswith(prefix)
-    return name == template or (name.startswith(template) and not name[len(template)].isalnum()
-                                and name[len(template)] != "_")
+    return name == template or (
+        name.startswith(template)
+        and not name[len(template)].isalnum()
+        and name[len(template)] != "_"
+    )
 
 
 def check_jobs(st: Status, config: Any, leases: list[dict[str, Any]] | None) -> None:
@@ -264,16 +280,21 @@ def check_jobs(st: Status, config: Any, leases: list[dict[str, Any]] | None) -> 
         st.jobs.append(row)
 
         if row.exit_code is not None and row.exit_code not in (ExitCode.OK, ExitCode.TEMPFAIL):
-            st.red("job-failed", f"{job.script} last exited {row.exit_code} ({row.meaning}) "
-                   f"{human(st.now - (row.last_run or st.now))} ago",
-                   f"journalctl -u {job.script}.service -n 50 -o cat; then "
-                   f"m10 run {job.script} --verbose")
+            st.red(
+                "job-failed",
+                f"{job.script} last exited {row.exit_code} ({row.meaning}) "
+                f"{human(st.now - (row.last_run or st.now))} ago",
+                f"journalctl -u {job.script}.service -n 50 -o cat; then "
+                f"m10 run {job.script} --verbose",
+            )
         late_after = INTERVALS_BEFORE_LATE * schedule_seconds(job.schedule) + job.timeout_seconds
         if row.last_run is not None and st.now - row.last_run > late_after:
-            st.red("job-late", f"{job.script} last ran {human(st.now - row.last_run)} ago "
-                   f"(schedule {job.schedule}; late after {human(late_after)})",
-                   f"systemctl status {job.script}.timer; systemctl enable --now "
-                   f"{job.script}.timer")
+            st.red(
+                "job-late",
+                f"{job.script} last ran {human(st.now - row.last_run)} ago "
+                f"(schedule {job.schedule}; late after {human(late_after)})",
+                f"systemctl status {job.script}.timer; systemctl enable --now {job.script}.timer",
+            )
         if leases is None:
             continue
         ttl = job.ttl_seconds or config.lease_ttl_seconds
@@ -288,21 +309,26 @@ def check_jobs(st: Status, config: Any, leases: list[dict[str, Any]] | None) -> 
             _check_lease(st, None, lease, 4 * config.lease_ttl_seconds)
 
 
-def _check_lease(st: Status, row: JobRow | None, lease: dict[str, Any],
-                 stuck_after: float) -> None:
+def _check_lease(st: Status, row: JobRow | None, lease: dict[str, Any], stuck_after: float) -> None:
     name, holder = lease["lock_name"], lease["holder_id"]
     if lease["expires_in_s"] <= 0:
         state = f"expired {human(-lease['expires_in_s'])} ago"
-        st.red("lease-expired", f"lease {name} of {holder} expired "
-               f"{human(-lease['expires_in_s'])} ago and was not reclaimed",
-               "m10 run reclaim_gc   (is m10-maintenance.timer running?)")
+        st.red(
+            "lease-expired",
+            f"lease {name} of {holder} expired "
+            f"{human(-lease['expires_in_s'])} ago and was not reclaimed",
+            "m10 run reclaim_gc   (is m10-maintenance.timer running?)",
+        )
     else:
         state = f"held {human(lease['age_s'])}"
         if lease["age_s"] > stuck_after:
-            st.red("lease-stuck", f"lease {name} held by {holder} for {human(lease['age_s'])} "
-                   f"(a pass ends within {human(stuck_after)}): its holder looks stuck",
-                   f"check {holder.split(':')[0]} runs PID {_pid(holder)}; if it is gone: "
-                   f"m10 locks release {name} --force")
+            st.red(
+                "lease-stuck",
+                f"lease {name} held by {holder} for {human(lease['age_s'])} "
+                f"(a pass ends within {human(stuck_after)}): its holder looks stuck",
+                f"check {holder.split(':')[0]} runs PID {_pid(holder)}; if it is gone: "
+                f"m10 locks release {name} --force",
+            )
     text = f"{name} {holder} ({state})"
     if row is not None:
         row.leases.append(text)
@@ -325,20 +351,29 @@ def check_pipeline(st: Status, config: Any, conn: Any) -> None:
     st.pipeline["outbox"] = ob
     if ob["pending"] and (ob["oldest_pending_age_s"] or 0) > stale_after:
         last = ob["last_publish_age_s"]
-        st.red("outbox-backlog", f"outbox backlog: {ob['pending']} pending, oldest "
-               f"{human(ob['oldest_pending_age_s'])} (> outbox_stale_seconds "
-               f"{stale_after}); last publish {human(last) + ' ago' if last else 'never'}",
-               "m10 outbox status; journalctl -u m10-outbox-processor.service -n 50 -o cat")
+        st.red(
+            "outbox-backlog",
+            f"outbox backlog: {ob['pending']} pending, oldest "
+            f"{human(ob['oldest_pending_age_s'])} (> outbox_stale_seconds "
+            f"{stale_after}); last publish {human(last) + ' ago' if last else 'never'}",
+            "m10 outbox status; journalctl -u m10-outbox-processor.service -n 50 -o cat",
+        )
     dl = conn.execute(query("status_dead_letters")).fetchone()
     st.pipeline["dead_letters"] = dl
     if dl["abandoned"]:
-        st.red("dl-abandoned", f"{dl['abandoned']} dead letter(s) abandoned by dl_reconcile "
-               f"(first id {dl['first_abandoned_id']}): nobody replayed them yet",
-               "m10 dl list --outcome abandoned; fix the cause, then m10 dl replay ID")
+        st.red(
+            "dl-abandoned",
+            f"{dl['abandoned']} dead letter(s) abandoned by dl_reconcile "
+            f"(first id {dl['first_abandoned_id']}): nobody replayed them yet",
+            "m10 dl list --outcome abandoned; fix the cause, then m10 dl replay ID",
+        )
     if dl["pending"] and (dl["oldest_pending_age_s"] or 0) > DL_RECONCILE_LATE_S:
-        st.red("dl-unreconciled", f"{dl['pending']} dead letter(s) wait for reconcile, oldest "
-               f"{human(dl['oldest_pending_age_s'])}",
-               "m10 run dl_reconcile --verbose")
+        st.red(
+            "dl-unreconciled",
+            f"{dl['pending']} dead letter(s) wait for reconcile, oldest "
+            f"{human(dl['oldest_pending_age_s'])}",
+            "m10 run dl_reconcile --verbose",
+        )
 
 
 def check_cost(st: Status, config: Any, conn: Any) -> None:
@@ -346,17 +381,21 @@ def check_cost(st: Status, config: Any, conn: Any) -> None:
     from m10jobs.jobs.cost.settings import CostSettings
 
     window = config.settings(CostSettings).backfill_max_hours
-    cost = conn.execute(query("status_cost_hours"),
-                        {"window_hours": window, "grace_s": COST_GRACE_S}).fetchone()
+    cost = conn.execute(
+        query("status_cost_hours"), {"window_hours": window, "grace_s": COST_GRACE_S}
+    ).fetchone()
     st.artifacts["cost"] = {**cost, "window_hours": window}
     if cost["never_ran"]:
         st.red("cost-gap", "no hourly cost snapshot yet", "aos-cost-snapshot-hourly")
     elif cost["hours_missing"]:
-        st.red("cost-gap", f"{cost['hours_missing']} hourly cost period(s) missing in the last "
-               f"{window} h: {cost['first_missing_hour']:%Y-%m-%d %H:00} .. "
-               f"{cost['last_missing_hour']:%Y-%m-%d %H:00} UTC (newest done "
-               f"{cost['last_hour']:%Y-%m-%d %H:00})",
-               "aos-cost-snapshot-hourly   (backfills every missing hour of the window)")
+        st.red(
+            "cost-gap",
+            f"{cost['hours_missing']} hourly cost period(s) missing in the last "
+            f"{window} h: {cost['first_missing_hour']:%Y-%m-%d %H:00} .. "
+            f"{cost['last_missing_hour']:%Y-%m-%d %H:00} UTC (newest done "
+            f"{cost['last_hour']:%Y-%m-%d %H:00})",
+            "aos-cost-snapshot-hourly   (backfills every missing hour of the window)",
+        )
 
 
 # --- host-local artifacts -------------------------------------------------------------
@@ -392,19 +431,28 @@ def check_stats(st: Status, config: Any) -> None:
         marker = read_marker(newest)
     except BadInput as exc:
         info["marker"] = "unreadable"
-        st.red("stats-corrupt", str(exc),
-               f"restore {newest.name} from object storage (m10/stats/), or move it away and "
-               f"run m10-daily-stats --start-date {newest.name[10:17]}-01")
+        st.red(
+            "stats-corrupt",
+            str(exc),
+            f"restore {newest.name} from object storage (m10/stats/), or move it away and "
+            f"run m10-daily-stats --start-date {newest.name[10:17]}-01",
+        )
         return
     info["newest_day"] = stats.last_date.isoformat() if stats.last_date else None
     mismatches = marker_mismatches(stats, marker)
     info["marker"] = "; ".join(mismatches) or "matches"
     if mismatches:
-        st.red("stats-marker", f"{newest.name}: {'; '.join(mismatches)}",
-               f"rm {marker_path(newest)}; m10-daily-stats")
+        st.red(
+            "stats-marker",
+            f"{newest.name}: {'; '.join(mismatches)}",
+            f"rm {marker_path(newest)}; m10-daily-stats",
+        )
     if (stats.last_date is None or stats.last_date < yesterday) and not elsewhere:
-        st.red("stats-stale", f"newest stats day is {info['newest_day']}, expected yesterday "
-               f"({yesterday})", "m10-daily-stats   (backfills every missing day)")
+        st.red(
+            "stats-stale",
+            f"newest stats day is {info['newest_day']}, expected yesterday ({yesterday})",
+            "m10-daily-stats   (backfills every missing day)",
+        )
 
 
 def check_canary(st: Status, config: Any) -> None:
@@ -423,8 +471,11 @@ def check_canary(st: Status, config: Any) -> None:
         report = cr.load(path)
     except BadInput as exc:
         info["verdict"] = "unreadable"
-        st.red("canary-stale", f"canary report unreadable: {exc}",
-               "m10-canary   (writes a fresh report)")
+        st.red(
+            "canary-stale",
+            f"canary report unreadable: {exc}",
+            "m10-canary   (writes a fresh report)",
+        )
         return
     if report is None:
         info["verdict"] = None
@@ -432,15 +483,22 @@ def check_canary(st: Status, config: Any) -> None:
             st.red("canary-stale", f"no canary report at {path}", "m10-canary")
         return
     age = st.now - report.finished_at.timestamp()
-    info.update(verdict=report.verdict, score=report.score, age_s=round(age, 1),
-                run_id=report.run_id)
+    info.update(
+        verdict=report.verdict, score=report.score, age_s=round(age, 1), run_id=report.run_id
+    )
     if age > max_age and not elsewhere:
-        st.red("canary-stale", f"canary report is {human(age)} old (> rollback "
-               f"max_report_age_s {max_age:g}): rollback will not act on it",
-               "systemctl status m10-canary.timer; m10-canary")
+        st.red(
+            "canary-stale",
+            f"canary report is {human(age)} old (> rollback "
+            f"max_report_age_s {max_age:g}): rollback will not act on it",
+            "systemctl status m10-canary.timer; m10-canary",
+        )
     if report.verdict in ("fail", "inconclusive"):
-        st.red("canary-failing", f"canary verdict {report.verdict} (score {report.score})",
-               "m10 canary status   (failing probes, and what rollback did)")
+        st.red(
+            "canary-failing",
+            f"canary verdict {report.verdict} (score {report.score})",
+            "m10 canary status   (failing probes, and what rollback did)",
+        )
 
 
 def _run_records(config: Any) -> bool:
@@ -459,12 +517,18 @@ def check_uploads(st: Status, config: Any) -> None:
         meta = entry.read_meta_or_none() or {}
         hours = fallback.age_hours(meta)
         oldest = hours * 3600 if oldest is None else max(oldest, hours * 3600)
-    st.artifacts["fallback_uploads"] = {"dir": str(directory), "pending": len(entries),
-                                        "oldest_age_s": oldest}
+    st.artifacts["fallback_uploads"] = {
+        "dir": str(directory),
+        "pending": len(entries),
+        "oldest_age_s": oldest,
+    }
     if entries and (oldest or 0) > FALLBACK_LATE_S:
-        st.red("uploads-pending", f"{len(entries)} fallback upload(s) pending in {directory}, "
-               f"oldest failed first {human(oldest)} ago",
-               "m10-retry-r2-fallbacks --verbose   (is object storage reachable?)")
+        st.red(
+            "uploads-pending",
+            f"{len(entries)} fallback upload(s) pending in {directory}, "
+            f"oldest failed first {human(oldest)} ago",
+            "m10-retry-r2-fallbacks --verbose   (is object storage reachable?)",
+        )
 
 
 # --- the command ----------------------------------------------------------------------
@@ -492,11 +556,15 @@ def collect(config: Any, now: float | None = None) -> Status:
                 leases = conn.execute(query("status_leases")).fetchall()
         check_jobs(st, config, leases)
         steps: list[Callable[[], None]] = [
-            lambda: check_stats(st, config), lambda: check_canary(st, config),
-            lambda: check_uploads(st, config)]
+            lambda: check_stats(st, config),
+            lambda: check_canary(st, config),
+            lambda: check_uploads(st, config),
+        ]
         if conn is not None:
-            steps[:0] = [lambda: check_pipeline(st, config, conn),
-                         lambda: check_cost(st, config, conn)]
+            steps[:0] = [
+                lambda: check_pipeline(st, config, conn),
+                lambda: check_cost(st, config, conn),
+            ]
         for step in steps:
             with db.translated(dsn):
                 step()
@@ -508,18 +576,25 @@ def collect(config: Any, now: float | None = None) -> Status:
 
 def render(st: Status) -> list[str]:
     """The screen (red and green only on a terminal: click.echo strips the colour else)."""
-    lines = [f"m10 status on {st.host} at {_iso(st.now)}  "
-             "(jobs and files: this host; database: cluster-wide)", ""]
+    lines = [
+        f"m10 status on {st.host} at {_iso(st.now)}  "
+        "(jobs and files: this host; database: cluster-wide)",
+        "",
+    ]
     header = ("JOB", "LAST RUN", "EXIT", "NEXT", "LEASE")
     table = [header]
     for j in st.jobs:
-        last = (f"{human(st.now - j.last_run)} ago" if j.last_run is not None
-                else "never" if j.source == "none" else "-")
+        last = (
+            f"{human(st.now - j.last_run)} ago"
+            if j.last_run is not None
+            else "never"
+            if j.source == "none"
+            else "-"
+        )
         code = f"{j.exit_code} {j.meaning}" if j.exit_code is not None else "-"
         table.append((j.job, last, code, j.next_elapse, "; ".join(j.leases) or "-"))
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-              for r in table]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
     ob, dl = st.pipeline.get("outbox"), st.pipeline.get("dead_letters")
     lines += ["", "PIPELINE"]
     if ob is None:
@@ -530,48 +605,67 @@ def render(st: Status) -> list[str]:
             f"{human(ob['oldest_pending_age_s'])}; {ob['held_back_aggregates']} held-back "
             f"aggregate(s); {ob['dead_lettered']} dead-lettered event(s)",
             "  replay_log    last publish "
-            + (f"{human(ob['last_publish_age_s'])} ago" if ob["last_publish_age_s"] is not None
-               else "never"),
+            + (
+                f"{human(ob['last_publish_age_s'])} ago"
+                if ob["last_publish_age_s"] is not None
+                else "never"
+            ),
             f"  dead letters  {dl['pending']} awaiting reconcile, {dl['abandoned']} abandoned; "
             f"last 24 h: {dl['replayed_24h']} replayed, {dl['already_processed_24h']} "
-            "already processed"]
+            "already processed",
+        ]
     a = st.artifacts
-    stats, canary, up, cost = (a.get(k, {}) for k in
-                               ("daily_stats", "canary", "fallback_uploads", "cost"))
-    lines += ["", "ARTIFACTS",
-              f"  daily stats   newest day {stats.get('newest_day') or '-'}"
-              f"{' in ' + stats['file'] if stats.get('file') else ''}; marker "
-              f"{stats.get('marker') or '-'}"
-              + (f" ({stats['elsewhere']})" if stats.get("elsewhere") else ""),
-              f"  canary        verdict {canary.get('verdict') or '-'}"
-              + (f" (score {canary['score']}), report {human(canary['age_s'])} old"
-                 if 'age_s' in canary else "")
-              + (f" ({canary['elsewhere']})" if canary.get("elsewhere") else ""),
-              f"  uploads       {up.get('pending', 0)} fallback upload(s) pending"
-              + (f", oldest {human(up['oldest_age_s'])}" if up.get("oldest_age_s") else "")]
+    stats, canary, up, cost = (
+        a.get(k, {}) for k in ("daily_stats", "canary", "fallback_uploads", "cost")
+    )
+    lines += [
+        "",
+        "ARTIFACTS",
+        f"  daily stats   newest day {stats.get('newest_day') or '-'}"
+        f"{' in ' + stats['file'] if stats.get('file') else ''}; marker "
+        f"{stats.get('marker') or '-'}"
+        + (f" ({stats['elsewhere']})" if stats.get("elsewhere") else ""),
+        f"  canary        verdict {canary.get('verdict') or '-'}"
+        + (
+            f" (score {canary['score']}), report {human(canary['age_s'])} old"
+            if "age_s" in canary
+            else ""
+        )
+        + (f" ({canary['elsewhere']})" if canary.get("elsewhere") else ""),
+        f"  uploads       {up.get('pending', 0)} fallback upload(s) pending"
+        + (f", oldest {human(up['oldest_age_s'])}" if up.get("oldest_age_s") else ""),
+    ]
     if cost:
         newest = cost["last_hour"]
-        lines.append(f"  cost          {cost['hours_missing']} hour(s) missing in the last "
-                     f"{cost['window_hours']} h; newest hour "
-                     f"{newest.strftime('%Y-%m-%d %H:00') if newest else '-'}")
+        lines.append(
+            f"  cost          {cost['hours_missing']} hour(s) missing in the last "
+            f"{cost['window_hours']} h; newest hour "
+            f"{newest.strftime('%Y-%m-%d %H:00') if newest else '-'}"
+        )
     lines.append("")
     if not st.problems:
         lines.append(click.style("OK: nothing needs action", fg="green"))
         return lines
     lines.append(click.style(f"NEEDS ACTION ({len(st.problems)})", fg="red", bold=True))
     for p in st.problems:
-        lines += [click.style(f"  RED {p.check}: {p.message}", fg="red"),
-                  f"      fix: {p.fix}", f"      see: {p.runbook}"]
+        lines += [
+            click.style(f"  RED {p.check}: {p.message}", fg="red"),
+            f"      fix: {p.fix}",
+            f"      see: {p.runbook}",
+        ]
     return lines
 
 
-@admin_command(None, "status",
-               help="One screen: every job's last run, exit code, next timer and lease; the "
-                    "outbox, dead letters, stats, canary, uploads and cost.  Each problem is "
-                    "a red line with the command that fixes it.  Reads only (no lease).  "
-                    "Exit 0 when all is well, 1 when anything needs action.",
-               short_help="Everything on one screen; exit 1 when anything needs action.",
-               epilog="\b\nExamples:\n  m10 status\n  m10 status --json | jq .problems")
+@admin_command(
+    None,
+    "status",
+    help="One screen: every job's last run, exit code, next timer and lease; the "
+    "outbox, dead letters, stats, canary, uploads and cost.  Each problem is "
+    "a red line with the command that fixes it.  Reads only (no lease).  "
+    "Exit 0 when all is well, 1 when anything needs action.",
+    short_help="Everything on one screen; exit 1 when anything needs action.",
+    epilog="\b\nExamples:\n  m10 status\n  m10 status --json | jq .problems",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (for machines).")
 def status(config: Any, log: Any, as_json: bool) -> int:
     st = collect(config)

@@ -19,9 +19,14 @@ CANARY = Job(
     after=("postgresql.service", "redis-server.service"),
     wants=("network-online.target",),
     produces=(
-        Flow("marker", LATEST, f"$M10_STATE_DIR/canary/reports/{LATEST}",
-             "Canary verdict (pass/marginal/fail/inconclusive), score and per-probe results; "
-             "history copy <run_id>.json beside it", ("m10-rollback",)),
+        Flow(
+            "marker",
+            LATEST,
+            f"$M10_STATE_DIR/canary/reports/{LATEST}",
+            "Canary verdict (pass/marginal/fail/inconclusive), score and per-probe results; "
+            "history copy <run_id>.json beside it",
+            ("m10-rollback",),
+        ),
     ),
     consumes=("m10_recovery.outbox", "m10_recovery.dead_letter_archive"),
     settings=(CanarySettings,),
@@ -38,9 +43,13 @@ ROLLBACK = Job(
     schedule="*:1/5",
     after=("postgresql.service", "m10-canary.service"),
     produces=(
-        Flow("table", "rollback_actions", "m10_recovery.rollback_actions",
-             "Cluster-wide ledger of the reports a rollback acted on (claim, then outcome)",
-             ("m10 canary status",)),
+        Flow(
+            "table",
+            "rollback_actions",
+            "m10_recovery.rollback_actions",
+            "Cluster-wide ledger of the reports a rollback acted on (claim, then outcome)",
+            ("m10 canary status",),
+        ),
     ),
     consumes=(f"$M10_STATE_DIR/canary/reports/{LATEST}",),
     timeout_seconds=720,

@@ -62,8 +62,9 @@ class ProbeResult:
     duration_ms: float
 
 
-def score_and_verdict(results: list[ProbeResult], t: Thresholds) -> tuple[float | None, Verdict,
-                                                                           str]:
+def score_and_verdict(
+    results: list[ProbeResult], t: Thresholds
+) -> tuple[float | None, Verdict, str]:
     """(score, verdict, reason).
 
     Score is the weighted share of passes among the probes that produced data.
@@ -84,13 +85,25 @@ def score_and_verdict(results: list[ProbeResult], t: Thresholds) -> tuple[float 
         return score, "inconclusive", f"critical probe(s) without data: {', '.join(critical_blind)}"
     no_data_share = (total - measured_weight) / total if total > 0 else 1.0
     if score is None or no_data_share > t.max_no_data_share:
-        return score, "inconclusive", (f"probes without data carry {no_data_share:.0%} of the "
-                                       f"weight (max {t.max_no_data_share:.0%})")
+        return (
+            score,
+            "inconclusive",
+            (
+                f"probes without data carry {no_data_share:.0%} of the "
+                f"weight (max {t.max_no_data_share:.0%})"
+            ),
+        )
     if score >= t.pass_score:
         return score, "pass", f"score {score:.2f} >= pass threshold {t.pass_score:.2f}"
     if score >= t.marginal_score:
-        return score, "marginal", (f"score {score:.2f} below pass threshold {t.pass_score:.2f}, "
-                                   f">= marginal threshold {t.marginal_score:.2f}")
+        return (
+            score,
+            "marginal",
+            (
+                f"score {score:.2f} below pass threshold {t.pass_score:.2f}, "
+                f">= marginal threshold {t.marginal_score:.2f}"
+            ),
+        )
     return score, "fail", f"score {score:.2f} below marginal threshold {t.marginal_score:.2f}"
 
 
@@ -98,8 +111,16 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
-def build(*, run_id: str, target: str, host: str, started: float, finished: float,
-          results: list[ProbeResult], thresholds: Thresholds) -> dict[str, Any]:
+def build(
+    *,
+    run_id: str,
+    target: str,
+    host: str,
+    started: float,
+    finished: float,
+    results: list[ProbeResult],
+    thresholds: Thresholds,
+) -> dict[str, Any]:
     score, verdict, reason = score_and_verdict(results, thresholds)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -111,8 +132,11 @@ def build(*, run_id: str, target: str, host: str, started: float, finished: floa
         "verdict": verdict,
         "reason": reason,
         "score": score,
-        "thresholds": {"pass": thresholds.pass_score, "marginal": thresholds.marginal_score,
-                       "max_no_data_share": thresholds.max_no_data_share},
+        "thresholds": {
+            "pass": thresholds.pass_score,
+            "marginal": thresholds.marginal_score,
+            "max_no_data_share": thresholds.max_no_data_share,
+        },
         "counts": {s: sum(1 for r in results if r.status == s) for s in STATUSES},
         "probes": [asdict(r) for r in results],
     }
@@ -136,8 +160,10 @@ def _number(v: Any) -> bool:
 
 
 def _bad(path: Path, what: str) -> BadInput:
-    return BadInput(f"canary report {path} {what}; nothing was acted on. Rerun m10-canary to "
-                    "write a fresh report (or move the bad file aside)")
+    return BadInput(
+        f"canary report {path} {what}; nothing was acted on. Rerun m10-canary to "
+        "write a fresh report (or move the bad file aside)"
+    )
 
 
 def parse(path: Path, data: bytes) -> Report:
@@ -149,15 +175,19 @@ def parse(path: Path, data: bytes) -> Report:
     if not isinstance(version, int) or isinstance(version, bool):
         raise _bad(path, f"has no integer schema_version (got {version!r})")
     if version not in KNOWN_SCHEMA_VERSIONS:
-        raise _bad(path, f"has schema_version {version}, this m10jobs knows "
-                         f"{sorted(KNOWN_SCHEMA_VERSIONS)}; upgrade m10jobs on this host")
+        raise _bad(
+            path,
+            f"has schema_version {version}, this m10jobs knows "
+            f"{sorted(KNOWN_SCHEMA_VERSIONS)}; upgrade m10jobs on this host",
+        )
     run_id = obj.get("run_id")
     if not isinstance(run_id, str) or not run_id or not run_id.isalnum():
         raise _bad(path, f"has an invalid run_id {run_id!r}")
     verdict = obj.get("verdict")
     if verdict not in VERDICTS:
-        raise _bad(path, f"has an unknown verdict {verdict!r} (expected one of "
-                         f"{', '.join(VERDICTS)})")
+        raise _bad(
+            path, f"has an unknown verdict {verdict!r} (expected one of {', '.join(VERDICTS)})"
+        )
     score = obj.get("score")
     if score is not None and not (_number(score) and 0 <= score <= 1):
         raise _bad(path, f"has an invalid score {score!r}")

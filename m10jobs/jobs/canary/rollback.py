@@ -46,21 +46,32 @@ OUTPUT_TAIL = 2000
 KILL_GRACE_S = 5
 UNCONFIGURED = "rollback.command is not configured: nothing to do"
 # What every command gets; anything else only through rollback.env / rollback.pass_env.
-BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "LANG": "C.UTF-8"}
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
 
 
 def settings(config: Config) -> RollbackSettings:
     return config.settings(RollbackSettings)
 
 
-def command_env(s: RollbackSettings, report: cr.Report, report_path: Path,
-                source: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
+def command_env(
+    s: RollbackSettings,
+    report: cr.Report,
+    report_path: Path,
+    source: dict[str, str] | os._Environ[str] = os.environ,
+) -> dict[str, str]:
     """Only what the command is configured to get: a minimal base, the pass_env names
     present in the job's environment, the literal env table, and the report's facts."""
-    return {**BASE_ENV, **{k: source[k] for k in s.pass_env if k in source}, **s.env,
-            "M10_CANARY_REPORT": str(report_path), "M10_CANARY_RUN_ID": report.run_id,
-            "M10_CANARY_VERDICT": report.verdict}
+    return {
+        **BASE_ENV,
+        **{k: source[k] for k in s.pass_env if k in source},
+        **s.env,
+        "M10_CANARY_REPORT": str(report_path),
+        "M10_CANARY_RUN_ID": report.run_id,
+        "M10_CANARY_VERDICT": report.verdict,
+    }
 
 
 def decide(report: cr.Report | None, s: RollbackSettings, latest: Path) -> tuple[bool, str, str]:
@@ -68,34 +79,51 @@ def decide(report: cr.Report | None, s: RollbackSettings, latest: Path) -> tuple
     if report is None:
         return False, "no_report", f"no canary report at {latest} yet"
     if report.verdict != "fail":
-        return False, f"verdict_{report.verdict}", (
-            f"report {report.run_id} verdict is {report.verdict}; rollback acts on fail only")
+        return (
+            False,
+            f"verdict_{report.verdict}",
+            (f"report {report.run_id} verdict is {report.verdict}; rollback acts on fail only"),
+        )
     age = time.time() - report.finished_at.timestamp()
     if age < -MAX_CLOCK_SKEW_S:
-        raise BadInput(f"canary report {latest} finished {-age:.0f}s in the future; nothing "
-                       "was acted on. Check the clocks of the canary and rollback hosts")
+        raise BadInput(
+            f"canary report {latest} finished {-age:.0f}s in the future; nothing "
+            "was acted on. Check the clocks of the canary and rollback hosts"
+        )
     if age > s.max_report_age_s:
-        return False, "stale", (f"report {report.run_id} (fail) is {age:.0f}s old, older than "
-                                f"max_report_age_s {s.max_report_age_s:g}; not acting on it")
+        return (
+            False,
+            "stale",
+            (
+                f"report {report.run_id} (fail) is {age:.0f}s old, older than "
+                f"max_report_age_s {s.max_report_age_s:g}; not acting on it"
+            ),
+        )
     return True, "act", f"report {report.run_id} is a fresh fail ({age:.0f}s old)"
 
 
 def _already(row: dict[str, Any]) -> str:
     if row["outcome"] is None:
-        return (f"a rollback for this report started at {row['started_at']:%Y-%m-%dT%H:%M:%S%z} "
-                f"on {row['host']} and never finished (killed?); not repeating it: check the "
-                "deployment and run the command by hand if needed")
-    return (f"already acted on at {row['started_at']:%Y-%m-%dT%H:%M:%S%z} on {row['host']}: "
-            f"{row['outcome']} (exit status {row['exit_status']}); not repeating it")
+        return (
+            f"a rollback for this report started at {row['started_at']:%Y-%m-%dT%H:%M:%S%z} "
+            f"on {row['host']} and never finished (killed?); not repeating it: check the "
+            "deployment and run the command by hand if needed"
+        )
+    return (
+        f"already acted on at {row['started_at']:%Y-%m-%dT%H:%M:%S%z} on {row['host']}: "
+        f"{row['outcome']} (exit status {row['exit_status']}); not repeating it"
+    )
 
 
 def _cooling(latest: dict[str, Any] | None, s: RollbackSettings) -> str | None:
     """Why the cooldown holds us back, or None."""
     if latest is None or latest["age_s"] >= s.cooldown_seconds:
         return None
-    return (f"the last rollback (report {latest['report_run_id']} on {latest['host']}, "
-            f"{latest['outcome'] or 'running'}) started {latest['age_s']:.0f}s ago, within "
-            f"rollback.cooldown_seconds {s.cooldown_seconds}; not rolling back again yet")
+    return (
+        f"the last rollback (report {latest['report_run_id']} on {latest['host']}, "
+        f"{latest['outcome'] or 'running'}) started {latest['age_s']:.0f}s ago, within "
+        f"rollback.cooldown_seconds {s.cooldown_seconds}; not rolling back again yet"
+    )
 
 
 def _blocked(conn: Any, report_run_id: str, s: RollbackSettings) -> tuple[str, str] | None:
@@ -107,8 +135,9 @@ def _blocked(conn: Any, report_run_id: str, s: RollbackSettings) -> tuple[str, s
     return ("cooldown", cooling) if cooling else None
 
 
-def _run_command(argv: list[str], timeout: float, env: dict[str, str]
-                 ) -> tuple[str, int | None, str, bool]:
+def _run_command(
+    argv: list[str], timeout: float, env: dict[str, str]
+) -> tuple[str, int | None, str, bool]:
     """(outcome, exit status, output tail, interrupted).
 
     The command runs in its own session so a timeout kills its whole process
@@ -117,8 +146,14 @@ def _run_command(argv: list[str], timeout: float, env: dict[str, str]
     timeout) so its outcome can be recorded, and `interrupted` says so.
     """
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     except OSError as exc:
         return "error", None, f"cannot start {argv[0]}: {exc.strerror or exc}", False
     deadline = time.monotonic() + timeout
@@ -141,8 +176,12 @@ def _run_command(argv: list[str], timeout: float, env: dict[str, str]
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 out, _ = proc.communicate()
-            return ("timeout", proc.returncode, out.decode(errors="replace")[-OUTPUT_TAIL:],
-                    interrupted)
+            return (
+                "timeout",
+                proc.returncode,
+                out.decode(errors="replace")[-OUTPUT_TAIL:],
+                interrupted,
+            )
     text = out.decode(errors="replace")[-OUTPUT_TAIL:]
     return ("succeeded" if proc.returncode == 0 else "failed"), proc.returncode, text, interrupted
 
@@ -169,20 +208,34 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
         with ctx.conn.transaction(), ctx.conn.cursor() as cur:
             cur.execute(query("rollback_lock_ledger"))
             ctx.fence(cur)
-            claimed = cur.execute(query("rollback_claim"), {
-                "report_run_id": report.run_id, "host": ctx.config.host, "lock": ctx.lock,
-                "holder": ctx.lease.holder, "token": ctx.lease.token, "run_id": ctx.run_id,
-                "command": json.dumps(s.command), "verdict": report.verdict,
-                "cooldown_s": s.cooldown_seconds}).fetchone()
+            claimed = cur.execute(
+                query("rollback_claim"),
+                {
+                    "report_run_id": report.run_id,
+                    "host": ctx.config.host,
+                    "lock": ctx.lock,
+                    "holder": ctx.lease.holder,
+                    "token": ctx.lease.token,
+                    "run_id": ctx.run_id,
+                    "command": json.dumps(s.command),
+                    "verdict": report.verdict,
+                    "cooldown_s": s.cooldown_seconds,
+                },
+            ).fetchone()
             if claimed is None:  # another host claimed it, or another report, meanwhile
-                act, (decision, reason) = False, _blocked(cur, report.run_id, s) or (
-                    "already_acted", "claimed by another holder a moment ago")
+                act, (decision, reason) = (
+                    False,
+                    _blocked(cur, report.run_id, s)
+                    or ("already_acted", "claimed by another holder a moment ago"),
+                )
     if not act:
-        (ctx.log.warning if decision == "cooldown" else ctx.log.info)(
-            "nothing to do: %s", reason)
+        (ctx.log.warning if decision == "cooldown" else ctx.log.info)("nothing to do: %s", reason)
         ctx.gauge("m10_rollback_acted", 0, "1 when the last pass ran the rollback command.")
-        ctx.gauge("m10_rollback_cooldown_active", int(decision == "cooldown"),
-                  "1 when the last pass did not act on a fresh failing report (cooldown).")
+        ctx.gauge(
+            "m10_rollback_cooldown_active",
+            int(decision == "cooldown"),
+            "1 when the last pass did not act on a fresh failing report (cooldown).",
+        )
         return {**summary, "decision": decision, "reason": reason}
     assert report is not None
     if ctx.dry_run:
@@ -197,36 +250,56 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
     duration = round(time.monotonic() - t0, 3)
     _record_outcome(ctx, report.run_id, outcome, status, duration)
     ctx.gauge("m10_rollback_acted", 1, "1 when the last pass ran the rollback command.")
-    ctx.gauge("m10_rollback_cooldown_active", 0,
-              "1 when the last pass did not act on a fresh failing report (cooldown).")
+    ctx.gauge(
+        "m10_rollback_cooldown_active",
+        0,
+        "1 when the last pass did not act on a fresh failing report (cooldown).",
+    )
     where = "recorded in m10_recovery.rollback_actions"
     if interrupted:
         ctx.log.error("rollback command output (tail): %s", output.strip())
 
         if stopping.signum() is not None:
             raise Stopped(stopping.signum() or 15)  # recorded above; the runner says the rest
-        raise LeaseLost(f"interrupted while the rollback command ran (lease lost?); the command "
-                        f"was let finish: {outcome} (exit status {status}), {where}; it will "
-                        f"not be repeated for report {report.run_id}")
-    result = {**summary, "decision": "acted", "outcome": outcome, "exit_status": status,
-              "duration_s": duration}
+        raise LeaseLost(
+            f"interrupted while the rollback command ran (lease lost?); the command "
+            f"was let finish: {outcome} (exit status {status}), {where}; it will "
+            f"not be repeated for report {report.run_id}"
+        )
+    result = {
+        **summary,
+        "decision": "acted",
+        "outcome": outcome,
+        "exit_status": status,
+        "duration_s": duration,
+    }
     if outcome != "succeeded":
         ctx.log.error("rollback command output (tail): %s", output.strip())
-        what = {"timeout": f"timed out after {s.timeout_s:g}s and was killed",
-                "error": "could not be started", "failed": f"exited {status}"}[outcome]
-        raise TaskFailed(f"rollback command {s.command[0]} {what} for report {report.run_id}; "
-                         f"{where}, it will not be repeated for this report: check the "
-                         "deployment and roll back by hand")
-    ctx.log.info("rollback command succeeded in %ss; output (tail): %s", duration,
-                 output.strip())
+        what = {
+            "timeout": f"timed out after {s.timeout_s:g}s and was killed",
+            "error": "could not be started",
+            "failed": f"exited {status}",
+        }[outcome]
+        raise TaskFailed(
+            f"rollback command {s.command[0]} {what} for report {report.run_id}; "
+            f"{where}, it will not be repeated for this report: check the "
+            "deployment and roll back by hand"
+        )
+    ctx.log.info("rollback command succeeded in %ss; output (tail): %s", duration, output.strip())
     return result
 
 
-def _record_outcome(ctx: PassContext, report_run_id: str, outcome: str, status: int | None,
-                    duration: float) -> None:
+def _record_outcome(
+    ctx: PassContext, report_run_id: str, outcome: str, status: int | None, duration: float
+) -> None:
     """Write the outcome, over a fresh connection if the pass's own died meanwhile."""
-    args = {"report_run_id": report_run_id, "run_id": ctx.run_id, "outcome": outcome,
-            "exit_status": status, "duration_s": duration}
+    args = {
+        "report_run_id": report_run_id,
+        "run_id": ctx.run_id,
+        "outcome": outcome,
+        "exit_status": status,
+        "duration_s": duration,
+    }
     try:
         ctx.conn.execute(query("rollback_finish"), args)
     except Exception:

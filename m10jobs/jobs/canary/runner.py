@@ -51,6 +51,7 @@ class Measured(Exception):
 
 # -- probe types ---------------------------------------------------------------------------
 
+
 def _http(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
     """GET url: pass when the status is expected and the latency (ms) within the threshold."""
     url, expect = p.extra["url"], p.extra["expect_status"]
@@ -90,8 +91,9 @@ def _http(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
 def _redis(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
     """PING: pass when PONG comes back within the latency threshold (ms)."""
     url = p.extra["url"] or ctx.config.redis_url
-    client = redis.Redis.from_url(url, socket_timeout=p.timeout_s,
-                                  socket_connect_timeout=p.timeout_s)
+    client = redis.Redis.from_url(
+        url, socket_timeout=p.timeout_s, socket_connect_timeout=p.timeout_s
+    )
     t0 = time.monotonic()
     try:
         client.ping()
@@ -108,8 +110,9 @@ def _redis(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
     return "pass", ms, f"PONG in {ms:g} ms"
 
 
-def _read_only(ctx: PassContext, p: Probe, sql: str, params: dict[str, Any] | None = None
-               ) -> dict[str, Any] | None:
+def _read_only(
+    ctx: PassContext, p: Probe, sql: str, params: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """First row of a statement run read-only under the probe's timeout.
 
     A query error or timeout raises Measured(no_data): the probe could not measure.
@@ -117,8 +120,9 @@ def _read_only(ctx: PassContext, p: Probe, sql: str, params: dict[str, Any] | No
     try:
         with ctx.conn.transaction():
             ctx.conn.execute("SET TRANSACTION READ ONLY")
-            ctx.conn.execute(query("canary_statement_timeout"),
-                             {"ms": str(max(1, int(p.timeout_s * 1000)))})
+            ctx.conn.execute(
+                query("canary_statement_timeout"), {"ms": str(max(1, int(p.timeout_s * 1000)))}
+            )
             # prepare=True: one statement only, so "SELECT 1; COMMIT; ..." cannot escape
             # the read-only transaction.
             return ctx.conn.execute(sql, params, prepare=True).fetchone()  # type: ignore[arg-type]
@@ -131,12 +135,16 @@ def _read_only(ctx: PassContext, p: Probe, sql: str, params: dict[str, Any] | No
         raise Measured("no_data", None, f"query failed: {first}") from None
 
 
-def _against(p: Probe, value: float, unit: str, compare: str = "<=") -> tuple[cr.Status, float,
-                                                                              str]:
+def _against(
+    p: Probe, value: float, unit: str, compare: str = "<="
+) -> tuple[cr.Status, float, str]:
     assert p.threshold is not None
     ok = COMPARE[compare](value, p.threshold)
-    return ("pass" if ok else "fail"), value, (
-        f"{value:g}{unit}, {'' if ok else 'not '}{compare} {p.threshold:g}{unit}")
+    return (
+        ("pass" if ok else "fail"),
+        value,
+        (f"{value:g}{unit}, {'' if ok else 'not '}{compare} {p.threshold:g}{unit}"),
+    )
 
 
 def _sql(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
@@ -178,8 +186,12 @@ def _dead_letter_rate(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | No
 
 # What runs each type of PROBE_TYPES (settings.py: its keys and threshold).
 PROBES: dict[str, Callable[[PassContext, Probe], tuple[cr.Status, float | None, str]]] = {
-    "http": _http, "redis": _redis, "sql": _sql, "outbox_backlog": _outbox_backlog,
-    "outbox_oldest_age": _outbox_oldest_age, "dead_letter_rate": _dead_letter_rate,
+    "http": _http,
+    "redis": _redis,
+    "sql": _sql,
+    "outbox_backlog": _outbox_backlog,
+    "outbox_oldest_age": _outbox_oldest_age,
+    "dead_letter_rate": _dead_letter_rate,
 }
 
 
@@ -188,12 +200,15 @@ PROBES: dict[str, Callable[[PassContext, Probe], tuple[cr.Status, float | None, 
 
 def probes(s: CanarySettings, source: str) -> list[Probe]:
     if not s.probes:
-        raise ConfigError(f"config key canary.probes is empty (in {source}); add at least "
-                          "one [[canary.probes]] table, see docs/canary.md")
+        raise ConfigError(
+            f"config key canary.probes is empty (in {source}); add at least "
+            "one [[canary.probes]] table, see docs/canary.md"
+        )
     return [p.probe() for p in s.probes]
 
 
 # -- the pass ------------------------------------------------------------------------------
+
 
 def run_probe(ctx: PassContext, p: Probe) -> cr.ProbeResult:
     t0 = time.monotonic()
@@ -202,10 +217,18 @@ def run_probe(ctx: PassContext, p: Probe) -> cr.ProbeResult:
     except Measured as m:
         status, value, detail = m.status, m.value, m.detail
     ms = round((time.monotonic() - t0) * 1000, 1)
-    result = cr.ProbeResult(p.name, p.type, status, value, p.threshold, p.weight, p.critical,
-                            redact(detail), ms)
-    ctx.log.log(20 if status == "pass" else 30, "probe %s (%s): %s, %s", p.name, p.type,
-                status, result.detail, extra={"probe": p.name, "status": status})
+    result = cr.ProbeResult(
+        p.name, p.type, status, value, p.threshold, p.weight, p.critical, redact(detail), ms
+    )
+    ctx.log.log(
+        20 if status == "pass" else 30,
+        "probe %s (%s): %s, %s",
+        p.name,
+        p.type,
+        status,
+        result.detail,
+        extra={"probe": p.name, "status": status},
+    )
     return result
 
 
@@ -213,11 +236,13 @@ def _trim_history(reports: Path, keep: int, current: str) -> int:
     """Delete the oldest history copies beyond `keep` (never the current one)."""
     if keep <= 0:
         return 0
-    history = sorted((f for f in reports.glob("*.json")
-                      if f.name != cr.LATEST and f.stem != current),
-                     key=lambda f: f.stat().st_mtime, reverse=True)
+    history = sorted(
+        (f for f in reports.glob("*.json") if f.name != cr.LATEST and f.stem != current),
+        key=lambda f: f.stat().st_mtime,
+        reverse=True,
+    )
     removed = 0
-    for old in history[keep - 1:]:
+    for old in history[keep - 1 :]:
         with contextlib.suppress(FileNotFoundError):
             old.unlink()
             removed += 1
@@ -243,14 +268,26 @@ def canary_pass(ctx: PassContext) -> dict[str, Any]:
     for p in configured:
         ctx.check()
         results.append(run_probe(ctx, p))
-    report = cr.build(run_id=ctx.run_id, target=target, host=socket.gethostname(),
-                      started=started, finished=time.time(), results=results, thresholds=limits)
+    report = cr.build(
+        run_id=ctx.run_id,
+        target=target,
+        host=socket.gethostname(),
+        started=started,
+        finished=time.time(),
+        results=results,
+        thresholds=limits,
+    )
     latest = cr.latest_path(ctx.config.state_dir)
-    summary = {"verdict": report["verdict"], "score": report["score"],
-               "reason": report["reason"], "counts": report["counts"]}
+    summary = {
+        "verdict": report["verdict"],
+        "score": report["score"],
+        "reason": report["reason"],
+        "counts": report["counts"],
+    }
     if ctx.dry_run:
-        ctx.log.info("would write verdict %s (%s) to %s", report["verdict"], report["reason"],
-                     latest)
+        ctx.log.info(
+            "would write verdict %s (%s) to %s", report["verdict"], report["reason"], latest
+        )
         return {**summary, "would_write": str(latest)}
     ctx.check()
     reports = cr.reports_dir(ctx.config.state_dir)
@@ -260,14 +297,27 @@ def canary_pass(ctx: PassContext) -> dict[str, Any]:
     atomic_write_json(history, report)
     atomic_write_json(latest, report)
     trimmed = _trim_history(reports, keep, ctx.run_id)
-    ctx.gauge("m10_canary_report_timestamp_seconds", time.time(),
-              "Unix time latest_report.json was last written.")
-    ctx.gauge("m10_canary_score", report["score"] if report["score"] is not None else -1,
-              "Weighted share of passing probes in the last canary run (-1: no data).")
+    ctx.gauge(
+        "m10_canary_report_timestamp_seconds",
+        time.time(),
+        "Unix time latest_report.json was last written.",
+    )
+    ctx.gauge(
+        "m10_canary_score",
+        report["score"] if report["score"] is not None else -1,
+        "Weighted share of passing probes in the last canary run (-1: no data).",
+    )
     for v in cr.VERDICTS:
-        ctx.gauge("m10_canary_verdict", 1 if v == report["verdict"] else 0,
-                  "1 for the verdict of the last canary run.", verdict=v)
-    ctx.log.info("canary verdict %s: %s", report["verdict"], report["reason"],
-                 extra={"verdict": report["verdict"], "score": report["score"]})
-    return {**summary, "report": str(latest), "history": str(history),
-            "history_trimmed": trimmed}
+        ctx.gauge(
+            "m10_canary_verdict",
+            1 if v == report["verdict"] else 0,
+            "1 for the verdict of the last canary run.",
+            verdict=v,
+        )
+    ctx.log.info(
+        "canary verdict %s: %s",
+        report["verdict"],
+        report["reason"],
+        extra={"verdict": report["verdict"], "score": report["score"]},
+    )
+    return {**summary, "report": str(latest), "history": str(history), "history_trimmed": trimmed}

@@ -21,8 +21,11 @@ LATEST = "latest_report.json"
 """The report m10-rollback acts on (beside the history), named here for the declaration."""
 
 COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "<=": lambda v, t: v <= t, "<": lambda v, t: v < t,
-    ">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "==": lambda v, t: v == t,
+    "<=": lambda v, t: v <= t,
+    "<": lambda v, t: v < t,
+    ">=": lambda v, t: v >= t,
+    ">": lambda v, t: v > t,
+    "==": lambda v, t: v == t,
 }
 
 
@@ -78,17 +81,21 @@ class ProbeSettings:
     weight: float = setting(1.0, "share of the score", min=0)
     critical: bool = setting(False, "a failure fails the verdict whatever the score")
     timeout_s: float = setting(5.0, "give up after this long", min=0.001, max=60)
-    url: str | None = setting(None, "http: the URL (required); redis: default redis_url",
-                              secret=True)
-    expect_status: int | None = setting(None, "http: expected status (default 200)", min=100,
-                                        max=599)
+    url: str | None = setting(
+        None, "http: the URL (required); redis: default redis_url", secret=True
+    )
+    expect_status: int | None = setting(
+        None, "http: expected status (default 200)", min=100, max=599
+    )
     use_proxy: bool | None = setting(None, "http: honour *_proxy variables (default false)")
     query: str | None = setting(None, "sql: read-only query returning one number (required)")
-    compare: str | None = setting(None, "sql: value <compare> threshold passes (default <=)",
-                                  choices=tuple(COMPARE))
+    compare: str | None = setting(
+        None, "sql: value <compare> threshold passes (default <=)", choices=tuple(COMPARE)
+    )
     threshold: float | None = setting(None, "sql: the threshold (required)")
-    window_s: int | None = setting(None, "dead_letter_rate: window (default 3600)", min=60,
-                                   max=7 * 86400)
+    window_s: int | None = setting(
+        None, "dead_letter_rate: window (default 3600)", min=60, max=7 * 86400
+    )
     max_latency_ms: float | None = setting(None, "http/redis: slower fails (1000/250)", min=0)
     max_pending: float | None = setting(None, "outbox_backlog: more fails (1000)", min=0)
     max_age_s: float | None = setting(None, "outbox_oldest_age: older fails (300)", min=0)
@@ -121,14 +128,24 @@ class ProbeSettings:
         pt = PROBE_TYPES[self.type]
         threshold = getattr(self, pt.threshold_key)
         extra: dict[str, Any] = {
-            "http": {"url": self.url, "expect_status": self.expect_status or 200,
-                     "use_proxy": bool(self.use_proxy)},
+            "http": {
+                "url": self.url,
+                "expect_status": self.expect_status or 200,
+                "use_proxy": bool(self.use_proxy),
+            },
             "redis": {"url": self.url or ""},
             "sql": {"query": self.query, "compare": self.compare or "<="},
             "dead_letter_rate": {"window_s": self.window_s or 3600},
         }.get(self.type, {})
-        return Probe(self.name, self.type, self.weight, self.critical, self.timeout_s,
-                     pt.threshold_default if threshold is None else threshold, extra)
+        return Probe(
+            self.name,
+            self.type,
+            self.weight,
+            self.critical,
+            self.timeout_s,
+            pt.threshold_default if threshold is None else threshold,
+            extra,
+        )
 
 
 @dataclass(frozen=True)
@@ -139,37 +156,43 @@ class CanarySettings:
 
     target: str = setting("default", "what the report is about (a deployment name)")
     pass_threshold: float = setting(0.9, "score at or above: pass", min=0, max=1)
-    marginal_threshold: float = setting(0.6, "score at or above: marginal (below: fail)",
-                                        min=0, max=1)
-    max_no_data_share: float = setting(0.5, "more probes without data: inconclusive", min=0,
-                                       max=1)
+    marginal_threshold: float = setting(
+        0.6, "score at or above: marginal (below: fail)", min=0, max=1
+    )
+    max_no_data_share: float = setting(0.5, "more probes without data: inconclusive", min=0, max=1)
     history_keep: int = setting(200, "history copies of the report kept (0: all)", min=0)
     probes: tuple[ProbeSettings, ...] = setting(
-        (), "the probes (at least one for m10-canary to run); the example ships the "
-        "pipeline's own health, add http/sql probes", ship=True, example=[
+        (),
+        "the probes (at least one for m10-canary to run); the example ships the "
+        "pipeline's own health, add http/sql probes",
+        ship=True,
+        example=[
             {"name": "outbox-backlog", "type": "outbox_backlog", "max_pending": 1000},
-            {"name": "outbox-age", "type": "outbox_oldest_age", "max_age_s": 300,
-             "critical": True},
+            {"name": "outbox-age", "type": "outbox_oldest_age", "max_age_s": 300, "critical": True},
             {"name": "dead-letters", "type": "dead_letter_rate", "max_per_hour": 10},
-            {"name": "redis", "type": "redis"}])
+            {"name": "redis", "type": "redis"},
+        ],
+    )
 
     def problems(self) -> Iterator[str]:
         if self.marginal_threshold > self.pass_threshold:
-            yield (f"marginal_threshold ({self.marginal_threshold}) is above "
-                   f"canary.pass_threshold ({self.pass_threshold})")
+            yield (
+                f"marginal_threshold ({self.marginal_threshold}) is above "
+                f"canary.pass_threshold ({self.pass_threshold})"
+            )
         names = [p.name for p in self.probes]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            yield (f"probes: duplicate probe name(s) {', '.join(dupes)}; give every probe its "
-                   "own name")
+            yield (
+                f"probes: duplicate probe name(s) {', '.join(dupes)}; give every probe its own name"
+            )
         if self.probes and sum(p.weight for p in self.probes) <= 0:
             yield "probes: every weight is 0; give at least one probe a positive weight"
 
     def thresholds(self) -> cr.Thresholds:
         from m10jobs.jobs.canary import report as cr  # the pass's module, not the declaration's
 
-        return cr.Thresholds(self.pass_threshold, self.marginal_threshold,
-                             self.max_no_data_share)
+        return cr.Thresholds(self.pass_threshold, self.marginal_threshold, self.max_no_data_share)
 
 
 # Never handed to a command, even when listed: the jobs' own credentials.
@@ -185,8 +208,10 @@ def _env_names(names: tuple[str, ...] | dict[str, str]) -> str | None:
         if not ENV_NAME.match(name):
             return f"environment variable names ({name!r} is not one)"
         if SECRET_ENV.match(name):
-            return (f"names other than the jobs' own settings and credentials ({name} is never "
-                    "given to the rollback command: give it credentials of its own)")
+            return (
+                f"names other than the jobs' own settings and credentials ({name} is never "
+                "given to the rollback command: give it credentials of its own)"
+            )
     return None
 
 
@@ -198,16 +223,28 @@ class RollbackSettings:
     SECTION: ClassVar[str] = "rollback"
 
     command: tuple[str, ...] = setting(
-        (), "argv run without a shell (unset: m10-rollback warns and does nothing)",
-        example=["/usr/local/bin/rollback-deploy", "--to", "previous"])
-    timeout_s: float = setting(300.0, "the command is killed after this long", min=0.001,
-                               max=600)
+        (),
+        "argv run without a shell (unset: m10-rollback warns and does nothing)",
+        example=["/usr/local/bin/rollback-deploy", "--to", "previous"],
+    )
+    timeout_s: float = setting(300.0, "the command is killed after this long", min=0.001, max=600)
     max_report_age_s: float = setting(900.0, "an older report is not acted on", min=1.0)
     cooldown_seconds: int = setting(
-        1800, "cluster-wide: no new rollback within this long of the last one (0: off)",
-        min=0, max=7 * 86400)
+        1800,
+        "cluster-wide: no new rollback within this long of the last one (0: off)",
+        min=0,
+        max=7 * 86400,
+    )
     pass_env: tuple[str, ...] = setting(
-        (), "variables passed from the job's environment to the command (no M10_*, AWS_*, "
-        "PGPASSWORD...)", check=_env_names, example=["KUBECONFIG"])
-    env: dict[str, str] = setting({}, "literal environment given to the command",
-                                  check=_env_names, example={"DEPLOY_TARGET": "production"})
+        (),
+        "variables passed from the job's environment to the command (no M10_*, AWS_*, "
+        "PGPASSWORD...)",
+        check=_env_names,
+        example=["KUBECONFIG"],
+    )
+    env: dict[str, str] = setting(
+        {},
+        "literal environment given to the command",
+        check=_env_names,
+        example={"DEPLOY_TARGET": "production"},
+    )

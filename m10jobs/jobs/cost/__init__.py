@@ -16,23 +16,29 @@ from m10jobs.registry import Flow, Job
 
 
 # -- time -------------------------------------------------------------------------
-def parse_until(ctx: click.Context | None, param: click.Parameter | None,
-                value: str | None) -> datetime | None:
+def parse_until(
+    ctx: click.Context | None, param: click.Parameter | None, value: str | None
+) -> datetime | None:
     """--until: an ISO 8601 time, UTC unless it says otherwise (click callback)."""
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as "
-                                 "2026-01-31T00:00:00Z") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time such as 2026-01-31T00:00:00Z"
+        ) from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 UNTIL_OPTION = click.Option(
-    ["--until"], metavar="TIME", callback=parse_until, expose_value=True,
+    ["--until"],
+    metavar="TIME",
+    callback=parse_until,
+    expose_value=True,
     help="Act as if it were TIME (ISO 8601, UTC unless given; not in the future): "
-         "only periods that ended by then count.  Default: the database clock.")
+    "only periods that ended by then count.  Default: the database clock.",
+)
 
 
 HOURLY = Job(
@@ -47,15 +53,28 @@ HOURLY = Job(
     wants=("network-online.target",),
     options=(
         UNTIL_OPTION,
-        click.Option(["--resnapshot-hours"], type=click.IntRange(0, 24 * 31), metavar="N",
-                     help="Redo the last N complete hours this run (default: [cost] "
-                          "resnapshot_hours, 3)."),
+        click.Option(
+            ["--resnapshot-hours"],
+            type=click.IntRange(0, 24 * 31),
+            metavar="N",
+            help="Redo the last N complete hours this run (default: [cost] resnapshot_hours, 3).",
+        ),
     ),
     produces=(
-        Flow("table", "aos_cost.cost_snapshots (hour)", "aos_cost.cost_snapshots",
-             "Hourly cost per tenant/category", ("aos-cost-snapshot-daily", "m10 cost show")),
-        Flow("checkpoint", "aos_cost.snapshot_periods (hour)", "aos_cost.snapshot_periods",
-             "Hours done: where backfill resumes", ("aos-cost-snapshot-daily",)),
+        Flow(
+            "table",
+            "aos_cost.cost_snapshots (hour)",
+            "aos_cost.cost_snapshots",
+            "Hourly cost per tenant/category",
+            ("aos-cost-snapshot-daily", "m10 cost show"),
+        ),
+        Flow(
+            "checkpoint",
+            "aos_cost.snapshot_periods (hour)",
+            "aos_cost.snapshot_periods",
+            "Hours done: where backfill resumes",
+            ("aos-cost-snapshot-daily",),
+        ),
     ),
     consumes=("aos_cost.cost_records (or [cost] source_query)",),
     settings=(CostSettings,),
@@ -76,20 +95,41 @@ DAILY = Job(
     wants=("network-online.target",),
     options=(
         UNTIL_OPTION,
-        click.Option(["--resnapshot-days"], type=click.IntRange(0, 366), metavar="N",
-                     help="Rebuild the last N complete days this run (default: [cost] "
-                          "resnapshot_days, 2)."),
+        click.Option(
+            ["--resnapshot-days"],
+            type=click.IntRange(0, 366),
+            metavar="N",
+            help="Rebuild the last N complete days this run (default: [cost] resnapshot_days, 2).",
+        ),
     ),
     produces=(
-        Flow("table", "aos_cost.cost_snapshots (day)", "aos_cost.cost_snapshots",
-             "Daily cost per tenant/category", ("m10 cost show",)),
-        Flow("table", "aos_cost.cost_baselines", "aos_cost.cost_baselines",
-             "Rolling mean/stddev per tenant/category", ("m10 cost show",)),
-        Flow("table", "aos_cost.anomalies", "aos_cost.anomalies",
-             "Days above mean + k*stddev", ("m10 cost show", "alerting (metric)")),
+        Flow(
+            "table",
+            "aos_cost.cost_snapshots (day)",
+            "aos_cost.cost_snapshots",
+            "Daily cost per tenant/category",
+            ("m10 cost show",),
+        ),
+        Flow(
+            "table",
+            "aos_cost.cost_baselines",
+            "aos_cost.cost_baselines",
+            "Rolling mean/stddev per tenant/category",
+            ("m10 cost show",),
+        ),
+        Flow(
+            "table",
+            "aos_cost.anomalies",
+            "aos_cost.anomalies",
+            "Days above mean + k*stddev",
+            ("m10 cost show", "alerting (metric)"),
+        ),
     ),
-    consumes=("aos_cost.cost_snapshots (hour)", "aos_cost.snapshot_periods",
-              "aos_cost.cost_records (or [cost] source_query)"),
+    consumes=(
+        "aos_cost.cost_snapshots (hour)",
+        "aos_cost.snapshot_periods",
+        "aos_cost.cost_records (or [cost] source_query)",
+    ),
     settings=(CostSettings,),
 )
 

@@ -45,18 +45,26 @@ SOURCE_COLUMNS = ("tenant_id", "category", "amount_usd", "record_count")
 _TEXT = {25: "text", 1043: "varchar", 1042: "char", 19: "name"}
 _INTEGER = {20: "bigint", 23: "integer", 21: "smallint"}
 _EXACT = {1700: "numeric", **_INTEGER}
-_ACCEPTED = {"tenant_id": _TEXT, "category": _TEXT, "amount_usd": _EXACT,
-             "record_count": {**_INTEGER, 1700: "numeric"}}
-_CAST_HINT = {"tenant_id": "tenant_id::text", "category": "category::text",
-              "amount_usd": "amount_usd::numeric (floats are not exact)",
-              "record_count": "record_count::bigint"}
+_ACCEPTED = {
+    "tenant_id": _TEXT,
+    "category": _TEXT,
+    "amount_usd": _EXACT,
+    "record_count": {**_INTEGER, 1700: "numeric"},
+}
+_CAST_HINT = {
+    "tenant_id": "tenant_id::text",
+    "category": "category::text",
+    "amount_usd": "amount_usd::numeric (floats are not exact)",
+    "record_count": "record_count::bigint",
+}
 
 # Sums and k*stddev never round: the default context (28 digits) would, silently.
 EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact])
 
 
-def exact_decimals(fn: Callable[[PassContext], dict[str, Any]]
-                   ) -> Callable[[PassContext], dict[str, Any]]:
+def exact_decimals(
+    fn: Callable[[PassContext], dict[str, Any]],
+) -> Callable[[PassContext], dict[str, Any]]:
     """Run a pass with Decimal arithmetic that raises rather than rounds."""
 
     @functools.wraps(fn)
@@ -85,9 +93,11 @@ def now_utc(ctx: PassContext) -> datetime:
     if until is None:
         return db_now
     if until > db_now:
-        raise ConfigError(f"--until {until.isoformat()} is after the database clock "
-                          f"({db_now.isoformat(timespec='seconds')}); periods that have not "
-                          "ended cannot be snapshotted")
+        raise ConfigError(
+            f"--until {until.isoformat()} is after the database clock "
+            f"({db_now.isoformat(timespec='seconds')}); periods that have not "
+            "ended cannot be snapshotted"
+        )
     return until
 
 
@@ -106,8 +116,9 @@ class Plan:
     """Missing periods older than the backfill cap (left alone, reported)."""
 
 
-def plan_periods(done: set[datetime], history: History, end: datetime, step: timedelta,
-                 cap: int, redo: int) -> Plan:
+def plan_periods(
+    done: set[datetime], history: History, end: datetime, step: timedelta, cap: int, redo: int
+) -> Plan:
     """Periods to (re)snapshot, oldest first, for complete periods ending by `end`.
 
     Within the last `cap` periods every missing one is done (so raising the cap
@@ -136,15 +147,19 @@ class History:
     """How many periods are done before the planning window."""
 
 
-def done_periods(conn: psycopg.Connection[Any], granularity: str, since: datetime,
-                 end: datetime) -> tuple[set[datetime], History]:
+def done_periods(
+    conn: psycopg.Connection[Any], granularity: str, since: datetime, end: datetime
+) -> tuple[set[datetime], History]:
     """Snapshotted periods in [since, end), and what is done before `since`."""
     args = {"granularity": granularity, "since": since, "end": end}
     rows = conn.execute(query("cost_done_periods"), args).fetchall()
     before = conn.execute(query("cost_history"), args).fetchone()
-    return ({r["period_start"].astimezone(UTC) for r in rows},
-            History(before["first"].astimezone(UTC) if before["first"] else None,
-                    before["done_before"]))
+    return (
+        {r["period_start"].astimezone(UTC) for r in rows},
+        History(
+            before["first"].astimezone(UTC) if before["first"] else None, before["done_before"]
+        ),
+    )
 
 
 # -- the source -------------------------------------------------------------------
@@ -163,13 +178,20 @@ def validate_source(conn: psycopg.Connection[Any], source_query: str) -> None:
         if db.is_connection_error(exc):
             raise
         reason = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
-        hint = ("; grant SELECT on the source to m10_ops"
-                if isinstance(exc, psycopg.errors.InsufficientPrivilege) else "")
-        raise ConfigError(f"config key cost.source_query failed: {reason}{hint}; "
-                          "fix the query (it must be a read-only SELECT)") from None
+        hint = (
+            "; grant SELECT on the source to m10_ops"
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege)
+            else ""
+        )
+        raise ConfigError(
+            f"config key cost.source_query failed: {reason}{hint}; "
+            "fix the query (it must be a read-only SELECT)"
+        ) from None
     if description is None:
-        raise ConfigError(f"config key cost.source_query returns no rows (not a SELECT); "
-                          f"it must return {', '.join(SOURCE_COLUMNS)}")
+        raise ConfigError(
+            f"config key cost.source_query returns no rows (not a SELECT); "
+            f"it must return {', '.join(SOURCE_COLUMNS)}"
+        )
     check_columns([(c.name, c.type_code) for c in description])
 
 
@@ -189,13 +211,17 @@ def check_columns(columns: list[tuple[str, int]]) -> None:
     for name, oid in columns:
         accepted = _ACCEPTED.get(name)
         if accepted is not None and oid not in accepted:
-            problems.append(f"{name} has type oid {oid} ({_type_name(oid)}), expected "
-                            f"{'/'.join(sorted(set(accepted.values())))}: select "
-                            f"{_CAST_HINT[name]}")
+            problems.append(
+                f"{name} has type oid {oid} ({_type_name(oid)}), expected "
+                f"{'/'.join(sorted(set(accepted.values())))}: select "
+                f"{_CAST_HINT[name]}"
+            )
     if problems:
-        raise ConfigError(f"config key cost.source_query returns the wrong columns "
-                          f"({'; '.join(problems)}); it must return exactly "
-                          f"{', '.join(SOURCE_COLUMNS)}")
+        raise ConfigError(
+            f"config key cost.source_query returns the wrong columns "
+            f"({'; '.join(problems)}); it must return exactly "
+            f"{', '.join(SOURCE_COLUMNS)}"
+        )
 
 
 def _type_name(oid: int) -> str:
@@ -203,8 +229,9 @@ def _type_name(oid: int) -> str:
     return info.name if info else "unknown"
 
 
-def read_source(cur: psycopg.Cursor[Any], source_query: str, start: datetime,
-                end: datetime) -> dict[Key, Totals]:
+def read_source(
+    cur: psycopg.Cursor[Any], source_query: str, start: datetime, end: datetime
+) -> dict[Key, Totals]:
     """The source's totals per (tenant, category) for [start, end); repeated keys are summed.
 
     A NULL key or amount is bad data (65): nothing of this period is written.
@@ -215,16 +242,19 @@ def read_source(cur: psycopg.Cursor[Any], source_query: str, start: datetime,
         tenant, category = row["tenant_id"], row["category"]
         amount, count = row["amount_usd"], row["record_count"]
         if tenant in (None, "") or category in (None, "") or amount is None:
-            raise BadInput(f"the cost source returned a row with an empty tenant_id, category "
-                           f"or amount_usd for {start.isoformat()}..{end.isoformat()} "
-                           f"({tenant!r}, {category!r}, {amount!r}); fix the records or "
-                           "the query (coalesce); nothing was written for that period")
+            raise BadInput(
+                f"the cost source returned a row with an empty tenant_id, category "
+                f"or amount_usd for {start.isoformat()}..{end.isoformat()} "
+                f"({tenant!r}, {category!r}, {amount!r}); fix the records or "
+                "the query (coalesce); nothing was written for that period"
+            )
         amount = Decimal(amount)
         count = int(count or 0)
         key = (str(tenant), str(category))
         prev = totals.get(key)
-        totals[key] = Totals(amount + (prev.amount_usd if prev else 0),
-                             count + (prev.record_count if prev else 0))
+        totals[key] = Totals(
+            amount + (prev.amount_usd if prev else 0), count + (prev.record_count if prev else 0)
+        )
     return totals
 
 
@@ -232,9 +262,12 @@ def read_source(cur: psycopg.Cursor[Any], source_query: str, start: datetime,
 T = TypeVar("T")
 
 
-def each_period(ctx: PassContext, granularity: str, periods: list[datetime],
-                build: Callable[[psycopg.Cursor[Any], datetime], T]
-                ) -> tuple[list[tuple[datetime, T]], dict[datetime, str]]:
+def each_period(
+    ctx: PassContext,
+    granularity: str,
+    periods: list[datetime],
+    build: Callable[[psycopg.Cursor[Any], datetime], T],
+) -> tuple[list[tuple[datetime, T]], dict[datetime, str]]:
     """Build each period in its own transaction.  One whose source rows are bad (65) is
     rolled back, reported and skipped, and the others proceed; it is missing, so every
     later pass tries it again until the records are fixed.  (built, bad)."""
@@ -248,44 +281,67 @@ def each_period(ctx: PassContext, granularity: str, periods: list[datetime],
         except BadInput as exc:
             bad[start] = str(exc)
             ctx.log.error("%s; this %s is skipped, the others proceed", exc, granularity)
-    ctx.gauge("aos_cost_bad_periods", len(bad),
-              "Periods refused for bad source rows (tried again every run until fixed).",
-              granularity=granularity)
+    ctx.gauge(
+        "aos_cost_bad_periods",
+        len(bad),
+        "Periods refused for bad source rows (tried again every run until fixed).",
+        granularity=granularity,
+    )
     return built, bad
 
 
-def refuse_bad(granularity: str, bad: dict[datetime, str], built: int,
-               summary: dict[str, Any]) -> None:
+def refuse_bad(
+    granularity: str, bad: dict[datetime, str], built: int, summary: dict[str, Any]
+) -> None:
     """Some periods were refused: 1 when others were written, 65 when none was."""
     if not bad:
         return
     summary["bad"] = [iso(t) for t in bad]
     raise some_refused(
         f"{len(bad)} {granularity}(s) refused and left unwritten ({next(iter(bad.values()))})",
-        summary, nothing="nothing else to snapshot",
-        others=f"the other {granularity}s were written" if built else None)
+        summary,
+        nothing="nothing else to snapshot",
+        others=f"the other {granularity}s were written" if built else None,
+    )
 
 
-
-def write_period(cur: psycopg.Cursor[Any], granularity: str, start: datetime,
-                 totals: Mapping[Key, Totals], token: int | None, mismatches: int = 0) -> None:
+def write_period(
+    cur: psycopg.Cursor[Any],
+    granularity: str,
+    start: datetime,
+    totals: Mapping[Key, Totals],
+    token: int | None,
+    mismatches: int = 0,
+) -> None:
     """Upsert one period's rows, drop rows the source no longer has, mark it done.
 
     Call inside the period's transaction, after ctx.fence(cur).
     """
     keys = sorted(totals)
-    arrays = {"granularity": granularity, "period_start": start, "token": token,
-              "tenants": [k[0] for k in keys], "categories": [k[1] for k in keys],
-              "amounts": [totals[k].amount_usd for k in keys],
-              "counts": [totals[k].record_count for k in keys]}
+    arrays = {
+        "granularity": granularity,
+        "period_start": start,
+        "token": token,
+        "tenants": [k[0] for k in keys],
+        "categories": [k[1] for k in keys],
+        "amounts": [totals[k].amount_usd for k in keys],
+        "counts": [totals[k].record_count for k in keys],
+    }
     if keys:
         cur.execute(query("cost_upsert_snapshots"), arrays)
     cur.execute(query("cost_delete_stale_snapshots"), arrays)
-    cur.execute(query("cost_upsert_period"), {
-        "granularity": granularity, "period_start": start, "rows": len(keys),
-        "amount": sum((t.amount_usd for t in totals.values()), Decimal(0)),
-        "records": sum(t.record_count for t in totals.values()),
-        "mismatches": mismatches, "token": token})
+    cur.execute(
+        query("cost_upsert_period"),
+        {
+            "granularity": granularity,
+            "period_start": start,
+            "rows": len(keys),
+            "amount": sum((t.amount_usd for t in totals.values()), Decimal(0)),
+            "records": sum(t.record_count for t in totals.values()),
+            "mismatches": mismatches,
+            "token": token,
+        },
+    )
 
 
 def token(ctx: PassContext) -> int | None:

@@ -17,8 +17,11 @@ DAILY_LOCK = "aos:cost_snapshot_daily"
 
 def _placeholders(source_query: str) -> str | None:
     missing = [n for n in ("period_start", "period_end") if f"%({n})s" not in source_query]
-    return (f"a query filtering on %({missing[0]})s (each period is [period_start, "
-            "period_end))") if missing else None
+    return (
+        (f"a query filtering on %({missing[0]})s (each period is [period_start, period_end))")
+        if missing
+        else None
+    )
 
 
 @dataclass(frozen=True)
@@ -28,27 +31,32 @@ class CostSettings:
     SECTION: ClassVar[str] = "cost"
 
     source_query: str = setting(
-        "", "SELECT returning (amount_usd, record_count) for %(period_start)s .. "
+        "",
+        "SELECT returning (amount_usd, record_count) for %(period_start)s .. "
         "%(period_end)s (empty: the built-in query on aos_cost.cost_records)",
-        check=_placeholders)
-    backfill_max_hours: int = setting(168, "hourly: missing hours filled per pass, at most",
-                                      min=1, max=24 * 366)
-    resnapshot_hours: int = setting(3, "hourly: recent hours snapshotted again (late rows)",
-                                    min=0, max=24 * 31)
-    backfill_max_days: int = setting(35, "daily: missing days filled per pass, at most",
-                                     min=1, max=3660)
-    resnapshot_days: int = setting(2, "daily: recent days snapshotted again", min=0,
-                                   max=366)
-    baseline_days: int = setting(14, "days of history behind the anomaly baseline", min=2,
-                                 max=366)
-    baseline_min_days: int = setting(7, "fewer days of history: no anomaly verdict", min=2,
-                                     max=366)
+        check=_placeholders,
+    )
+    backfill_max_hours: int = setting(
+        168, "hourly: missing hours filled per pass, at most", min=1, max=24 * 366
+    )
+    resnapshot_hours: int = setting(
+        3, "hourly: recent hours snapshotted again (late rows)", min=0, max=24 * 31
+    )
+    backfill_max_days: int = setting(
+        35, "daily: missing days filled per pass, at most", min=1, max=3660
+    )
+    resnapshot_days: int = setting(2, "daily: recent days snapshotted again", min=0, max=366)
+    baseline_days: int = setting(14, "days of history behind the anomaly baseline", min=2, max=366)
+    baseline_min_days: int = setting(7, "fewer days of history: no anomaly verdict", min=2, max=366)
     anomaly_k: Decimal = setting(Decimal("3"), "flag a day above mean + k * stddev", min=0)
-    anomaly_min_amount_usd: Decimal = setting(Decimal("50.00"), "and above this amount",
-                                                   min=0)
+    anomaly_min_amount_usd: Decimal = setting(Decimal("50.00"), "and above this amount", min=0)
     hourly_wait_seconds: int = setting(
-        60, "daily: how long to wait for an hourly run holding its lease (on another host) "
-        "before skipping with 75", min=0, max=600)
+        60,
+        "daily: how long to wait for an hourly run holding its lease (on another host) "
+        "before skipping with 75",
+        min=0,
+        max=600,
+    )
 
     @property
     def query(self) -> str:

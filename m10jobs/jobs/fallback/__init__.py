@@ -19,8 +19,13 @@ JOB = Job(
     after=("network-online.target",),
     wants=("network-online.target",),
     produces=(
-        Flow("marker", ".uploaded", "$M10_STATE_DIR/fallback-uploads/<name>.uploaded",
-             "Fallback file stored in R2 and verified", ("retention_cleanup",)),
+        Flow(
+            "marker",
+            ".uploaded",
+            "$M10_STATE_DIR/fallback-uploads/<name>.uploaded",
+            "Fallback file stored in R2 and verified",
+            ("retention_cleanup",),
+        ),
     ),
     consumes=("$M10_STATE_DIR/fallback-uploads/<name>.meta.json",),
     settings=(RetrySettings,),

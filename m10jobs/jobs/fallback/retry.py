@@ -36,11 +36,16 @@ def retry_pass(ctx: PassContext) -> dict[str, Any]:
     try:
         return _retry(ctx)
     finally:
-        ages = [fallback.age_hours(meta) * 3600
-                for entry in fallback.pending(fallback.fallback_dir(ctx.config))
-                if (meta := entry.read_meta_or_none()) is not None]
-        ctx.gauge("m10_fallback_oldest_pending_age_seconds", max(ages, default=0),
-                  "Time since the oldest still pending fallback upload first failed.")
+        ages = [
+            fallback.age_hours(meta) * 3600
+            for entry in fallback.pending(fallback.fallback_dir(ctx.config))
+            if (meta := entry.read_meta_or_none()) is not None
+        ]
+        ctx.gauge(
+            "m10_fallback_oldest_pending_age_seconds",
+            max(ages, default=0),
+            "Time since the oldest still pending fallback upload first failed.",
+        )
 
 
 def _retry(ctx: PassContext) -> dict[str, Any]:
@@ -67,12 +72,18 @@ def _retry(ctx: PassContext) -> dict[str, Any]:
             ctx.log.warning("%s; the upload is verified again", problem)
         todo.append(checked)
     # Gauges from what is on disk now, so they stay set until the entries are fixed.
-    ctx.gauge("m10_fallback_bad_entries", len(bad),
-              "Fallback entries refused (bad meta, file or name); fix or move them.")
+    ctx.gauge(
+        "m10_fallback_bad_entries",
+        len(bad),
+        "Fallback entries refused (bad meta, file or name); fix or move them.",
+    )
     ctx.gauge("m10_fallback_pending", len(todo), "Fallback uploads waiting for a retry.")
     if ctx.dry_run:
-        return {"pending": len(todo), "bad": len(bad),
-                "would_upload": [c.meta["key"] for c in todo]}
+        return {
+            "pending": len(todo),
+            "bad": len(bad),
+            "would_upload": [c.meta["key"] for c in todo],
+        }
 
     # Per object, only the newest version is uploaded; older ones are marked
     # superseded, never written over newer content.
@@ -88,9 +99,15 @@ def _retry(ctx: PassContext) -> dict[str, Any]:
         m = newest.meta
         if id(newest) in waiting:
             try:
-                stored = storage.put_verified(client, bucket, key, newest.entry.path,
-                                              m["sha256"], m["size"],
-                                              m.get("content_type") or "application/octet-stream")
+                stored = storage.put_verified(
+                    client,
+                    bucket,
+                    key,
+                    newest.entry.path,
+                    m["sha256"],
+                    m["size"],
+                    m.get("content_type") or "application/octet-stream",
+                )
             except (BotoCoreError, ClientError, storage.StoredMismatch) as exc:
                 meta = fallback.record_failure(newest.entry, f"{type(exc).__name__}: {exc}")
                 known = as_m10_error(exc, None)
@@ -98,16 +115,27 @@ def _retry(ctx: PassContext) -> dict[str, Any]:
                     raise DependencyUnavailable(
                         f"{known}; {len(todo) - len(uploaded)} fallback file(s) still pending"
                     ) from None
-                ctx.log.error("retry of %s to s3://%s/%s failed (attempt %d): %s",
-                              newest.entry.path, bucket, key, meta["attempts"], exc)
+                ctx.log.error(
+                    "retry of %s to s3://%s/%s failed (attempt %d): %s",
+                    newest.entry.path,
+                    bucket,
+                    key,
+                    meta["attempts"],
+                    exc,
+                )
                 failed.append(key)
                 if fallback.age_hours(meta) >= alert_after:
                     stuck.append(newest.entry.path.name)
                 continue
             fallback.mark_uploaded(newest.entry, m, stored.etag)
             uploaded.append(key)
-            ctx.log.info("uploaded %s to s3://%s/%s (verified by %s)", newest.entry.path.name,
-                         bucket, key, stored.verified_by)
+            ctx.log.info(
+                "uploaded %s to s3://%s/%s (verified by %s)",
+                newest.entry.path.name,
+                bucket,
+                key,
+                stored.verified_by,
+            )
         for older in versions[:-1]:
             if id(older) in waiting:
                 fallback.mark_superseded(older.entry, older.meta, m["sha256"])
@@ -121,15 +149,21 @@ def _retry(ctx: PassContext) -> dict[str, Any]:
     if bad:
         summary["bad"] = len(bad)
     if stuck:
-        raise TaskFailed(f"{len(stuck)} fallback file(s) have kept failing for over "
-                         f"{alert_after:g} h ({', '.join(stuck)}); check the bucket and "
-                         "credentials, then rerun m10-retry-r2-fallbacks")
+        raise TaskFailed(
+            f"{len(stuck)} fallback file(s) have kept failing for over "
+            f"{alert_after:g} h ({', '.join(stuck)}); check the bucket and "
+            "credentials, then rerun m10-retry-r2-fallbacks"
+        )
     if bad:
         raise some_refused(
             f"{len(bad)} fallback entr{'y' if len(bad) == 1 else 'ies'} refused and left in "
-            f"place ({bad[0]})", summary, nothing="nothing else to upload",
+            f"place ({bad[0]})",
+            summary,
+            nothing="nothing else to upload",
             others=f"the {len(uploaded)} valid one(s) were uploaded"
-            if uploaded or superseded else None)
+            if uploaded or superseded
+            else None,
+        )
     if failed:
         ctx.log.warning("%d fallback upload(s) failed; they stay pending", len(failed))
     return summary

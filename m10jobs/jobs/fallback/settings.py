@@ -14,5 +14,6 @@ class RetrySettings:
 
     SECTION: ClassVar[str] = "retry_r2_fallbacks"
 
-    alert_after_hours: float = setting(24.0, "a file still not uploaded after this long "
-                                       "fails the pass (exit 1)", min=0)
+    alert_after_hours: float = setting(
+        24.0, "a file still not uploaded after this long fails the pass (exit 1)", min=0
+    )

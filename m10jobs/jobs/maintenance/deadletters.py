@@ -90,8 +90,10 @@ def over_limit(entry: dict[str, Any], st: DeadLetterSettings) -> str | None:
     if entry["times_delivered"] >= st.max_deliveries:
         return f"delivered {entry['times_delivered']} times (limit {st.max_deliveries})"
     if st.max_idle_ms and entry["time_since_delivered"] >= st.max_idle_ms:
-        return (f"idle {entry['time_since_delivered'] // 1000}s since last delivery "
-                f"(limit {st.max_idle_ms // 1000}s)")
+        return (
+            f"idle {entry['time_since_delivered'] // 1000}s since last delivery "
+            f"(limit {st.max_idle_ms // 1000}s)"
+        )
     return None
 
 
@@ -110,8 +112,11 @@ def route(ctx: PassContext) -> dict[str, Any]:
                 except redis.ResponseError as exc:
                     if "NOGROUP" not in str(exc):
                         raise
-                    ctx.log.warning("stream %s has no consumer group %s yet; nothing to route",
-                                    src.stream, src.group)
+                    ctx.log.warning(
+                        "stream %s has no consumer group %s yet; nothing to route",
+                        src.stream,
+                        src.group,
+                    )
                     break
                 for entry in page:
                     reason = over_limit(entry, st)
@@ -122,12 +127,19 @@ def route(ctx: PassContext) -> dict[str, Any]:
                         would += 1
                         continue
                     ctx.check()
-                    dl_id = script(keys=[src.stream, st.stream],
-                                   args=[src.group, entry_id, reason, entry["times_delivered"]])
+                    dl_id = script(
+                        keys=[src.stream, st.stream],
+                        args=[src.group, entry_id, reason, entry["times_delivered"]],
+                    )
                     if dl_id:
                         n += 1
-                        ctx.log.warning("dead-lettered %s %s: %s", src.stream, entry_id, reason,
-                                        extra={"dl_entry_id": _text(dl_id)})
+                        ctx.log.warning(
+                            "dead-lettered %s %s: %s",
+                            src.stream,
+                            entry_id,
+                            reason,
+                            extra={"dl_entry_id": _text(dl_id)},
+                        )
                 if len(page) < st.batch_size:
                     break
                 start = "(" + _text(page[-1]["message_id"])
@@ -140,8 +152,9 @@ def route(ctx: PassContext) -> dict[str, Any]:
 
 
 # -- archive -----------------------------------------------------------------
-def lineage_of(idempotency_key: str | None, event_id: int | None, dl_stream: str,
-               dl_entry_id: str) -> str:
+def lineage_of(
+    idempotency_key: str | None, event_id: int | None, dl_stream: str, dl_entry_id: str
+) -> str:
     """The root key of an event's replay chain (see 020_maintenance.sql)."""
     if idempotency_key:
         return re.sub(r"#replay\d+$", "", idempotency_key)
@@ -158,14 +171,17 @@ def archive_row(dl_stream: str, entry_id: str, raw: dict[Any, Any]) -> dict[str,
     ms = int(entry_id.split("-")[0]) if entry_id.split("-")[0].isdigit() else None
     key = fields.get("idempotency_key") or None
     return {
-        "dl_stream": dl_stream, "dl_entry_id": entry_id,
+        "dl_stream": dl_stream,
+        "dl_entry_id": entry_id,
         "source_stream": fields.get("source_stream"),
         "source_entry_id": fields.get("source_entry_id"),
-        "event_id": event_id, "idempotency_key": key,
+        "event_id": event_id,
+        "idempotency_key": key,
         "event_type": fields.get("event_type") or None,
         "aggregate_type": fields.get("aggregate_type") or None,
         "aggregate_id": fields.get("aggregate_id") or None,
-        "payload": fields.get("payload"), "fields": Jsonb(fields),
+        "payload": fields.get("payload"),
+        "fields": Jsonb(fields),
         "reason": fields.get("reason") or "unknown",
         "delivery_count": int(attempts) if attempts.isdigit() else None,
         "dead_lettered_at": datetime.fromtimestamp(ms / 1000, UTC) if ms else None,
@@ -188,8 +204,7 @@ def archive(ctx: PassContext) -> dict[str, Any]:
             ids = [_text(eid) for eid, _ in entries]
             with ctx.conn.transaction(), ctx.conn.cursor() as cur:
                 for eid, raw in entries:
-                    cur.execute(query("dl_archive_insert"), archive_row(st.stream,
-                                                                        _text(eid), raw))
+                    cur.execute(query("dl_archive_insert"), archive_row(st.stream, _text(eid), raw))
                     archived += cur.rowcount
                 ctx.fence(cur)
             r.xdel(st.stream, *ids)  # only after the rows are committed
@@ -206,19 +221,32 @@ def replay(cur: psycopg.Cursor[Any], row: dict[str, Any], attempt: int) -> int:
     payload = json.loads(row["payload"]) if row["payload"] is not None else None
 
     key = f"{row['lineage_key']}#replay{attempt}"
-    out = cur.execute(query("dl_enqueue_replay"), {
-        "event_type": row["event_type"], "payload": Jsonb(payload),
-        "aggregate_type": row["aggregate_type"], "aggregate_id": row["aggregate_id"],
-        "idempotency_key": key}).fetchone()
+    out = cur.execute(
+        query("dl_enqueue_replay"),
+        {
+            "event_type": row["event_type"],
+            "payload": Jsonb(payload),
+            "aggregate_type": row["aggregate_type"],
+            "aggregate_id": row["aggregate_id"],
+            "idempotency_key": key,
+        },
+    ).fetchone()
     record(cur, row["id"], "replayed", attempt, out["id"])
     return int(out["id"])
 
 
-def record(cur: psycopg.Cursor[Any], row_id: int, outcome: str, attempts: int,
-           replay_event_id: int | None) -> None:
-    cur.execute(query("dl_record_outcome"), {"id": row_id, "outcome": outcome,
-                                              "attempts": attempts,
-                                              "replay_event_id": replay_event_id})
+def record(
+    cur: psycopg.Cursor[Any], row_id: int, outcome: str, attempts: int, replay_event_id: int | None
+) -> None:
+    cur.execute(
+        query("dl_record_outcome"),
+        {
+            "id": row_id,
+            "outcome": outcome,
+            "attempts": attempts,
+            "replay_event_id": replay_event_id,
+        },
+    )
 
 
 def unreplayable(row: dict[str, Any]) -> str | None:
@@ -233,42 +261,61 @@ def unreplayable(row: dict[str, Any]) -> str | None:
     return None
 
 
-def decide(cur: psycopg.Cursor[Any], row: dict[str, Any], st: DeadLetterSettings,
-           ctx: PassContext) -> str:
+def decide(
+    cur: psycopg.Cursor[Any], row: dict[str, Any], st: DeadLetterSettings, ctx: PassContext
+) -> str:
     """Reconcile one archived dead letter; its outcome (recorded on the row)."""
     done = cur.execute(query("dl_processed_elsewhere"), row).fetchone()
     if done is not None:
         record(cur, row["id"], "already_processed", row["reconcile_attempts"], done["event_id"])
-        ctx.log.info("dead letter %s: event was published after all (%s %s)", row["id"],
-                     done["stream"], done["stream_entry_id"])
+        ctx.log.info(
+            "dead letter %s: event was published after all (%s %s)",
+            row["id"],
+            done["stream"],
+            done["stream_entry_id"],
+        )
         return "already_processed"
     twin = cur.execute(query("dl_duplicate_of"), row).fetchone()
     if twin is not None:
         outcome = "abandoned" if twin["reconcile_outcome"] == "abandoned" else "already_processed"
         record(cur, row["id"], outcome, twin["reconcile_attempts"], twin["replay_event_id"])
-        ctx.log.info("dead letter %s is a duplicate of %s (%s): %s", row["id"], twin["id"],
-                     twin["reconcile_outcome"], outcome)
+        ctx.log.info(
+            "dead letter %s is a duplicate of %s (%s): %s",
+            row["id"],
+            twin["id"],
+            twin["reconcile_outcome"],
+            outcome,
+        )
         return outcome
     replays = cur.execute(query("dl_replays_done"), row).fetchone()["n"]
     why = unreplayable(row)
     if why or replays >= st.max_replays:
         record(cur, row["id"], "abandoned", replays, None)
-        ctx.log.error("dead letter %s (%s, key %s) ABANDONED: %s; inspect it with `m10 dl list "
-                      "--outcome abandoned` and replay by hand with `m10 dl replay %s`",
-                      row["id"], row["event_type"], row["idempotency_key"],
-                      why or f"replay cap reached ({replays} of {st.max_replays})", row["id"])
+        ctx.log.error(
+            "dead letter %s (%s, key %s) ABANDONED: %s; inspect it with `m10 dl list "
+            "--outcome abandoned` and replay by hand with `m10 dl replay %s`",
+            row["id"],
+            row["event_type"],
+            row["idempotency_key"],
+            why or f"replay cap reached ({replays} of {st.max_replays})",
+            row["id"],
+        )
         return "abandoned"
     new_id = replay(cur, row, replays + 1)
-    ctx.log.info("dead letter %s replayed as outbox event %s (replay %d of %d)", row["id"],
-                 new_id, replays + 1, st.max_replays)
+    ctx.log.info(
+        "dead letter %s replayed as outbox event %s (replay %d of %d)",
+        row["id"],
+        new_id,
+        replays + 1,
+        st.max_replays,
+    )
     return "replayed"
 
 
 def reconcile(ctx: PassContext) -> dict[str, Any]:
     st = settings(ctx.config)
     if ctx.dry_run:
-        return {"would_reconcile": ctx.conn.execute(query("dl_count_unreconciled"))
-                .fetchone()["n"]}
+        return {"would_reconcile": ctx.conn.execute(query("dl_count_unreconciled")).fetchone()["n"]}
     counts = {"already_processed": 0, "replayed": 0, "abandoned": 0}
     for _ in range(MAX_PAGES):
         ctx.check()
@@ -280,15 +327,21 @@ def reconcile(ctx: PassContext) -> dict[str, Any]:
         if len(rows) < st.batch_size:
             break
     for outcome, n in counts.items():
-        ctx.gauge("m10_dead_letters_reconciled", n, "Dead letters reconciled by outcome.",
-                  outcome=outcome)
+        ctx.gauge(
+            "m10_dead_letters_reconciled", n, "Dead letters reconciled by outcome.", outcome=outcome
+        )
     # From the table, not this run's counter: stays set until each one is replayed by hand.
     abandoned = ctx.conn.execute(query("dl_count_abandoned")).fetchone()["n"]
-    ctx.gauge("m10_dead_letters_abandoned", abandoned,
-              "Dead letters abandoned (replay cap or unreplayable), not yet replayed by hand.")
+    ctx.gauge(
+        "m10_dead_letters_abandoned",
+        abandoned,
+        "Dead letters abandoned (replay cap or unreplayable), not yet replayed by hand.",
+    )
     if abandoned:
-        raise TaskFailed(f"{abandoned} dead letter(s) are abandoned and need a decision: "
-                         "inspect them with `m10 dl list --outcome abandoned` and replay each "
-                         "with `m10 dl replay ID` (this pass reconciled the others)",
-                         {**counts, "abandoned_total": abandoned})
+        raise TaskFailed(
+            f"{abandoned} dead letter(s) are abandoned and need a decision: "
+            "inspect them with `m10 dl list --outcome abandoned` and replay each "
+            "with `m10 dl replay ID` (this pass reconciled the others)",
+            {**counts, "abandoned_total": abandoned},
+        )
     return counts

@@ -55,8 +55,13 @@ DAY = 86400.0
 
 
 # (outbox_dead_lettered runs before dead_letter_archive, whose rows record those dead letters.)
-TABLE_POLICIES = ("replay_log", "outbox_dead_lettered", "dead_letter_archive", "outbox",
-                  "retention_jobs")
+TABLE_POLICIES = (
+    "replay_log",
+    "outbox_dead_lettered",
+    "dead_letter_archive",
+    "outbox",
+    "retention_jobs",
+)
 # policy -> its table, where the two differ
 POLICY_TABLES = {"outbox_dead_lettered": "outbox"}
 TABLE_TARGET_PREFIX = "m10_recovery."
@@ -101,10 +106,12 @@ class Sink:
                     from m10jobs.edges import storage
 
                     self._s3 = storage.client(self.config)
-            self._s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}{policy}/{self.day}/{name}",
-                                Body=data, ContentType=("application/zstd"
-                                                        if name.endswith(".zst")
-                                                        else "application/gzip"))
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=f"{self.prefix}{policy}/{self.day}/{name}",
+                Body=data,
+                ContentType=("application/zstd" if name.endswith(".zst") else "application/gzip"),
+            )
         elif name.endswith(CHUNK_SUFFIX):
             # a table chunk's name (its id range) is its own: no directory lock to wait on
             files.write_unique(self.dir / policy / self.day / name, data, mode=0o640)
@@ -125,8 +132,15 @@ class Outcome:
     longest_txn_s: float = 0.0
 
 
-def purge_table(ctx: PassContext, policy: str, job_id: int, cutoff: datetime, sink: Sink,
-                batch_size: int, workers: int = 2) -> Outcome:
+def purge_table(
+    ctx: PassContext,
+    policy: str,
+    job_id: int,
+    cutoff: datetime,
+    sink: Sink,
+    batch_size: int,
+    workers: int = 2,
+) -> Outcome:
     """Keyset batches (id > last batch's upper id), so no batch rescans the dead index
     entries of the ones before it; a new run starts from id 0 again, which resumes it.
     PostgreSQL renders the rows and streams them with COPY: no per-row Python work but a
@@ -172,8 +186,9 @@ def purge_table(ctx: PassContext, policy: str, job_id: int, cutoff: datetime, si
             ctx.check()
             args = {"cutoff": cutoff, "limit": batch_size, "after": after}
             span = spans
-            r = ctx.conn.execute(query(f"retention_{'span' if span else 'upto'}_{policy}"),
-                                 args).fetchone()
+            r = ctx.conn.execute(
+                query(f"retention_{'span' if span else 'upto'}_{policy}"), args
+            ).fetchone()
             upto = r["upto"]
             if upto is None:
                 break
@@ -183,8 +198,9 @@ def purge_table(ctx: PassContext, policy: str, job_id: int, cutoff: datetime, si
             while not idle:
                 collect(wait(running, return_when=FIRST_COMPLETED).done)
             conn = idle.pop()
-            f = pool.submit(_purge_batch, ctx, conn, policy, job_id, sink, meta,
-                            {**args, "upto": upto})
+            f = pool.submit(
+                _purge_batch, ctx, conn, policy, job_id, sink, meta, {**args, "upto": upto}
+            )
             running[f] = conn
             if span:
                 span_rows[f] = r["n"]
@@ -198,16 +214,26 @@ def purge_table(ctx: PassContext, policy: str, job_id: int, cutoff: datetime, si
             c.close()
 
 
-def _purge_batch(ctx: PassContext, conn: psycopg.Connection[Any], policy: str, job_id: int,
-                 sink: Sink, meta: bytes, args: dict[str, Any]) -> tuple[int, float]:
+def _purge_batch(
+    ctx: PassContext,
+    conn: psycopg.Connection[Any],
+    policy: str,
+    job_id: int,
+    sink: Sink,
+    meta: bytes,
+    args: dict[str, Any],
+) -> tuple[int, float]:
     """One batch in one transaction: DELETE ... RETURNING as binary COPY, store the chunk,
     count it, fence, commit.  Rows archived/deleted, seconds the transaction took."""
     t0 = time.monotonic()
     with db.translated(ctx.dsn), conn.transaction(), conn.cursor() as cur:
         data, n = _copy_out(conn, query(f"retention_copy_{policy}"), args)
         if n:
-            sink.put(policy, f"{policy}-{args['after'] + 1:012d}-{args['upto']:012d}"
-                             f"{CHUNK_SUFFIX}", compress_chunk(data, meta))
+            sink.put(
+                policy,
+                f"{policy}-{args['after'] + 1:012d}-{args['upto']:012d}{CHUNK_SUFFIX}",
+                compress_chunk(data, meta),
+            )
             cur.execute(query("retention_progress"), {"id": job_id, "archived": n, "deleted": n})
             ctx.fence(cur)
     return n, time.monotonic() - t0
@@ -215,10 +241,16 @@ def _purge_batch(ctx: PassContext, conn: psycopg.Connection[Any], policy: str, j
 
 def chunk_meta(conn: psycopg.Connection[Any], table: str) -> bytes:
     """The header extension of a table's chunks: its columns and their types, in order."""
-    cols = [[r["name"], r["type"]] for r in conn.execute(
-        query("retention_columns"), {"table": f"{TABLE_TARGET_PREFIX}{table}"})]
-    return CHUNK_META_TAG + json.dumps({"table": f"{TABLE_TARGET_PREFIX}{table}",
-                                        "columns": cols}).encode()
+    cols = [
+        [r["name"], r["type"]]
+        for r in conn.execute(
+            query("retention_columns"), {"table": f"{TABLE_TARGET_PREFIX}{table}"}
+        )
+    ]
+    return (
+        CHUNK_META_TAG
+        + json.dumps({"table": f"{TABLE_TARGET_PREFIX}{table}", "columns": cols}).encode()
+    )
 
 
 def compress_chunk(data: bytes | bytearray, meta: bytes) -> bytes:
@@ -241,14 +273,15 @@ def open_chunk(name: str, data: bytes) -> bytes:
     or JSON lines of a chunk from before it (*.gz).  BadInput (65) for anything else."""
     import zstandard
 
-    fix = ("it is not a whole retention chunk (truncated or not one): restore it from the "
-           "archive's copy")
+    fix = (
+        "it is not a whole retention chunk (truncated or not one): restore it from the "
+        "archive's copy"
+    )
     try:
         if name.endswith(".gz"):
             return gzip.decompress(data)
         if not name.endswith(CHUNK_SUFFIX):
-            raise BadInput(f"{name}: not a retention chunk (*{CHUNK_SUFFIX}, *.csv.gz, "
-                           "*.jsonl.gz)")
+            raise BadInput(f"{name}: not a retention chunk (*{CHUNK_SUFFIX}, *.csv.gz, *.jsonl.gz)")
         size = zstandard.frame_content_size(data)
         if not 0 < size <= MAX_CHUNK_BYTES:
             raise BadInput(f"{name}: its zstd header gives no plausible size; {fix}")
@@ -264,17 +297,21 @@ def chunk_columns(name: str, stream: bytes) -> list[tuple[str, str]]:
     """The [name, type] columns a chunk's header extension records (open_chunk's stream).
     BadInput when it records none or they do not parse."""
     (ext,) = struct.unpack("!i", stream[15:19])
-    body = stream[19:19 + ext]
+    body = stream[19 : 19 + ext]
     try:
         if not body.startswith(CHUNK_META_TAG):
             raise ValueError("no column list")
-        cols = json.loads(body[len(CHUNK_META_TAG):])["columns"]
-        if not cols or not all(isinstance(c, list) and len(c) == 2 and
-                               all(isinstance(v, str) and v for v in c) for c in cols):
+        cols = json.loads(body[len(CHUNK_META_TAG) :])["columns"]
+        if not cols or not all(
+            isinstance(c, list) and len(c) == 2 and all(isinstance(v, str) and v for v in c)
+            for c in cols
+        ):
             raise ValueError("a malformed column list")
     except (ValueError, KeyError, TypeError) as exc:
-        raise BadInput(f"{name}: its header names no columns ({exc}); restore it with "
-                       "`m10 retention show --binary` into the table it came from") from None
+        raise BadInput(
+            f"{name}: its header names no columns ({exc}); restore it with "
+            "`m10 retention show --binary` into the table it came from"
+        ) from None
     return [(c[0], c[1]) for c in cols]
 
 
@@ -288,18 +325,27 @@ def load_chunk(conn: psycopg.Connection[Any], name: str, stream: bytes) -> None:
 
     cols = chunk_columns(name, stream)
     try:
-        types = [r["type"] for r in conn.execute(query("retention_chunk_types"),
-                                                 {"types": [t for _, t in cols]})]
+        types = [
+            r["type"]
+            for r in conn.execute(query("retention_chunk_types"), {"types": [t for _, t in cols]})
+        ]
     except (e.DataError, e.ProgrammingError) as exc:
-        raise BadInput(f"{name}: its header names a type PostgreSQL cannot parse "
-                       f"({exc.diag.message_primary})") from None
+        raise BadInput(
+            f"{name}: its header names a type PostgreSQL cannot parse ({exc.diag.message_primary})"
+        ) from None
     unknown = [t for (_, t), known in zip(cols, types, strict=True) if known is None]
     if unknown:
-        raise BadInput(f"{name}: its header names types this database does not have: "
-                       f"{', '.join(unknown)}")
-    conn.execute(sql.SQL("CREATE TEMPORARY TABLE chunk ({}) ON COMMIT DROP").format(
-        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
-                           for (n, _), t in zip(cols, types, strict=True))))
+        raise BadInput(
+            f"{name}: its header names types this database does not have: {', '.join(unknown)}"
+        )
+    conn.execute(
+        sql.SQL("CREATE TEMPORARY TABLE chunk ({}) ON COMMIT DROP").format(
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
+                for (n, _), t in zip(cols, types, strict=True)
+            )
+        )
+    )
     with conn.cursor() as cur, cur.copy("COPY chunk FROM STDIN (FORMAT binary)") as cp:
         cp.write(stream)
 
@@ -366,8 +412,7 @@ def fallback_candidates(ctx: PassContext, cutoff_ts: float) -> Iterator[list[Pat
     A marker that does not parse or match is never trusted to delete the only copy: the
     entry stays for m10-retry-r2-fallbacks to verify again."""
     for entry in fallback.entries(fallback.fallback_dir(ctx.config)):
-        if not os.path.lexists(entry.uploaded_path) or not _old(entry.uploaded_path,
-                                                                  cutoff_ts):
+        if not os.path.lexists(entry.uploaded_path) or not _old(entry.uploaded_path, cutoff_ts):
             continue
         problem = fallback.marker_problem(entry)
         if problem is not None:
@@ -390,13 +435,18 @@ def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
 def canary_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
     base = reports_dir(config.state_dir)
     for p in sorted(base.iterdir()) if base.is_dir() else ():
-        if (p.is_file() and p.name != LATEST and not p.name.startswith(".")
-                and _old(p, cutoff_ts)):
+        if p.is_file() and p.name != LATEST and not p.name.startswith(".") and _old(p, cutoff_ts):
             yield [p]
 
 
-def purge_files(ctx: PassContext, policy: str, groups: Iterator[list[Path]], sink: Sink,
-                archive: bool, job_id: int) -> Outcome:
+def purge_files(
+    ctx: PassContext,
+    policy: str,
+    groups: Iterator[list[Path]],
+    sink: Sink,
+    archive: bool,
+    job_id: int,
+) -> Outcome:
     """Delete each group of files (archiving the first when asked), marker last, so an
     interrupted group is found again by the next run."""
     out = Outcome()
@@ -415,8 +465,10 @@ def purge_files(ctx: PassContext, policy: str, groups: Iterator[list[Path]], sin
                     out.deleted += 1
                 except FileNotFoundError:
                     pass
-        ctx.conn.execute(query("retention_progress"),
-                         {"id": job_id, "archived": int(archive), "deleted": len(group)})
+        ctx.conn.execute(
+            query("retention_progress"),
+            {"id": job_id, "archived": int(archive), "deleted": len(group)},
+        )
     return out
 
 
@@ -433,20 +485,34 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
     for policy in TABLE_POLICIES:
         secs = _age(s, policy)
         if secs is not None:
-            plans.append((policy, f"m10_recovery.{POLICY_TABLES.get(policy, policy)}", secs,
-                          lambda jid, cut, p=policy: purge_table(ctx, p, jid, cut, sink,
-                                                                 s.batch_size, s.workers)))
+            plans.append(
+                (
+                    policy,
+                    f"m10_recovery.{POLICY_TABLES.get(policy, policy)}",
+                    secs,
+                    lambda jid, cut, p=policy: purge_table(
+                        ctx, p, jid, cut, sink, s.batch_size, s.workers
+                    ),
+                )
+            )
     if ctx.dry_run:
-        would = {policy: ctx.conn.execute(query(f"retention_count_{policy}"),
-                                          {"max_age_s": secs}).fetchone()["n"]
-                 for policy, _, secs, _ in plans}
+        would = {
+            policy: ctx.conn.execute(
+                query(f"retention_count_{policy}"), {"max_age_s": secs}
+            ).fetchone()["n"]
+            for policy, _, secs, _ in plans
+        }
         return {"would_delete": would, "archive": sink.location("<policy>")}
     results, longest, failures = _run(ctx, sink, plans, TABLE_POLICIES, TABLE_TARGET_PREFIX)
-    ctx.gauge("m10_retention_longest_txn_seconds", longest,
-              "Longest single retention batch transaction.")
+    ctx.gauge(
+        "m10_retention_longest_txn_seconds", longest, "Longest single retention batch transaction."
+    )
     _fail_on(failures)
-    return {"policies": results, "longest_txn_s": round(longest, 3),
-            "archive": sink.location("<policy>")}
+    return {
+        "policies": results,
+        "longest_txn_s": round(longest, 3),
+        "archive": sink.location("<policy>"),
+    }
 
 
 def cleanup_files(ctx: PassContext) -> dict[str, Any]:
@@ -459,26 +525,48 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
     file_plans: list[tuple[str, str, float, Callable[[], Iterator[list[Path]]], bool]] = []
     secs = _age(s, "fallback_uploads")
     if secs is not None:
-        file_plans.append(("fallback_uploads",
-                           str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"), secs,
-                           lambda s=secs: fallback_candidates(ctx, now - s), False))
+        file_plans.append(
+            (
+                "fallback_uploads",
+                str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"),
+                secs,
+                lambda s=secs: fallback_candidates(ctx, now - s),
+                False,
+            )
+        )
     if s.stats_csv.enabled:
         months = s.stats_csv.max_age_months
-        file_plans.append(("stats_csv", str(ctx.config.log_dir / "m10_stats_*.csv"),
-                           months * 31 * DAY, lambda m=months: stats_candidates(ctx.config, m),
-                           True))
+        file_plans.append(
+            (
+                "stats_csv",
+                str(ctx.config.log_dir / "m10_stats_*.csv"),
+                months * 31 * DAY,
+                lambda m=months: stats_candidates(ctx.config, m),
+                True,
+            )
+        )
     secs = _age(s, "canary_reports")
     if secs is not None:
-        file_plans.append(("canary_reports", str(ctx.config.state_dir / "canary" / "reports"),
-                           secs, lambda s=secs: canary_candidates(ctx.config, now - s), True))
+        file_plans.append(
+            (
+                "canary_reports",
+                str(ctx.config.state_dir / "canary" / "reports"),
+                secs,
+                lambda s=secs: canary_candidates(ctx.config, now - s),
+                True,
+            )
+        )
     if ctx.dry_run:
-        return {"would_delete": {policy: sum(1 for _ in groups())
-                                 for policy, _, _, groups, _ in file_plans},
-                "archive": sink.location("<policy>")}
+        return {
+            "would_delete": {
+                policy: sum(1 for _ in groups()) for policy, _, _, groups, _ in file_plans
+            },
+            "archive": sink.location("<policy>"),
+        }
     plans: list[Plan] = [
-        (p, host + t, secs,
-         lambda jid, cut, g=g, a=a, p=p: purge_files(ctx, p, g(), sink, a, jid))
-        for p, t, secs, g, a in file_plans]
+        (p, host + t, secs, lambda jid, cut, g=g, a=a, p=p: purge_files(ctx, p, g(), sink, a, jid))
+        for p, t, secs, g, a in file_plans
+    ]
     results, _, failures = _run(ctx, sink, plans, FILE_POLICIES, host)
     _fail_on(failures)
     return {"policies": results, "archive": sink.location("<policy>")}
@@ -489,32 +577,50 @@ def _age(s: RetentionSettings, policy: str) -> float | None:
     return float(p.max_age_days) * DAY if p.enabled else None
 
 
-def _run(ctx: PassContext, sink: Sink, plans: list[Plan], policies: tuple[str, ...],
-         target_prefix: str) -> tuple[dict[str, Any], float, list[str]]:
+def _run(
+    ctx: PassContext, sink: Sink, plans: list[Plan], policies: tuple[str, ...], target_prefix: str
+) -> tuple[dict[str, Any], float, list[str]]:
     """Run each plan under its own retention_jobs row; a failing policy does not stop the
     others (the caller then fails the task: _fail_on).  Rows of this task's own domain
     (its policies and target prefix: the tables, or this host's files) left `running` by a
     killed run are closed as interrupted; another task's or host's running rows may be live."""
-    for r in ctx.conn.execute(query("retention_interrupted"), {
-            "run_id": ctx.run_id, "policies": list(policies), "target_prefix": target_prefix}):
-        ctx.log.warning("retention run %s (policy %s) was interrupted; resuming its work",
-                        r["run_id"], r["policy"])
+    for r in ctx.conn.execute(
+        query("retention_interrupted"),
+        {"run_id": ctx.run_id, "policies": list(policies), "target_prefix": target_prefix},
+    ):
+        ctx.log.warning(
+            "retention run %s (policy %s) was interrupted; resuming its work",
+            r["run_id"],
+            r["policy"],
+        )
     results: dict[str, Any] = {}
     failures: list[str] = []
     longest = 0.0
     for policy, target, secs, fn in plans:
         t0 = time.monotonic()
-        job = ctx.conn.execute(query("retention_start"), {
-            "run_id": ctx.run_id, "policy": policy, "target": target, "max_age_s": secs,
-            "archive_location": sink.location(policy)}).fetchone()
+        job = ctx.conn.execute(
+            query("retention_start"),
+            {
+                "run_id": ctx.run_id,
+                "policy": policy,
+                "target": target,
+                "max_age_s": secs,
+                "archive_location": sink.location(policy),
+            },
+        ).fetchone()
         try:
             out = fn(job["id"], job["cutoff"])
         except BaseException as exc:
             with contextlib.suppress(Exception):
-                ctx.conn.execute(query("retention_finish"), {
-                    "id": job["id"], "status": "failed", "error": str(exc)[:500]})
-            if (not isinstance(exc, Exception) or db.is_connection_error(exc)
-                    or isinstance(exc, LeaseLost | DependencyUnavailable)):
+                ctx.conn.execute(
+                    query("retention_finish"),
+                    {"id": job["id"], "status": "failed", "error": str(exc)[:500]},
+                )
+            if (
+                not isinstance(exc, Exception)
+                or db.is_connection_error(exc)
+                or isinstance(exc, LeaseLost | DependencyUnavailable)
+            ):
                 raise
 
             if isinstance(as_m10_error(exc, None), DependencyUnavailable):
@@ -522,17 +628,27 @@ def _run(ctx: PassContext, sink: Sink, plans: list[Plan], policies: tuple[str, .
             ctx.log.error("retention policy %s failed: %s", policy, exc)
             failures.append(policy)
             continue
-        ctx.conn.execute(query("retention_finish"), {"id": job["id"], "status": "succeeded",
-                                                     "error": None})
+        ctx.conn.execute(
+            query("retention_finish"), {"id": job["id"], "status": "succeeded", "error": None}
+        )
         longest = max(longest, out.longest_txn_s)
-        results[policy] = {"archived": out.archived, "deleted": out.deleted,
-                           "seconds": round(time.monotonic() - t0, 3)}
-        ctx.gauge("m10_retention_rows_deleted", out.deleted, "Rows/files deleted by retention.",
-                  policy=policy)
+        results[policy] = {
+            "archived": out.archived,
+            "deleted": out.deleted,
+            "seconds": round(time.monotonic() - t0, 3),
+        }
+        ctx.gauge(
+            "m10_retention_rows_deleted",
+            out.deleted,
+            "Rows/files deleted by retention.",
+            policy=policy,
+        )
     return results, longest, failures
 
 
 def _fail_on(failures: list[str]) -> None:
     if failures:
-        raise TaskFailed(f"retention policies failed: {', '.join(failures)} (see the log and "
-                         "`m10 retention history`); the others ran")
+        raise TaskFailed(
+            f"retention policies failed: {', '.join(failures)} (see the log and "
+            "`m10 retention history`); the others ran"
+        )

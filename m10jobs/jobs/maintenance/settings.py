@@ -40,11 +40,12 @@ class DeadLetterSettings:
 
     stream: str = setting(DEAD_LETTER_STREAM, "the dead-letter stream")
     sources: tuple[Source, ...] = setting(
-        (), "[[dead_letter.sources]]: (stream, group) pairs whose stuck entries are routed",
-        example=[{"stream": "m10:outbox", "group": "workers"}])
+        (),
+        "[[dead_letter.sources]]: (stream, group) pairs whose stuck entries are routed",
+        example=[{"stream": "m10:outbox", "group": "workers"}],
+    )
     max_deliveries: int = setting(5, "a pending entry delivered this often is dead", min=1)
-    max_idle_seconds: int = setting(3600, "a pending entry idle this long is dead (0: off)",
-                                    min=0)
+    max_idle_seconds: int = setting(3600, "a pending entry idle this long is dead (0: off)", min=0)
     batch_size: int = setting(100, "entries per page/batch", min=1, max=10_000)
     max_replays: int = setting(3, "replays of one event before it is abandoned", min=0)
 
@@ -59,13 +60,16 @@ class MaintenanceSettings:
 
     SECTION: ClassVar[str] = "maintenance"
 
-    outbox_stale_seconds: int = setting(600, "oldest pending outbox event older than this "
-                                        "(or no live leader) is reported unhealthy", min=1)
+    outbox_stale_seconds: int = setting(
+        600,
+        "oldest pending outbox event older than this (or no live leader) is reported unhealthy",
+        min=1,
+    )
 
 
 def _view_names(names: tuple[str, ...]) -> str | None:
     bad = [n for n in names if n.count(".") > 1]
-    return f"names like \"schema.view\" (not {bad[0]!r})" if bad else None
+    return f'names like "schema.view" (not {bad[0]!r})' if bad else None
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,13 @@ class MatviewSettings:
 
     SECTION: ClassVar[str] = "matviews"
 
-    views: tuple[str, ...] = setting((), "views to refresh, one lease matview_<name> each",
-                                     check=_view_names, example=["public.daily_totals"])
-    min_interval_seconds: int = setting(300, "a view refreshed more recently is left alone",
-                                        min=0)
+    views: tuple[str, ...] = setting(
+        (),
+        "views to refresh, one lease matview_<name> each",
+        check=_view_names,
+        example=["public.daily_totals"],
+    )
+    min_interval_seconds: int = setting(300, "a view refreshed more recently is left alone", min=0)
 
 
 def views(config: Config) -> list[str]:
@@ -107,25 +114,35 @@ class RetentionSettings:
 
     SECTION: ClassVar[str] = "retention"
 
-    batch_size: int = setting(5000, "rows per delete batch (one short transaction)", min=1,
-                              max=100_000)
-    workers: int = setting(2, "batches in flight at once, each on its own connection "
-                           "(returning the rows costs PostgreSQL more than the DELETE)",
-                           min=1, max=8)
+    batch_size: int = setting(
+        5000, "rows per delete batch (one short transaction)", min=1, max=100_000
+    )
+    workers: int = setting(
+        2,
+        "batches in flight at once, each on its own connection "
+        "(returning the rows costs PostgreSQL more than the DELETE)",
+        min=1,
+        max=8,
+    )
     archive_prefix: str = setting("retention/", "object key prefix of archived chunks")
-    archive_dir: str = setting("", "local archive directory when no bucket is set "
-                               "(default: $M10_STATE_DIR/retention-archive)",
-                               example="/srv/m10/retention-archive")
+    archive_dir: str = setting(
+        "",
+        "local archive directory when no bucket is set (default: $M10_STATE_DIR/retention-archive)",
+        example="/srv/m10/retention-archive",
+    )
     # the table policies, in the order they run
     replay_log: Policy = setting(Policy(max_age_days=30), "m10_recovery.replay_log")
-    outbox_dead_lettered: Policy = setting(Policy(max_age_days=30),
-                                           "dead-lettered outbox rows, by when they were "
-                                           "(dead_letter_archive has them)")
-    dead_letter_archive: Policy = setting(Policy(max_age_days=90),
-                                          "m10_recovery.dead_letter_archive")
+    outbox_dead_lettered: Policy = setting(
+        Policy(max_age_days=30),
+        "dead-lettered outbox rows, by when they were (dead_letter_archive has them)",
+    )
+    dead_letter_archive: Policy = setting(
+        Policy(max_age_days=90), "m10_recovery.dead_letter_archive"
+    )
     outbox: Policy = setting(Policy(max_age_days=7), "published/dead outbox rows")
     retention_jobs: Policy = setting(Policy(max_age_days=180), "m10_recovery.retention_jobs")
-    fallback_uploads: Policy = setting(Policy(max_age_days=7),
-                                       "fallback files behind an .uploaded marker")
+    fallback_uploads: Policy = setting(
+        Policy(max_age_days=7), "fallback files behind an .uploaded marker"
+    )
     stats_csv: StatsPolicy = setting(StatsPolicy(), "daily stats month CSVs")
     canary_reports: Policy = setting(Policy(max_age_days=30), "canary report history")

@@ -23,27 +23,54 @@ JOB = Job(
     restart=True,  # the unit's pass lingers, then systemd starts the next one at once
     exec_args=("--linger",),
     options=(
-        click.Option(["--linger"], is_flag=True,
-                     help="After draining, keep the lease and LISTEN for new events for "
-                          "outbox.linger_seconds, then release and exit 0 (what the unit "
-                          "does; systemd starts the next pass at once).  Without it a pass "
-                          "drains and exits."),
+        click.Option(
+            ["--linger"],
+            is_flag=True,
+            help="After draining, keep the lease and LISTEN for new events for "
+            "outbox.linger_seconds, then release and exit 0 (what the unit "
+            "does; systemd starts the next pass at once).  Without it a pass "
+            "drains and exits.",
+        ),
     ),
     lock=LOCK,
     run="m10jobs.jobs.outbox.process:process",
     after=("postgresql.service", "redis-server.service"),
     wants=("network-online.target",),
     produces=(
-        Flow("lock", LOCK, "m10_recovery.distributed_locks", "Single-leader outbox processing",
-             ("m10 outbox status",)),
-        Flow("checkpoint", "replay_log", "m10_recovery.replay_log", "Idempotency tracking",
-             ("dl_reconcile", "retention_cleanup")),
-        Flow("stream", STREAM, "Redis stream (outbox.stream, outbox.routes)",
-             "Published outbox events (A5 fields)"),
-        Flow("stream", DEAD_LETTER_STREAM, "Redis stream (outbox.dead_letter_stream)",
-             "Events that could not be published", ("dl_reconcile",)),
-        Flow("checkpoint", "dead_letter_archive", "m10_recovery.dead_letter_archive",
-             "DL message storage", ("dl_reconcile", "retention_cleanup", "m10 dl list")),
+        Flow(
+            "lock",
+            LOCK,
+            "m10_recovery.distributed_locks",
+            "Single-leader outbox processing",
+            ("m10 outbox status",),
+        ),
+        Flow(
+            "checkpoint",
+            "replay_log",
+            "m10_recovery.replay_log",
+            "Idempotency tracking",
+            ("dl_reconcile", "retention_cleanup"),
+        ),
+        Flow(
+            "stream",
+            STREAM,
+            "Redis stream (outbox.stream, outbox.routes)",
+            "Published outbox events (A5 fields)",
+        ),
+        Flow(
+            "stream",
+            DEAD_LETTER_STREAM,
+            "Redis stream (outbox.dead_letter_stream)",
+            "Events that could not be published",
+            ("dl_reconcile",),
+        ),
+        Flow(
+            "checkpoint",
+            "dead_letter_archive",
+            "m10_recovery.dead_letter_archive",
+            "DL message storage",
+            ("dl_reconcile", "retention_cleanup", "m10 dl list"),
+        ),
     ),
     consumes=("m10_recovery.outbox",),
     settings=("m10jobs.jobs.outbox.settings:OutboxSettings",),

@@ -77,8 +77,9 @@ class Totals:
 def process(ctx: PassContext) -> dict[str, Any]:
     s = ctx.config.settings(OutboxSettings)
     if ctx.dry_run:
-        ready = ctx.conn.execute(query("outbox_claim"),
-                                 {"after": 0, "limit": s.batch_size}).fetchall()
+        ready = ctx.conn.execute(
+            query("outbox_claim"), {"after": 0, "limit": s.batch_size}
+        ).fetchall()
         return {"would_publish_first_batch": len(ready), **_backlog(ctx)}
     t0 = time.monotonic()
     ttl = ctx.lease.ttl if ctx.lease else ctx.config.lease_ttl_seconds
@@ -88,29 +89,53 @@ def process(ctx: PassContext) -> dict[str, Any]:
     totals, exhausted = _drain_and_linger(ctx, s, deadline, linger_end, stopping)
     elapsed = time.monotonic() - t0
     backlog = _backlog(ctx)
-    summary = {**totals.__dict__, **backlog, "budget_exhausted": exhausted,
-               "stopped_by_signal": stopping.is_set(),
-               "events_per_s": round((totals.published + totals.recovered) / elapsed, 1)
-               if elapsed > 0 else 0.0}
+    summary = {
+        **totals.__dict__,
+        **backlog,
+        "budget_exhausted": exhausted,
+        "stopped_by_signal": stopping.is_set(),
+        "events_per_s": round((totals.published + totals.recovered) / elapsed, 1)
+        if elapsed > 0
+        else 0.0,
+    }
     ctx.gauge("m10_outbox_published", totals.published, "Events published by the last pass.")
-    ctx.gauge("m10_outbox_dead_lettered", totals.dead_lettered,
-              "Events dead-lettered by the last pass.")
+    ctx.gauge(
+        "m10_outbox_dead_lettered", totals.dead_lettered, "Events dead-lettered by the last pass."
+    )
     ctx.gauge("m10_outbox_backlog", backlog["backlog"], "Pending outbox events after the pass.")
-    ctx.gauge("m10_outbox_oldest_pending_age_seconds", backlog["oldest_pending_age_s"],
-              "Age of the oldest pending outbox event.")
-    ctx.log.info("outbox: published %d (+%d recovered), retried %d, dead-lettered %d, "
-                 "backlog %d", totals.published, totals.recovered, totals.retried,
-                 totals.dead_lettered, backlog["backlog"])
+    ctx.gauge(
+        "m10_outbox_oldest_pending_age_seconds",
+        backlog["oldest_pending_age_s"],
+        "Age of the oldest pending outbox event.",
+    )
+    ctx.log.info(
+        "outbox: published %d (+%d recovered), retried %d, dead-lettered %d, backlog %d",
+        totals.published,
+        totals.recovered,
+        totals.retried,
+        totals.dead_lettered,
+        backlog["backlog"],
+    )
     return summary
 
 
-def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
-                      linger_end: float, stopping: threading.Event) -> tuple[Totals, bool]:
+def _drain_and_linger(
+    ctx: PassContext,
+    s: OutboxSettings,
+    deadline: float,
+    linger_end: float,
+    stopping: threading.Event,
+) -> tuple[Totals, bool]:
     """Drain; then, until linger_end, wait for enqueue_outbox's notification (or
     LINGER_POLL_S) and drain again.  LISTEN starts before the first drain, so an
     event committed in between is never missed.  Whether the budget ran out."""
-    trim = (Trim("MINID", s.trim_minid_seconds * 1000) if s.trim_minid_seconds
-            else Trim("MAXLEN", s.trim_maxlen) if s.trim_maxlen else None)
+    trim = (
+        Trim("MINID", s.trim_minid_seconds * 1000)
+        if s.trim_minid_seconds
+        else Trim("MAXLEN", s.trim_maxlen)
+        if s.trim_maxlen
+        else None
+    )
     url = ctx.config.redis_url
     totals = Totals()
     # Batch k commits on its own connection while batch k+1 is claimed and published:
@@ -123,11 +148,9 @@ def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
             listener = db.connect(ctx.dsn, app=f"{ctx.job.script}:listen")
             listener.execute(f"LISTEN {CHANNEL}")
         with streams.translated(url):
-            publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_seconds,
-                                  trim=trim)
+            publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_seconds, trim=trim)
             while True:
-                if _drain(ctx, s, publisher, committer, commit_conn, totals, deadline,
-                          stopping):
+                if _drain(ctx, s, publisher, committer, commit_conn, totals, deadline, stopping):
                     return totals, True
                 if listener is None or not _wait(ctx, listener, linger_end, stopping):
                     return totals, False
@@ -139,9 +162,16 @@ def _drain_and_linger(ctx: PassContext, s: OutboxSettings, deadline: float,
             listener.close()
 
 
-def _drain(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
-           committer: ThreadPoolExecutor, commit_conn: psycopg.Connection[Any],
-           totals: Totals, deadline: float, stopping: threading.Event) -> bool:
+def _drain(
+    ctx: PassContext,
+    s: OutboxSettings,
+    publisher: Publisher,
+    committer: ThreadPoolExecutor,
+    commit_conn: psycopg.Connection[Any],
+    totals: Totals,
+    deadline: float,
+    stopping: threading.Event,
+) -> bool:
     """Publish every ready event, batch by batch; True when the budget ran out."""
     after = 0
     in_flight: Future[None] | None = None
@@ -153,8 +183,9 @@ def _drain(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
         if time.monotonic() >= deadline:
             exhausted = True
             break
-        rows = ctx.conn.execute(query("outbox_claim"),
-                                {"after": after, "limit": s.batch_size}).fetchall()
+        rows = ctx.conn.execute(
+            query("outbox_claim"), {"after": after, "limit": s.batch_size}
+        ).fetchall()
         if not rows:
             break
         outcome = _publish_batch(ctx, s, publisher, rows, totals)
@@ -170,8 +201,9 @@ def _drain(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
     return exhausted
 
 
-def _wait(ctx: PassContext, listener: psycopg.Connection[Any], until: float,
-          stopping: threading.Event) -> bool:
+def _wait(
+    ctx: PassContext, listener: psycopg.Connection[Any], until: float, stopping: threading.Event
+) -> bool:
     """Wait for a notification, LINGER_POLL_S, or the end of the linger; False at its
     end or on a stop request.  Sliced so a SIGTERM (or a lost lease) is seen within
     WAIT_SLICE_S."""
@@ -188,9 +220,12 @@ def _wait(ctx: PassContext, listener: psycopg.Connection[Any], until: float,
 
 def _backlog(ctx: PassContext) -> dict[str, Any]:
     row = ctx.conn.execute(query("outbox_backlog")).fetchone()
-    return {"backlog": row["backlog"], "retrying": row["retrying"],
-            "dead_lettered_total": row["dead_lettered"],
-            "oldest_pending_age_s": round(row["oldest_pending_age_s"], 3)}
+    return {
+        "backlog": row["backlog"],
+        "retrying": row["retrying"],
+        "dead_lettered_total": row["dead_lettered"],
+        "oldest_pending_age_s": round(row["oldest_pending_age_s"], 3),
+    }
 
 
 @dataclass
@@ -202,24 +237,37 @@ class BatchOutcome:
     """First id to claim again: events held back behind one this batch dead-lettered."""
 
 
-def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
-                   rows: list[dict[str, Any]], totals: Totals) -> BatchOutcome:
+def _publish_batch(
+    ctx: PassContext,
+    s: OutboxSettings,
+    publisher: Publisher,
+    rows: list[dict[str, Any]],
+    totals: Totals,
+) -> BatchOutcome:
     """Append one claimed batch (and its dead letters) to Redis; what to commit."""
     dead: list[tuple[dict[str, Any], str]] = []
     sendable: list[dict[str, Any]] = []
     for r in rows:
         # A UTF-8 character is at most 4 bytes, and JSON escaping never shortens the
         # payload: only entries longer than a quarter of the limit need a closer look.
-        size = (_payload_bytes(r["fields"]) if 4 * len(r["fields"]) > s.max_payload_bytes
-                else 0)
+        size = _payload_bytes(r["fields"]) if 4 * len(r["fields"]) > s.max_payload_bytes else 0
         if size > s.max_payload_bytes:
-            dead.append((r, f"payload of {size} bytes exceeds outbox.max_payload_bytes "
-                            f"({s.max_payload_bytes})"))
+            dead.append(
+                (
+                    r,
+                    f"payload of {size} bytes exceeds outbox.max_payload_bytes "
+                    f"({s.max_payload_bytes})",
+                )
+            )
         else:
             sendable.append(r)
     prefix = s.dedup_key_prefix
-    entries = [Entry(s.stream_for(r["event_type"]), published_key(prefix, r["id"]),
-                     r["fields"], order_key(r)) for r in sendable]
+    entries = [
+        Entry(
+            s.stream_for(r["event_type"]), published_key(prefix, r["id"]), r["fields"], order_key(r)
+        )
+        for r in sendable
+    ]
     outcomes = publisher.publish(entries)
     published: list[tuple[dict[str, Any], str, Outcome]] = []
     failed: list[tuple[dict[str, Any], str]] = []
@@ -229,8 +277,9 @@ def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
             published.append((r, e.stream, o))
         elif o.status == "err":
             if r["attempts"] + 1 >= s.max_attempts:
-                dead.append((r, f"publish to {e.stream} failed {r['attempts'] + 1} times, "
-                                f"last: {o.value}"))
+                dead.append(
+                    (r, f"publish to {e.stream} failed {r['attempts'] + 1} times, last: {o.value}")
+                )
             else:
                 failed.append((r, o.value))
         else:
@@ -248,8 +297,9 @@ def _publish_batch(ctx: PassContext, s: OutboxSettings, publisher: Publisher,
     for r, error in failed:
         ctx.log.warning("event %d (%s) failed, will retry: %s", r["id"], r["event_type"], error)
     for r, _reason, _entry_id, fields in dl:
-        ctx.log.warning("event %d (%s) dead-lettered: %s", r["id"], r["event_type"],
-                        fields["reason"])
+        ctx.log.warning(
+            "event %d (%s) dead-lettered: %s", r["id"], r["event_type"], fields["reason"]
+        )
     return BatchOutcome(published, failed, dl, min(unblocked) if unblocked else None)
 
 
@@ -258,50 +308,74 @@ def _payload_bytes(fields: str) -> int:
     return len(dict(field_pairs(fields))["payload"].encode())
 
 
-def _dead_letter(s: OutboxSettings, publisher: Publisher,
-                 dead: list[tuple[dict[str, Any], str]]
-                 ) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
+def _dead_letter(
+    s: OutboxSettings, publisher: Publisher, dead: list[tuple[dict[str, Any], str]]
+) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
     """Append dead letters to the dead-letter stream (before the row is marked)."""
     entries = []
     for r, reason in dead:
-        fields = [*field_pairs(r["fields"]), ("reason", reason),
-                  ("attempts", str(r["attempts"] + 1))]
-        entries.append(Entry(s.dead_letter_stream,
-                             dead_letter_key(s.dedup_key_prefix, r["id"], r["dead_letters"] + 1),
-                             fields))
+        fields = [
+            *field_pairs(r["fields"]),
+            ("reason", reason),
+            ("attempts", str(r["attempts"] + 1)),
+        ]
+        entries.append(
+            Entry(
+                s.dead_letter_stream,
+                dead_letter_key(s.dedup_key_prefix, r["id"], r["dead_letters"] + 1),
+                fields,
+            )
+        )
     outcomes = publisher.publish(entries)
     bad = [o.value for o in outcomes if not o.published]
     if bad:
-        raise TaskFailed(f"could not append to dead-letter stream {s.dead_letter_stream}: "
-                         f"{bad[0]}; check that the key is a stream (`TYPE "
-                         f"{s.dead_letter_stream}` in redis-cli)")
-    return [(r, reason, o.value, dict(e.fields))
-            for (r, reason), e, o in zip(dead, entries, outcomes, strict=True)]
+        raise TaskFailed(
+            f"could not append to dead-letter stream {s.dead_letter_stream}: "
+            f"{bad[0]}; check that the key is a stream (`TYPE "
+            f"{s.dead_letter_stream}` in redis-cli)"
+        )
+    return [
+        (r, reason, o.value, dict(e.fields))
+        for (r, reason), e, o in zip(dead, entries, outcomes, strict=True)
+    ]
 
 
-def _commit(ctx: PassContext, conn: psycopg.Connection[Any], s: OutboxSettings,
-            b: BatchOutcome) -> None:
+def _commit(
+    ctx: PassContext, conn: psycopg.Connection[Any], s: OutboxSettings, b: BatchOutcome
+) -> None:
     """Mark a published batch in one transaction that checks the fencing token."""
     lease = ctx.lease
     with db.translated(ctx.dsn), conn.transaction(), conn.cursor() as cur:
         ctx.fence(cur)
         if b.published:
-            cur.execute(query("outbox_mark_published"), {
-                "ids": [r["id"] for r, _, _ in b.published],
-                "streams": [stream for _, stream, _ in b.published],
-                "entry_ids": [o.value for _, _, o in b.published],
-                "token": lease.token if lease else None,
-                "holder": lease.holder if lease else None})
+            cur.execute(
+                query("outbox_mark_published"),
+                {
+                    "ids": [r["id"] for r, _, _ in b.published],
+                    "streams": [stream for _, stream, _ in b.published],
+                    "entry_ids": [o.value for _, _, o in b.published],
+                    "token": lease.token if lease else None,
+                    "holder": lease.holder if lease else None,
+                },
+            )
         if b.failed:
-            cur.execute(query("outbox_mark_failed"), {
-                "ids": [r["id"] for r, _ in b.failed],
-                "errors": [e[:2000] for _, e in b.failed],
-                "delays": [s.retry_delay(r["attempts"]) for r, _ in b.failed]})
+            cur.execute(
+                query("outbox_mark_failed"),
+                {
+                    "ids": [r["id"] for r, _ in b.failed],
+                    "errors": [e[:2000] for _, e in b.failed],
+                    "delays": [s.retry_delay(r["attempts"]) for r, _ in b.failed],
+                },
+            )
         if b.dead:
-            cur.execute(query("outbox_mark_dead_lettered"), {
-                "ids": [r["id"] for r, _, _, _ in b.dead],
-                "reasons": [reason for _, reason, _, _ in b.dead],
-                "entry_ids": [entry_id for _, _, entry_id, _ in b.dead],
-                "sources": [s.stream_for(r["event_type"]) for r, _, _, _ in b.dead],
-                "fields": [Jsonb(fields) for _, _, _, fields in b.dead],
-                "dl_stream": s.dead_letter_stream})
+            cur.execute(
+                query("outbox_mark_dead_lettered"),
+                {
+                    "ids": [r["id"] for r, _, _, _ in b.dead],
+                    "reasons": [reason for _, reason, _, _ in b.dead],
+                    "entry_ids": [entry_id for _, _, entry_id, _ in b.dead],
+                    "sources": [s.stream_for(r["event_type"]) for r, _, _, _ in b.dead],
+                    "fields": [Jsonb(fields) for _, _, _, fields in b.dead],
+                    "dl_stream": s.dead_letter_stream,
+                },
+            )

@@ -27,34 +27,68 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date
 JOB = Job(
     script="m10-daily-stats",
     summary="Compute missing days into m10_recovery.daily_stats; write this host's "
-            "m10_stats_YYYY-MM.csv from it, .processed, upload.",
+    "m10_stats_YYYY-MM.csv from it, .processed, upload.",
     example="m10-daily-stats --start-date 2026-01-01 --dry-run",
     schedule="*-*-* 00:05:00",
     jitter_seconds=0,  # seed: daily at 00:05
     tasks=(
-        Task("stats_compute", LOCK, "m10jobs.jobs.stats.daily:compute_pass",
-             "Compute and store missing days (cluster-wide, fenced)"),
-        Task("stats_export", LOCK, "m10jobs.jobs.stats.daily:export_pass",
-             "Write this host's CSVs and markers from the table, upload", scope="host"),
+        Task(
+            "stats_compute",
+            LOCK,
+            "m10jobs.jobs.stats.daily:compute_pass",
+            "Compute and store missing days (cluster-wide, fenced)",
+        ),
+        Task(
+            "stats_export",
+            LOCK,
+            "m10jobs.jobs.stats.daily:export_pass",
+            "Write this host's CSVs and markers from the table, upload",
+            scope="host",
+        ),
     ),
     after=("postgresql.service",),
     options=(
-        click.Option(["--start-date"], metavar="YYYY-MM-DD", callback=_date,
-                     help="First day to compute (default: the day after the last computed "
-                          "one, or yesterday on a first run); days present are skipped."),
-        click.Option(["--until"], metavar="YYYY-MM-DD", callback=_date,
-                     help="Last day to compute and export (default: yesterday)."),
+        click.Option(
+            ["--start-date"],
+            metavar="YYYY-MM-DD",
+            callback=_date,
+            help="First day to compute (default: the day after the last computed "
+            "one, or yesterday on a first run); days present are skipped.",
+        ),
+        click.Option(
+            ["--until"],
+            metavar="YYYY-MM-DD",
+            callback=_date,
+            help="Last day to compute and export (default: yesterday).",
+        ),
     ),
     produces=(
-        Flow("table", "daily_stats", "m10_recovery.daily_stats",
-             "Computed days, once for the cluster; every host's CSVs are written from it",
-             ("m10-daily-stats",)),
-        Flow("checkpoint", "CSV stats files", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv",
-             "Daily stats, one file per month on every host", ("retention_cleanup",)),
-        Flow("marker", ".processed", "$M10_LOG_DIR/m10_stats_YYYY-MM.csv.processed",
-             "Last date, rows and sha256 of the CSV", ("m10 postflight",)),
+        Flow(
+            "table",
+            "daily_stats",
+            "m10_recovery.daily_stats",
+            "Computed days, once for the cluster; every host's CSVs are written from it",
+            ("m10-daily-stats",),
+        ),
+        Flow(
+            "checkpoint",
+            "CSV stats files",
+            "$M10_LOG_DIR/m10_stats_YYYY-MM.csv",
+            "Daily stats, one file per month on every host",
+            ("retention_cleanup",),
+        ),
+        Flow(
+            "marker",
+            ".processed",
+            "$M10_LOG_DIR/m10_stats_YYYY-MM.csv.processed",
+            "Last date, rows and sha256 of the CSV",
+            ("m10 postflight",),
+        ),
     ),
-    consumes=("m10_recovery.outbox", "m10_recovery.dead_letter_archive",
-              "m10_recovery.retention_jobs"),
+    consumes=(
+        "m10_recovery.outbox",
+        "m10_recovery.dead_letter_archive",
+        "m10_recovery.retention_jobs",
+    ),
     settings=(DailyStatsSettings,),
 )

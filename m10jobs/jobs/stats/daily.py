@@ -69,14 +69,17 @@ def _until(ctx: PassContext, tz: ZoneInfo) -> date:
     last_possible = yesterday(tz)
     until: date = ctx.params.get("until") or last_possible
     if until > last_possible:
-        raise BadInput(f"--until {until} is not a finished day yet (yesterday in "
-                       f"{tz.key} is {last_possible})")
+        raise BadInput(
+            f"--until {until} is not a finished day yet (yesterday in {tz.key} is {last_possible})"
+        )
     return until
 
 
 def _bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    return (datetime.combine(day, time(), tz),
-            datetime.combine(day + timedelta(days=1), time(), tz))
+    return (
+        datetime.combine(day, time(), tz),
+        datetime.combine(day + timedelta(days=1), time(), tz),
+    )
 
 
 def _csv_last_date(ctx: PassContext) -> date | None:
@@ -97,16 +100,19 @@ def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
     until = _until(ctx, tz)
     start: date | None = ctx.params.get("start_date")
     if start is None:
-        last = ctx.conn.execute(query("stats_last_day")).fetchone()["last"] or _csv_last_date(
-            ctx)
+        last = ctx.conn.execute(query("stats_last_day")).fetchone()["last"] or _csv_last_date(ctx)
         start = last + timedelta(days=1) if last else until
     if (until - start).days >= MAX_BACKFILL_DAYS:
-        raise BadInput(f"refusing to backfill {(until - start).days} days from {start}; "
-                       "give a later --start-date")
+        raise BadInput(
+            f"refusing to backfill {(until - start).days} days from {start}; "
+            "give a later --start-date"
+        )
     if start > until:
         return []
-    have = {r["day"] for r in ctx.conn.execute(query("stats_days_between"),
-                                               {"first": start, "last": until})}
+    have = {
+        r["day"]
+        for r in ctx.conn.execute(query("stats_days_between"), {"first": start, "last": until})
+    }
     return [d for d in days(start, until) if d not in have]
 
 
@@ -121,11 +127,13 @@ def refuse_unretained(ctx: PassContext, todo: list[date], tz: ZoneInfo) -> None:
         first_ok += timedelta(days=1)
     lost = [d for d in todo if _bounds(d, tz)[0] < since]
     more = f" (and {len(lost) - 1} more up to {lost[-1]})" if len(lost) > 1 else ""
-    raise BadInput(f"day {lost[0]}{more} is older than "
-                   f"the data it is computed from: retention deleted rows created before "
-                   f"{since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}, so it would be written as "
-                   f"zeros; nothing was computed. Days already computed are kept in "
-                   f"m10_recovery.daily_stats; rerun with --start-date {first_ok} or later")
+    raise BadInput(
+        f"day {lost[0]}{more} is older than "
+        f"the data it is computed from: retention deleted rows created before "
+        f"{since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}, so it would be written as "
+        f"zeros; nothing was computed. Days already computed are kept in "
+        f"m10_recovery.daily_stats; rerun with --start-date {first_ok} or later"
+    )
 
 
 def compute(ctx: PassContext, day: date, tz: ZoneInfo) -> dict[str, Any]:
@@ -149,9 +157,13 @@ def compute_pass(ctx: PassContext) -> dict[str, Any]:
         assert ctx.lease is not None
         with ctx.conn.transaction(), ctx.conn.cursor() as cur:
             ctx.fence(cur)
-            cur.executemany(query("stats_store_day"), [
-                {**row, "timezone": tz.key, "host": ctx.config.host, "token": ctx.lease.token}
-                for row in computed])
+            cur.executemany(
+                query("stats_store_day"),
+                [
+                    {**row, "timezone": tz.key, "host": ctx.config.host, "token": ctx.lease.token}
+                    for row in computed
+                ],
+            )
     ctx.gauge("m10_daily_stats_days_computed", len(todo), "Days computed by the last pass.")
     return {"computed": [d.isoformat() for d in todo], "timezone": tz.key}
 
@@ -175,12 +187,14 @@ def _wait_for_compute(ctx: PassContext, last: date, have_last: bool) -> None:
     wait_s = ctx.config.settings(DailyStatsSettings).compute_wait_seconds
     if have_last or ctx.dry_run or live_holder(ctx.conn, LOCK) is None:
         return
-    ctx.log.info("%s is not computed yet and %s is held; waiting up to %ss for it", last,
-                 LOCK, wait_s)
+    ctx.log.info(
+        "%s is not computed yet and %s is held; waiting up to %ss for it", last, LOCK, wait_s
+    )
     holder = wait_until_free(ctx.conn, LOCK, wait_s, ctx.check)
     if holder is not None:
-        raise StillHeld(LOCK, holder, wait_s,
-                        f"{last} is not computed yet while another host computes")
+        raise StillHeld(
+            LOCK, holder, wait_s, f"{last} is not computed yet while another host computes"
+        )
 
 
 def _refuse_odd_marker(path: Path) -> None:
@@ -203,8 +217,9 @@ def _marker_stale(path: Path) -> bool:
         return True
     data = files.read_bytes(path, files.STATS_CSV, missing_ok=True) or b""
     described = {k: v for k, v in marker.items() if k != "upload_pending"}
-    return described != {k: v for k, v in marker_for(path, data, parse(path).rows).items()
-                         if k != "upload_pending"}
+    return described != {
+        k: v for k, v in marker_for(path, data, parse(path).rows).items() if k != "upload_pending"
+    }
 
 
 def _check_month(path: Path) -> list[dict[str, str]]:
@@ -223,16 +238,19 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     first, last = _export_window(ctx, tz)
 
     def fetch() -> list[dict[str, Any]]:
-        return ctx.conn.execute(query("stats_rows_since"), {"first": first,
-                                                            "last": last}).fetchall()
+        return ctx.conn.execute(
+            query("stats_rows_since"), {"first": first, "last": last}
+        ).fetchall()
 
     stored = fetch()
     _wait_for_compute(ctx, last, bool(stored) and stored[-1]["day"] == last)
     stored = fetch()
     by_month: dict[Path, dict[str, dict[str, str]]] = {}
     for r in stored:
-        row = {"date": r["day"].isoformat(),
-               **{c: "" if r[c] is None else str(r[c]) for c in COLUMNS[1:]}}
+        row = {
+            "date": r["day"].isoformat(),
+            **{c: "" if r[c] is None else str(r[c]) for c in COLUMNS[1:]},
+        }
         by_month.setdefault(csv_path(ctx.config.log_dir, r["day"]), {})[row["date"]] = row
     # Every month on its own: one that does not parse is reported and skipped.
     current: dict[Path, list[dict[str, str]]] = {}
@@ -254,11 +272,17 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
         added = sorted(d for d in rows if have.get(d) != rows[d])
         if added or _marker_stale(path):
             changes[path] = added
-    ctx.gauge("m10_daily_stats_bad_months", len(bad),
-              "Stats months whose CSV or marker does not parse (skipped until fixed).")
+    ctx.gauge(
+        "m10_daily_stats_bad_months",
+        len(bad),
+        "Stats months whose CSV or marker does not parse (skipped until fixed).",
+    )
     if ctx.dry_run:
-        return {"would_write": {p.name: a for p, a in changes.items()},
-                "bad": [p.name for p in bad], "timezone": tz.key}
+        return {
+            "would_write": {p.name: a for p, a in changes.items()},
+            "bad": [p.name for p in bad],
+            "timezone": tz.key,
+        }
     written, appended = [], []
     for path, added in changes.items():
         ctx.check()
@@ -271,39 +295,55 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
                 atomic_write(path, data)
             # upload_pending: the CSV is owed to object storage until stored (or kept as a
             # fallback copy); in the marker, so it survives a failed run or a full disk.
-            atomic_write_json(marker_path(path), marker_for(
-                path, data, rows, upload_pending=upload_on and (bool(added) or _owed(path))))
+            atomic_write_json(
+                marker_path(path),
+                marker_for(
+                    path, data, rows, upload_pending=upload_on and (bool(added) or _owed(path))
+                ),
+            )
         written.append(path)
         if added:
             appended.append(path)
-        ctx.log.info("%s: %d row(s), last %s", path.name, len(rows), rows[-1]["date"],
-                     extra={"added": added})
+        ctx.log.info(
+            "%s: %d row(s), last %s", path.name, len(rows), rows[-1]["date"], extra={"added": added}
+        )
     uploads, failed = _upload_pending(ctx, s.key_prefix, bad) if upload_on else ({}, [])
     if appended and not upload_on:
         ctx.log.info("upload skipped (daily_stats.upload is off or r2_bucket is not set)")
     exported = sorted(d for a in changes.values() for d in a)
-    ctx.gauge("m10_daily_stats_days_exported", len(exported),
-              "Days written into this host's CSVs by the last pass.")
+    ctx.gauge(
+        "m10_daily_stats_days_exported",
+        len(exported),
+        "Days written into this host's CSVs by the last pass.",
+    )
     months = [p for p in month_files(ctx.config.log_dir) if p not in bad]
     newest = parse(months[-1]).last_date if months else None
     if newest is not None:
-        ctx.gauge("m10_daily_stats_last_day_timestamp_seconds",
-                  datetime.combine(newest, time(), tz).timestamp(),
-                  "Start of the newest day in this host's stats CSVs (stale when older than "
-                  "2 days).")
-    summary: dict[str, Any] = {"exported": exported, "files": [p.name for p in written],
-                               "uploads": uploads, "timezone": tz.key}
+        ctx.gauge(
+            "m10_daily_stats_last_day_timestamp_seconds",
+            datetime.combine(newest, time(), tz).timestamp(),
+            "Start of the newest day in this host's stats CSVs (stale when older than 2 days).",
+        )
+    summary: dict[str, Any] = {
+        "exported": exported,
+        "files": [p.name for p in written],
+        "uploads": uploads,
+        "timezone": tz.key,
+    }
     if bad:
         summary["bad"] = [p.name for p in bad]
         raise some_refused(
             f"{len(bad)} stats month(s) refused and left untouched ({next(iter(bad.values()))})",
-            summary, nothing="nothing else to write",
-            others="the other months were written" if written or uploads else None)
+            summary,
+            nothing="nothing else to write",
+            others="the other months were written" if written or uploads else None,
+        )
     if failed:
         for problem in failed:
             ctx.log.error("%s", problem)
-        raise TaskFailed(f"{len(failed)} stats month(s) still owed to object storage: "
-                         f"{failed[0]}", summary)
+        raise TaskFailed(
+            f"{len(failed)} stats month(s) still owed to object storage: {failed[0]}", summary
+        )
     return summary
 
 
@@ -316,8 +356,9 @@ def _owed(path: Path) -> bool:
     return bool(marker and marker.get("upload_pending"))
 
 
-def _upload_pending(ctx: PassContext, prefix: str,
-                    bad: dict[Path, str]) -> tuple[dict[str, str], list[str]]:
+def _upload_pending(
+    ctx: PassContext, prefix: str, bad: dict[Path, str]
+) -> tuple[dict[str, str], list[str]]:
     """Upload every month whose marker says it is owed to object storage, then clear
     that in the marker.  The flag lives in the marker, so a month written while the
     store was down and the state disk full (no fallback copy possible) is uploaded on
@@ -337,8 +378,10 @@ def _upload_pending(ctx: PassContext, prefix: str,
         try:
             result = fallback.upload(ctx.config, path, prefix + path.name, ctx.log, "text/csv")
         except (OSError, M10Error) as exc:
-            failed.append(f"{path}: upload failed and could not be kept for retry ({exc}); it "
-                          "stays pending and is retried on the next run")
+            failed.append(
+                f"{path}: upload failed and could not be kept for retry ({exc}); it "
+                "stays pending and is retried on the next run"
+            )
             continue
         uploads[path.name] = "stored" if result.stored else "fallback"
         with file_lock(path):
@@ -347,6 +390,7 @@ def _upload_pending(ctx: PassContext, prefix: str,
             now = read_marker(path)
             if now and now["sha256"] == hashlib.sha256(data).hexdigest() == marker["sha256"]:
                 atomic_write_json(marker_path(path), marker_for(path, data, stats.rows))
-    ctx.gauge("m10_daily_stats_uploads_pending", len(failed),
-              "Stats months still owed to object storage.")
+    ctx.gauge(
+        "m10_daily_stats_uploads_pending", len(failed), "Stats months still owed to object storage."
+    )
     return uploads, failed

@@ -42,9 +42,14 @@ class DailyStatsSettings:
     SECTION: ClassVar[str] = "daily_stats"
 
     timezone: str = setting("UTC", "IANA zone whose midnight ends a day", check=_zone_name)
-    key_prefix: str = setting("m10/stats/", "object key prefix of the uploaded CSVs",
-                              check=_object_prefix)
+    key_prefix: str = setting(
+        "m10/stats/", "object key prefix of the uploaded CSVs", check=_object_prefix
+    )
     upload: bool = setting(True, "upload each changed month CSV (needs r2_bucket)")
     compute_wait_seconds: int = setting(
-        60, "export: how long to wait for another host computing the newest day before "
-        "skipping with 75", min=0, max=600)
+        60,
+        "export: how long to wait for another host computing the newest day before "
+        "skipping with 75",
+        min=0,
+        max=600,
+    )

@@ -19,9 +19,19 @@ from typing import Any
 from m10jobs.edges import files
 from m10jobs.errors import BadInput
 
-COLUMNS = ("date", "outbox_enqueued", "outbox_published", "publish_latency_p50_ms",
-           "publish_latency_p95_ms", "dead_lettered", "dl_reconciled", "retention_rows_deleted",
-           "locks_reclaimed", "synthetic_sent", "synthetic_arrived")
+COLUMNS = (
+    "date",
+    "outbox_enqueued",
+    "outbox_published",
+    "publish_latency_p50_ms",
+    "publish_latency_p95_ms",
+    "dead_lettered",
+    "dl_reconciled",
+    "retention_rows_deleted",
+    "locks_reclaimed",
+    "synthetic_sent",
+    "synthetic_arrived",
+)
 NAME = re.compile(r"^m10_stats_(\d{4})-(\d{2})\.csv$")
 MARKER_SUFFIX = ".processed"
 
@@ -77,22 +87,25 @@ def parse(path: Path) -> StatsFile:
         for record in reader:
             line = reader.line_num
             if len(record) != len(COLUMNS):
-                raise BadInput(f"{path}: line {line}: expected {len(COLUMNS)} fields, got "
-                               f"{len(record)}; {fix}")
+                raise BadInput(
+                    f"{path}: line {line}: expected {len(COLUMNS)} fields, got {len(record)}; {fix}"
+                )
             try:
                 day = date.fromisoformat(record[0])
             except ValueError:
                 raise BadInput(f"{path}: line {line}: bad date {record[0]!r}; {fix}") from None
             if (day.year, day.month) != month:
-                raise BadInput(f"{path}: line {line}: {day} does not belong in this month's "
-                               f"file; {fix}")
+                raise BadInput(
+                    f"{path}: line {line}: {day} does not belong in this month's file; {fix}"
+                )
             if previous is not None and day <= previous:
-                raise BadInput(f"{path}: line {line}: {day} is not after {previous} "
-                               f"(duplicate or out of order); {fix}")
+                raise BadInput(
+                    f"{path}: line {line}: {day} is not after {previous} "
+                    f"(duplicate or out of order); {fix}"
+                )
             for col, value in zip(COLUMNS[1:], record[1:], strict=True):
                 if value and not re.fullmatch(r"-?\d+(\.\d+)?", value):
-                    raise BadInput(f"{path}: line {line}: {col}={value!r} is not a number; "
-                                   f"{fix}")
+                    raise BadInput(f"{path}: line {line}: {col}={value!r} is not a number; {fix}")
             rows.append(dict(zip(COLUMNS, record, strict=True)))
             previous = day
     except csv.Error as exc:
@@ -109,13 +122,18 @@ def render(rows: list[dict[str, Any]]) -> bytes:
     return out.getvalue().encode()
 
 
-def marker_for(path: Path, data: bytes, rows: list[dict[str, Any]], *,
-               upload_pending: bool = False) -> dict[str, Any]:
+def marker_for(
+    path: Path, data: bytes, rows: list[dict[str, Any]], *, upload_pending: bool = False
+) -> dict[str, Any]:
     """The `.processed` marker; upload_pending says the CSV still has to reach object
     storage (kept in the marker, so it survives a failed run, a full disk or a crash)."""
-    return {"file": path.name, "last_date": rows[-1]["date"] if rows else None,
-            "rows": len(rows), "sha256": hashlib.sha256(data).hexdigest(),
-            "upload_pending": upload_pending}
+    return {
+        "file": path.name,
+        "last_date": rows[-1]["date"] if rows else None,
+        "rows": len(rows),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "upload_pending": upload_pending,
+    }
 
 
 def _marker_schema(obj: Any) -> dict[str, Any]:
@@ -135,8 +153,9 @@ def _marker_schema(obj: Any) -> dict[str, Any]:
 def read_marker(path: Path) -> dict[str, Any] | None:
     """The marker of a CSV, None when absent; BadInput naming it when it is not a
     regular file holding a valid marker."""
-    return files.read_json(marker_path(path), files.STATS_MARKER, missing_ok=True,
-                           schema=_marker_schema)
+    return files.read_json(
+        marker_path(path), files.STATS_MARKER, missing_ok=True, schema=_marker_schema
+    )
 
 
 def explains(marker: dict[str, Any], rows: list[dict[str, str]]) -> bool:
@@ -154,8 +173,10 @@ def marker_mismatches(stats: StatsFile, marker: dict[str, Any] | None) -> list[s
     found = []
     sha = hashlib.sha256(files.read_bytes(stats.path, files.STATS_CSV) or b"").hexdigest()
     if marker.get("sha256") != sha:
-        found.append(f"sha256 {sha[:12]} differs from the marker's "
-                     f"{str(marker.get('sha256'))[:12]} (edited after export?)")
+        found.append(
+            f"sha256 {sha[:12]} differs from the marker's "
+            f"{str(marker.get('sha256'))[:12]} (edited after export?)"
+        )
     if marker.get("rows") != len(stats.rows):
         found.append(f"{len(stats.rows)} rows, marker says {marker.get('rows')}")
     last = stats.last_date.isoformat() if stats.last_date else None

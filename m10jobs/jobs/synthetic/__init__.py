@@ -18,9 +18,13 @@ JOB = Job(
     after=("postgresql.service", "redis-server.service"),
     wants=("network-online.target",),
     produces=(
-        Flow("table", "synthetic events", "m10_recovery.outbox (event_type m10.synthetic)",
-             "End-to-end probe of the outbox pipeline; event count to journal",
-             ("m10-outbox-processor",)),
+        Flow(
+            "table",
+            "synthetic events",
+            "m10_recovery.outbox (event_type m10.synthetic)",
+            "End-to-end probe of the outbox pipeline; event count to journal",
+            ("m10-outbox-processor",),
+        ),
     ),
     consumes=("m10_recovery.outbox", STREAM),
     settings=(SyntheticSettings,),

@@ -23,6 +23,7 @@ class SyntheticSettings:
     SECTION: ClassVar[str] = "synthetic_traffic"
 
     count: int = setting(10, "synthetic events enqueued per pass", min=0, max=10_000)
-    stall_seconds: float = setting(900.0, "a pending synthetic event older than this fails "
-                                   "the pass", min=1)
+    stall_seconds: float = setting(
+        900.0, "a pending synthetic event older than this fails the pass", min=1
+    )
     lookback_seconds: float = setting(7200.0, "how far back earlier events are checked", min=1)

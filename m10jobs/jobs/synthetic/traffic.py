@@ -42,11 +42,15 @@ def _missing(client: redis.Redis, published: list[dict[str, Any]]) -> list[dict[
         pipe.xrange(stream, "-", "+", count=1)
     found = pipe.execute()
     first = {}
-    for stream, entries in zip(streams, found[len(published):], strict=True):
+    for stream, entries in zip(streams, found[len(published) :], strict=True):
         first[stream] = _entry_key(entries[0][0].decode()) if entries else None
-    return [r for r, hit in zip(published, found, strict=False) if not hit
-            and first[r["stream"]] is not None
-            and _entry_key(r["stream_entry_id"]) >= first[r["stream"]]]
+    return [
+        r
+        for r, hit in zip(published, found, strict=False)
+        if not hit
+        and first[r["stream"]] is not None
+        and _entry_key(r["stream_entry_id"]) >= first[r["stream"]]
+    ]
 
 
 def synthetic(ctx: PassContext) -> dict[str, Any]:
@@ -63,8 +67,11 @@ def synthetic(ctx: PassContext) -> dict[str, Any]:
         missing = _missing(streams.client(url), published) if published else []
     latencies = [r["latency_s"] for r in published]
     summary: dict[str, Any] = {
-        "checked": len(earlier), "arrived": len(published) - len(missing),
-        "pending": len(pending), "stalled": len(stalled), "dead_lettered": len(dead),
+        "checked": len(earlier),
+        "arrived": len(published) - len(missing),
+        "pending": len(pending),
+        "stalled": len(stalled),
+        "dead_lettered": len(dead),
         "missing_in_stream": len(missing),
         "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
         "latency_max_s": round(max(latencies), 3) if latencies else None,
@@ -77,32 +84,58 @@ def synthetic(ctx: PassContext) -> dict[str, Any]:
         with ctx.conn.transaction(), ctx.conn.cursor() as cur:
             ctx.fence(cur)
             for i in range(count):
-                cur.execute(query("synthetic_enqueue"), {
-                    "payload": json.dumps({"synthetic": True, "sent_at": sent_at,
-                                           "run_id": ctx.run_id, "seq": i}),
-                    "key": f"{EVENT_TYPE}:{ctx.run_id}:{i}"})
+                cur.execute(
+                    query("synthetic_enqueue"),
+                    {
+                        "payload": json.dumps(
+                            {"synthetic": True, "sent_at": sent_at, "run_id": ctx.run_id, "seq": i}
+                        ),
+                        "key": f"{EVENT_TYPE}:{ctx.run_id}:{i}",
+                    },
+                )
         summary["enqueued"] = count
-        ctx.gauge("m10_synthetic_arrived", summary["arrived"],
-                  "Earlier synthetic events found in their stream.")
-        ctx.gauge("m10_synthetic_stalled", len(stalled),
-                  "Synthetic events still unpublished after stall_seconds.")
+        ctx.gauge(
+            "m10_synthetic_arrived",
+            summary["arrived"],
+            "Earlier synthetic events found in their stream.",
+        )
+        ctx.gauge(
+            "m10_synthetic_stalled",
+            len(stalled),
+            "Synthetic events still unpublished after stall_seconds.",
+        )
         if latencies:
-            ctx.gauge("m10_synthetic_latency_max_seconds", max(latencies),
-                      "Slowest enqueue-to-publish time of earlier synthetic events.")
-    ctx.log.info("synthetic traffic: %d event(s) enqueued; of %d earlier, %d arrived, "
-                 "%d pending, %d stalled", summary.get("enqueued", 0), len(earlier),
-                 summary["arrived"], len(pending), len(stalled), extra={"summary": summary})
+            ctx.gauge(
+                "m10_synthetic_latency_max_seconds",
+                max(latencies),
+                "Slowest enqueue-to-publish time of earlier synthetic events.",
+            )
+    ctx.log.info(
+        "synthetic traffic: %d event(s) enqueued; of %d earlier, %d arrived, "
+        "%d pending, %d stalled",
+        summary.get("enqueued", 0),
+        len(earlier),
+        summary["arrived"],
+        len(pending),
+        len(stalled),
+        extra={"summary": summary},
+    )
     problems = []
     if stalled:
         oldest = max(r["age_s"] for r in stalled)
-        problems.append(f"{len(stalled)} synthetic event(s) unpublished for more than "
-                        f"{stall_s:.0f}s (oldest {oldest:.0f}s): the outbox pipeline is stalled")
+        problems.append(
+            f"{len(stalled)} synthetic event(s) unpublished for more than "
+            f"{stall_s:.0f}s (oldest {oldest:.0f}s): the outbox pipeline is stalled"
+        )
     if dead:
         problems.append(f"{len(dead)} synthetic event(s) were dead-lettered")
     if missing:
-        problems.append(f"{len(missing)} published synthetic event(s) are missing from "
-                        f"their stream (first: event {missing[0]['id']})")
+        problems.append(
+            f"{len(missing)} published synthetic event(s) are missing from "
+            f"their stream (first: event {missing[0]['id']})"
+        )
     if problems:
-        raise TaskFailed("; ".join(problems) + "; check `m10 outbox status` and the "
-                         "m10-outbox-processor journal")
+        raise TaskFailed(
+            "; ".join(problems) + "; check `m10 outbox status` and the m10-outbox-processor journal"
+        )
     return summary
