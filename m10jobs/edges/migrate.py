@@ -18,6 +18,11 @@ line (no function bodies) and must be re-runnable (`IF [NOT] EXISTS`): a crash
 between two of them runs the file again.  An index left INVALID by an
 interrupted concurrent build is dropped before each statement, so
 `CREATE INDEX CONCURRENTLY IF NOT EXISTS` never mistakes it for a finished one.
+
+Comments of an applied file may be corrected once the migration is in the field
+only by recording it in COMMENT_EDITS (see there): the database keeps the
+checksum of the bytes it ran, and an edit the table does not vouch for is still
+refused.
 """
 
 from __future__ import annotations
@@ -66,6 +71,48 @@ _STATEMENT_END = re.compile(r";[ \t]*(?:--[^\n]*)?$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
+class CommentEdit:
+    """An applied migration whose comment lines were edited later, nothing else.
+
+    `applied` is the sha256 of the file as it was applied (what databases
+    migrated before the edit hold in schema_migrations); `code` is the sha256 of
+    its text without comment lines (code_checksum()), the same before and after a
+    comment-only edit.  A database holding `applied` accepts the current file only
+    while the current file's code checksum is still `code`: any change to a
+    statement is refused as before.
+    """
+
+    applied: str
+    code: str
+
+
+# version -> the earlier contents of that file which databases may have applied.
+# Add an entry (the old `sha256sum`, and code_checksum() of the file) in the same
+# commit that edits an applied file's comments; never for any other change.
+COMMENT_EDITS: dict[str, tuple[CommentEdit, ...]] = {
+    # the header cited a design brief that is not in the repository (now docs/contract.md)
+    "002_lease_functions": (
+        CommentEdit(
+            applied="dbb40db9f56f4d2b850b1322fdcac45a902006abd93cd14d73a8ff2a8a604dc2",
+            code="69c732681ca56b35cfd2ca24a8e6308f0886951b22cddf1b65f303866689b1aa",
+        ),
+    ),
+}
+
+
+def code_checksum(text: str) -> str:
+    """sha256 of a migration without its comment lines (a line whose first non-blank
+    characters are `--`), blank lines and trailing blanks: unchanged by an edit
+    of comments alone.  Comments after code on the same line count as code."""
+    code = "\n".join(
+        line.rstrip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("--")
+    )
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
 class Migration:
     version: str
     path: Path
@@ -77,6 +124,10 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    @property
+    def code_checksum(self) -> str:
+        return code_checksum(self.sql)
 
     @property
     def transactional(self) -> bool:
@@ -121,6 +172,7 @@ def migrate(
     *,
     dry_run: bool = False,
     locks: LockPolicy | None = None,
+    comment_edits: dict[str, tuple[CommentEdit, ...]] | None = None,
 ) -> list[str]:
     """Apply what is pending; the versions applied (or, dry run, that would be)."""
     locks = locks or LockPolicy()
@@ -136,7 +188,11 @@ def migrate(
         if not dry_run:
             conn.execute(BOOTSTRAP)
         applied = _applied(conn)
-        pending = _check(available(directory), applied)
+        pending = _check(
+            available(directory),
+            applied,
+            COMMENT_EDITS if comment_edits is None else comment_edits,
+        )
         if dry_run:
             return [m.version for m in pending]
         for m in pending:
@@ -216,10 +272,14 @@ def _applied(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, str]:
     return {r["version"]: r["checksum"] for r in rows}
 
 
-def _check(migrations: list[Migration], applied: dict[str, str]) -> list[Migration]:
+def _check(
+    migrations: list[Migration],
+    applied: dict[str, str],
+    comment_edits: dict[str, tuple[CommentEdit, ...]] | None = None,
+) -> list[Migration]:
     known = {m.version for m in migrations}
     for m in migrations:
-        if m.version in applied and applied[m.version] != m.checksum:
+        if m.version in applied and not _same(m, applied[m.version], comment_edits or {}):
             raise ConfigError(
                 f"migration {m.path.name} was edited after it was applied (checksum "
                 f"{m.checksum[:12]} != applied {applied[m.version][:12]}); restore the file "
@@ -232,6 +292,18 @@ def _check(migrations: list[Migration], applied: dict[str, str]) -> list[Migrati
             f"({', '.join(missing)}); run a newer m10jobs"
         )
     return [m for m in migrations if m.version not in applied]
+
+
+def _same(
+    m: Migration, applied_checksum: str, comment_edits: dict[str, tuple[CommentEdit, ...]]
+) -> bool:
+    """The file is what the database applied, or differs from it in recorded comments only."""
+    if applied_checksum == m.checksum:
+        return True
+    return any(
+        e.applied == applied_checksum and e.code == m.code_checksum
+        for e in comment_edits.get(m.version, ())
+    )
 
 
 # -- the current schema (sql/schema.sql) ---------------------------------------

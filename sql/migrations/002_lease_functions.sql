@@ -1,4 +1,4 @@
--- Leases (DESIGN.md A4).  Four tiny statements in the manner of River's
+-- Leases (docs/contract.md, "Leases and fencing").  Four tiny statements in the manner of River's
 -- leader election: the database clock is the only clock, so host clock skew
 -- cannot hand one lease to two holders.  clock_timestamp() rather than now():
 -- a caller inside a long transaction must not judge expiry by a stale time.

@@ -14,7 +14,14 @@ import pytest
 from psycopg.rows import dict_row
 
 from devenv.services import Postgres
-from m10jobs.edges.migrate import MIGRATIONS_DIR, migrate
+from m10jobs.edges.migrate import (
+    COMMENT_EDITS,
+    MIGRATIONS_DIR,
+    CommentEdit,
+    Migration,
+    code_checksum,
+    migrate,
+)
 from m10jobs.errors import ConfigError
 
 _n = itertools.count()
@@ -85,6 +92,57 @@ def test_an_edited_applied_migration_is_refused(empty_dsn: str, tmp_path: Path) 
         with pytest.raises(ConfigError, match=f"{edited.name} was edited"):
             migrate(c, migrations)
         assert c.execute("SELECT to_regclass('m10_recovery.never') AS t").fetchone()["t"] is None
+
+
+def test_a_recorded_comment_edit_is_accepted_and_a_statement_change_still_refused(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    """A database migrated with a file's old bytes takes the file whose comments were
+    corrected (COMMENT_EDITS vouches for it), and refuses it once a statement changes."""
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    first = sorted(migrations.glob("*.sql"))[0]
+    with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
+        migrate(c, migrations)  # applied with the file as it is now
+        old_checksum = Migration(first.stem, first).checksum
+        first.write_text("-- a corrected comment\n" + first.read_text().replace("\n--", "\n-- x"))
+        edits = {
+            first.stem: (CommentEdit(applied=old_checksum, code=code_checksum(first.read_text())),)
+        }
+        assert old_checksum != Migration(first.stem, first).checksum
+        with pytest.raises(ConfigError, match="was edited"):  # not vouched for
+            migrate(c, migrations, comment_edits={})
+        assert migrate(c, migrations, comment_edits=edits) == []
+
+        first.write_text(first.read_text() + "\nCREATE TABLE m10_recovery.sneaky (x int);\n")
+        with pytest.raises(ConfigError, match=f"{first.name} was edited"):
+            migrate(c, migrations, comment_edits=edits)
+        assert c.execute("SELECT to_regclass('m10_recovery.sneaky') AS t").fetchone()["t"] is None
+
+
+def test_a_database_holding_a_recorded_earlier_checksum_takes_the_shipped_files(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    """Every COMMENT_EDITS entry: a database that applied the earlier bytes (its
+    schema_migrations row says so) migrates cleanly with the shipped migrations, and
+    refuses the same file with one statement changed."""
+    assert COMMENT_EDITS
+    with psycopg.connect(empty_dsn, autocommit=True, row_factory=dict_row) as c:
+        migrate(c)
+        for version, edits in COMMENT_EDITS.items():
+            for edit in edits:
+                c.execute(
+                    "UPDATE m10_recovery.schema_migrations SET checksum = %s WHERE version = %s",
+                    (edit.applied, version),
+                )
+                assert migrate(c) == []
+        migrations = tmp_path / "migrations"
+        shutil.copytree(MIGRATIONS_DIR, migrations)
+        for version in COMMENT_EDITS:
+            f = migrations / f"{version}.sql"
+            f.write_text(f.read_text().replace("86400", "86401", 1) + "\nSELECT 1;\n")
+            with pytest.raises(ConfigError, match=f"{f.name} was edited"):
+                migrate(c, migrations)
 
 
 def test_a_no_transaction_file_builds_indexes_concurrently_and_heals_a_broken_build(
