@@ -1,4 +1,5 @@
-"""Configuration: command-line flag > environment > TOML file > default (DESIGN.md A3).
+"""Configuration: command-line flag > environment > TOML file > default
+(docs/contract.md, "Configuration").
 
 Global settings are declared once in SETTINGS (which also yields their CLI
 flags and env names); each job's tables are declared as settings classes on its

@@ -1,4 +1,4 @@
-"""Exit codes (sysexits, DESIGN.md A2) and the errors that carry them.
+"""Exit codes (sysexits; docs/contract.md, "Exit codes") and the errors that carry them.
 
 Every failure an operator can act on is an M10Error whose message says what
 failed and what to do; the runner prints it as one line and exits with its code.

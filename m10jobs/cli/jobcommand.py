@@ -82,7 +82,7 @@ def job_command(job: Job, only: Task | None = None, name: str | None = None) -> 
         from m10jobs import stopping
 
         signo = stopping.signum()
-        if signo is not None:  # DESIGN A2: after releasing, end by the signal
+        if signo is not None:  # docs/contract.md "Exit codes": after releasing, end by the signal
             stopping.die_by(signo)
         click.get_current_context().exit(code)
 

@@ -1,5 +1,5 @@
-"""Exactly-once appends to Redis Streams (DESIGN.md A5), shared by the outbox
-processor and the dead-letter tooling.
+"""Exactly-once appends to Redis Streams (docs/contract.md, "Outbox and Redis
+streams"), shared by the outbox processor and the dead-letter tooling.
 
 Redis 7 has no idempotent XADD, so a Lua script does it: for each entry it
 looks up a dedup key; if present it returns the stream entry id recorded
@@ -24,7 +24,8 @@ from typing import Literal
 
 import redis
 
-# A5: the fields of every outbox stream entry; a dead-letter entry adds REASON and ATTEMPTS.
+# The fields of every outbox stream entry (docs/contract.md, "Outbox and Redis
+# streams"); a dead-letter entry adds REASON and ATTEMPTS.
 OUTBOX_FIELDS = (
     "event_id",
     "idempotency_key",

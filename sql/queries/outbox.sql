@@ -7,7 +7,7 @@
 -- The hold-back is one probe of outbox_held_idx per candidate, flat however many wait: a
 -- scalar subquery, which the planner never turns into a join (as NOT EXISTS, it guessed the
 -- held rows few and compared every candidate with every one of them).
--- `fields` is the stream entry (DESIGN.md A5, the order of outbox_stream.OUTBOX_FIELDS) as
+-- `fields` is the stream entry (docs/contract.md, "Outbox and Redis streams"; the order of outbox_stream.OUTBOX_FIELDS) as
 -- the JSON array [field, value, ...] the publish script takes: encoded here, in C, instead
 -- of per field in Python (a third of the processor's CPU time).
 SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.attempts, o.dead_letters,

@@ -1,4 +1,5 @@
-"""The console scripts end to end, as systemd and operators call them (DESIGN.md A1-A3)."""
+"""The console scripts end to end, as systemd and operators call them
+(docs/contract.md: console scripts, exit codes, configuration)."""
 
 from __future__ import annotations
 

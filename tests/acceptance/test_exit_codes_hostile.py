@@ -1,4 +1,4 @@
-"""DESIGN.md A2 exit codes for the hostile cases of issue 13 that are not a file's
+"""docs/contract.md exit codes for the hostile cases of issue 13 that are not a file's
 shape (those are in test_hostile_inputs.py): URL/DSN syntax, refused logins, a store
 down under retention, oversized or odd data, signals' neighbours."""
 

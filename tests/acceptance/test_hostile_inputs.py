@@ -4,7 +4,7 @@ Table-driven: for each file (fallback meta, fallback data, `.uploaded` marker,
 stats CSV, `.processed`, latest_report.json, the config file) and each variant
 (missing, empty, truncated, garbage, wrong type, huge, deeply nested, non-UTF-8,
 symlink inside and outside the state dir, FIFO, directory, unreadable), the job
-that reads it runs as a real process and must: exit with the DESIGN.md A2 code,
+that reads it runs as a real process and must: exit with the docs/contract.md code,
 name the file in an error line without a traceback, act on nothing and lose
 nothing (the state tree is byte-identical afterwards, unless the answer is a
 repair: an untrusted `.uploaded` marker means "upload again"), never hang (a

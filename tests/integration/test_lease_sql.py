@@ -1,4 +1,4 @@
-"""Lease properties, straight against the SQL functions (DESIGN.md A4)."""
+"""Lease properties, straight against the SQL functions (docs/contract.md, "Leases and fencing")."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def test_sigterm_during_linger_releases_the_lease_at_once(
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
     took = time.monotonic() - t0
-    assert proc.returncode == -signal.SIGTERM, err  # ends by the signal (A2)
+    assert proc.returncode == -signal.SIGTERM, err  # ends by the signal (docs/contract.md)
     assert took < 1.0, took
     assert not _lease_held(conn)  # released, not left to lapse
     summary = json.loads(out.strip().splitlines()[-1])

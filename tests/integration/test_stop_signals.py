@@ -1,6 +1,6 @@
 """SIGTERM mid-pass, for every job: the pass stops at its next safe point (or is
 interrupted where it waits), the lease is released within 2 s, nothing half-done
-is left, and the process ends by the signal (DESIGN.md A2)."""
+is left, and the process ends by the signal (docs/contract.md, "Exit codes")."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ import click
 from m10jobs.registry import Flow, Job
 
 LOCK = "m10:outbox_processor"
-# Default stream names (DESIGN.md A5); maintenance's [dead_letter] defaults to the second.
+# Default stream names (docs/contract.md, "Outbox and Redis streams"); maintenance's
+# [dead_letter] defaults to the second.
 STREAM = "m10:outbox"
 DEAD_LETTER_STREAM = "m10:dead_letter"
 
@@ -55,7 +56,7 @@ JOB = Job(
             "stream",
             STREAM,
             "Redis stream (outbox.stream, outbox.routes)",
-            "Published outbox events (A5 fields)",
+            "Published outbox events (the contract's stream fields)",
         ),
         Flow(
             "stream",
