@@ -182,6 +182,12 @@ class Job:
         return tuple(t.lock for t in self.tasks)
 
     @property
+    def lease_patterns(self) -> tuple[str, ...]:
+        """Every lease a run may take, as documented (`matview_*`, `<lock>@<hostname>`),
+        once each, in task order: several tasks may share one lease."""
+        return tuple(dict.fromkeys(t.lease_pattern for t in self.tasks))
+
+    @property
     def scopes(self) -> str:
         """cluster, host, or mixed (tasks of both kinds), for listings."""
         found = {t.scope for t in self.tasks}

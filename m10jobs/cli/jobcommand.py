@@ -87,7 +87,7 @@ def job_command(job: Job, only: Task | None = None, name: str | None = None) -> 
         click.get_current_context().exit(code)
 
     summary = only.summary if only else job.summary
-    locks = ", ".join(t.lock for t in ((only,) if only else job.tasks))
+    locks = ", ".join(job.lease_patterns if only is None else (only.lease_pattern,))
     example = job.example if only is None else f"m10 run {target.name} --dry-run"
     command = click.Command(
         name or job.script,
