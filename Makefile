@@ -82,6 +82,8 @@ endif
 	if getent group $(SERVICE_USER) >/dev/null; then \
 		chgrp $(SERVICE_USER) $(DESTDIR)$(CONFDIR)/m10jobs.toml $(DESTDIR)$(CONFDIR)/env; fi
 	ln -sfn $(PREFIX)/bin/m10 $(DESTDIR)$(BINDIR)/m10
+	# the operator wrappers, beside the job scripts they run (the runbook names this path)
+	install -m 0755 scripts/ops/*.sh $(STAGE)/bin/
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -m 0644 monitoring/*.yml $(DESTDIR)$(DOCDIR)/
 	$(if $(LIVE_SYSTEMD),systemctl daemon-reload)

@@ -1,9 +1,12 @@
 """PostgreSQL access: connections and turning driver failures into exit codes.
 
 Every connection is opened by connect() here.  psycopg itself (~100 ms to
-import) is also imported by the lease and migrate edges, the runner, and inside
-passes that need psycopg.sql or its Jsonb adapter -- never at module level of a
-job, so `--help` does not pay for it.
+import) is also imported by the lease and migrate edges, inside the runner's
+functions, and at the top of the pass modules that use a driver type (psycopg.sql,
+the Jsonb adapter, type info: canary, cost, dead letters, matviews, outbox).  Never
+by a job's declaration (jobs/<flow>/__init__.py, settings.py): pass modules are
+imported only when their pass runs, so `--help` and a start whose lease is busy
+do not pay for it (tests/unit/test_startup_imports.py).
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ for f in m10jobs.toml env; do
     [ "$mode" = 640 ] || { echo "/etc/m10jobs/$f is mode $mode, want 640"; fail=1; }
 done
 [ "$(readlink "$stage/usr/local/bin/m10")" = /opt/m10jobs/bin/m10 ] || { echo "m10 is not on PATH"; fail=1; }
+for w in retry_r2_fallbacks.sh postflight.sh m10-env.sh; do
+    [ -x "$prefix/bin/$w" ] || { echo "operator wrapper $w not installed in $prefix/bin"; fail=1; }
+done
 leftover=$(find "$stage" -name '*.lock')
 [ -z "$leftover" ] || { echo "lock files installed: $leftover"; fail=1; }
 "$prefix/bin/python" -m m10jobs.cli.admin jobs >/dev/null

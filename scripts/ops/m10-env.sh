@@ -9,8 +9,15 @@ if [ -r "$env_file" ]; then
     . "$env_file"
     set +a
 fi
+# The command is taken from M10_BIN_DIR when set, else from beside the wrapper when it
+# is there (an install: `make install` puts the wrappers in $(PREFIX)/bin next to the
+# job scripts), else from PATH (a checkout with its venv on PATH).
 m10_exec() {
     cmd=$1
     shift
-    exec "${M10_BIN_DIR:+$M10_BIN_DIR/}$cmd" "$@"
+    dir=${M10_BIN_DIR:-}
+    if [ -z "$dir" ] && [ -x "$(dirname "$0")/$cmd" ]; then
+        dir=$(dirname "$0")
+    fi
+    exec "${dir:+$dir/}$cmd" "$@"
 }

@@ -44,8 +44,6 @@ COST_GRACE_S = 900
 FALLBACK_LATE_S = 1800
 """A fallback upload is red once it waited two retry intervals."""
 
-RUNBOOK = "docs/runbook.md"
-
 
 @dataclass
 class Problem:
@@ -57,7 +55,10 @@ class Problem:
 
     @property
     def runbook(self) -> str:
-        return f"{RUNBOOK}#{self.check}"
+        """Its runbook section, at a path that exists here (the installed docs on a host)."""
+        from m10jobs.docpaths import doc_path
+
+        return f"{doc_path('runbook.md')}#{self.check}"
 
 
 @dataclass

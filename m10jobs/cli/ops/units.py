@@ -86,13 +86,15 @@ def render(output: Path | None, prefix: str, metrics_dir: str, check: bool) -> N
 )
 @click.argument("unit")
 def record_failure(config: Any, log: Any, unit: str) -> int:
+    from m10jobs.docpaths import doc_path
     from m10jobs.edges.files import file_lock
     from m10jobs.edges.metrics import Gauge, write_gauges
 
     log.error(
-        "unit %s failed; see `journalctl -u %s` and docs/runbook.md",
+        "unit %s failed; see `journalctl -u %s` and %s",
         unit,
         unit,
+        doc_path("runbook.md"),
         extra={"unit": unit},
     )
     if config.metrics_dir:

@@ -32,6 +32,7 @@ from psycopg.postgres import types
 from m10jobs.edges import db
 from m10jobs.edges.queries import query
 from m10jobs.errors import BadInput, ConfigError, some_refused
+from m10jobs.jobs.cost.settings import SOURCE_COLUMNS
 
 if TYPE_CHECKING:
     from m10jobs.runner import PassContext
@@ -41,7 +42,6 @@ DAY = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # What the source query must return, and the PostgreSQL types accepted for each.
-SOURCE_COLUMNS = ("tenant_id", "category", "amount_usd", "record_count")
 _TEXT = {25: "text", 1043: "varchar", 1042: "char", 19: "name"}
 _INTEGER = {20: "bigint", 23: "integer", 21: "smallint"}
 _EXACT = {1700: "numeric", **_INTEGER}

@@ -13,6 +13,8 @@ from m10jobs.settings import setting
 
 HOURLY_LOCK = "aos:cost_snapshot_hourly"
 DAILY_LOCK = "aos:cost_snapshot_daily"
+# What a cost source query returns, exactly (checked by common.check_columns).
+SOURCE_COLUMNS = ("tenant_id", "category", "amount_usd", "record_count")
 
 
 def _placeholders(source_query: str) -> str | None:
@@ -32,7 +34,7 @@ class CostSettings:
 
     source_query: str = setting(
         "",
-        "SELECT returning (amount_usd, record_count) for %(period_start)s .. "
+        f"SELECT returning ({', '.join(SOURCE_COLUMNS)}) for %(period_start)s .. "
         "%(period_end)s (empty: the built-in query on aos_cost.cost_records)",
         check=_placeholders,
     )
