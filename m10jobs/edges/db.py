@@ -62,6 +62,10 @@ def check_dsn(dsn: str) -> None:
         )
 
     try:
+        dsn.encode()
+    except UnicodeEncodeError:  # a byte the environment held that is not UTF-8
+        raise bad("holds a byte that is not UTF-8 (percent-encode it, e.g. %FF)") from None
+    try:
         info = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         raise bad(f"is not a valid libpq URI/conninfo: {redact(str(exc))}") from None

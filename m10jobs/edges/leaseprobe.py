@@ -213,7 +213,17 @@ def _rows(lib: Any, conn: Any, sql: str, params: list[str]) -> list[dict[str, st
 
 def live_holders(dsn: str, names: Sequence[str], *, app: str) -> dict[str, dict[str, Any]] | None:
     """{lease: holder} for those of `names` whose lease is live right now (the holder as
-    edges.lease.live_holder gives it), or None when libpq could not be asked."""
+    edges.lease.live_holder gives it), or None when libpq could not be asked.
+
+    Whatever goes wrong in here (a DSN with a byte that is not UTF-8, an answer this
+    code did not foresee) is None too, never an exception: the driver's way reports it."""
+    try:
+        return _live_holders(dsn, names, app=app)
+    except Exception:
+        return None
+
+
+def _live_holders(dsn: str, names: Sequence[str], *, app: str) -> dict[str, dict[str, Any]] | None:
     lib = _libpq()
     info = None if lib is None else _parse(lib, dsn)
     if info is None or conninfo.problem(info):

@@ -32,6 +32,8 @@ def errors(stderr: str) -> list[str]:
         ("postgresql://m10:pw@127.0.0.1:5x/m10", "invalid port '5x'"),
         ("postgresql://m10:pw@127.0.0.1/m10?sslmode=maybe", "invalid sslmode 'maybe'"),
         ("postgresql://m10:Sec@ret-tail-9@127.0.0.1/m10", "unencoded '@'"),
+        # a byte of the environment that is not UTF-8 (the lease probe must not trip on it)
+        ("postgresql://m10:Sec\udcffret-tail-9@127.0.0.1/m10", "not UTF-8"),
     ],
 )
 def test_malformed_dsn_is_78_and_never_printed(
