@@ -7,6 +7,8 @@ A failed run keeps the previous last-success timestamp, so an alert on
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -116,6 +118,27 @@ def _previous(path: Path, name: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def metrics_path(metrics_dir: Path | str, job: str) -> Path:
+    """$M10_METRICS_DIR/m10_<job>.prom, the job's script name without its own `m10-`
+    (m10-canary -> m10_canary.prom; aos-cost-snapshot-daily ->
+    m10_aos_cost_snapshot_daily.prom)."""
+    return Path(metrics_dir) / f"m10_{metric_name(job.removeprefix('m10-'))}.prom"
+
+
+def _adopt_legacy(path: Path, job: str) -> None:
+    """Releases before this name wrote m10_m10_<job>.prom: the first run after an upgrade
+    takes that file over (its last-success and last-skipped times carry on) or, when the
+    new one is already there, removes it, so no stale file is left for node_exporter."""
+    legacy = path.with_name(f"m10_{metric_name(job)}.prom")
+    if legacy == path or not legacy.exists():
+        return
+    with contextlib.suppress(FileNotFoundError):  # another run on this host did it first
+        if path.exists():
+            legacy.unlink()
+        else:
+            os.replace(legacy, path)
+
+
 def previous_success(path: Path) -> float | None:
     return _previous(path, "m10_job_last_success_timestamp_seconds")
 
@@ -134,7 +157,8 @@ def write_job_metrics(
     on several hosts the runs that were skipped (75) cannot keep it fresh while the
     leader is wedged; they move "last skipped" instead and keep the pass gauges of the
     last run that looked at the state (a degraded gauge stays set until fixed)."""
-    path = Path(metrics_dir) / f"m10_{metric_name(job)}.prom"
+    path = metrics_path(metrics_dir, job)
+    _adopt_legacy(path, job)
     finished = started + duration
     skipped = exit_code == 75
     last_success = finished if succeeded else previous_success(path)

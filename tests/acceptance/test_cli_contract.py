@@ -31,7 +31,7 @@ def test_a_pass_runs_logs_json_and_writes_metrics(cli: Any, env: dict[str, str])
     held = [r for r in records if r.get("lock") == "reclaim_gc" and "fencing_token" in r]
     assert held and all({"job", "run_id", "level", "message"} <= r.keys() for r in records)
     assert {r["run_id"] for r in records} == {summary["run_id"]}
-    prom = (Path(env["M10_METRICS_DIR"]) / "m10_m10_maintenance.prom").read_text()
+    prom = (Path(env["M10_METRICS_DIR"]) / "m10_maintenance.prom").read_text()
     assert re.search(r'^m10_job_last_exit_code\{job="m10-maintenance"\} 0$', prom, re.M)
     assert "m10_job_last_success_timestamp_seconds" in prom
 

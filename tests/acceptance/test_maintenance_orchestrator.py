@@ -107,7 +107,7 @@ def test_outbox_leader_health_reported(
     assert health["lease"] == "live" and health["holder"] == "leader:1:x"
     assert health["pending"] == 1 and health["oldest_pending_age_s"] >= 299
     assert health["healthy"] is False and "outbox processor looks unhealthy" in proc.stderr
-    prom = (Path(tmp_path) / "metrics" / "m10_m10_maintenance.prom").read_text()
+    prom = (Path(tmp_path) / "metrics" / "m10_maintenance.prom").read_text()
     assert "m10_outbox_processor_lease_live" in prom and "m10_outbox_pending_events" in prom
     assert re.search(
         r'^m10_lease_held_seconds\{job="m10-maintenance",lock="m10:outbox_processor"\}'

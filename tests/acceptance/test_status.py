@@ -17,7 +17,7 @@ import pytest
 from m10jobs.config import load_config
 from m10jobs.edges.fallback import retry_local_fallback
 from m10jobs.edges.files import atomic_write, atomic_write_json
-from m10jobs.edges.metrics import write_job_metrics
+from m10jobs.edges.metrics import metrics_path, write_job_metrics
 from m10jobs.jobs.canary import report as cr
 from m10jobs.jobs.stats.statsfile import COLUMNS, csv_path, marker_for, marker_path, render
 from m10jobs.registry import jobs
@@ -226,7 +226,7 @@ def test_host_local_files_of_a_job_another_host_runs_are_not_red(
             p.unlink()
     for script in ("m10-daily-stats", "m10-canary"):
         if code is None:
-            (Path(green["M10_METRICS_DIR"]) / f"m10_{script.replace('-', '_')}.prom").unlink()
+            metrics_path(green["M10_METRICS_DIR"], script).unlink()
         else:
             ran_here(green, script, code=code)
     r = status(cli, green)

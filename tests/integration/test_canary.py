@@ -64,7 +64,7 @@ def test_every_probe_type_passes(
     history = reports(env) / f"{report['run_id']}.json"
     assert json.loads(history.read_text()) == report
     assert task_summary(proc.stdout)["verdict"] == "pass"
-    prom = (Path(env["M10_METRICS_DIR"]) / "m10_m10_canary.prom").read_text()
+    prom = (Path(env["M10_METRICS_DIR"]) / "m10_canary.prom").read_text()
     assert re.search(r"^m10_canary_score\{[^}]*\} 1(\.0)?$", prom, re.M), prom
     written = re.search(r"^m10_canary_report_timestamp_seconds\{[^}]*\} (\S+)$", prom, re.M)
     assert written and abs(float(written.group(1)) - time.time()) < 60, prom

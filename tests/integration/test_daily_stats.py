@@ -83,7 +83,7 @@ def test_backfill_across_month_boundary_is_idempotent(
     assert summary(again.stdout)["tasks"][1]["summary"]["exported"] == []
     assert stats_files(log) == before
     # nothing to do still reports the newest day (the M10DailyStatsStale alert's input)
-    prom = (Path(env["M10_METRICS_DIR"]) / "m10_m10_daily_stats.prom").read_text()
+    prom = (Path(env["M10_METRICS_DIR"]) / "m10_daily_stats.prom").read_text()
     assert (
         'm10_daily_stats_last_day_timestamp_seconds{job="m10-daily-stats"} '
         f"{int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())}"
@@ -134,7 +134,7 @@ def test_a_corrupt_month_is_skipped_on_its_own_and_the_others_are_written(
     lines[2] = "2026-10-30,not-a-number"
     path.write_text("\n".join(lines) + "\n")
     october = {k: v for k, v in stats_files(log).items() if "2026-10" in k}
-    metrics = Path(env["M10_METRICS_DIR"]) / "m10_m10_daily_stats.prom"
+    metrics = Path(env["M10_METRICS_DIR"]) / "m10_daily_stats.prom"
 
     proc = cli("m10-daily-stats", "--until", "2026-11-01")
     assert proc.returncode == 1, proc.stderr  # degraded: a month needs the operator

@@ -82,7 +82,7 @@ def test_every_lease_held_elsewhere_is_reported_without_the_driver(
         "skipped, nothing done" in {t["error"] for t in tasks}
     )
     assert (tasks, logs) == _report(slow)
-    assert (Path(env["M10_METRICS_DIR"]) / "m10_m10_maintenance.prom").exists()
+    assert (Path(env["M10_METRICS_DIR"]) / "m10_maintenance.prom").exists()
 
 
 def test_the_probe_sees_live_leases_only(dsn: str, conn: psycopg.Connection[Any]) -> None:

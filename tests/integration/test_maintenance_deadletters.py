@@ -209,7 +209,7 @@ def test_archive_then_reconcile_three_outcomes_and_idempotent(
 def _gauge(tmp_path: Path, name: str) -> float:
     from m10jobs.edges.metrics import parse
 
-    prom = (tmp_path / "metrics" / "m10_m10_maintenance.prom").read_text()
+    prom = (tmp_path / "metrics" / "m10_maintenance.prom").read_text()
     [value] = [g.value for g in parse(prom) if g.name == name]
     return value
 
@@ -274,7 +274,7 @@ def test_operator_list_and_manual_replay(
         assert first.returncode == 1 and "1 dead letter(s) are abandoned" in first.stderr
         assert (
             'm10_dead_letters_abandoned{job="m10-maintenance"} 1'
-            in (metrics / "m10_m10_maintenance.prom").read_text()
+            in (metrics / "m10_maintenance.prom").read_text()
         )
     listed = cli("m10", "dl", "list", "--outcome", "abandoned", "--config", str(cfg))
     assert listed.returncode == 0 and "manual" in listed.stdout
@@ -318,7 +318,7 @@ def test_operator_list_and_manual_replay(
     assert fixed.returncode == 0, fixed.stderr
     assert (
         'm10_dead_letters_abandoned{job="m10-maintenance"} 0'
-        in (metrics / "m10_m10_maintenance.prom").read_text()
+        in (metrics / "m10_maintenance.prom").read_text()
     )
     refused = cli("m10", "dl", "replay", str(dl_id), "--config", str(cfg))
     assert refused.returncode == 1 and "--force" in refused.stderr

@@ -81,7 +81,7 @@ def oldest_pending_age(env: dict[str, str]) -> float:
     """The m10_fallback_oldest_pending_age_seconds gauge of the last pass."""
     from m10jobs.edges.metrics import parse
 
-    prom = (Path(env["M10_METRICS_DIR"]) / "m10_m10_retry_r2_fallbacks.prom").read_text()
+    prom = (Path(env["M10_METRICS_DIR"]) / "m10_retry_r2_fallbacks.prom").read_text()
     [age] = [g.value for g in parse(prom) if g.name == "m10_fallback_oldest_pending_age_seconds"]
     return age
 

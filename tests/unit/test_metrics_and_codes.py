@@ -35,13 +35,13 @@ def test_textfile_keeps_last_success_across_a_failed_run(tmp_path: Path) -> None
         succeeded=True,
         gauges=[Gauge("m10_canary_score", 0.9, "score", {"target": 'a"b'})],
     )
-    first = parse((tmp_path / "m10_m10_canary.prom").read_text())
+    first = parse((tmp_path / "m10_canary.prom").read_text())
     assert first['m10_job_last_success_timestamp_seconds{job="m10-canary"}'] == 1002.0
     assert first['m10_canary_score{job="m10-canary",target="a\\"b"}'] == 0.9
     write_job_metrics(
         tmp_path, "m10-canary", exit_code=69, started=2000.0, duration=1.0, succeeded=False
     )
-    second = parse((tmp_path / "m10_m10_canary.prom").read_text())
+    second = parse((tmp_path / "m10_canary.prom").read_text())
     assert second['m10_job_last_success_timestamp_seconds{job="m10-canary"}'] == 1002.0
     assert second['m10_job_last_exit_code{job="m10-canary"}'] == 69
 
@@ -69,7 +69,7 @@ def test_combined_exit_code(codes: list[int], expected: int) -> None:
 def test_skipped_runs_never_count_as_success_and_keep_the_pass_gauges(tmp_path: Path) -> None:
     """Several hosts: the leader's degraded run sets a gauge; the others' skipped runs (75)
     move "last skipped", not "last success", and leave the gauge set."""
-    prom = tmp_path / "m10_m10_maintenance.prom"
+    prom = tmp_path / "m10_maintenance.prom"
     write_job_metrics(
         tmp_path, "m10-maintenance", exit_code=0, started=100.0, duration=1.0, succeeded=True
     )

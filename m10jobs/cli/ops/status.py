@@ -226,12 +226,12 @@ def systemd_timers(patterns: Sequence[str]) -> dict[str, float | None]:
 
 
 def _job_metrics(metrics_dir: Path | None, script: str) -> dict[str, float] | None:
-    from m10jobs.edges.metrics import metric_name, parse
+    from m10jobs.edges.metrics import metrics_path, parse
 
     if metrics_dir is None:
         return None
     try:
-        text = (Path(metrics_dir) / f"m10_{metric_name(script)}.prom").read_text()
+        text = metrics_path(metrics_dir, script).read_text()
     except OSError:
         return None
     return {g.name: g.value for g in parse(text) if not g.labels}
