@@ -155,6 +155,18 @@ def client(url: str, timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis:
     )
 
 
+def address(r: redis.Redis) -> str:
+    """host:port the client writes to (for a Sentinel URL: the primary it names now)."""
+    pool = r.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        host, port = pool.get_master_address()
+    else:
+        host, port = pool.connection_kwargs.get("host"), pool.connection_kwargs.get("port")
+        if pool.connection_kwargs.get("path"):
+            return str(pool.connection_kwargs["path"])
+    return f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class ServerInfo:
     """What a Redis server says about keeping what it acknowledged."""
