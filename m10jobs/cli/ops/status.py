@@ -650,12 +650,12 @@ def render(st: Status) -> list[str]:
             "already processed",
         ]
     rd = st.redis
-    lines += ["", "REDIS"]
+    lines += ["", "ENGINES"]
     lines.append(
-        f"  {rd['address']}: {rd['role']} (Redis {rd['version']}), "
+        f"  redis         {rd['address']}: {rd['role']} (Redis {rd['version']}), "
         f"{rd['persistence']}, {rd['replicas']} replica(s)"
         if "role" in rd
-        else "  (unreachable)"
+        else f"  redis         {rd.get('server', '-')}: unreachable"
     )
     a = st.artifacts
     stats, canary, up, cost = (
