@@ -91,14 +91,18 @@ def _hwm_kib(pid: int) -> int:
     return 0
 
 
-def _drain(bench: Bench, dsn: str, redis_url: str) -> tuple[float, int, int]:
+def _drain(
+    bench: Bench, dsn: str, redis_url: str, config: str | None = None
+) -> tuple[float, int, int]:
     """Seconds to drain with the real processor (passes until the backlog is 0), passes,
     peak RSS in KiB of the processor processes."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("M10_")},
         **bench.stack.env(),
         "M10_DATABASE_URL": dsn,
+        "M10_REDIS_URL": redis_url,
         "M10_METRICS_DIR": "",
+        **({"M10_CONFIG": config} if config else {}),
     }
     t0 = time.perf_counter()
     passes, peak_kib = 0, 0

@@ -232,6 +232,15 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
             "dl_stream": "m10:dead_letter",
         },
         "outbox_backlog": {},
+        "outbox_newest_published": {"ttl": 604800},
+        # after Redis lost data (a restart without AOF, a failover): rare, bounded
+        "outbox_reconcile_window": {"window": 3600, "limit": 100_000},
+        "outbox_republish_fields": {"ids": BATCH[:1000]},
+        "outbox_mark_republished": {
+            "ids": BATCH[:1000],
+            "streams": ["m10:outbox"] * 1000,
+            "entry_ids": [f"{i}-2" for i in BATCH[:1000]],
+        },
         # synthetic traffic, canary (every 5-30 min)
         "synthetic_enqueue": {"payload": "{}", "key": "syn:1"},
         "synthetic_recent": {"lookback": 7200},

@@ -185,9 +185,15 @@ class Postgres:
 
 @dataclass
 class Redis:
+    """A redis-server; `replica_of` makes it a replica, `aof` turns on appendonly
+    (appendfsync everysec); extra: more `--option value` arguments."""
+
     base: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    replica_of: int | None = None
+    aof: bool = False
+    extra: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -195,32 +201,44 @@ class Redis:
 
     def start(self) -> Redis:
         self.base.mkdir(parents=True, exist_ok=True)
+        args = [
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.aof else "no",
+            "--dir",
+            str(self.base),
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.base / "redis.log"),
+            *self.extra,
+        ]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.proc = subprocess.Popen(
-            [
-                redis_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.base),
-                "--daemonize",
-                "no",
-                "--logfile",
-                str(self.base / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [redis_binary(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         _wait_port(self.port, 20, self.proc)
         return self
 
     def stop(self) -> None:
         _terminate(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (nothing flushed that was not already)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> Redis:
+        """Kill and start again on the same port and directory (keeps what is on disk)."""
+        self.kill()
+        return self.start()
 
     def pause(self) -> None:
         """SIGSTOP: the server stops answering (tests of an unreachable Redis)."""
@@ -230,6 +248,159 @@ class Redis:
     def resume(self) -> None:
         if self.proc:
             self.proc.send_signal(signal.SIGCONT)
+
+
+@dataclass
+class Sentinel:
+    """One `redis-server --sentinel` watching a primary as SERVICE (quorum 2 of 3), with
+    short timeouts so a failover takes a few seconds."""
+
+    base: Path
+    primary_port: int
+    service: str = "mymaster"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Sentinel:
+        self.base.mkdir(parents=True, exist_ok=True)
+        conf = self.base / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.base}\n"
+            f"logfile {self.base / 'sentinel.log'}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary_port} 2\n"
+            f"sentinel down-after-milliseconds {self.service} 1000\n"
+            f"sentinel failover-timeout {self.service} 5000\n"
+            f"sentinel parallel-syncs {self.service} 1\n"
+        )
+        self.proc = subprocess.Popen(
+            [redis_binary(), str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, 20, self.proc)
+        return self
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+
+@dataclass
+class RedisHA:
+    """A primary, a replica and three Sentinels on loopback (real processes)."""
+
+    base: Path
+    primary: Redis = field(init=False)
+    replica: Redis = field(init=False)
+    sentinels: list[Sentinel] = field(default_factory=list)
+    service: str = "mymaster"
+    aof: bool = False
+
+    # Replicas log in as their own ACL user, so cut_replication() can lock them out (a
+    # replica that lags for good) without touching the clients' default user.
+    REPL_USER = ("--masteruser", "repl", "--masterauth", "repl-secret")
+
+    def start(self) -> RedisHA:
+        self.primary = Redis(self.base / "primary", aof=self.aof, extra=self.REPL_USER).start()
+        self._cli(
+            self.primary.port, "ACL", "SETUSER", "repl", "on", ">repl-secret", "~*", "&*", "+@all"
+        )
+        self.replica = Redis(
+            self.base / "replica", replica_of=self.primary.port, aof=self.aof, extra=self.REPL_USER
+        ).start()
+        self._cli(
+            self.replica.port, "ACL", "SETUSER", "repl", "on", ">repl-secret", "~*", "&*", "+@all"
+        )
+        self.wait_replicas(1)
+        self.sentinels = [
+            Sentinel(self.base / f"sentinel{i}", self.primary.port, self.service).start()
+            for i in range(3)
+        ]
+        return self
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    def _cli(self, port: int, *args: str) -> str:
+        import redis
+
+        r = redis.Redis(port=port, socket_timeout=5, decode_responses=True)
+        try:
+            return str(r.execute_command(*args))
+        finally:
+            r.close()
+
+    def wait_replicas(self, n: int, timeout: float = 20) -> None:
+        """Until the primary has n replicas online and in sync."""
+        import redis
+
+        r = redis.Redis(port=self.primary.port, socket_timeout=5)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                info = r.info("replication")
+                online = [
+                    v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+                ]
+                if len([v for v in online if v.get("state") == "online"]) >= n:
+                    return
+                time.sleep(0.1)
+        finally:
+            r.close()
+        raise ServiceError(f"primary has fewer than {n} replicas online after {timeout}s")
+
+    def cut_replication(self) -> None:
+        """The replica stops receiving writes (its user is locked out of the primary): it
+        lags from now on, as a replica behind a slow link does."""
+        self._cli(self.primary.port, "ACL", "SETUSER", "repl", "off")
+        self._cli(self.primary.port, "CLIENT", "KILL", "USER", "repl")
+
+    def promote_replica(self) -> None:
+        """The primary dies (SIGKILL) and the replica is promoted by hand (REPLICAOF NO ONE)."""
+        self.primary.kill()
+        self._cli(self.replica.port, "REPLICAOF", "NO", "ONE")
+        self.primary, self.replica = self.replica, self.primary
+
+    def sentinel_primary(self) -> int:
+        """The primary's port as the first Sentinel names it."""
+        import redis
+
+        r = redis.Redis(port=self.sentinels[0].port, socket_timeout=5)
+        try:
+            return int(r.sentinel_get_master_addr_by_name(self.service)[1])
+        finally:
+            r.close()
+
+    def failover(self, timeout: float = 30) -> None:
+        """SENTINEL FAILOVER: promote the replica; return once every Sentinel names it."""
+        old = self.sentinel_primary()
+        self._cli(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.service)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            import redis
+
+            ports = set()
+            for s in self.sentinels:
+                r = redis.Redis(port=s.port, socket_timeout=5)
+                try:
+                    ports.add(int(r.sentinel_get_master_addr_by_name(self.service)[1]))
+                finally:
+                    r.close()
+            if ports and old not in ports and len(ports) == 1:
+                port = ports.pop()
+                role = self._cli(port, "ROLE")
+                if "master" in role:
+                    if port == self.replica.port:
+                        self.primary, self.replica = self.replica, self.primary
+                    return
+            time.sleep(0.2)
+        raise ServiceError(f"no failover within {timeout}s")
+
+    def stop(self) -> None:
+        for svc in (*self.sentinels, self.replica, self.primary):
+            with contextlib.suppress(Exception):
+                svc.stop()
 
 
 @dataclass

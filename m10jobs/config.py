@@ -110,8 +110,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "redis_url",
         "redis://localhost:6379/0",
-        _url(("redis", "rediss", "unix")),
-        "Redis URL",
+        _url(("redis", "rediss", "unix", "redis+sentinel")),
+        "Redis URL; redis+sentinel://[:PASSWORD@]H1:26379,H2:26379/SERVICE[/DB]"
+        "[?sentinel_password=...] follows the primary Sentinel names (no Redis Cluster)",
         secret=True,
     ),
     Setting("state_dir", "/var/lib/m10jobs", _path, "fallback uploads, canary reports"),
@@ -349,19 +350,23 @@ def load_config(
         origins[s.key] = origin
     for s in SETTINGS:
         if s.secret:
-            register_secret(_password_of(values.get(s.key)))
+            for secret in _passwords_of(values.get(s.key)):
+                register_secret(secret)
     register_secret(env.get("AWS_SECRET_ACCESS_KEY"))
     if errors and strict:
         raise ConfigError(errors[0])
     return Config(values, origins, file, str(path) if path else "defaults", tuple(errors))
 
 
-def _password_of(url: str | None) -> str | None:
+def _passwords_of(url: str | None) -> list[str]:
+    """A URL's password, and a Sentinel URL's sentinel_password parameter."""
     if not url or "://" not in url:
-        return None
-    from urllib.parse import urlsplit
+        return []
+    from urllib.parse import parse_qs, unquote, urlsplit
 
     try:
-        return urlsplit(url).password
+        parts = urlsplit(url)
+        found = [parts.password, *parse_qs(parts.query).get("sentinel_password", [])]
     except ValueError:
-        return None
+        return []
+    return [x for p in found if p for x in {p, unquote(p)}]

@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import redis
+import redis.exceptions
 
 # The fields of every outbox stream entry (docs/contract.md, "Outbox and Redis
 # streams"); a dead-letter entry adds REASON and ATTEMPTS.
@@ -40,8 +41,11 @@ OUTBOX_FIELDS = (
 # ARGV: dedup_ttl, trim_kind ('' | MAXLEN | MINID), trim_value, and one JSON array with,
 #       per entry, [order_key, [field, value, field, value, ...]]: one argument to encode
 #       instead of ~20 per entry, which made redis-py's packing the bottleneck.
-# Returns one string, a line per entry: "o<id>" appended, "d<id>" appended earlier,
-# "e<error>" XADD failed, "b" held back.
+# Returns one string: first the server's run_id (which instance wrote: a restart or
+# failover changes it), then a line per entry: "o<id>" appended, "d<id>" appended earlier,
+# "e<error>" XADD failed, "b" held back.  A dup refreshes its dedup key's TTL: a write, so
+# a WAIT after a call of dups still waits for the replication of the earlier append.
+# READONLY (a demoted primary) aborts the call: no entry is marked failed for it.
 # A failed XADD holds back the later entries with the same non-empty order_key.
 # The dedup keys are read with MGET (a key written earlier in the same call counts too),
 # and each stream appended to is trimmed once per call rather than at every XADD: a
@@ -70,10 +74,13 @@ for i = 1, n do
   if order_key ~= '' and failed[order_key] then
     results[i] = 'b'
   elseif earlier then
+    redis.call('EXPIRE', dedup, ttl)
     results[i] = 'd' .. earlier
   else
     local id = redis.pcall('XADD', stream, '*', unpack(fields))
-    if type(id) == 'table' and id.err then
+    if type(id) == 'table' and id.err and string.sub(id.err, 1, 8) == 'READONLY' then
+      return redis.error_reply(id.err)
+    elseif type(id) == 'table' and id.err then
       results[i] = 'e' .. string.gsub(id.err, '\n', ' ')
       if order_key ~= '' then failed[order_key] = true end
     else
@@ -89,7 +96,8 @@ if trim_kind ~= '' then
     redis.pcall('XTRIM', stream, trim_kind, '~', trim_value)
   end
 end
-return table.concat(results, '\n')
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+return run_id .. '\n' .. table.concat(results, '\n')
 """
 
 _STATUS = {"o": "ok", "d": "dup", "e": "err", "b": "blocked"}
@@ -131,11 +139,30 @@ class Trim:
     """MAXLEN: entries to keep; MINID: age in milliseconds of the oldest entry to keep."""
 
 
+@dataclass(frozen=True)
+class Wait:
+    """What every publish call waits for before its outcomes count as acknowledged."""
+
+    replicas: int
+    """WAIT: this many replicas have the call's writes (0: no WAIT)."""
+    timeout_ms: int
+    local_aof: bool = False
+    """WAITAOF 1 0: the primary fsynced them to its AOF (Redis >= 7.2 with AOF on)."""
+
+
+class NotAcknowledged(Exception):
+    """A publish call's writes did not reach the replicas (or the AOF) in time: its
+    outcomes must not be committed as published (the appends stay, and the dedup keys
+    give the same entry ids back to the next attempt)."""
+
+
 class Publisher:
     """Appends batches of entries with one script call per batch.
 
     An order key that failed stays failed for the life of the publisher (one pass):
-    later entries with that key are held back until release() is called for it."""
+    later entries with that key are held back until release() is called for it.
+    With `wait`, each call is followed, on the same connection (one pipeline, one
+    round trip), by WAIT/WAITAOF; too few acknowledgements raise NotAcknowledged."""
 
     def __init__(
         self,
@@ -145,13 +172,17 @@ class Publisher:
         trim: Trim | None = None,
         max_per_call: int = 1000,
         max_bytes_per_call: int = 32 << 20,
+        wait: Wait | None = None,
     ) -> None:
         self.client = client
         self.max_bytes_per_call = max_bytes_per_call
         self.dedup_ttl_s = dedup_ttl_s
         self.trim = trim
         self.max_per_call = max_per_call
+        self.wait = wait if wait and (wait.replicas or wait.local_aof) else None
         self.failed: set[str] = set()
+        self.run_id = ""
+        """run_id of the server that ran the last call."""
         self._script = client.register_script(PUBLISH_ONCE_LUA)
 
     def release(self, order_keys: set[str]) -> None:
@@ -203,17 +234,43 @@ class Publisher:
                 else json.dumps([x for pair in e.fields for x in pair], ensure_ascii=False)
             )
             items.append(f"[{json.dumps(e.order_key, ensure_ascii=False)},{fields}]")
-        raw = self._script(
-            keys=keys,
-            args=[
-                self.dedup_ttl_s,
-                self.trim.kind if self.trim else "",
-                self.trim.value if self.trim else 0,
-                f"[{','.join(items)}]",
-            ],
-        )
-        lines = _text(raw).split("\n")
+        args = [
+            self.dedup_ttl_s,
+            self.trim.kind if self.trim else "",
+            self.trim.value if self.trim else 0,
+            f"[{','.join(items)}]",
+        ]
+        raw = self._script(keys=keys, args=args) if self.wait is None else self._waited(keys, args)
+        self.run_id, *lines = _text(raw).split("\n")
         return [Outcome(_STATUS[line[0]], line[1:]) for line in lines]  # type: ignore[arg-type]
+
+    def _waited(self, keys: list[str], args: list[Any]) -> Any:
+        """The script, then WAIT (and WAITAOF) on the same connection: WAIT counts the
+        writes of its own connection only."""
+        assert self.wait is not None
+        w = self.wait
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            if w.local_aof:
+                pipe.execute_command("WAITAOF", 1, 0, w.timeout_ms)
+            if w.replicas:
+                pipe.execute_command("WAIT", w.replicas, w.timeout_ms)
+            try:
+                raw, *acks = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.client.script_load(PUBLISH_ONCE_LUA)
+                continue
+            if w.local_aof and int(acks.pop(0)[0]) < 1:
+                raise NotAcknowledged(f"the AOF fsync did not happen within {w.timeout_ms} ms")
+            if w.replicas and int(acks[0]) < w.replicas:
+                raise NotAcknowledged(
+                    f"{acks[0]} of {w.replicas} replica(s) acknowledged within {w.timeout_ms} ms"
+                )
+            return raw
+        raise AssertionError("unreachable")
 
 
 def _text(value: bytes | str) -> str:

@@ -53,6 +53,49 @@ SELECT id, idempotency_key, event_type, stream, entry_id, %(token)s, %(holder)s,
   FROM marked
     ON CONFLICT (event_id) DO NOTHING;
 
+-- outbox_newest_published --
+-- The last event marked published within the dedup TTL (the primary key's newest row): its
+-- dedup key must still be in Redis, else Redis lost acknowledged writes (the pass-start check).
+SELECT event_id FROM m10_recovery.replay_log
+ WHERE id = (SELECT max(id) FROM m10_recovery.replay_log)
+   AND published_at > now() - make_interval(secs => %(ttl)s);
+
+-- outbox_reconcile_window --
+-- Events published within the window, newest first, bounded: what a reconciliation checks.
+SELECT event_id FROM m10_recovery.replay_log
+ WHERE published_at > now() - make_interval(secs => %(window)s)
+ ORDER BY published_at DESC
+ LIMIT %(limit)s;
+
+-- outbox_republish_fields --
+-- Published events to append again (Redis lost them): their entries built as outbox_claim
+-- builds them (keep the two in step).
+SELECT o.id, o.event_type,
+       json_build_array(
+           'event_id', o.id::text,
+           'idempotency_key', coalesce(o.idempotency_key, ''),
+           'event_type', o.event_type,
+           'aggregate_type', coalesce(o.aggregate_type, ''),
+           'aggregate_id', coalesce(o.aggregate_id, ''),
+           'payload', o.payload::text,
+           'created_at', to_char(o.created_at AT TIME ZONE 'UTC',
+                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text AS fields
+  FROM m10_recovery.outbox o
+ WHERE o.id = ANY(%(ids)s::bigint[]) AND o.status = 'published'
+ ORDER BY o.id;
+
+-- outbox_mark_republished --
+-- Record the new entry ids of events appended again, in the fenced transaction.
+WITH done AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(streams)s::text[], %(entry_ids)s::text[])
+           AS d(id, stream, entry_id)
+), o AS (
+    UPDATE m10_recovery.outbox o SET stream = d.stream, stream_entry_id = d.entry_id
+      FROM done d WHERE o.id = d.id
+)
+UPDATE m10_recovery.replay_log r SET stream = d.stream, stream_entry_id = d.entry_id
+  FROM done d WHERE r.event_id = d.id;
+
 -- outbox_mark_failed --
 -- Count a failed attempt and schedule the retry (delay computed with backoff and jitter).
 UPDATE m10_recovery.outbox o

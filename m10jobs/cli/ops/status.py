@@ -80,6 +80,7 @@ class Status:
     jobs: list[JobRow] = field(default_factory=list)
     pipeline: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    redis: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
     def red(self, check: str, message: str, fix: str) -> None:
@@ -106,6 +107,7 @@ class Status:
             "jobs": [asdict(j) for j in self.jobs],
             "pipeline": self.pipeline,
             "artifacts": self.artifacts,
+            "redis": self.redis,
             "problems": [{**asdict(p), "runbook": p.runbook} for p in self.problems],
         }
 
@@ -535,6 +537,38 @@ def check_uploads(st: Status, config: Any) -> None:
 # --- the command ----------------------------------------------------------------------
 
 
+def check_redis(st: Status, config: Any) -> None:
+    """The Redis the outbox writes to: role, persistence, replicas (and a red line when
+    it is unreachable or not the primary)."""
+    from m10jobs.edges import streams
+    from m10jobs.errors import M10Error
+
+    url = config.redis_url
+    st.redis = {"server": streams.describe(url)}
+    try:
+        client = streams.client(url, timeout=STATEMENT_TIMEOUT_MS / 1000)
+        with streams.translated(url):
+            info = streams.server_info(client)
+            where = streams.address(client)
+    except M10Error as exc:
+        st.red("redis", str(exc), "check Redis (and its Sentinels) and M10_REDIS_URL")
+        return
+    st.redis |= {
+        "role": info.role,
+        "address": where,
+        "version": info.version,
+        "persistence": info.persistence(),
+        "durable": info.durable,
+        "replicas": info.replicas,
+    }
+    if info.role != "master":
+        st.red(
+            "redis",
+            f"Redis at {st.redis['server']} is a replica: the outbox cannot write to it",
+            "point M10_REDIS_URL at the primary, or use redis+sentinel://",
+        )
+
+
 def collect(config: Any, now: float | None = None) -> Status:
     """Everything the screen shows; a failing source becomes a red line, not a crash."""
     from m10jobs.edges import db
@@ -560,6 +594,7 @@ def collect(config: Any, now: float | None = None) -> Status:
             lambda: check_stats(st, config),
             lambda: check_canary(st, config),
             lambda: check_uploads(st, config),
+            lambda: check_redis(st, config),
         ]
         if conn is not None:
             steps[:0] = [
@@ -615,6 +650,14 @@ def render(st: Status) -> list[str]:
             f"last 24 h: {dl['replayed_24h']} replayed, {dl['already_processed_24h']} "
             "already processed",
         ]
+    rd = st.redis
+    lines += ["", "ENGINES"]
+    lines.append(
+        f"  redis         {rd['address']}: {rd['role']} (Redis {rd['version']}), "
+        f"{rd['persistence']}, {rd['replicas']} replica(s)"
+        if "role" in rd
+        else f"  redis         {rd.get('server', '-')}: unreachable"
+    )
     a = st.artifacts
     stats, canary, up, cost = (
         a.get(k, {}) for k in ("daily_stats", "canary", "fallback_uploads", "cost")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import redis
 
-from m10jobs.edges import db
+from m10jobs.edges import db, streams
 from m10jobs.edges.files import atomic_write_json
 from m10jobs.edges.queries import query
 from m10jobs.edges.streams import describe
@@ -91,9 +91,10 @@ def _http(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
 def _redis(ctx: PassContext, p: Probe) -> tuple[cr.Status, float | None, str]:
     """PING: pass when PONG comes back within the latency threshold (ms)."""
     url = p.extra["url"] or ctx.config.redis_url
-    client = redis.Redis.from_url(
-        url, socket_timeout=p.timeout_s, socket_connect_timeout=p.timeout_s
-    )
+    try:
+        client = streams.client(url, timeout=p.timeout_s)
+    except ConfigError as exc:
+        return "fail", None, str(exc)
     t0 = time.monotonic()
     try:
         client.ping()

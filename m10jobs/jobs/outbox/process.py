@@ -33,6 +33,7 @@ from psycopg.types.json import Jsonb
 from m10jobs.edges import db, streams
 from m10jobs.edges.outbox_stream import (
     Entry,
+    NotAcknowledged,
     Publisher,
     Trim,
     dead_letter_key,
@@ -40,7 +41,8 @@ from m10jobs.edges.outbox_stream import (
     published_key,
 )
 from m10jobs.edges.queries import query
-from m10jobs.errors import TaskFailed
+from m10jobs.errors import DependencyUnavailable, TaskFailed
+from m10jobs.jobs.outbox import durable
 from m10jobs.jobs.outbox.settings import OutboxSettings
 from m10jobs.stopping import STOP
 
@@ -72,6 +74,8 @@ class Totals:
     held_back: int = 0
     batches: int = 0
     wakeups: int = 0
+    republished: int = 0
+    """Published events Redis had lost, appended again (reconciliation)."""
 
 
 def process(ctx: PassContext) -> dict[str, Any]:
@@ -108,6 +112,17 @@ def process(ctx: PassContext) -> dict[str, Any]:
         backlog["oldest_pending_age_s"],
         "Age of the oldest pending outbox event.",
     )
+    ctx.gauge(
+        "m10_outbox_republished",
+        totals.republished,
+        "Published events Redis had lost, appended again by the last pass.",
+    )
+    if totals.republished:
+        raise TaskFailed(
+            f"Redis had lost {totals.republished} acknowledged event(s); they were appended "
+            "again (see the reconciliation line above); check Redis' persistence and replicas",
+            summary,
+        )
     ctx.log.info(
         "outbox: published %d (+%d recovered), retried %d, dead-lettered %d, backlog %d",
         totals.published,
@@ -148,18 +163,47 @@ def _drain_and_linger(
             listener = db.connect(ctx.dsn, app=f"{ctx.job.script}:listen")
             listener.execute(f"LISTEN {CHANNEL}")
         with streams.translated(url):
-            publisher = Publisher(streams.client(url), dedup_ttl_s=s.dedup_ttl_seconds, trim=trim)
+            client = streams.client(url)
+            info = streams.server_info(client)
+            wait = durable.check(ctx, s, info, url)
+            watch = durable.Watch(client, info)
+            publisher = Publisher(client, dedup_ttl_s=s.dedup_ttl_seconds, trim=trim, wait=wait)
+            fix = _Reconciler(ctx, s, publisher, commit_conn, watch, totals)
+            if durable.lost_newest(ctx, s, client):
+                fix("the newest published event's dedup key is gone from Redis")
             while True:
-                if _drain(ctx, s, publisher, committer, commit_conn, totals, deadline, stopping):
+                if _drain(
+                    ctx, s, publisher, committer, commit_conn, totals, deadline, stopping, fix
+                ):
                     return totals, True
                 if listener is None or not _wait(ctx, listener, linger_end, stopping):
                     return totals, False
+                if watch.poll():  # each tick: Redis still there (else 69), still the same
+                    fix("Redis restarted or failed over while the pass lingered")
                 totals.wakeups += 1
     finally:
         committer.shutdown(wait=True, cancel_futures=True)
         commit_conn.close()
         if listener is not None:
             listener.close()
+
+
+@dataclass
+class _Reconciler:
+    """Runs the reconciliation (committed batches first) and counts what it republished."""
+
+    ctx: PassContext
+    s: OutboxSettings
+    publisher: Publisher
+    commit_conn: psycopg.Connection[Any]
+    watch: durable.Watch
+    totals: Totals
+
+    def __call__(self, why: str) -> None:
+        self.totals.republished += durable.reconcile(
+            self.ctx, self.s, self.publisher, self.commit_conn, why
+        )
+        self.watch.changed(self.publisher.run_id)
 
 
 def _drain(
@@ -171,8 +215,11 @@ def _drain(
     totals: Totals,
     deadline: float,
     stopping: threading.Event,
+    fix: _Reconciler,
 ) -> bool:
-    """Publish every ready event, batch by batch; True when the budget ran out."""
+    """Publish every ready event, batch by batch; True when the budget ran out.  A batch
+    written by another Redis server than the last (a restart or failover in between,
+    which the client follows silently) triggers the reconciliation."""
     after = 0
     in_flight: Future[None] | None = None
     exhausted = False
@@ -188,11 +235,21 @@ def _drain(
         ).fetchall()
         if not rows:
             break
-        outcome = _publish_batch(ctx, s, publisher, rows, totals)
+        try:
+            outcome = _publish_batch(ctx, s, publisher, rows, totals)
+        except NotAcknowledged as exc:
+            raise DependencyUnavailable(
+                f"Redis did not acknowledge a batch: {exc}; its events stay pending (the next "
+                "pass finds their entries through the dedup keys); check the replicas"
+            ) from None
         if in_flight is not None:
             in_flight.result()
         in_flight = committer.submit(_commit, ctx, commit_conn, s, outcome)
         after = rows[-1]["id"]
+        if fix.watch.changed(publisher.run_id):
+            in_flight.result()
+            in_flight = None
+            fix("Redis restarted or failed over during the pass")
         if outcome.resume_at is not None:
             in_flight.result()  # re-claimed rows must see this batch committed
             after = outcome.resume_at - 1

@@ -54,7 +54,34 @@ class OutboxSettings:
         min=1,
     )
 
+    require_aof: bool = setting(
+        False,
+        "refuse to publish (exit 78) unless Redis runs with AOF and appendfsync everysec or "
+        "always; false: warn once per pass and rely on the reconciliation",
+    )
+    min_replicas: int = setting(
+        0,
+        "replicas that must have each batch (WAIT) before it is marked published; a pass "
+        "with fewer connected exits 69, a batch not acknowledged in time stays pending",
+        min=0,
+        max=16,
+    )
+    replica_timeout_ms: int = setting(
+        2000, "how long a batch waits for those replicas (and WAITAOF)", min=1, max=60_000
+    )
+    reconcile_window_seconds: int = setting(
+        86400,
+        "after Redis lost data (a restart, a failover), events published this recently are "
+        "checked and the lost ones appended again (0: off; below dedup_ttl_seconds)",
+        min=0,
+    )
+    reconcile_max_events: int = setting(
+        1_000_000, "at most this many of those, newest first", min=1, max=100_000_000
+    )
+
     def problems(self) -> Iterator[str]:
+        if self.reconcile_window_seconds >= self.dedup_ttl_seconds:
+            yield "reconcile_window_seconds: must be below outbox.dedup_ttl_seconds"
         if self.trim_maxlen and self.trim_minid_seconds:
             yield ("trim_maxlen and outbox.trim_minid_seconds are both set; set one of them to 0")
         if (
