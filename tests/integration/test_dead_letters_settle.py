@@ -86,6 +86,8 @@ def test_oversize_payload_is_a_bounded_dead_letter_never_replayed_and_memory_sta
     # less than its own size (a single copy of it in the process would add 20 MB; the
     # unbounded code held several).  Same code path, same settings, so the baselines
     # absorb the interpreter and drivers; 8 MB leaves room for allocator noise.
+    print(f"peak RSS MiB: processor {small_proc[1] >> 20} -> {big_proc[1] >> 20}, "
+          f"maintenance {small_maint[1] >> 20} -> {big_maint[1] >> 20}")  # fmt: skip
     assert big_proc[1] - small_proc[1] < 8 << 20, (big_proc, small_proc)
     assert big_maint[1] - small_maint[1] < 8 << 20, (big_maint, small_maint)
 
