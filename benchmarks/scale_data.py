@@ -199,6 +199,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         "delivery_count": 3,
         "dead_lettered_at": None,
         "lineage_key": "k:10",
+        "refusal": None,
     }
     TENANTS = {"tenants": ["t1", "t2"], "categories": ["c1", "c2"]}
 
@@ -214,7 +215,12 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         "bound_idle_transactions": {"ms": 5000},
         "reclaim_expired_locks": {},
         # outbox processor (every minute, every batch)
-        "outbox_claim": {"after": 0, "limit": 1000},
+        "outbox_claim": {
+            "after": 0,
+            "limit": 1000,
+            "max_payload_bytes": 1_000_000,
+            "preview_chars": 256,
+        },
         "outbox_mark_published": {
             "ids": BATCH,
             "streams": ["m10:outbox"] * 1000,
@@ -250,7 +256,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         # maintenance (every 5 min)
         "outbox_leader_health": {"name": "m10:outbox_processor"},
         "dl_archive_insert": DL_ROW,
-        "dl_unreconciled": {"limit": 100},
+        "dl_unreconciled": {"limit": 100, "max_payload_bytes": 1_000_000},
         "dl_processed_elsewhere": {
             "event_id": 10,
             "idempotency_key": "k:10",
@@ -278,6 +284,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
             "attempts": 1,
             "replay_event_id": None,
             "id": shape.dead_letters,
+            "refusal": None,
         },
         "matview_info": {"name": "m10_recovery.outbox"},
         "matview_record_refresh": {
@@ -431,7 +438,8 @@ OPERATOR_ONLY = {
     "outbox_retry_event",
     "outbox_problem_events",
     "dl_count_unreconciled",
-    "dl_get",
+    "dl_select",
+    "dl_discard",
     "dl_list",
     "retention_history",
     "retention_chunk_types",

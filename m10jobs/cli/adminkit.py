@@ -59,3 +59,23 @@ def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callab
         return group.command(name, **kwargs)(wrapper)
 
     return decorate
+
+
+def _invoker() -> str:
+    import getpass
+    import os
+
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+# Read when the CLI is loaded, before `m10` run as root becomes the service user
+# (service_identity.adopt rewrites USER/LOGNAME): the record names the human, not m10jobs.
+INVOKER = _invoker()
+
+
+def operator() -> str:
+    """Who runs an admin command, for the record: the user behind sudo, else the OS user
+    who started `m10`, at this host."""
+    import socket
+
+    return f"{INVOKER}@{socket.gethostname()}"

@@ -22,16 +22,27 @@ SELECT l.holder_id, l.fencing_token,
 INSERT INTO m10_recovery.dead_letter_archive
        (dl_stream, dl_entry_id, source_stream, source_entry_id, event_id, idempotency_key,
         event_type, aggregate_type, aggregate_id, payload, fields, reason, delivery_count,
-        dead_lettered_at, lineage_key)
+        dead_lettered_at, lineage_key, refusal)
 VALUES (%(dl_stream)s, %(dl_entry_id)s, %(source_stream)s, %(source_entry_id)s, %(event_id)s,
         %(idempotency_key)s, %(event_type)s, %(aggregate_type)s, %(aggregate_id)s,
         %(payload)s, %(fields)s, %(reason)s, %(delivery_count)s,
-        coalesce(%(dead_lettered_at)s, now()), %(lineage_key)s)
+        coalesce(%(dead_lettered_at)s, now()), %(lineage_key)s, %(refusal)s)
 ON CONFLICT (dl_stream, dl_entry_id) DO NOTHING;
 
 -- dl_unreconciled --
--- The next unreconciled dead letters, locked for this transaction.
-SELECT * FROM m10_recovery.dead_letter_archive
+-- The next unreconciled dead letters, locked for this transaction.  A payload larger than
+-- %(max_payload_bytes)s (outbox.max_payload_bytes: a replay would be refused for it) is not
+-- fetched, only its size (nor `fields`, which may repeat it): a pass's memory is bounded by
+-- its settings, not by the archive.
+SELECT
+       id, dl_stream, dl_entry_id, source_stream, source_entry_id, event_id, idempotency_key,
+       event_type, aggregate_type, aggregate_id, reason, delivery_count,
+       dead_lettered_at, archived_at, reconcile_outcome, reconcile_attempts, reconciled_at,
+       replay_event_id, lineage_key, refusal, discarded_by, discard_reason,
+       coalesce(octet_length(payload), CASE WHEN fields->>'payload_bytes' ~ '^[0-9]{1,18}$'
+                THEN (fields->>'payload_bytes')::bigint END) AS payload_bytes,
+       CASE WHEN octet_length(payload) <= %(max_payload_bytes)s THEN payload END AS payload
+  FROM m10_recovery.dead_letter_archive
  WHERE reconcile_outcome IS NULL
  ORDER BY id
  LIMIT %(limit)s
@@ -82,24 +93,53 @@ SELECT m10_recovery.enqueue_outbox(%(event_type)s, %(payload)s, %(aggregate_type
                                    %(aggregate_id)s, %(idempotency_key)s) AS id;
 
 -- dl_record_outcome --
--- Record a reconcile decision on the archived dead letter.
+-- Record a reconcile decision on the archived dead letter (and why it is refused, if it is).
 UPDATE m10_recovery.dead_letter_archive
    SET reconcile_outcome = %(outcome)s,
        reconcile_attempts = %(attempts)s,
        reconciled_at = now(),
-       replay_event_id = %(replay_event_id)s
+       replay_event_id = %(replay_event_id)s,
+       refusal = coalesce(%(refusal)s, refusal)
  WHERE id = %(id)s;
 
--- dl_get --
--- One archived dead letter, locked for a manual replay.
-SELECT * FROM m10_recovery.dead_letter_archive WHERE id = %(id)s FOR UPDATE;
+-- dl_select --
+-- Archived dead letters for `m10 dl replay` / `m10 dl discard`, by id or by filter, in id
+-- order after %(after)s (keyset pages), locked for the operator's transaction.  Payloads as in
+-- dl_unreconciled.
+SELECT
+       id, dl_stream, dl_entry_id, source_stream, source_entry_id, event_id, idempotency_key,
+       event_type, aggregate_type, aggregate_id, reason, delivery_count,
+       dead_lettered_at, archived_at, reconcile_outcome, reconcile_attempts, reconciled_at,
+       replay_event_id, lineage_key, refusal, discarded_by, discard_reason,
+       coalesce(octet_length(payload), CASE WHEN fields->>'payload_bytes' ~ '^[0-9]{1,18}$'
+                THEN (fields->>'payload_bytes')::bigint END) AS payload_bytes,
+       CASE WHEN octet_length(payload) <= %(max_payload_bytes)s THEN payload END AS payload
+  FROM m10_recovery.dead_letter_archive
+ WHERE id > %(after)s
+   AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+   AND (%(outcome)s::text IS NULL OR coalesce(reconcile_outcome, 'pending') = %(outcome)s)
+   AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s)
+   AND (%(since_s)s::float8 IS NULL
+        OR dead_lettered_at >= now() - make_interval(secs => %(since_s)s::float8))
+   AND (%(since_ts)s::timestamptz IS NULL OR dead_lettered_at >= %(since_ts)s::timestamptz)
+ ORDER BY id
+ LIMIT %(limit)s
+   FOR UPDATE;
+
+-- dl_discard --
+-- Settle one dead letter by hand: who, why, and when by the database clock.
+UPDATE m10_recovery.dead_letter_archive
+   SET reconcile_outcome = 'discarded', reconciled_at = now(),
+       discarded_by = %(who)s, discard_reason = %(why)s
+ WHERE id = %(id)s
+RETURNING reconciled_at;
 
 -- dl_list --
 -- Archived dead letters, newest first, filtered by stream, reason and outcome.
 SELECT id, dl_stream, dl_entry_id, source_stream, source_entry_id, event_id, idempotency_key,
        event_type, reason, delivery_count, dead_lettered_at, archived_at,
        coalesce(reconcile_outcome, 'pending') AS outcome, reconcile_attempts, reconciled_at,
-       replay_event_id
+       replay_event_id, refusal, discarded_by, discard_reason
   FROM m10_recovery.dead_letter_archive
  WHERE (%(stream)s::text IS NULL OR dl_stream = %(stream)s OR source_stream = %(stream)s)
    AND (%(reason)s::text IS NULL OR reason ILIKE '%%' || %(reason)s || '%%')

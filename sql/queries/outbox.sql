@@ -10,16 +10,29 @@
 -- `fields` is the stream entry (docs/contract.md, "Outbox and Redis streams"; the order of outbox_stream.OUTBOX_FIELDS) as
 -- the JSON array [field, value, ...] the publish script takes: encoded here, in C, instead
 -- of per field in Python (a third of the processor's CPU time).
-SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.attempts, o.dead_letters,
+-- A payload over %(max_payload_bytes)s (its UTF-8 JSON text, measured here) is never sent to
+-- the processor: its `payload` is null and only its sha256 and first %(preview_chars)s
+-- characters come back, so the processor's memory is bounded by its settings, not by what
+-- was enqueued.  The inner query (ORDER BY + LIMIT, never flattened) renders each payload
+-- once; the outer one measures that text.
+SELECT c.id, c.event_type, c.aggregate_type, c.aggregate_id, c.attempts, c.dead_letters,
+       octet_length(c.payload) AS payload_bytes,
+       CASE WHEN octet_length(c.payload) > %(max_payload_bytes)s
+            THEN encode(sha256(convert_to(c.payload, 'UTF8')), 'hex') END AS payload_sha256,
+       CASE WHEN octet_length(c.payload) > %(max_payload_bytes)s
+            THEN left(c.payload, %(preview_chars)s) END AS payload_preview,
        json_build_array(
-           'event_id', o.id::text,
-           'idempotency_key', coalesce(o.idempotency_key, ''),
-           'event_type', o.event_type,
-           'aggregate_type', coalesce(o.aggregate_type, ''),
-           'aggregate_id', coalesce(o.aggregate_id, ''),
-           'payload', o.payload::text,
-           'created_at', to_char(o.created_at AT TIME ZONE 'UTC',
+           'event_id', c.id::text,
+           'idempotency_key', coalesce(c.idempotency_key, ''),
+           'event_type', c.event_type,
+           'aggregate_type', coalesce(c.aggregate_type, ''),
+           'aggregate_id', coalesce(c.aggregate_id, ''),
+           'payload', CASE WHEN octet_length(c.payload) <= %(max_payload_bytes)s THEN c.payload END,
+           'created_at', to_char(c.created_at AT TIME ZONE 'UTC',
                                  'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text AS fields
+  FROM (
+SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.attempts, o.dead_letters,
+       o.idempotency_key, o.created_at, o.payload::text AS payload
   FROM m10_recovery.outbox o
  WHERE o.status = 'pending' AND o.id > %(after)s AND o.next_attempt_at <= now()
    AND (o.aggregate_id IS NULL
@@ -31,7 +44,8 @@ SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.attempts, o.dead_
                AND h.next_attempt_at > now()
              LIMIT 1) IS NULL)
  ORDER BY o.id
- LIMIT %(limit)s;
+ LIMIT %(limit)s) AS c
+ ORDER BY c.id;
 
 -- outbox_mark_published --
 -- Mark published events and record each in replay_log (once per event), in the fenced transaction.
@@ -106,6 +120,7 @@ UPDATE m10_recovery.outbox o
 
 -- outbox_mark_dead_lettered --
 -- Mark events dead-lettered and archive their dead-letter stream entries (once per entry).
+-- A refused payload (fields.refusal, e.g. 'size') is not copied: it stays in the outbox row.
 WITH dl AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(entry_ids)s::text[],
                          %(sources)s::text[], %(fields)s::jsonb[])
@@ -121,9 +136,10 @@ WITH dl AS (
 )
 INSERT INTO m10_recovery.dead_letter_archive
        (dl_stream, dl_entry_id, source_stream, event_id, idempotency_key, event_type,
-        aggregate_type, aggregate_id, payload, fields, reason, delivery_count)
+        aggregate_type, aggregate_id, payload, fields, reason, delivery_count, refusal)
 SELECT %(dl_stream)s, entry_id, source, id, idempotency_key, event_type, aggregate_type,
-       aggregate_id, payload::text, fields, reason, attempts
+       aggregate_id, CASE WHEN fields->>'refusal' IS NULL THEN payload::text END, fields,
+       reason, attempts, fields->>'refusal'
   FROM marked
     ON CONFLICT (dl_stream, dl_entry_id) DO NOTHING;
 

@@ -47,7 +47,7 @@ SELECT (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::b
 
 -- status_dead_letters --
 -- Archived dead letters awaiting reconcile (and the oldest's age), abandoned ones nobody has
--- replayed yet, and the outcomes reconciled in the last 24 hours (partial indexes; the
+-- replayed or discarded yet (a discarded one is outcome 'discarded'), and the outcomes reconciled in the last 24 hours (partial indexes; the
 -- first three exact up to 10,000, then the partial index's row count).
 SELECT (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::bigint
           FROM pg_class WHERE oid = 'm10_recovery.dead_letter_archive_unreconciled_idx'::regclass)) END
@@ -67,7 +67,10 @@ SELECT (SELECT CASE WHEN n <= 10000 THEN n ELSE greatest(n, (SELECT reltuples::b
            AND reconciled_at >= now() - interval '24 hours') AS already_processed_24h,
        (SELECT count(*) FROM m10_recovery.dead_letter_archive
          WHERE reconcile_outcome IS NOT NULL AND reconcile_outcome = 'replayed'
-           AND reconciled_at >= now() - interval '24 hours') AS replayed_24h;
+           AND reconciled_at >= now() - interval '24 hours') AS replayed_24h,
+       (SELECT count(*) FROM m10_recovery.dead_letter_archive
+         WHERE reconcile_outcome IS NOT NULL AND reconcile_outcome = 'discarded'
+           AND reconciled_at >= now() - interval '24 hours') AS discarded_24h;
 
 -- status_cost_hours --
 -- Hourly cost periods missing in the backfill window (whole hours that ended before

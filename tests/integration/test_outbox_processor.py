@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -152,11 +153,21 @@ def test_oversize_payload_is_dead_lettered_at_once(
     assert (summary(proc.stdout)["dead_lettered"], summary(proc.stdout)["published"]) == (1, 1)
     assert [int(e["event_id"]) for e in entries(redis_url, "m10:outbox")] == small
     row = conn.execute(
-        "SELECT event_id, idempotency_key, payload, reason FROM m10_recovery.dead_letter_archive"
+        "SELECT event_id, idempotency_key, payload, reason, refusal, fields "
+        "FROM m10_recovery.dead_letter_archive"
     ).fetchone()
     assert (row["event_id"], row["idempotency_key"]) == (big[0], "big:0")
-    assert json.loads(row["payload"]) == {"blob": "x" * 500}
+    # a bounded record, never the payload: it stays in the outbox row (event_id)
+    text = json.dumps({"blob": "x" * 500})
+    assert row["payload"] is None and row["refusal"] == "size"
+    assert "payload" not in row["fields"] and row["fields"]["refusal"] == "size"
+    assert row["fields"]["payload_bytes"] == str(len(text))
+    assert row["fields"]["payload_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert row["fields"]["payload_preview"] == text[:256]
     assert "max_payload_bytes" in row["reason"]
+    [dl] = entries(redis_url, "m10:dead_letter")
+    assert "payload" not in dl and dl["payload_bytes"] == str(len(text))
+    assert dl["event_id"] == str(big[0]) and dl["refusal"] == "size"
 
 
 def test_stream_is_trimmed_by_maxlen(cli: Any, conn: Any, redis_url: str, tmp_path: Path) -> None:

@@ -367,8 +367,10 @@ def check_pipeline(st: Status, config: Any, conn: Any) -> None:
         st.red(
             "dl-abandoned",
             f"{dl['abandoned']} dead letter(s) abandoned by dl_reconcile "
-            f"(first id {dl['first_abandoned_id']}): nobody replayed them yet",
-            "m10 dl list --outcome abandoned; fix the cause, then m10 dl replay ID",
+            f"(first id {dl['first_abandoned_id']}): nobody replayed or discarded them yet",
+            "m10 dl list --outcome abandoned; fix the cause, then m10 dl replay ID (or "
+            "--outcome abandoned), or settle one that cannot be replayed with "
+            "m10 dl discard ID --reason TEXT",
         )
     if dl["pending"] and (dl["oldest_pending_age_s"] or 0) > DL_RECONCILE_LATE_S:
         st.red(
@@ -648,7 +650,7 @@ def render(st: Status) -> list[str]:
             ),
             f"  dead letters  {dl['pending']} awaiting reconcile, {dl['abandoned']} abandoned; "
             f"last 24 h: {dl['replayed_24h']} replayed, {dl['already_processed_24h']} "
-            "already processed",
+            f"already processed, {dl['discarded_24h']} discarded",
         ]
     rd = st.redis
     lines += ["", "ENGINES"]

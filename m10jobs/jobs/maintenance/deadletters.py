@@ -14,7 +14,10 @@ exactly those of the seed.
 - reconcile: each unreconciled row becomes already_processed, replayed (through
              enqueue_outbox with key <lineage>#replay<n>) or abandoned past the cap; a
              duplicate of a reconciled dead letter (same event and source entry) takes
-             its twin's outcome instead of being replayed twice.
+             its twin's outcome instead of being replayed twice.  A dead letter that a
+             replay would fail the same way (refused for its size, or without an
+             event type or a JSON payload) is abandoned at once with its refusal
+             recorded, never replayed: only an operator settles it (`m10 dl discard`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from m10jobs.edges import streams
 from m10jobs.edges.queries import query
 from m10jobs.errors import TaskFailed
 from m10jobs.jobs.maintenance.settings import DeadLetterSettings
+from m10jobs.jobs.outbox.settings import OutboxSettings
 
 if TYPE_CHECKING:
     import psycopg
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 
 MAX_PAGES = 50
 RESERVED = ("reason", "attempts", "source_stream", "source_entry_id", "source_group")
+REFUSALS = ("size", "shape")  # dead_letter_archive.refusal (migration 090)
 
 # KEYS: source stream, dead-letter stream.  ARGV: group, entry id, reason, attempts.
 # Copies the entry (if it is still pending for the group) and ACKs it, atomically.
@@ -186,6 +191,7 @@ def archive_row(dl_stream: str, entry_id: str, raw: dict[Any, Any]) -> dict[str,
         "delivery_count": int(attempts) if attempts.isdigit() else None,
         "dead_lettered_at": datetime.fromtimestamp(ms / 1000, UTC) if ms else None,
         "lineage_key": lineage_of(key, event_id, dl_stream, entry_id),
+        "refusal": fields.get("refusal") if fields.get("refusal") in REFUSALS else None,
     }
 
 
@@ -236,7 +242,12 @@ def replay(cur: psycopg.Cursor[Any], row: dict[str, Any], attempt: int) -> int:
 
 
 def record(
-    cur: psycopg.Cursor[Any], row_id: int, outcome: str, attempts: int, replay_event_id: int | None
+    cur: psycopg.Cursor[Any],
+    row_id: int,
+    outcome: str,
+    attempts: int,
+    replay_event_id: int | None,
+    refusal: str | None = None,
 ) -> None:
     cur.execute(
         query("dl_record_outcome"),
@@ -245,24 +256,55 @@ def record(
             "outcome": outcome,
             "attempts": attempts,
             "replay_event_id": replay_event_id,
+            "refusal": refusal,
         },
     )
 
 
-def unreplayable(row: dict[str, Any]) -> str | None:
+def payload_limit(config: Config) -> int:
+    """outbox.max_payload_bytes: a larger payload is never fetched (dl_unreconciled,
+    dl_select) nor replayed, since the outbox processor would refuse it again."""
+    return config.settings(OutboxSettings).max_payload_bytes
+
+
+def refused(row: dict[str, Any], max_payload_bytes: int) -> tuple[str, str] | None:
+    """(refusal, why) when a replay would fail the same way again: 'size' (the processor
+    refuses the payload) or 'shape' (no event type, no payload, not JSON); else None.
+    The row comes from dl_unreconciled or dl_select (payload_bytes, payload if small)."""
+    size = row["payload_bytes"]
+    if row["refusal"] == "size" or (size is not None and size > max_payload_bytes):
+        return "size", (
+            f"its payload of {size if size is not None else '?'} bytes was refused for its "
+            f"size (outbox.max_payload_bytes is {max_payload_bytes}) and would be again"
+        )
     if not row["event_type"]:
-        return "it has no event_type"
+        return "shape", "it has no event_type"
     if row["payload"] is None:
-        return "it has no payload"
+        return "shape", "it has no payload"
     try:
         json.loads(row["payload"])
     except ValueError:
-        return "its payload is not JSON"
+        return "shape", "its payload is not JSON"
     return None
 
 
+def settle_hint(row: dict[str, Any], refusal: str) -> str:
+    """What an operator can do with a dead letter that cannot be replayed."""
+    discard = f"`m10 dl discard {row['id']} --reason TEXT`"
+    if refusal == "size" and row["event_id"] is not None:
+        return (
+            f"the payload is outbox event {row['event_id']}: raise outbox.max_payload_bytes "
+            f"and run `m10 outbox retry {row['event_id']}`, or settle it with {discard}"
+        )
+    return f"settle it with {discard}"
+
+
 def decide(
-    cur: psycopg.Cursor[Any], row: dict[str, Any], st: DeadLetterSettings, ctx: PassContext
+    cur: psycopg.Cursor[Any],
+    row: dict[str, Any],
+    st: DeadLetterSettings,
+    ctx: PassContext,
+    max_payload_bytes: int,
 ) -> str:
     """Reconcile one archived dead letter; its outcome (recorded on the row)."""
     done = cur.execute(query("dl_processed_elsewhere"), row).fetchone()
@@ -288,16 +330,30 @@ def decide(
         )
         return outcome
     replays = cur.execute(query("dl_replays_done"), row).fetchone()["n"]
-    why = unreplayable(row)
-    if why or replays >= st.max_replays:
-        record(cur, row["id"], "abandoned", replays, None)
+    refusal = refused(row, max_payload_bytes)
+    if refusal is not None:
+        record(cur, row["id"], "abandoned", replays, None, refusal[0])
         ctx.log.error(
-            "dead letter %s (%s, key %s) ABANDONED: %s; inspect it with `m10 dl list "
-            "--outcome abandoned` and replay by hand with `m10 dl replay %s`",
+            "dead letter %s (%s, key %s) ABANDONED, not replayed: %s; %s",
             row["id"],
             row["event_type"],
             row["idempotency_key"],
-            why or f"replay cap reached ({replays} of {st.max_replays})",
+            refusal[1],
+            settle_hint(row, refusal[0]),
+        )
+        return "abandoned"
+    if replays >= st.max_replays:
+        record(cur, row["id"], "abandoned", replays, None)
+        ctx.log.error(
+            "dead letter %s (%s, key %s) ABANDONED: replay cap reached (%s of %s); inspect "
+            "it with `m10 dl list --outcome abandoned` and replay by hand with "
+            "`m10 dl replay %s`, or settle it with `m10 dl discard %s --reason TEXT`",
+            row["id"],
+            row["event_type"],
+            row["idempotency_key"],
+            replays,
+            st.max_replays,
+            row["id"],
             row["id"],
         )
         return "abandoned"
@@ -316,13 +372,16 @@ def reconcile(ctx: PassContext) -> dict[str, Any]:
     st = settings(ctx.config)
     if ctx.dry_run:
         return {"would_reconcile": ctx.conn.execute(query("dl_count_unreconciled")).fetchone()["n"]}
+    limit = payload_limit(ctx.config)
     counts = {"already_processed": 0, "replayed": 0, "abandoned": 0}
     for _ in range(MAX_PAGES):
         ctx.check()
         with ctx.conn.transaction(), ctx.conn.cursor() as cur:
-            rows = cur.execute(query("dl_unreconciled"), {"limit": st.batch_size}).fetchall()
+            rows = cur.execute(
+                query("dl_unreconciled"), {"limit": st.batch_size, "max_payload_bytes": limit}
+            ).fetchall()
             for row in rows:
-                counts[decide(cur, row, st, ctx)] += 1
+                counts[decide(cur, row, st, ctx, limit)] += 1
             ctx.fence(cur)
         if len(rows) < st.batch_size:
             break
@@ -330,18 +389,21 @@ def reconcile(ctx: PassContext) -> dict[str, Any]:
         ctx.gauge(
             "m10_dead_letters_reconciled", n, "Dead letters reconciled by outcome.", outcome=outcome
         )
-    # From the table, not this run's counter: stays set until each one is replayed by hand.
+    # From the table, not this run's counter: stays set until each one is replayed or
+    # discarded by hand.
     abandoned = ctx.conn.execute(query("dl_count_abandoned")).fetchone()["n"]
     ctx.gauge(
         "m10_dead_letters_abandoned",
         abandoned,
-        "Dead letters abandoned (replay cap or unreplayable), not yet replayed by hand.",
+        "Dead letters abandoned (replay cap or unreplayable), not yet replayed or "
+        "discarded by hand.",
     )
     if abandoned:
         raise TaskFailed(
             f"{abandoned} dead letter(s) are abandoned and need a decision: "
-            "inspect them with `m10 dl list --outcome abandoned` and replay each "
-            "with `m10 dl replay ID` (this pass reconciled the others)",
+            "inspect them with `m10 dl list --outcome abandoned`, replay them with "
+            "`m10 dl replay ID` (or `--outcome abandoned`) or settle each with "
+            "`m10 dl discard ID --reason TEXT` (this pass reconciled the others)",
             {**counts, "abandoned_total": abandoned},
         )
     return counts

@@ -59,6 +59,20 @@ LINGER_POLL_S = 5.0  # while lingering, drain at least this often (retries falli
 WAIT_SLICE_S = 0.1  # how often a linger wait looks at the stop flag
 
 
+PREVIEW_CHARS = 256  # of an oversize payload, in its dead letter (<= 1 KiB of UTF-8)
+
+
+def claim_params(s: OutboxSettings, after: int) -> dict[str, Any]:
+    """outbox_claim's parameters: the claim measures payloads and returns an oversize
+    one's sha256 and preview instead of its text."""
+    return {
+        "after": after,
+        "limit": s.batch_size,
+        "max_payload_bytes": s.max_payload_bytes,
+        "preview_chars": PREVIEW_CHARS,
+    }
+
+
 def order_key(row: dict[str, Any]) -> str:
     if row["aggregate_id"] is None:
         return ""
@@ -81,9 +95,7 @@ class Totals:
 def process(ctx: PassContext) -> dict[str, Any]:
     s = ctx.config.settings(OutboxSettings)
     if ctx.dry_run:
-        ready = ctx.conn.execute(
-            query("outbox_claim"), {"after": 0, "limit": s.batch_size}
-        ).fetchall()
+        ready = ctx.conn.execute(query("outbox_claim"), claim_params(s, 0)).fetchall()
         return {"would_publish_first_batch": len(ready), **_backlog(ctx)}
     t0 = time.monotonic()
     ttl = ctx.lease.ttl if ctx.lease else ctx.config.lease_ttl_seconds
@@ -230,9 +242,7 @@ def _drain(
         if time.monotonic() >= deadline:
             exhausted = True
             break
-        rows = ctx.conn.execute(
-            query("outbox_claim"), {"after": after, "limit": s.batch_size}
-        ).fetchall()
+        rows = ctx.conn.execute(query("outbox_claim"), claim_params(s, after)).fetchall()
         if not rows:
             break
         try:
@@ -305,14 +315,11 @@ def _publish_batch(
     dead: list[tuple[dict[str, Any], str]] = []
     sendable: list[dict[str, Any]] = []
     for r in rows:
-        # A UTF-8 character is at most 4 bytes, and JSON escaping never shortens the
-        # payload: only entries longer than a quarter of the limit need a closer look.
-        size = _payload_bytes(r["fields"]) if 4 * len(r["fields"]) > s.max_payload_bytes else 0
-        if size > s.max_payload_bytes:
+        if r["payload_bytes"] > s.max_payload_bytes:
             dead.append(
                 (
                     r,
-                    f"payload of {size} bytes exceeds outbox.max_payload_bytes "
+                    f"payload of {r['payload_bytes']} bytes exceeds outbox.max_payload_bytes "
                     f"({s.max_payload_bytes})",
                 )
             )
@@ -360,9 +367,23 @@ def _publish_batch(
     return BatchOutcome(published, failed, dl, min(unblocked) if unblocked else None)
 
 
-def _payload_bytes(fields: str) -> int:
-    """The UTF-8 size of the payload in an entry's fields."""
-    return len(dict(field_pairs(fields))["payload"].encode())
+def _dead_letter_fields(s: OutboxSettings, r: dict[str, Any], reason: str) -> list[tuple[str, str]]:
+    """A dead letter's fields: the event's, the reason and attempts; for a payload refused
+    for its size, a bounded record instead of the payload (its size, sha256, a preview;
+    the payload stays in m10_recovery.outbox under event_id) and refusal=size, so
+    reconcile never replays it (it would be refused again)."""
+    extra = [("reason", reason), ("attempts", str(r["attempts"] + 1))]
+    if r["payload_bytes"] <= s.max_payload_bytes:
+        return [*field_pairs(r["fields"]), *extra]
+    bounded = [(k, v) for k, v in field_pairs(r["fields"]) if k != "payload"]
+    return [
+        *bounded,
+        ("payload_bytes", str(r["payload_bytes"])),
+        ("payload_sha256", r["payload_sha256"]),
+        ("payload_preview", r["payload_preview"]),
+        ("refusal", "size"),
+        *extra,
+    ]
 
 
 def _dead_letter(
@@ -371,11 +392,7 @@ def _dead_letter(
     """Append dead letters to the dead-letter stream (before the row is marked)."""
     entries = []
     for r, reason in dead:
-        fields = [
-            *field_pairs(r["fields"]),
-            ("reason", reason),
-            ("attempts", str(r["attempts"] + 1)),
-        ]
+        fields = _dead_letter_fields(s, r, reason)
         entries.append(
             Entry(
                 s.dead_letter_stream,
