@@ -328,7 +328,12 @@ CREATE TABLE m10_recovery.dead_letter_archive (
     reconciled_at timestamp with time zone,
     replay_event_id bigint,
     lineage_key text,
-    CONSTRAINT dead_letter_archive_reconcile_outcome_check CHECK ((reconcile_outcome = ANY (ARRAY['already_processed'::text, 'replayed'::text, 'abandoned'::text])))
+    refusal text,
+    discarded_by text,
+    discard_reason text,
+    CONSTRAINT dead_letter_archive_discard_check CHECK (((reconcile_outcome IS DISTINCT FROM 'discarded'::text) OR ((discarded_by IS NOT NULL) AND (discard_reason IS NOT NULL)))),
+    CONSTRAINT dead_letter_archive_reconcile_outcome_check CHECK ((reconcile_outcome = ANY (ARRAY['already_processed'::text, 'replayed'::text, 'abandoned'::text, 'discarded'::text]))),
+    CONSTRAINT dead_letter_archive_refusal_check CHECK ((refusal = ANY (ARRAY['size'::text, 'shape'::text])))
 );
 ALTER TABLE m10_recovery.dead_letter_archive OWNER TO m10_ops;
 ALTER TABLE m10_recovery.dead_letter_archive ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
