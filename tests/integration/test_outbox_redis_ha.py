@@ -91,7 +91,7 @@ def test_restart_without_aof_is_reconciled_once(
     assert (s["republished"], s["published"]) == (120, 5)
     assert "120 of the 120 events published" in second.stderr
     assert sorted(stream_ids(own_redis.url)) == ids + more
-    metrics = (Path(env["M10_METRICS_DIR"]) / "m10_m10_outbox_processor.prom").read_text()
+    metrics = (Path(env["M10_METRICS_DIR"]) / "m10_outbox_processor.prom").read_text()
     assert re.search(r"^m10_outbox_republished(\{[^}]*\})? 120$", metrics, re.M), metrics
     # replay_log and the outbox name the entries the stream has now
     rows = conn.execute(
