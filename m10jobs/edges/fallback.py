@@ -376,4 +376,6 @@ def age_hours(meta: dict[str, Any]) -> float:
         return 0.0
     if first.tzinfo is None:  # validated metas always carry one; be safe anyway
         first = first.replace(tzinfo=UTC)
+    # This host's clock: first_failure was stamped by it (a fallback file never leaves its
+    # host), and the age only ranks and reports; it decides nothing finished.
     return (datetime.now(UTC) - first).total_seconds() / 3600

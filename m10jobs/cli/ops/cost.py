@@ -86,7 +86,7 @@ def show(config: Any, log: Any, tenant: str, days: int, hours: int, as_json: boo
 
     dsn = config.require("database_url")
     with pg.connect(dsn, app="m10 cost show", options=UTC) as conn, pg.translated(dsn):
-        now = conn.execute(query("cost_db_now")).fetchone()["now"]
+        now = conn.execute(query("db_now")).fetchone()["now"]
         since_day = now - timedelta(days=days)
         found = {
             "daily": conn.execute(

@@ -263,7 +263,10 @@ def canary_pass(ctx: PassContext) -> dict[str, Any]:
     limits = s.thresholds()
     configured = probes(s, ctx.config.source)
     target, keep = s.target, s.history_keep
-    started = time.time()
+    # The report's times are the database clock's, as rollback's freshness check (on any
+    # host) reads them: a canary host whose clock is skewed cannot make a report look
+    # fresher or staler than it is.
+    started = db.now(ctx.conn).timestamp()
     results = []
     for p in configured:
         ctx.check()
@@ -273,7 +276,7 @@ def canary_pass(ctx: PassContext) -> dict[str, Any]:
         target=target,
         host=socket.gethostname(),
         started=started,
-        finished=time.time(),
+        finished=db.now(ctx.conn).timestamp(),
         results=results,
         thresholds=limits,
     )
