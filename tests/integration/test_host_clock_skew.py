@@ -11,8 +11,6 @@ case) or 00:xx (host -1 h is still in the day before).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,37 +18,12 @@ from typing import Any
 
 import pytest
 
+from tests.clock_support import SKEWS, needs_faketime, skewed
 from tests.conftest import run_cli
 from tests.cost_support import add, with_config
 from tests.stats_support import stats_files
 
-FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-SKEWS = {"+1h": 3600, "-1h": -3600, "+1d": 86400, "-1d": -86400}
-
-pytestmark = pytest.mark.skipif(
-    not FAKETIME_LIB.exists(), reason="libfaketime missing: apt-get install faketime"
-)
-
-
-def skewed(env: dict[str, str], offset: str) -> dict[str, str]:
-    """env with the host clock moved by offset for the process (and its children) only;
-    checked to take effect, so a test can never pass on an unskewed clock."""
-    out = {
-        **env,
-        "LD_PRELOAD": str(FAKETIME_LIB),
-        "FAKETIME": offset,
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # timeouts and heartbeats keep real time
-        "FAKETIME_NO_CACHE": "1",
-    }
-    seen = subprocess.run(
-        [sys.executable, "-c", "import time; print(time.time())"],
-        env=out,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert abs(float(seen.stdout) - time.time() - SKEWS[offset]) < 60, seen
-    return out
+pytestmark = needs_faketime
 
 
 def db_now(conn: Any) -> datetime:
