@@ -13,10 +13,11 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 
 
-@click.group("canary", context_settings=CONTEXT)
+@click.group("canary", cls=Group, context_settings=CONTEXT)
 def COMMAND() -> None:
     """Canary reports and rollback actions.
 

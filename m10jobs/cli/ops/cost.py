@@ -12,11 +12,12 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.errors import ExitCode
 
 
-@click.group("cost", context_settings=CONTEXT)
+@click.group("cost", cls=Group, context_settings=CONTEXT)
 def COMMAND() -> None:
     """Cost snapshots, baselines and anomalies (aos_cost schema).
 

@@ -7,13 +7,14 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.errors import ExitCode
 
 OUTCOMES = ("pending", "already_processed", "replayed", "abandoned")
 
 
-@click.group("dl", context_settings=CONTEXT)
+@click.group("dl", cls=Group, context_settings=CONTEXT)
 def COMMAND() -> None:
     """Dead letters in m10_recovery.dead_letter_archive.
 
