@@ -127,7 +127,7 @@ def retry_local_fallback(
     A pending fallback of the same key and content is reused (attempts + 1).
     """
     directory = fallback_dir(config)
-    directory.mkdir(parents=True, exist_ok=True)
+    files.make_dir(directory)
     sha = hashlib.sha256(data).hexdigest()
     for entry in pending(directory):
         if len(os.fsencode(entry.path.name)) > MAX_NAME_BYTES:

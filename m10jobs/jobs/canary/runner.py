@@ -26,7 +26,7 @@ import psycopg
 import redis
 
 from m10jobs.edges import db
-from m10jobs.edges.files import atomic_write_json
+from m10jobs.edges.files import atomic_write_json, make_dir
 from m10jobs.edges.queries import query
 from m10jobs.edges.streams import describe
 from m10jobs.errors import ConfigError
@@ -294,7 +294,7 @@ def canary_pass(ctx: PassContext) -> dict[str, Any]:
         return {**summary, "would_write": str(latest)}
     ctx.check()
     reports = cr.reports_dir(ctx.config.state_dir)
-    reports.mkdir(parents=True, exist_ok=True)
+    make_dir(reports)
     _remove_stale_tmp(reports)
     history = cr.history_path(ctx.config.state_dir, ctx.run_id)
     atomic_write_json(history, report)
