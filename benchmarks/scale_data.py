@@ -311,7 +311,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         # daily stats, cost snapshots
         "daily_stats": {"lo": DAY, "hi": DAY + timedelta(days=1)},
         "cost_source_default": {"period_start": HOUR, "period_end": HOUR + timedelta(hours=1)},
-        "cost_db_now": {},
+        "db_now": {},
         "cost_first_period": {"granularity": "hour"},
         "cost_done_periods": {"granularity": "hour", "since": DAY, "end": now},
         "cost_history": {"granularity": "hour", "since": DAY},

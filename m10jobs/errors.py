@@ -137,7 +137,12 @@ class WriteFailed(M10Error, OSError):
     exit_code = ExitCode.FAILED
 
     def __str__(self) -> str:
-        return (
-            f"cannot write {self.filename}: {self.strerror}; free space on (or fix) "
-            "that filesystem, then rerun"
-        )
+        import errno
+
+        if self.errno in (errno.EACCES, errno.EPERM):
+            fix = "give the jobs' user (m10jobs) write access to that directory, then rerun"
+        elif self.errno == errno.EROFS:
+            fix = "remount that filesystem read-write (or point the setting elsewhere), then rerun"
+        else:
+            fix = "free space on (or fix) that filesystem, then rerun"
+        return f"cannot write {self.filename}: {self.strerror}; {fix}"

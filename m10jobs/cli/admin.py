@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from m10jobs.cli import version_option
+from m10jobs.cli import Group, quiet_on_closed_pipe, version_option
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.cli.jobcommand import job_command
 from m10jobs.errors import ExitCode
@@ -25,7 +25,15 @@ from m10jobs.errors import ExitCode
 KEEP_ROOT = frozenset({"units"})
 
 
-@click.group(context_settings=CONTEXT)
+class AdminGroup(Group):
+    """`m10`: every subcommand's output into a closed pipe ends quietly (SIGPIPE)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with quiet_on_closed_pipe():
+            return super().invoke(ctx)
+
+
+@click.group(cls=AdminGroup, context_settings=CONTEXT)
 @version_option()
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -191,7 +199,7 @@ def locks_release(config: Any, log: Any, name: str, force: bool) -> int:
     return ExitCode.OK
 
 
-class RunGroup(click.Group):
+class RunGroup(Group):
     """`m10 run JOB|TASK [OPTIONS]`: any job, or one task of the orchestrator, by hand."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

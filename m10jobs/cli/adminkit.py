@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import Command
 from m10jobs.errors import M10Error
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -31,17 +32,14 @@ def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callab
             from m10jobs.config import load_config
             from m10jobs.logs import new_run_id, setup_logging
 
-            log = setup_logging(
-                " ".join(["m10", *([group.name] if group else []), name]),
-                new_run_id(),
-                verbose=verbose,
-            )
+            label = " ".join(["m10", *([group.name] if group else []), name])
+            log = setup_logging(label, new_run_id(), verbose=verbose)
             config = None
             try:
                 config = load_config(config_file, {"database_url": database_url})
                 code = fn(config, log, **params) or 0
-            except click.ClickException:
-                raise
+            except (click.ClickException, BrokenPipeError):
+                raise  # usage: click's own form; a closed stdout: quiet_on_closed_pipe
             except M10Error as exc:
                 log.error("%s", exc)
                 code = exc.exit_code
@@ -49,11 +47,12 @@ def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callab
                 from m10jobs.runner import report_failure
 
                 code, _ = report_failure(
-                    exc, config.database_url if config else None, log, verbose, what=f"m10 {name}"
+                    exc, config.database_url if config else None, log, verbose, what=label
                 )
             click.get_current_context().exit(int(code))
 
         kwargs.setdefault("context_settings", CONTEXT)
+        kwargs.setdefault("cls", Command)
         if group is None:
             return click.command(name, **kwargs)(wrapper)
         return group.command(name, **kwargs)(wrapper)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from m10jobs.cli import version_option
+from m10jobs.cli import Command, version_option
 from m10jobs.config import SETTINGS
 from m10jobs.registry import Job, Task
 
@@ -89,7 +89,7 @@ def job_command(job: Job, only: Task | None = None, name: str | None = None) -> 
     summary = only.summary if only else job.summary
     locks = ", ".join(job.lease_patterns if only is None else (only.lease_pattern,))
     example = job.example if only is None else f"m10 run {target.name} --dry-run"
-    command = click.Command(
+    command = Command(
         name or job.script,
         callback=callback,
         params=[*common_options(), *job.options],

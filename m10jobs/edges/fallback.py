@@ -127,7 +127,7 @@ def retry_local_fallback(
     A pending fallback of the same key and content is reused (attempts + 1).
     """
     directory = fallback_dir(config)
-    directory.mkdir(parents=True, exist_ok=True)
+    files.make_dir(directory)
     sha = hashlib.sha256(data).hexdigest()
     for entry in pending(directory):
         if len(os.fsencode(entry.path.name)) > MAX_NAME_BYTES:
@@ -376,4 +376,6 @@ def age_hours(meta: dict[str, Any]) -> float:
         return 0.0
     if first.tzinfo is None:  # validated metas always carry one; be safe anyway
         first = first.replace(tzinfo=UTC)
+    # This host's clock: first_failure was stamped by it (a fallback file never leaves its
+    # host), and the age only ranks and reports; it decides nothing finished.
     return (datetime.now(UTC) - first).total_seconds() / 3600

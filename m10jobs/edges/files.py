@@ -40,13 +40,32 @@ def lock_path(path: Path) -> Path:
     return path.parent / DIR_LOCK_NAME
 
 
+def make_dir(directory: Path) -> None:
+    """Create directory (and parents): a failure is the one "cannot write" answer."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteFailed(exc.errno, exc.strerror, str(directory)) from exc
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold path's directory lock; a lock file that cannot be created (read-only or
+    full directory) is WriteFailed naming it, like any other write."""
     from filelock import FileLock  # not on the start-up path of a skipped pass
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path(path), timeout=timeout, is_singleton=True):
+    make_dir(path.parent)
+    lock = FileLock(lock_path(path), timeout=timeout, is_singleton=True)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        if exc.errno is None:  # a lock timeout, not a failed write
+            raise
+        raise WriteFailed(exc.errno, exc.strerror, str(lock_path(path))) from exc
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -84,8 +103,8 @@ def write_unique(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     the directory per write (thousands of chunks a day).  The caller removes a killed
     writer's temps itself (remove_temps)."""
     path = Path(path)
+    make_dir(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         _replace(path, data, mode)
     except OSError as exc:
         raise WriteFailed(exc.errno, exc.strerror, str(path)) from exc

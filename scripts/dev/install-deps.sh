@@ -14,6 +14,8 @@ have_pg || missing+=(postgresql)
 have_redis || missing+=(redis-server)
 # promtool (Debian package prometheus) checks the metrics files in the tests; optional
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# libfaketime skews the host clock of one job process in the clock tests; optional
+compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} from the distribution" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

@@ -7,10 +7,6 @@ SELECT tenant_id, category, sum(amount_usd) AS amount_usd, count(*) AS record_co
  WHERE occurred_at >= %(period_start)s AND occurred_at < %(period_end)s
  GROUP BY tenant_id, category;
 
--- cost_db_now --
--- The database clock: every period boundary is derived from it.
-SELECT now() AS now;
-
 -- cost_first_period --
 -- Start of the earliest snapshotted period of a granularity (NULL: none yet).
 SELECT min(period_start) AS first FROM aos_cost.snapshot_periods

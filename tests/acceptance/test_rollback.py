@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from m10jobs.edges.files import atomic_write_json
 from m10jobs.jobs.canary import report as cr
 from tests.canary_support import reports, task_summary, write_config
+from tests.clock_support import needs_faketime, skewed
 from tests.conftest import BIN
 
 
@@ -165,6 +166,26 @@ def test_stale_failing_report_is_ignored(
     assert task_summary(proc.stdout)["decision"] == "stale"
     assert "older than max_report_age_s" in proc.stderr
     assert not out.exists() and actions(env) == []
+
+
+@needs_faketime
+@pytest.mark.parametrize(("canary_skew", "rollback_skew"), [("-1d", "+1h"), ("+1h", "-1d")])
+def test_skewed_host_clocks_neither_hide_nor_revive_a_report(
+    cli: Any, env: dict[str, str], out: Path, tmp_path: Path, canary_skew: str, rollback_skew: str
+) -> None:
+    """Report freshness is the database clock's: m10-canary stamps its report with it and
+    m10-rollback ages it by it, whatever either host's clock says."""
+    configure(env, tmp_path, max_report_age_s=600)
+    assert cli("m10-canary", env=skewed(env, canary_skew)).returncode == 0
+    fresh = rollback(cli, skewed(env, rollback_skew))
+    assert fresh.returncode == 0, fresh.stderr
+    assert task_summary(fresh.stdout)["decision"] == "acted"
+
+    put_report(env, "fail", age_s=3600)  # an hour old by the (unskewed) database clock
+    stale = rollback(cli, skewed(env, rollback_skew))
+    assert stale.returncode == 0, stale.stderr
+    assert task_summary(stale.stdout)["decision"] == "stale"
+    assert len(out.read_text().splitlines()) == 1
 
 
 def _truncated(env: dict[str, str]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,8 @@ def test_matview_names_validated(tmp_path: Path) -> None:
 def test_stats_csv_age_by_month_in_name(tmp_path: Path) -> None:
     for name in ("m10_stats_2000-01.csv", "m10_stats_2999-01.csv", "m10_stats_bad.csv"):
         (tmp_path / name).write_text("x")
-    groups = list(retention.stats_candidates(_config(tmp_path, ""), 13))
+    now = datetime(2026, 6, 1, tzinfo=UTC)  # the database clock, passed in
+    groups = list(retention.stats_candidates(_config(tmp_path, ""), 13, now))
     assert [[p.name for p in g] for g in groups] == [
         ["m10_stats_2000-01.csv", "m10_stats_2000-01.csv.processed"]
     ]

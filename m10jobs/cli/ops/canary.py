@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 
 
-@click.group("canary", context_settings=CONTEXT)
+@click.group("canary", cls=Group, context_settings=CONTEXT)
 def COMMAND() -> None:
     """Canary reports and rollback actions.
 
@@ -45,6 +45,7 @@ def status(config: Any, log: logging.Logger, as_json: bool) -> int:
     with pg.connect(dsn, app="m10 canary status") as conn, pg.translated(dsn):
         action = conn.execute(query("rollback_action"), {"report_run_id": report.run_id}).fetchone()
         last = conn.execute(query("rollback_latest")).fetchone()
+        now = pg.now(conn).timestamp()  # the clock the report was stamped with
     shown = {
         "report": str(path),
         "run_id": report.run_id,
@@ -52,7 +53,7 @@ def status(config: Any, log: logging.Logger, as_json: bool) -> int:
         "score": report.score,
         "reason": report.raw.get("reason"),
         "finished_at": report.finished_at.isoformat(),
-        "age_s": round(time.time() - report.finished_at.timestamp(), 1),
+        "age_s": round(now - report.finished_at.timestamp(), 1),
         "not_passing": [
             {k: p.get(k) for k in ("name", "status", "detail", "critical")}
             for p in report.raw["probes"]

@@ -10,12 +10,13 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT
 from m10jobs.config import SETTINGS
 from m10jobs.errors import ExitCode, M10Error
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=Group, context_settings=CONTEXT)
 def config() -> None:
     """Configuration: validate a file, render the example and the reference."""
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.errors import ExitCode
 
 
-@click.group("cost", context_settings=CONTEXT)
+@click.group("cost", cls=Group, context_settings=CONTEXT)
 def COMMAND() -> None:
     """Cost snapshots, baselines and anomalies (aos_cost schema).
 
@@ -86,7 +87,7 @@ def show(config: Any, log: Any, tenant: str, days: int, hours: int, as_json: boo
 
     dsn = config.require("database_url")
     with pg.connect(dsn, app="m10 cost show", options=UTC) as conn, pg.translated(dsn):
-        now = conn.execute(query("cost_db_now")).fetchone()["now"]
+        now = conn.execute(query("db_now")).fetchone()["now"]
         since_day = now - timedelta(days=days)
         found = {
             "daily": conn.execute(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT, admin_command, operator
 from m10jobs.errors import ExitCode
 
@@ -22,7 +23,7 @@ OUTCOMES = ("pending", "already_processed", "replayed", "abandoned", "discarded"
 PAGE = 500  # dead letters per transaction in a bulk replay
 
 
-@click.group("dl", context_settings=CONTEXT)
+@click.group("dl", cls=Group, context_settings=CONTEXT)
 def COMMAND() -> None:
     """Dead letters in m10_recovery.dead_letter_archive.
 

@@ -15,12 +15,13 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.errors import BadInput, ExitCode
 from m10jobs.jobs.outbox.settings import LOCK as OUTBOX_LOCK
 
 
-@click.group("outbox", context_settings=CONTEXT)
+@click.group("outbox", cls=Group, context_settings=CONTEXT)
 def COMMAND() -> None:
     """The outbox: backlog, leader, dead letters, retries by hand."""
 

@@ -55,7 +55,10 @@ def check(log_dir: Path, yesterday: date) -> tuple[list[str], list[str]]:
 
 
 def stats_today(config: Any) -> date:
-    """Today in the daily_stats time zone: the day whose eve the newest row must be."""
+    """Today in the daily_stats time zone: the day whose eve the newest row must be.
+
+    The host clock, as this only reads this host's files (no database needed) and decides
+    nothing: a skewed host sees a false alarm at midnight at worst; --as-of pins the day."""
     from zoneinfo import ZoneInfo
 
     from m10jobs.jobs.stats.settings import DailyStatsSettings

@@ -8,11 +8,12 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.errors import ExitCode
 
 
-@click.group("retention", context_settings=CONTEXT)
+@click.group("retention", cls=Group, context_settings=CONTEXT)
 def COMMAND() -> None:
     """Retention runs (m10_recovery.retention_jobs).
 

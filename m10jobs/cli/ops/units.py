@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from m10jobs.cli import Group
 from m10jobs.cli.adminkit import CONTEXT, admin_command
 from m10jobs.config import GLOBAL
 from m10jobs.errors import ExitCode
@@ -24,7 +25,7 @@ def checkout_units() -> Path | None:
     return cwd / "systemd" if ours and (cwd / "m10jobs" / "registry.py").is_file() else None
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=Group, context_settings=CONTEXT)
 def units() -> None:
     """systemd units generated from the job registry."""
 

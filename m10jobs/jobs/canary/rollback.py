@@ -74,8 +74,11 @@ def command_env(
     }
 
 
-def decide(report: cr.Report | None, s: RollbackSettings, latest: Path) -> tuple[bool, str, str]:
-    """(act?, decision, reason) from the report alone (the ledger decides under its lock)."""
+def decide(
+    report: cr.Report | None, s: RollbackSettings, latest: Path, now: float
+) -> tuple[bool, str, str]:
+    """(act?, decision, reason) from the report alone (the ledger decides under its lock);
+    `now` is the database clock, the one m10-canary stamps its reports with."""
     if report is None:
         return False, "no_report", f"no canary report at {latest} yet"
     if report.verdict != "fail":
@@ -84,7 +87,7 @@ def decide(report: cr.Report | None, s: RollbackSettings, latest: Path) -> tuple
             f"verdict_{report.verdict}",
             (f"report {report.run_id} verdict is {report.verdict}; rollback acts on fail only"),
         )
-    age = time.time() - report.finished_at.timestamp()
+    age = now - report.finished_at.timestamp()
     if age < -MAX_CLOCK_SKEW_S:
         raise BadInput(
             f"canary report {latest} finished {-age:.0f}s in the future; nothing "
@@ -194,7 +197,7 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
         return {"decision": "unconfigured", "reason": UNCONFIGURED}
     latest = cr.latest_path(ctx.config.state_dir)
     report = cr.load(latest)
-    act, decision, reason = decide(report, s, latest)
+    act, decision, reason = decide(report, s, latest, db.now(ctx.conn).timestamp())
     summary: dict[str, Any] = {"report": str(latest), "decision": decision, "reason": reason}
     if report is not None:
         summary["report_run_id"] = report.run_id

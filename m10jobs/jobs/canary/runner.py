@@ -26,7 +26,7 @@ import psycopg
 import redis
 
 from m10jobs.edges import db, streams
-from m10jobs.edges.files import atomic_write_json
+from m10jobs.edges.files import atomic_write_json, make_dir
 from m10jobs.edges.queries import query
 from m10jobs.edges.streams import describe
 from m10jobs.errors import ConfigError
@@ -264,7 +264,10 @@ def canary_pass(ctx: PassContext) -> dict[str, Any]:
     limits = s.thresholds()
     configured = probes(s, ctx.config.source)
     target, keep = s.target, s.history_keep
-    started = time.time()
+    # The report's times are the database clock's, as rollback's freshness check (on any
+    # host) reads them: a canary host whose clock is skewed cannot make a report look
+    # fresher or staler than it is.
+    started = db.now(ctx.conn).timestamp()
     results = []
     for p in configured:
         ctx.check()
@@ -274,7 +277,7 @@ def canary_pass(ctx: PassContext) -> dict[str, Any]:
         target=target,
         host=socket.gethostname(),
         started=started,
-        finished=time.time(),
+        finished=db.now(ctx.conn).timestamp(),
         results=results,
         thresholds=limits,
     )
@@ -292,7 +295,7 @@ def canary_pass(ctx: PassContext) -> dict[str, Any]:
         return {**summary, "would_write": str(latest)}
     ctx.check()
     reports = cr.reports_dir(ctx.config.state_dir)
-    reports.mkdir(parents=True, exist_ok=True)
+    make_dir(reports)
     _remove_stale_tmp(reports)
     history = cr.history_path(ctx.config.state_dir, ctx.run_id)
     atomic_write_json(history, report)

@@ -87,8 +87,7 @@ class Totals:
 
 def now_utc(ctx: PassContext) -> datetime:
     """The database clock, or --until (which must not be in its future)."""
-    db_now: datetime = ctx.conn.execute(query("cost_db_now")).fetchone()["now"]
-    db_now = db_now.astimezone(UTC)
+    db_now = db.now(ctx.conn)
     until: datetime | None = ctx.params.get("until")
     if until is None:
         return db_now

@@ -86,6 +86,7 @@ class Sink:
 
     def __init__(self, config: Config, s: RetentionSettings) -> None:
         self.config = config
+        # Only a folder name for the archived chunks (nothing is decided by it): local.
         self.day = datetime.now(UTC).strftime("%Y/%m/%d")
         self.bucket = config.r2_bucket
         self.prefix = s.archive_prefix
@@ -421,9 +422,10 @@ def fallback_candidates(ctx: PassContext, cutoff_ts: float) -> Iterator[list[Pat
         yield [entry.path, entry.meta_path, entry.uploaded_path]
 
 
-def stats_candidates(config: Config, months: int) -> Iterator[list[Path]]:
-    """Stats CSVs whose month ended more than `months` months ago, marker last."""
-    now = datetime.now(UTC)
+def stats_candidates(config: Config, months: int, now: datetime) -> Iterator[list[Path]]:
+    """Stats CSVs whose month ended more than `months` months ago (by `now`, the database
+    clock m10-daily-stats' export counts months by too, so a skewed host never deletes a
+    month the export writes again), marker last."""
     limit = now.year * 12 + now.month - 1 - months
     base = config.log_dir
     for csv in sorted(base.glob("m10_stats_*.csv")) if base.is_dir() else ():
@@ -521,6 +523,8 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
     s = ctx.config.settings(RetentionSettings)
     sink = Sink(ctx.config, s)
     host = f"{ctx.config.host}:"
+    # File ages are compared with the mtimes this host's own clock stamped: the host clock
+    # is the right one for them (a skew shifts both sides alike).
     now = time.time()
     file_plans: list[tuple[str, str, float, Callable[[], Iterator[list[Path]]], bool]] = []
     secs = _age(s, "fallback_uploads")
@@ -541,7 +545,7 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
                 "stats_csv",
                 str(ctx.config.log_dir / "m10_stats_*.csv"),
                 months * 31 * DAY,
-                lambda m=months: stats_candidates(ctx.config, m),
+                lambda m=months: stats_candidates(ctx.config, m, db.now(ctx.conn)),
                 True,
             )
         )

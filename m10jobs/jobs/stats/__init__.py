@@ -19,9 +19,18 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+    # Whichever of the two is parsed second sees the other: a reversed range is a usage
+    # error (2), not an empty pass that exits 0.
+    start = day if param.name == "start_date" else ctx.params.get("start_date")
+    until = day if param.name == "until" else ctx.params.get("until")
+    if start is not None and until is not None and start > until:
+        raise click.UsageError(
+            f"--start-date {start} is after --until {until}; give a start on or before the end"
+        )
+    return day
 
 
 JOB = Job(

@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from m10jobs.edges import fallback, files
+from m10jobs.edges import db, fallback, files
 from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
 from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
 from m10jobs.edges.queries import query
@@ -61,12 +61,15 @@ def _zone(ctx: PassContext) -> ZoneInfo:
     return ZoneInfo(ctx.config.settings(DailyStatsSettings).timezone)
 
 
-def yesterday(tz: ZoneInfo) -> date:
-    return datetime.now(tz).date() - timedelta(days=1)
+def yesterday(ctx: PassContext, tz: ZoneInfo) -> date:
+    """The last finished day in the configured zone, by the database clock: a host whose
+    clock runs ahead (an hour is enough at the 00:05 timer) must not compute, and store
+    for good, the day the database is still in."""
+    return db.now(ctx.conn).astimezone(tz).date() - timedelta(days=1)
 
 
 def _until(ctx: PassContext, tz: ZoneInfo) -> date:
-    last_possible = yesterday(tz)
+    last_possible = yesterday(ctx, tz)
     until: date = ctx.params.get("until") or last_possible
     if until > last_possible:
         raise BadInput(
@@ -174,7 +177,7 @@ def _export_window(ctx: PassContext, tz: ZoneInfo) -> tuple[date, date]:
     until = _until(ctx, tz)
     kept = ctx.config.settings(RetentionSettings).stats_csv
     months = kept.max_age_months if kept.enabled else None
-    now = datetime.now(UTC)
+    now = db.now(ctx.conn)  # the clock retention's stats_csv policy counts months by
     index = now.year * 12 + now.month - 1 - (months if months is not None else 12 * 10)
     first = date(index // 12, index % 12 + 1, 1)
     start: date | None = ctx.params.get("start_date")

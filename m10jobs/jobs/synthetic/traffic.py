@@ -80,7 +80,7 @@ def synthetic(ctx: PassContext) -> dict[str, Any]:
     if ctx.dry_run:
         summary["would_enqueue"] = count
     else:
-        sent_at = datetime.now(UTC).isoformat()
+        sent_at = datetime.now(UTC).isoformat()  # a label in the payload; latency is SQL's
         with ctx.conn.transaction(), ctx.conn.cursor() as cur:
             ctx.fence(cur)
             for i in range(count):
