@@ -325,7 +325,8 @@ def _run(
     totals: Totals,
     bad: list[str],
 ) -> int:
-    """Settle the groups, concurrent_uploads at a time, until done, out of time, the
+    """Settle the groups, concurrent_uploads at a time, until done, out of time (after
+    one wave at least), the
     store unreachable, or a safe point says stop (raised once the uploads in flight
     have finished and been recorded).  How many groups were not started."""
     if not groups:
@@ -342,7 +343,8 @@ def _run(
             except BaseException as exc:  # re-raised once the uploads in flight are recorded
                 stop = exc
             full = len(inflight) >= s.concurrent_uploads
-            out_of_time = time.monotonic() >= deadline
+            # One upload per thread at least, so that every pass makes progress.
+            out_of_time = started >= s.concurrent_uploads and time.monotonic() >= deadline
             while not (stop or full or out_of_time or totals.unreachable) and started < len(groups):
                 inflight.add(pool.submit(_settle, client, next(queue)))
                 started += 1
