@@ -76,13 +76,18 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644, lock: bool = True) -> None:
+def atomic_write(
+    path: Path, data: bytes | str, *, mode: int = 0o644, lock: bool = True, sweep: bool = True
+) -> None:
     """Replace path atomically; a failed write (ENOSPC, EROFS...) is WriteFailed naming
     path.  lock=False where the directory is not ours to leave a lock file in (the
-    systemd unit directory): there the caller is the only writer."""
+    systemd unit directory): there the caller is the only writer.  sweep=False skips the
+    search for a killed writer's temps (a glob of the whole directory) where something
+    else removes them (remove_temps): a directory of thousands of files (fallback-uploads)."""
     path = Path(path)
     try:
-        _atomic_write(path, data.encode() if isinstance(data, str) else data, mode, lock)
+        payload = data.encode() if isinstance(data, str) else data
+        _atomic_write(path, payload, mode, lock, sweep)
     except WriteFailed:
         raise
     except OSError as exc:
@@ -91,9 +96,10 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644, lock: bool
         raise WriteFailed(exc.errno, exc.strerror, str(path)) from exc
 
 
-def _atomic_write(path: Path, payload: bytes, mode: int, lock: bool) -> None:
+def _atomic_write(path: Path, payload: bytes, mode: int, lock: bool, sweep: bool) -> None:
     with file_lock(path) if lock else contextlib.nullcontext():
-        _remove_stale_temps(path)
+        if sweep:
+            _remove_stale_temps(path)
         _replace(path, payload, mode)
 
 
@@ -147,8 +153,13 @@ def _remove_stale_temps(path: Path) -> None:
             stale.unlink()
 
 
-def atomic_write_json(path: Path, obj: Any, *, mode: int = 0o644) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", mode=mode)
+def json_bytes(obj: Any) -> bytes:
+    """How every JSON artifact is written (indented, sorted keys, a final newline)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def atomic_write_json(path: Path, obj: Any, *, mode: int = 0o644, sweep: bool = True) -> None:
+    atomic_write(path, json_bytes(obj), mode=mode, sweep=sweep)
 
 
 # -- reading what a job did not just write ------------------------------------

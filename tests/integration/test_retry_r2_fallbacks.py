@@ -155,7 +155,62 @@ def test_same_content_fallback_is_reused(s3_env: dict[str, str]) -> None:
     second = _fallback(s3_env, b"same\n", "k/a.csv")
     third = _fallback(s3_env, b"newer\n", "k/a.csv")
     assert first == second != third
-    assert [m["attempts"] for m in metas(s3_env)] == [2, 1]
+    attempts = {m["name"]: m["attempts"] for m in metas(s3_env)}
+    assert attempts == {first.name: 2, third.name: 1}
+    # the older content handed over again: reused, and again the key's newest version
+    assert _fallback(s3_env, b"same\n", "k/a.csv") == first
+    newest = json.loads(first.with_name(first.name + META_SUFFIX).read_text())
+    older = json.loads(third.with_name(third.name + META_SUFFIX).read_text())
+    assert newest["attempts"] == 3 and newest["version_at"] > older["version_at"]
+
+
+def test_uploaded_fallback_is_not_reopened(cli: Any, s3_env: dict[str, str]) -> None:
+    """Same content failing again after its upload: a new generation, never the uploaded
+    entry (retention may be deleting it), and uploaded again."""
+    s3(s3_env).create_bucket(Bucket=s3_env["M10_R2_BUCKET"])
+    first = _fallback(s3_env, b"same\n", "k/a.csv")
+    assert cli("m10-retry-r2-fallbacks", env=s3_env).returncode == 0
+    again = _fallback(s3_env, b"same\n", "k/a.csv")
+    assert again != first and "-1-" in again.name and first.name.replace("-0-", "-1-") == again.name
+    proc = cli("m10-retry-r2-fallbacks", env=s3_env)
+    assert proc.returncode == 0, proc.stderr
+    assert summary(proc.stdout)["tasks"][0]["summary"]["uploaded"] == 1
+
+
+def test_entries_of_earlier_releases_are_retried_in_order(cli: Any, s3_env: dict[str, str]) -> None:
+    """Old-format names (time first, no version_at): accepted, ordered by their time,
+    newest uploaded, older superseded; and a new write of the key is newer still."""
+    import hashlib
+
+    bucket = s3_env["M10_R2_BUCKET"]
+    s3(s3_env).create_bucket(Bucket=bucket)
+    fallbacks(s3_env).mkdir(parents=True, exist_ok=True)
+    olds = []
+    for stamp, data in (
+        ("20260101T000000000001Z", b"old1\n"),
+        ("20260101T000001000000Z", b"old2\n"),
+    ):
+        sha = hashlib.sha256(data).hexdigest()
+        path = fallbacks(s3_env) / f"{stamp}-{sha[:12]}-a.csv"
+        path.write_bytes(data)
+        meta = {
+            "schema_version": 1,
+            "name": path.name,
+            "bucket": bucket,
+            "key": "k/a.csv",
+            "size": len(data),
+            "sha256": sha,
+            "content_type": "text/csv",
+            "first_failure": "2026-01-01T00:00:00+00:00",
+            "attempts": 1,
+        }
+        path.with_name(path.name + META_SUFFIX).write_text(json.dumps(meta))
+        olds.append(path)
+    proc = cli("m10-retry-r2-fallbacks", env=s3_env)
+    assert proc.returncode == 0, proc.stderr
+    assert s3(s3_env).get_object(Bucket=bucket, Key="k/a.csv")["Body"].read() == b"old2\n"
+    marker = json.loads(olds[0].with_name(olds[0].name + ".uploaded").read_text())
+    assert marker["superseded"] is True
 
 
 def test_wrapper_loads_env_file_and_passes_exit_codes(
@@ -215,6 +270,15 @@ def test_older_versions_never_overwrite_newer_content(
         monkeypatch.setenv(k, s3_env[k])  # boto3 in this process reads its own environment
     result = upload(load_config(None, env=s3_env), newer, "k/a.csv", logging.getLogger("t"))
     assert result.stored
-    assert v3.with_name(v3.name + ".uploaded").exists()
-    assert cli("m10-retry-r2-fallbacks", env=s3_env).returncode == 0
+    # the direct upload leaves the key's stored note; the retry job then retires v3
+    [note] = fallbacks(s3_env).glob("*.stored.json")
+    proc = cli("m10-retry-r2-fallbacks", env=s3_env)
+    assert proc.returncode == 0, proc.stderr
+    assert summary(proc.stdout)["tasks"][0]["summary"] == {
+        "pending": 1,
+        "uploaded": 0,
+        "superseded": 1,
+    }
+    assert json.loads(v3.with_name(v3.name + ".uploaded").read_text())["superseded"] is True
     assert s3(s3_env).get_object(Bucket=bucket, Key="k/a.csv")["Body"].read() == b"v4\n"
+    assert not note.exists()  # nothing of the key pending any more: forgotten
