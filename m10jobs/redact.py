@@ -4,7 +4,10 @@ Two mechanisms, applied together by redact():
 
 - Patterns, for secrets nobody registered (a DSN a driver echoes back): the
   password of any `scheme://user:PASSWORD@host` URI (multi-host too), and the value
-  of any `NAME=value` / `"NAME": value` whose NAME looks secret (SECRET_TEXT_KEY).
+  of any `NAME=value` / `"NAME": value` whose NAME contains password, passwd,
+  passphrase, pwd, secret, token, credential, api_key, private_key, access_key,
+  signing_key or authorization (an unquoted `NAME: text` is not one: it is how an
+  error names a key).
   These mask secrets of any length, even one character.
 - The registry: config loading registers every value that comes from a
   secret-bearing place (config.register_secrets: DSN passwords raw and
@@ -67,7 +70,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         r"[^\s\"'/?#]*(?=@[^@\s\"'/?#]*(?:[/?#\s\"']|$))"
     )
     kv_secret = re.compile(
-        rf"(?P<head>(?<![\w-]){_TEXT_KEY}[\"']?\s*[=:]\s*)(?![\"']?\*\*\*)"
+        rf"(?P<head>(?<![\w-]){_TEXT_KEY}(?:[\"']\s*[=:]|\s*=)\s*)(?![\"']?\*\*\*)"
         r"(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;&\"'}\]]+)",
         re.IGNORECASE,
     )
