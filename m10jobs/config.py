@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from m10jobs.errors import ConfigError
-from m10jobs.redact import register_secret
-from m10jobs.settings import build, fields, suggest
+from m10jobs.settings import build, fields, got, suggest
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -201,7 +200,7 @@ class Config:
             name: str = cls.SECTION  # type: ignore[attr-defined]
             data = self.file.get(name, {})
             if not isinstance(data, dict):
-                problems.append(f"{name}: expected a table, got {data!r}")
+                problems.append(f"{name}: expected a table{got(data)}")
                 data = {}
             self._tables[cls] = build(cls, data, name, problems)
             if problems:
@@ -224,7 +223,7 @@ class Config:
         for key, value in self.file.items():
             if key in tables:
                 if not isinstance(value, dict):
-                    found.append(f"{key}: expected a table, got {value!r}")
+                    found.append(f"{key}: expected a table{got(value)}")
                     continue
                 before, cls = len(found), tables[key]
                 table = build(cls, value, key, found)
@@ -315,8 +314,10 @@ def load_config(
     ConfigError, or with strict=False kept in Config.errors (`m10 config check`)."""
     env = os.environ if env is None else env
     flags = flags or {}
+    register_secrets({}, env, flags)  # first: a file that fails to load is an error line
     path = config_path(config_file, env)
     file = read_toml(path) if path else {}
+    register_secrets(file, {}, {})
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     errors: list[str] = []
@@ -348,25 +349,31 @@ def load_config(
             values[s.key], origins[s.key] = s.default_value, "default"
             continue
         origins[s.key] = origin
-    for s in SETTINGS:
-        if s.secret:
-            for secret in _passwords_of(values.get(s.key)):
-                register_secret(secret)
-    register_secret(env.get("AWS_SECRET_ACCESS_KEY"))
     if errors and strict:
         raise ConfigError(errors[0])
     return Config(values, origins, file, str(path) if path else "defaults", tuple(errors))
 
 
-def _passwords_of(url: str | None) -> list[str]:
-    """A URL's password, and a Sentinel URL's sentinel_password parameter."""
-    if not url or "://" not in url:
-        return []
-    from urllib.parse import parse_qs, unquote, urlsplit
+def register_secrets(
+    file: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str, Any]
+) -> None:
+    """Register (m10jobs.redact) every secret the raw file, the environment and the
+    flags carry, before anything is validated or logged: the DSN passwords (raw and
+    percent-decoded) of every setting and string, the credential variables of the
+    environment, every value under a secret-looking key, and what the declared
+    settings say is secret (rollback.env values, pass_env variables, probe URLs)."""
+    from m10jobs import redact
 
-    try:
-        parts = urlsplit(url)
-        found = [parts.password, *parse_qs(parts.query).get("sentinel_password", [])]
-    except ValueError:
-        return []
-    return [x for p in found if p for x in {p, unquote(p)}]
+    redact.register_env(env)
+    redact.register_tree(dict(flags))
+    redact.register_tree(file)
+    for s in SETTINGS:  # a secret setting that is not a URL/conninfo is a secret whole
+        for raw in (flags.get(s.key), env.get(s.env), file.get(s.key)):
+            if s.secret and isinstance(raw, str) and "://" not in raw and "=" not in raw:
+                redact.register_secret(raw)
+    if any(key not in GLOBAL for key in file):  # the tables' declarations
+        from m10jobs.registry import sections
+        from m10jobs.settings import register_secrets as register_table
+
+        for name, cls in sections().items():
+            register_table(cls, file.get(name))

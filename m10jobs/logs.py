@@ -2,7 +2,9 @@
 
 The run context is a plain dict that the runner updates as the lease is taken
 and released; a filter stamps it on every record.  Whole lines go through
-redact() after formatting, so nothing secret escapes in messages or tracebacks.
+redact(), so nothing secret escapes in messages or tracebacks: a JSON line's
+fields (message, traceback, extras) before they are encoded -- the mask never
+breaks the JSON, and a secret JSON would escape is still found -- a text line whole.
 When stderr is the journal, each line starts with its syslog priority (`<3>`),
 which journald strips and honours: `journalctl -p err` shows the job's own
 reason, and the message itself stays one JSON object.
@@ -15,9 +17,9 @@ import os
 import sys
 from typing import Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
-from m10jobs.redact import redact
+from m10jobs.redact import redact, redact_obj
 
 LOGGER_NAME = "m10jobs"
 _context: dict[str, Any] = {}
@@ -31,12 +33,20 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+class _RedactingEncoder(JsonEncoder):
+    """What the encoder makes of a non-JSON value (a path, a date) is redacted too."""
+
+    def default(self, o: Any) -> Any:
+        return redact_obj(super().default(o))
+
+
 class _RedactingJsonFormatter(JsonFormatter):
     def __init__(self, verbose: bool) -> None:
         super().__init__(
             "%(asctime)s %(levelname)s %(message)s",
             rename_fields={"levelname": "level", "asctime": "time"},
             datefmt="%Y-%m-%dT%H:%M:%S%z",
+            json_encoder=_RedactingEncoder,
         )
         self.verbose = verbose
 
@@ -44,7 +54,10 @@ class _RedactingJsonFormatter(JsonFormatter):
         if not self.verbose:
             record.exc_info = None
             record.exc_text = None
-        return redact(super().format(record))
+        return super().format(record)
+
+    def process_log_record(self, log_data: Any) -> Any:
+        return redact_obj(log_data)
 
 
 class _RedactingTextFormatter(logging.Formatter):

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from m10jobs import stopping
+from m10jobs import redact, stopping
 from m10jobs.config import Config, load_config
 from m10jobs.errors import (
     DependencyUnavailable,
@@ -232,7 +232,7 @@ def run(
         "duration_s": round(duration, 3),
         "tasks": [r.as_dict() for r in results],
     }
-    print(json.dumps(summary, default=str), flush=True)
+    print(redact.dumps(summary), flush=True)
     if config is not None and config.metrics_dir and not dry_run:
         _write_metrics(config, job, code, started, duration, results, gauges, log)
     return int(code)

@@ -34,6 +34,12 @@ class Spec:
     check: Callable[[Any], str | None] | None = None
     """Returns what was expected when the (typed) value is wrong, else None."""
     secret: bool = False
+    """The value carries a secret: registered (m10jobs.redact) at config load, never
+    echoed in an error, masked in `m10 config check` -- whole, or for a URL/conninfo
+    its password; for a table of strings every value whole."""
+    secret_env: bool = False
+    """The values are names of environment variables whose values are secrets
+    (rollback.pass_env): those values are registered at config load."""
     example: Any = None
     """Shown commented out in the example config where the default says too little."""
     ship: bool = False
@@ -49,11 +55,12 @@ def setting(
     choices: tuple[Any, ...] = (),
     check: Callable[[Any], str | None] | None = None,
     secret: bool = False,
+    secret_env: bool = False,
     example: Any = None,
     ship: bool = False,
 ) -> Any:
     """A dataclass field carrying its Spec (dict defaults are copied per instance)."""
-    meta = {"m10": Spec(help, min, max, choices, check, secret, example, ship)}
+    meta = {"m10": Spec(help, min, max, choices, check, secret, secret_env, example, ship)}
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -76,6 +83,52 @@ def suggest(name: str, known: list[str]) -> str:
 
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def got(value: Any, secret: bool = False) -> str:
+    """ ", got <what>" for an error line: a scalar as written, a table by its keys and a
+    list by its length -- never their values (a table may hold secrets: rollback.env)
+    -- and nothing at all for a secret."""
+    if secret:
+        return ""
+    if isinstance(value, dict):
+        return f", got a table (keys: {', '.join(map(str, value)) or 'none'})"
+    if isinstance(value, list):
+        return f", got a list of {len(value)} item(s)"
+    return f", got {value!r}"
+
+
+def register_secrets(cls: type, data: Any) -> None:
+    """Register (m10jobs.redact) what table `data` holds under the fields of `cls`
+    declared secret (and, nested, of its tables), from the raw file: before anything
+    is validated, so no error line can carry them."""
+    import os
+
+    from m10jobs import redact
+
+    if not isinstance(data, dict):
+        return
+    for f, tp in fields(cls):
+        value, s, inner = data.get(f.name), spec(f), _optional(tp)
+        if value is None:
+            continue
+        if s.secret_env and isinstance(value, list):
+            redact.register_env(os.environ, [v for v in value if isinstance(v, str)])
+        if s.secret:
+            if isinstance(value, dict):
+                for v in value.values():
+                    redact.register_secret(str(v))
+                    redact.register_dsn(v)
+            elif isinstance(value, str) and "://" not in value and "=" not in value:
+                redact.register_secret(value)
+            redact.register_tree(value)
+        if dataclasses.is_dataclass(inner):
+            register_secrets(typing.cast(type, inner), value)
+        elif typing.get_origin(inner) is tuple and dataclasses.is_dataclass(
+            typing.get_args(inner)[0]
+        ):
+            for item in value if isinstance(value, list) else ():
+                register_secrets(typing.get_args(inner)[0], item)
 
 
 class _Bad(Exception):
@@ -156,7 +209,7 @@ def _convert(
             raise _Bad
         for k, v in value.items():
             if not isinstance(v, str) or not v:
-                problems.append(f"{where}.{k}: expected a non-empty string, got {v!r}")
+                problems.append(f"{where}.{k}: expected a non-empty string{got(v, s.secret)}")
         value = {k: v for k, v in value.items() if isinstance(v, str) and v}
     elif _is_decimal(tp):
         from decimal import Decimal, InvalidOperation
@@ -214,8 +267,7 @@ def build(
             )
         except _Bad as exc:
             expected = str(exc) or describe(tp, spec(f))
-            got = "" if spec(f).secret else f", got {data[name]!r}"
-            problems.append(f"{where}.{name}: expected {expected}{got}")
+            problems.append(f"{where}.{name}: expected {expected}{got(data[name], spec(f).secret)}")
     obj = dataclasses.replace(base, **values) if base is not None else cls(**values)
     if len(problems) == before:
         check = getattr(obj, "problems", None)

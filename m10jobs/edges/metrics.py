@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from m10jobs.edges.files import atomic_write
+from m10jobs.redact import redact
 
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -32,8 +33,11 @@ def metric_name(*parts: str) -> str:
 
 
 def _labels(labels: dict[str, str]) -> str:
+    """Label values redacted (a lock or task name may carry a configured value)."""
     body = ",".join(
-        f'{k}="' + str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        f'{k}="'
+        + redact(str(v)).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        + '"'
         for k, v in sorted(labels.items())
     )
     return "{" + body + "}"

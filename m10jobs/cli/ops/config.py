@@ -52,7 +52,7 @@ def check(config_file: str | None, **flags: Any) -> None:
     try:
         cfg = load_config(config_file, flags, strict=False)
     except M10Error as exc:  # no file to check: missing, unreadable, not TOML
-        click.echo(f"error: {exc}", err=True)
+        click.echo(redact(f"error: {exc}"), err=True)
         click.get_current_context().exit(exc.exit_code)
     problems = cfg.problems(sections())
     click.echo(f"# effective configuration; file: {cfg.source}")
@@ -67,7 +67,7 @@ def check(config_file: str | None, **flags: Any) -> None:
         for line in _effective(name, cls, data):
             click.echo(redact(line))
     for p in problems:
-        click.echo(f"error: {p}", err=True)
+        click.echo(redact(f"error: {p}"), err=True)
     if problems:
         click.echo(f"{len(problems)} problem(s) in {cfg.source}", err=True)
     click.get_current_context().exit(ExitCode.CONFIG if problems else ExitCode.OK)
@@ -82,10 +82,14 @@ def _aligned(text: str, comment: str) -> str:
 
 
 def _toml(value: Any, secret: bool) -> str:
+    """A value as TOML; a secret one masked (a URL/conninfo keeps all but its password)."""
     from m10jobs.configdoc import toml
-    from m10jobs.redact import redact
+    from m10jobs.redact import MASK, redact
 
-    return toml(redact(str(value)) if secret else value)
+    if not secret:
+        return toml(value)
+    text = str(value)
+    return toml(redact(text) if "://" in text or "=" in text else MASK)
 
 
 def _effective(name: str, cls: type, data: Mapping[str, Any], base: Any = None) -> Iterator[str]:
@@ -113,8 +117,9 @@ def _effective(name: str, cls: type, data: Mapping[str, Any], base: Any = None) 
         full, raw = f"{name}.{key}", data.get(key)
         kind = kind_of(tp)
         if kind == "map":
+            secret = spec(next(f for f, _ in fields(cls) if f.name == key)).secret
             yield f"[{full}]" + ("" if value else "  # (none)")
-            yield from (_aligned(f'"{k}" = {_toml(v, False)}', "file") for k, v in value.items())
+            yield from (_aligned(f'"{k}" = {_toml(v, secret)}', "file") for k, v in value.items())
         elif kind == "table":
             yield f"[{full}]"
             yield from _effective(

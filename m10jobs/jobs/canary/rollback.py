@@ -33,6 +33,7 @@ from m10jobs.edges.queries import query
 from m10jobs.errors import BadInput, LeaseLost, TaskFailed
 from m10jobs.jobs.canary import report as cr
 from m10jobs.jobs.canary.settings import RollbackSettings
+from m10jobs.redact import redact
 from m10jobs.stopping import Stopped
 
 if TYPE_CHECKING:
@@ -179,14 +180,15 @@ def _run_command(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 out, _ = proc.communicate()
-            return (
-                "timeout",
-                proc.returncode,
-                out.decode(errors="replace")[-OUTPUT_TAIL:],
-                interrupted,
-            )
-    text = out.decode(errors="replace")[-OUTPUT_TAIL:]
+            return "timeout", proc.returncode, _tail(out), interrupted
+    text = _tail(out)
     return ("succeeded" if proc.returncode == 0 else "failed"), proc.returncode, text, interrupted
+
+
+def _tail(out: bytes) -> str:
+    """The output's tail, redacted whole before it is cut: a cut must not leave half
+    a secret the mask no longer recognises (the command may echo its env, a DSN)."""
+    return redact(out.decode(errors="replace"))[-OUTPUT_TAIL:]
 
 
 def rollback_pass(ctx: PassContext) -> dict[str, Any]:
@@ -220,7 +222,7 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
                     "holder": ctx.lease.holder,
                     "token": ctx.lease.token,
                     "run_id": ctx.run_id,
-                    "command": json.dumps(s.command),
+                    "command": redact(json.dumps(s.command)),
                     "verdict": report.verdict,
                     "cooldown_s": s.cooldown_seconds,
                 },

@@ -238,13 +238,15 @@ class RollbackSettings:
     pass_env: tuple[str, ...] = setting(
         (),
         "variables passed from the job's environment to the command (no M10_*, AWS_*, "
-        "PGPASSWORD...)",
+        "PGPASSWORD...); their values are masked in every output",
         check=_env_names,
+        secret_env=True,
         example=["KUBECONFIG"],
     )
     env: dict[str, str] = setting(
         {},
-        "literal environment given to the command",
+        "literal environment given to the command; every value is masked in every output",
         check=_env_names,
+        secret=True,
         example={"DEPLOY_TARGET": "production"},
     )
