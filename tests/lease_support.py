@@ -45,3 +45,14 @@ def wait_lapsed(conn: psycopg.Connection[Any], name: str, timeout: float = 60.0)
         f"lease {name!r} to lapse",
         timeout,
     )
+
+
+def expire_leases(conn: psycopg.Connection[Any]) -> int:
+    """Let every live lease lapse now (a killed holder's, which it may or may not have
+    taken yet); how many there were."""
+    return conn.execute(
+        "UPDATE m10_recovery.distributed_locks"
+        " SET acquired_at = least(acquired_at, clock_timestamp() - interval '1 hour'),"
+        "     expires_at = clock_timestamp() - interval '1 millisecond'"
+        " WHERE expires_at > clock_timestamp()"
+    ).rowcount
