@@ -14,6 +14,8 @@ have_pg || missing+=(postgresql)
 have_redis || missing+=(redis-server)
 # promtool (Debian package prometheus) checks the metrics files in the tests; optional
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# zstd(1): the floor benchmarks/bench_retention.py compares retention with (psql | zstd -1)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} from the distribution" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
