@@ -44,9 +44,10 @@ test: deps lint
 # takes about as long again as `make test`); PYTEST_ARGS may narrow it to some files.
 test-loaded: deps lint
 	@pids=; for i in $$(seq $$(nproc)); do nice -n 0 yes >/dev/null & pids="$$pids $$!"; done; \
-	trap 'kill $$pids' EXIT INT TERM; \
+	trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
 	echo "test-loaded: $$(nproc) CPU hogs (pids$$pids)"; \
-	$(BIN)/pytest -m "not system" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not system" $(PYTEST_ARGS); rc=$$?; \
+	kill $$pids; wait $$pids 2>/dev/null; exit $$rc
 
 demo: deps
 	$(BIN)/python -m devenv.demo $(DEMO_ARGS)
