@@ -16,6 +16,8 @@ have_redis || missing+=(redis-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # libfaketime skews the host clock of one job process in the clock tests; optional
 compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || missing+=(faketime)
+# zstd(1): the floor benchmarks/bench_retention.py compares retention with (psql | zstd -1)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} from the distribution" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

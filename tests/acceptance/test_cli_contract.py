@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from m10jobs.registry import jobs
+from tests.lease_support import expire_lease
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -103,10 +104,8 @@ def test_usage_error_exits_2_and_help_has_an_example(cli: Any) -> None:
 def test_dry_run_takes_no_lease_and_changes_nothing(
     cli: Any, conn: Conn, env: dict[str, str]
 ) -> None:
-    conn.execute("SELECT m10_recovery.acquire_lock('old', 'dead', 1)")
-    import time
-
-    time.sleep(1.1)
+    conn.execute("SELECT m10_recovery.acquire_lock('old', 'dead', 60)")
+    expire_lease(conn, "old")
     p = cli("m10-maintenance", "--dry-run")
     assert p.returncode == 0
     assert json.loads(p.stdout)["tasks"][0]["summary"]["would_reclaim"] == 1

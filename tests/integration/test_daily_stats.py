@@ -17,6 +17,7 @@ import pytest
 from m10jobs.edges.files import atomic_write_json
 from m10jobs.jobs.stats.statsfile import marker_for, render
 from tests.conftest import BIN
+from tests.lease_support import expire_leases
 from tests.stats_support import seed_day, stats_files, summary
 
 
@@ -172,13 +173,12 @@ def test_sigkill_during_export_leaves_previous_csv_and_marker(
         == 0
     )
     before = stats_files(log)
-    fast = {**env, "M10_LEASE_TTL_SECONDS": "2"}
     with psycopg.connect(dsn) as blocker:
         # The export blocks inside its stats query: kill it there, mid-pass.
         blocker.execute("LOCK TABLE m10_recovery.retention_jobs IN ACCESS EXCLUSIVE MODE")
         proc = subprocess.Popen(
             [str(BIN / "m10-daily-stats"), "--until", "2026-11-01"],
-            env=fast,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -197,10 +197,11 @@ def test_sigkill_during_export_leaves_previous_csv_and_marker(
         proc.wait(10)
         blocker.rollback()
     assert stats_files(log) == before
-    time.sleep(2.2)  # the killed holder's lease lapses
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert expire_leases(c) >= 1  # the killed holder's lease, as if its TTL ran out
     again = subprocess.run(
         [str(BIN / "m10-daily-stats"), "--until", "2026-11-01"],
-        env=fast,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -265,20 +266,17 @@ def test_sigkill_at_any_moment_never_leaves_a_torn_file(env: dict[str, str], con
     from m10jobs.jobs.stats.statsfile import month_files, parse, read_marker
 
     log = Path(env["M10_LOG_DIR"])
-    fast = {**env, "M10_LEASE_TTL_SECONDS": "1"}
     args = [str(BIN / "m10-daily-stats"), "--start-date", "2026-07-01", "--until", "2026-09-30"]
     for delay in (0.35, 0.5, 0.7):
-        proc = subprocess.Popen(
-            args, env=fast, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.kill()
         proc.wait(10)
         for path in month_files(log):
             parse(path)  # raises on a torn or duplicated file
             read_marker(path)  # raises on a torn marker
-        time.sleep(1.1)  # lease lapses
-    done = subprocess.run(args, env=fast, capture_output=True, text=True, timeout=60)
+        expire_leases(conn)  # the killed holder's lease (if it took it) lapses
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     dates = [d for p in month_files(log) for d in parse(p).dates]
     assert len(dates) == len(set(dates)) == 92

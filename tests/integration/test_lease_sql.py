@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
+
+from tests.lease_support import expire_lease, wait_lapsed, wait_until
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -61,8 +67,8 @@ def test_stranger_cannot_release_or_extend(conn: Conn) -> None:
 
 
 def test_expiry_lets_another_take_over_with_a_higher_token(conn: Conn) -> None:
-    first = acquire(conn, "job", "a", ttl=1)
-    time.sleep(1.2)
+    first = acquire(conn, "job", "a")
+    expire_lease(conn, "job")
     second = acquire(conn, "job", "b", ttl=60)
     assert second is not None and second > first
     # the stale holder can neither extend nor release the new lease
@@ -78,17 +84,17 @@ def test_expiry_lets_another_take_over_with_a_higher_token(conn: Conn) -> None:
 
 
 def test_expired_holder_cannot_extend_its_own_lapsed_lease(conn: Conn) -> None:
-    token = acquire(conn, "job", "a", ttl=1)
-    time.sleep(1.2)
+    token = acquire(conn, "job", "a")
+    expire_lease(conn, "job")
     assert extend(conn, "job", "a", token) is False
     assert release(conn, "job", "a", token) is False  # lapsed: honest false
     assert acquire(conn, "job", "b") is not None
 
 
 def test_gc_deletes_only_expired_and_tokens_keep_rising(conn: Conn) -> None:
-    t1 = acquire(conn, "gone", "a", ttl=1)
+    t1 = acquire(conn, "gone", "a")
     live = acquire(conn, "live", "a", ttl=60)
-    time.sleep(1.2)
+    expire_lease(conn, "gone")
     assert conn.execute("SELECT m10_recovery.reclaim_expired_locks() AS n").fetchone()["n"] == 1
     names = [
         r["lock_name"]
@@ -120,9 +126,9 @@ def test_bad_parameters_raise_22023(conn: Conn, call: str, args: tuple[Any, ...]
 
 
 def test_fence_rejects_a_lapsed_holder_inside_its_transaction(conn: Conn, dsn: str) -> None:
-    token = acquire(conn, "job", "a", ttl=1)
+    token = acquire(conn, "job", "a")
     conn.execute("SELECT m10_recovery.assert_lease('job', 'a', %s)", (token,))
-    time.sleep(1.2)
+    expire_lease(conn, "job")
     acquire(conn, "job", "b")
     with psycopg.connect(dsn) as c, pytest.raises(psycopg.Error) as info, c.transaction():
         c.execute("SELECT m10_recovery.assert_lease('job', 'a', %s)", (token,))
@@ -172,39 +178,55 @@ def test_eight_processes_never_overlap_inside_the_lock(conn: Conn, dsn: str) -> 
     assert row == {"n": 0, "total": 8 * rounds}
 
 
-HOLDER = textwrap.dedent("""
+HOLDER_TTL = 4  # the subject, but long enough that a busy machine's delays stay well inside
+HOLDER = textwrap.dedent(f"""
     import sys, time, psycopg
     c = psycopg.connect(sys.argv[1], autocommit=True)
-    t = c.execute("SELECT m10_recovery.acquire_lock('victim', 'doomed', 2)").fetchone()[0]
+    t = c.execute("SELECT m10_recovery.acquire_lock('victim', 'doomed', {HOLDER_TTL})")
+    t = t.fetchone()[0]
     print(t, flush=True)
     while True:   # keeps extending: only a SIGKILL stops it
-        c.execute("SELECT m10_recovery.extend_lock('victim', 'doomed', %s, 2)", (t,))
+        c.execute("SELECT m10_recovery.extend_lock('victim', 'doomed', %s, {HOLDER_TTL})", (t,))
         time.sleep(0.3)
 """)
+
+
+def _lease_row(conn: Conn, name: str) -> dict[str, Any]:
+    return conn.execute(
+        "SELECT holder_id, acquired_at, expires_at, clock_timestamp() AS now"
+        " FROM m10_recovery.distributed_locks WHERE lock_name = %s",
+        (name,),
+    ).fetchone()
 
 
 def test_holder_killed_with_sigkill_is_taken_over_after_its_ttl(conn: Conn, dsn: str) -> None:
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, dsn], stdout=subprocess.PIPE, text=True)
     token = int(proc.stdout.readline())
-    time.sleep(2.5)  # beyond one TTL: alive, so extended
+    first_expiry = _lease_row(conn, "victim")["expires_at"]
+    # beyond its first TTL (database clock): alive, so extended and still held
+    wait_until(lambda: _lease_row(conn, "victim")["now"] > first_expiry, "one TTL to pass")
     assert acquire(conn, "victim", "heir") is None
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = time.monotonic()
+    last_expiry = _lease_row(conn, "victim")["expires_at"]
     assert acquire(conn, "victim", "heir") is None  # lease still runs its course
-    deadline = killed_at + 5
     new = None
-    while new is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+
+    def taken() -> bool:
+        nonlocal new
         new = acquire(conn, "victim", "heir")
-    assert new is not None and new > token
-    assert time.monotonic() - killed_at <= 2.6
+        return new is not None
+
+    wait_until(taken, "the heir to take the lapsed lease")
+    assert new > token
+    # after the dead holder's last expiry by the database clock, not before
+    assert _lease_row(conn, "victim")["acquired_at"] >= last_expiry
 
 
 MID_COMMIT = textwrap.dedent("""
     import sys, time, psycopg
     c = psycopg.connect(sys.argv[1], autocommit=True)
-    t = c.execute("SELECT m10_recovery.acquire_lock('frozen', 'paused', 2)").fetchone()[0]
+    t = c.execute("SELECT m10_recovery.acquire_lock('frozen', 'paused', 4)").fetchone()[0]
     c.execute("BEGIN")
     c.execute("SELECT m10_recovery.assert_lease('frozen', 'paused', %s)", (t,))
     c.execute("INSERT INTO probe VALUES (1, 1)")
@@ -231,90 +253,104 @@ def test_holder_frozen_mid_commit_is_rolled_back_and_taken_over(conn: Conn, dsn:
     )
     token = int(proc.stdout.readline())
     os.kill(proc.pid, signal.SIGSTOP)
-    frozen_at = time.monotonic()
+    expiry = _lease_row(conn, "frozen")["expires_at"]
     try:
         assert acquire(conn, "frozen", "heir") is None  # its lease is still live
         new = None
-        while new is None and time.monotonic() - frozen_at < 10:
+        deadline = time.monotonic() + 60  # a regression fails rather than hangs
+        while new is None and time.monotonic() < deadline:
             new = acquire(conn, "frozen", "heir")
-        taken_after = time.monotonic() - frozen_at
+        # taken while the holder is still frozen (it wakes only below): after its TTL,
+        # by the database clock, not "whenever it wakes up"
+        assert new is not None and new > token
+        assert _lease_row(conn, "frozen")["acquired_at"] >= expiry
     finally:
         os.kill(proc.pid, signal.SIGCONT)
     out, _ = proc.communicate("\n", timeout=30)
-    assert new is not None and new > token
-    assert taken_after <= 4.5, taken_after  # TTL 2 s, not "whenever it wakes up"
     assert out.split()[-1] == "25P03"  # the server ended its transaction: nothing committed
     assert conn.execute("SELECT count(*) AS n FROM probe").fetchone()["n"] == 0
+
+
+ROW_HOLDER = textwrap.dedent("""
+    import sys, psycopg
+    dsn, name, holder, ttl, gate = sys.argv[1:6]
+    with psycopg.connect(dsn) as c:   # one transaction, committed when the block ends
+        # acquired here, just before the fence: a slow start cannot eat a short TTL
+        t = c.execute("SELECT m10_recovery.acquire_lock(%s, %s, %s)",
+                      (name, holder, int(ttl))).fetchone()[0]
+        c.commit()
+        c.execute("SELECT m10_recovery.assert_lease(%s, %s, %s)", (name, holder, t))
+        print(t, flush=True)
+        # busy in a statement (keeps the row FOR SHARE) until the test opens the gate
+        c.execute("SELECT pg_advisory_xact_lock(%s)", (int(gate),))
+        released = c.execute("SELECT clock_timestamp() AS t").fetchone()[0]
+    print(released.isoformat(), flush=True)
+""")
+
+
+class RowHolder:
+    """A holder's fenced transaction, busy in a statement with the lease row locked
+    until let_go(): what it waits for is an event the test controls, not a sleep."""
+
+    def __init__(self, dsn: str, name: str, holder: str, ttl: int) -> None:
+        self.gate_key = random.randrange(1, 2**31)
+        self.gate = psycopg.connect(dsn, autocommit=True)
+        self.gate.execute("SELECT pg_advisory_lock(%s)", (self.gate_key,))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ROW_HOLDER, dsn, name, holder, str(ttl), str(self.gate_key)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.token = int(self.proc.stdout.readline())
+        wait_until(lambda: self.waiting("advisory") == 1, "the holder to be busy")
+
+    def waiting(self, locktype: str) -> int:
+        """Backends of this database waiting on a lock of this type."""
+        return self.gate.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE NOT l.granted AND l.locktype = %s AND a.datname = current_database()",
+            (locktype,),
+        ).fetchone()[0]
+
+    def let_go(self) -> datetime:
+        """End the busy statement; when the transaction ended (database clock, read
+        just before its COMMIT)."""
+        self.gate.execute("SELECT pg_advisory_unlock(%s)", (self.gate_key,))
+        out, _ = self.proc.communicate(timeout=30)
+        self.gate.close()
+        assert self.proc.returncode == 0, out
+        return datetime.fromisoformat(out.strip().splitlines()[-1])
+
+    def while_queued(self, call: Callable[[], Any]) -> tuple[Any, datetime]:
+        """Run call, let go once it queues behind the row; its result and the release."""
+        result: list[Any] = []
+        t = threading.Thread(target=lambda: result.append(call()))
+        t.start()
+        wait_until(lambda: self.waiting("tuple") + self.waiting("transactionid") > 0, "a queue")
+        released = self.let_go()
+        t.join(timeout=60)
+        assert result, "the queued call failed"
+        return result[0], released
 
 
 def test_busy_fenced_commit_past_expiry_keeps_the_row_but_nobody_hangs(
     conn: Conn, dsn: str, cli: Any
 ) -> None:
     """A fenced transaction still running a statement keeps its protection; contenders
-    give up after 2 s instead of waiting for it."""
+    give up (after 2 s) instead of waiting for it."""
     conn.execute("SET statement_timeout = '15s'")  # a regression fails rather than hangs
-    token = acquire(conn, "slow", "committer", ttl=1)
-    busy = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent("""
-        import sys, psycopg
-        with psycopg.connect(sys.argv[1]) as c:
-            c.execute("SELECT m10_recovery.assert_lease('slow', 'committer', %s)",
-                      (int(sys.argv[2]),))
-            print("fenced", flush=True)
-            c.execute("SELECT pg_sleep(10)")
-        print("committed", flush=True)
-    """),
-            dsn,
-            str(token),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert busy.stdout.readline().strip() == "fenced"
-    time.sleep(1.2)  # the lease has lapsed; the commit is still running
-    t0 = time.monotonic()
+    busy = RowHolder(dsn, "slow", "committer", ttl=2)
+    wait_lapsed(conn, "slow")  # the lease has lapsed; the commit is still running
     assert acquire(conn, "slow", "heir") is None
     assert conn.execute("SELECT m10_recovery.reclaim_expired_locks() AS n").fetchone()["n"] == 0
     forced = cli("m10", "locks", "release", "slow", "--force")
-    waited = time.monotonic() - t0
     assert forced.returncode == 75, forced.stderr
     assert "committing right now" in forced.stderr and "Traceback" not in forced.stderr
-    assert waited < 8, waited  # two 2 s waits and a CLI start, not the 10 s commit
-    assert busy.communicate(timeout=30)[0].strip() == "committed"
-    assert acquire(conn, "slow", "heir") > token
-
-
-ROW_HOLDER = textwrap.dedent("""
-    import sys, psycopg
-    dsn, name, holder, token, hold = sys.argv[1:6]
-    with psycopg.connect(dsn) as c:   # one transaction, committed when the block ends
-        c.execute("SELECT m10_recovery.assert_lease(%s, %s, %s)", (name, holder, int(token)))
-        print("fenced", flush=True)
-        c.execute("SELECT pg_sleep(%s)", (float(hold),))  # busy: keeps the row FOR SHARE
-        released = c.execute("SELECT clock_timestamp() AS t").fetchone()[0]
-    print(released.isoformat(), flush=True)
-""")
-
-
-def hold_row(dsn: str, name: str, holder: str, token: int, seconds: float) -> subprocess.Popen[str]:
-    """A holder's fenced transaction keeping the lease row locked for `seconds`."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", ROW_HOLDER, dsn, name, holder, str(token), str(seconds)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "fenced"
-    return proc
-
-
-def released_at(proc: subprocess.Popen[str]) -> datetime:
-    """When the holder's transaction ended, by the database clock (read just before COMMIT)."""
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
-    return datetime.fromisoformat(out.strip())
+    # nobody waited for the commit: it is still running, held open by the test
+    assert busy.proc.poll() is None
+    busy.let_go()
+    assert acquire(conn, "slow", "heir") > busy.token
 
 
 def test_takeover_after_waiting_for_the_row_is_stamped_after_the_wait(conn: Conn, dsn: str) -> None:
@@ -322,19 +358,12 @@ def test_takeover_after_waiting_for_the_row_is_stamped_after_the_wait(conn: Conn
     heir waits for that transaction, and its lease starts when it got the row, with its
     whole TTL."""
     conn.execute("SET statement_timeout = '15s'")  # a regression fails rather than hangs
-    old = acquire(conn, "waited", "old", ttl=1)
-    holder = hold_row(dsn, "waited", "old", old, 1.8)
-    left = conn.execute(
-        "SELECT extract(epoch FROM expires_at - clock_timestamp()) AS s "
-        "FROM m10_recovery.distributed_locks WHERE lock_name = 'waited'"
-    ).fetchone()["s"]
-    time.sleep(float(left) + 0.1)  # lapsed, but the row is still locked for a while
-    t0 = time.monotonic()
-    new = acquire(conn, "waited", "heir", ttl=60)
-    waited = time.monotonic() - t0
-    released = released_at(holder)
-    assert new is not None and new > old
-    assert waited >= 0.2, waited  # it really queued behind the holder's transaction
+    holder = RowHolder(dsn, "waited", "old", ttl=1)
+    wait_lapsed(conn, "waited")  # lapsed, but the row is still locked
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as heir:
+        # it really queues behind the holder's transaction (while_queued waits for that)
+        new, released = holder.while_queued(lambda: acquire(heir, "waited", "heir", ttl=60))
+    assert new is not None and new > holder.token
     row = conn.execute(
         "SELECT holder_id, acquired_at, expires_at "
         "FROM m10_recovery.distributed_locks WHERE lock_name = 'waited'"
@@ -350,19 +379,27 @@ def test_extend_after_waiting_for_the_row_judges_and_stamps_after_the_wait(
     """An extend that queued behind a fenced transaction: a lease still live after the
     wait gets its full TTL from then; one that lapsed during the wait is not revived."""
     conn.execute("SET statement_timeout = '15s'")
-    live = acquire(conn, "live", "a", ttl=5)
-    holder = hold_row(dsn, "live", "a", live, 0.8)
-    assert extend(conn, "live", "a", live, ttl=60) is True
-    released = released_at(holder)
-    row = conn.execute(
-        "SELECT extended_at, expires_at FROM m10_recovery.distributed_locks "
-        "WHERE lock_name = 'live'"
-    ).fetchone()
-    assert row["extended_at"] >= released, (row, released)
-    assert row["expires_at"] - row["extended_at"] == timedelta(seconds=60)
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as other:
+        live = RowHolder(dsn, "live", "a", ttl=60)
+        ok, released = live.while_queued(lambda: extend(other, "live", "a", live.token, ttl=60))
+        assert ok is True
+        row = conn.execute(
+            "SELECT extended_at, expires_at FROM m10_recovery.distributed_locks "
+            "WHERE lock_name = 'live'"
+        ).fetchone()
+        assert row["extended_at"] >= released, (row, released)
+        assert row["expires_at"] - row["extended_at"] == timedelta(seconds=60)
 
-    lapsing = acquire(conn, "lapsing", "a", ttl=1)
-    holder = hold_row(dsn, "lapsing", "a", lapsing, 1.5)
-    assert extend(conn, "lapsing", "a", lapsing, ttl=60) is False  # lapsed while it waited
-    released_at(holder)
+        # the TTL is the subject here: 1 s, so it lapses within the extend's 2 s wait
+        lapsing = RowHolder(dsn, "lapsing", "a", ttl=1)
+        result: list[bool] = []
+        t = threading.Thread(
+            target=lambda: result.append(extend(other, "lapsing", "a", lapsing.token, ttl=60))
+        )
+        t.start()
+        wait_until(lambda: lapsing.waiting("tuple") + lapsing.waiting("transactionid") > 0, "q")
+        wait_lapsed(conn, "lapsing")
+        lapsing.let_go()
+        t.join(timeout=60)
+    assert result == [False]  # lapsed while it waited
     assert acquire(conn, "lapsing", "b") is not None

