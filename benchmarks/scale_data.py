@@ -27,6 +27,11 @@ class Shape:
     replay_log: int
     dead_letters: int
     cost_records: int
+    pending: int | None = None
+    """Newest outbox rows left pending (default a tenth of the outbox)."""
+    aggregates: int | None = None
+    """Aggregates the pending rows cycle through (default a tenth of them); the first
+    pending event of every 10th one waits for a retry and holds its aggregate back."""
 
     @property
     def days(self) -> float:
@@ -141,7 +146,7 @@ def _bulk(conn: psycopg.Connection[Any], table: str, sql: str, params: dict[str,
 
 
 def pending_count(shape: Shape) -> int:
-    return max(shape.outbox // 10, 10)
+    return shape.pending if shape.pending is not None else max(shape.outbox // 10, 10)
 
 
 def fill(conn: psycopg.Connection[Any], shape: Shape) -> None:
@@ -149,7 +154,7 @@ def fill(conn: psycopg.Connection[Any], shape: Shape) -> None:
     conn.autocommit = True
     conn.execute("SET maintenance_work_mem = '256MB'")
     pending = pending_count(shape)
-    aggs = max(pending // 10, 1)
+    aggs = shape.aggregates or max(pending // 10, 1)
     days = shape.days
     _bulk(
         conn,
