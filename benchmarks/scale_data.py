@@ -220,6 +220,9 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         "reclaim_expired_locks": {},
         # outbox processor (every minute, every batch)
         "outbox_claim": {"after": 0, "limit": 1000},
+        "outbox_claim_plan": {},
+        "outbox_pending_estimate": {},
+        "outbox_analyze_lock_timeout": {},
         "outbox_mark_published": {
             "ids": BATCH,
             "streams": ["m10:outbox"] * 1000,
@@ -415,6 +418,10 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
     return params
 
 
+# Named queries run first in the same transaction, as the code runs them (the claim's
+# planner settings): the plan check and `make bench-scale` see the plan the job gets.
+RUN_AFTER = {"outbox_claim": "outbox_claim_plan"}
+
 # Named queries outside the plan check: run only by hand (`m10 ...`), by --dry-run, once
 # per operator action, or not plannable.
 OPERATOR_ONLY = {
@@ -423,6 +430,7 @@ OPERATOR_ONLY = {
     "force_release_lock",
     "count_expired_locks",
     "outbox_status_extra",
+    "outbox_analyze",  # not plannable; once a drain, when the statistics predate a burst
     "outbox_event",
     "outbox_retry_event",
     "outbox_problem_events",

@@ -48,6 +48,22 @@ SELECT o.id, o.event_type, o.aggregate_type, o.aggregate_id, o.attempts, o.dead_
 -- of 5).  Sorts and bitmap scans are off for this transaction only.
 SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true);
 
+-- outbox_pending_estimate --
+-- How many pending events the statistics know of (the planner's idea of the backlog):
+-- -1 on a table never analyzed.
+SELECT reltuples::bigint AS estimate FROM pg_class
+ WHERE oid = 'm10_recovery.outbox_pending_idx'::regclass;
+
+-- outbox_analyze_lock_timeout --
+-- ANALYZE waits at most this long for the table (an autovacuum of it is doing the work).
+SELECT set_config('lock_timeout', '200ms', true);
+
+-- outbox_analyze --
+-- Statistics for the claim's hold-back probe after a burst the last ANALYZE did not see:
+-- statistics that know no pending event make every partial index on them look free, and
+-- the probe may walk outbox_retrying_idx or outbox_pending_idx instead of outbox_held_idx.
+ANALYZE m10_recovery.outbox;
+
 -- outbox_mark_published --
 -- Mark published events and record each in replay_log (once per event), in the fenced transaction.
 WITH done AS (

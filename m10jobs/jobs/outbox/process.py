@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from psycopg import errors
 from psycopg.types.json import Jsonb
 
 from m10jobs.edges import db, streams
@@ -70,6 +71,21 @@ def claim(conn: psycopg.Connection[Any], after: int, limit: int) -> list[dict[st
     with conn.transaction():
         conn.execute(query("outbox_claim_plan"))
         return conn.execute(query("outbox_claim"), {"after": after, "limit": limit}).fetchall()
+
+
+def analyze_if_stale(conn: psycopg.Connection[Any], observed: int) -> bool:
+    """ANALYZE the outbox when a claim found more pending events than its statistics know
+    of (a burst since the last ANALYZE, or none ever): the hold-back probe's plan needs
+    them.  Skipped when the table is busy (an autovacuum is analyzing it).  Whether it ran."""
+    if conn.execute(query("outbox_pending_estimate")).fetchone()["estimate"] >= observed:
+        return False
+    try:
+        with conn.transaction():
+            conn.execute(query("outbox_analyze_lock_timeout"))
+            conn.execute(query("outbox_analyze"))
+    except errors.LockNotAvailable:
+        return False
+    return True
 
 
 @dataclass
@@ -183,6 +199,7 @@ def _drain(
     after = 0
     in_flight: Future[None] | None = None
     exhausted = False
+    checked_stats = False
     while True:
         ctx.check()
         if stopping.is_set():
@@ -193,6 +210,12 @@ def _drain(
         rows = claim(ctx.conn, after, s.batch_size)
         if not rows:
             break
+        if not checked_stats and len(rows) == s.batch_size:
+            checked_stats = True  # once a drain: a full batch says the backlog is one
+            if analyze_if_stale(ctx.conn, len(rows)):
+                ctx.log.info(
+                    "outbox: analyzed m10_recovery.outbox (statistics predated the backlog)"
+                )
         outcome = _publish_batch(ctx, s, publisher, rows, totals)
         if in_flight is not None:
             in_flight.result()
