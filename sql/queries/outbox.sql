@@ -10,7 +10,8 @@
 -- written `(...) IS TRUE`, which no index can answer: as a plain `>` it let the planner take
 -- outbox_retrying_idx (next_attempt_at) instead whenever the statistics predate the waiting
 -- events, and read every waiting event for every candidate (2M rows, 500 held: 114 buffers
--- per candidate, 220 ms a batch instead of 9).
+-- per candidate, 220 ms a batch instead of 9).  Statistics that know no pending event at
+-- all make every partial index look free: the processor analyzes then (outbox_analyze).
 -- The processor runs it after outbox_claim_plan (same transaction): an ordered walk of
 -- outbox_pending_idx is the only plan left, whatever the statistics say.
 -- `fields` is the stream entry (docs/contract.md, "Outbox and Redis streams"; the order of outbox_stream.OUTBOX_FIELDS) as
