@@ -55,7 +55,7 @@ demo: deps
 bench: deps
 	$(BIN)/python -m benchmarks.run $(BENCH)
 
-# every recurring query and pass at 100k and 10M rows (minutes; not part of bench)
+# every recurring query and pass at 100k, 2M and 10M rows (minutes; not part of bench)
 bench-scale: deps
 	$(BIN)/python -m benchmarks.scale
 

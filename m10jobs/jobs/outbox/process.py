@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from psycopg import errors
 from psycopg.types.json import Jsonb
 
 from m10jobs.edges import db, streams
@@ -79,6 +80,30 @@ def order_key(row: dict[str, Any]) -> str:
     return f"{row['aggregate_type'] or ''}\x00{row['aggregate_id']}"
 
 
+def claim(conn: psycopg.Connection[Any], s: OutboxSettings, after: int) -> list[dict[str, Any]]:
+    """The next ready events after id `after`, in id order.  In a transaction of its own
+    with outbox_claim_plan, so the plan is the ordered index walk even on a table not
+    analyzed since a burst (the backlog is when the drain must be fastest)."""
+    with conn.transaction():
+        conn.execute(query("outbox_claim_plan"))
+        return conn.execute(query("outbox_claim"), claim_params(s, after)).fetchall()
+
+
+def analyze_if_stale(conn: psycopg.Connection[Any], observed: int) -> bool:
+    """ANALYZE the outbox when a claim found more pending events than its statistics know
+    of (a burst since the last ANALYZE, or none ever): the hold-back probe's plan needs
+    them.  Skipped when the table is busy (an autovacuum is analyzing it).  Whether it ran."""
+    if conn.execute(query("outbox_pending_estimate")).fetchone()["estimate"] >= observed:
+        return False
+    try:
+        with conn.transaction():
+            conn.execute(query("outbox_analyze_lock_timeout"))
+            conn.execute(query("outbox_analyze"))
+    except errors.LockNotAvailable:
+        return False
+    return True
+
+
 @dataclass
 class Totals:
     published: int = 0
@@ -95,7 +120,7 @@ class Totals:
 def process(ctx: PassContext) -> dict[str, Any]:
     s = ctx.config.settings(OutboxSettings)
     if ctx.dry_run:
-        ready = ctx.conn.execute(query("outbox_claim"), claim_params(s, 0)).fetchall()
+        ready = claim(ctx.conn, s, 0)
         return {"would_publish_first_batch": len(ready), **_backlog(ctx)}
     t0 = time.monotonic()
     ttl = ctx.lease.ttl if ctx.lease else ctx.config.lease_ttl_seconds
@@ -235,6 +260,7 @@ def _drain(
     after = 0
     in_flight: Future[None] | None = None
     exhausted = False
+    checked_stats = False
     while True:
         ctx.check()
         if stopping.is_set():
@@ -242,9 +268,15 @@ def _drain(
         if time.monotonic() >= deadline:
             exhausted = True
             break
-        rows = ctx.conn.execute(query("outbox_claim"), claim_params(s, after)).fetchall()
+        rows = claim(ctx.conn, s, after)
         if not rows:
             break
+        if not checked_stats and len(rows) == s.batch_size:
+            checked_stats = True  # once a drain: a full batch says the backlog is one
+            if analyze_if_stale(ctx.conn, len(rows)):
+                ctx.log.info(
+                    "outbox: analyzed m10_recovery.outbox (statistics predated the backlog)"
+                )
         try:
             outcome = _publish_batch(ctx, s, publisher, rows, totals)
         except NotAcknowledged as exc:
