@@ -6,18 +6,15 @@ stderr, one clear line and a sysexits code on failure.
 
 from __future__ import annotations
 
-import getpass
 import importlib
 import json
-import os
 import pkgutil
-import socket
 from typing import Any
 
 import click
 
 from m10jobs.cli import Group, quiet_on_closed_pipe, version_option
-from m10jobs.cli.adminkit import CONTEXT, admin_command
+from m10jobs.cli.adminkit import CONTEXT, admin_command, operator
 from m10jobs.cli.jobcommand import job_command
 from m10jobs.errors import ExitCode
 
@@ -177,20 +174,20 @@ def locks_release(config: Any, log: Any, name: str, force: bool) -> int:
                 err=True,
             )
             return ExitCode.TEMPFAIL
-    operator = f"{os.environ.get('SUDO_USER') or getpass.getuser()}@{socket.gethostname()}"
+    who = operator()
     if row is None:
-        log.info("lock %s was not held; nothing to release", name, extra={"operator": operator})
+        log.info("lock %s was not held; nothing to release", name, extra={"operator": who})
         click.echo(f"{name}: not held")
         return ExitCode.OK
     log.warning(
         "lock %s force-released by %s; it was held by %s with token %s",
         name,
-        operator,
+        who,
         row["holder_id"],
         row["fencing_token"],
         extra={
             "lock": name,
-            "operator": operator,
+            "operator": who,
             "holder": row["holder_id"],
             "fencing_token": row["fencing_token"],
         },

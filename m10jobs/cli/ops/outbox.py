@@ -7,16 +7,13 @@ m10 outbox retry EVENT_ID    put a dead-lettered or failing event back in the qu
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import socket
 from typing import Any
 
 import click
 
 from m10jobs.cli import Group
-from m10jobs.cli.adminkit import CONTEXT, admin_command
+from m10jobs.cli.adminkit import CONTEXT, admin_command, operator
 from m10jobs.errors import BadInput, ExitCode
 from m10jobs.jobs.outbox.settings import LOCK as OUTBOX_LOCK
 
@@ -125,16 +122,16 @@ def retry(config: Any, log: Any, event_id: int) -> int:
                 f"{event['published_at']}; nothing to retry"
             )
         conn.execute(query("outbox_retry_event"), {"id": event_id})
-    operator = f"{os.environ.get('SUDO_USER') or getpass.getuser()}@{socket.gethostname()}"
+    who = operator()
     log.warning(
         "outbox event %d (%s) requeued by %s; it was %s after %d attempt(s): %s",
         event_id,
         event["event_type"],
-        operator,
+        who,
         event["status"],
         event["attempts"],
         event["last_error"],
-        extra={"operator": operator, "event_id": event_id},
+        extra={"operator": who, "event_id": event_id},
     )
     click.echo(
         f"event {event_id}: requeued (was {event['status']}, {event['attempts']} "
