@@ -62,7 +62,7 @@ def _doc(cls: type) -> str:
 
 
 def _users(cls: type) -> list[str]:
-    return [j.script for j in jobs() if cls in j.tables]
+    return [j.script for j in jobs() if cls in j.tables] or ["every job"]
 
 
 def kind(tp: Any) -> str:

@@ -212,8 +212,11 @@ def jobs() -> tuple[Job, ...]:
 
 @cache
 def sections() -> dict[str, type]:
-    """Every TOML table any job declares, by name (what the config file may contain)."""
-    found: dict[str, type] = {}
+    """Every TOML table any job declares, by name (what the config file may contain),
+    and [hooks], which every job reads."""
+    from m10jobs.hooks import HooksSettings
+
+    found: dict[str, type] = {HooksSettings.SECTION: HooksSettings}
     for job in jobs():
         for cls in job.tables:
             name = cls.SECTION  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from m10jobs.edges.lease import Lease
     from m10jobs.edges.metrics import Gauge
+    from m10jobs.hooks import Pinger
 
 
 @dataclass
@@ -59,6 +60,8 @@ class PassContext:
     conn: psycopg.Connection[dict[str, Any]]
     lease: Lease | None = None
     gauges: list[Gauge] = field(default_factory=list)
+    on_lease: Callable[[], None] | None = None
+    """Called once a lease is taken (the start ping of m10jobs.hooks)."""
 
     @property
     def dsn(self) -> str:
@@ -169,6 +172,8 @@ def run(
     results: list[TaskResult] = []
     config: Config | None = None
     gauges: list[Gauge] = []
+    ping: Pinger | None = None
+    error: str | None = None
 
     def on_stop(signo: int) -> None:
         log.warning(
@@ -179,6 +184,7 @@ def run(
     with stopping.handling(on_stop):
         try:
             config = load_config(config_file, flags)
+            ping = _pinger(config, job, dry_run, log)
             config.check(sections)
             dsn = config.require("database_url")
             leases = [
@@ -209,11 +215,13 @@ def run(
                     params or {},
                     results,
                     gauges,
+                    ping.start if ping else None,
                 )
             code = combine_exit_codes([r.exit_code for r in results])
+            error = next((r.error for r in results if r.status in ("failed", "stopped")), None)
         except M10Error as exc:
             log.error("%s", exc)
-            code = exc.exit_code
+            code, error = exc.exit_code, str(exc)
         signo = stopping.signum()
         if signo is not None:
             code = stopping.exit_code(signo)
@@ -235,7 +243,23 @@ def run(
     print(redact.dumps(summary), flush=True)
     if config is not None and config.metrics_dir and not dry_run:
         _write_metrics(config, job, code, started, duration, results, gauges, log)
+    if ping is not None:
+        ping.end(int(code), error, "\n".join(f"{r.task}: {describe(r.summary)}" for r in results))
     return int(code)
+
+
+def _pinger(config: Config, job: Job, dry_run: bool, log: logging.Logger) -> Pinger | None:
+    """The run's ping hook when [hooks.ping_urls] names a URL for this job (m10jobs.hooks
+    is imported only when it has any); a bad [hooks] table is left to config.check()."""
+    table = config.file.get("hooks")
+    if dry_run or not isinstance(table, dict) or not table.get("ping_urls"):
+        return None
+    from m10jobs import hooks
+
+    try:
+        return hooks.pinger(config.settings(hooks.HooksSettings), job.script, log)
+    except M10Error:
+        return None
 
 
 def _held_elsewhere(dsn: str, locks: list[str], app: str) -> dict[str, dict[str, Any]] | None:
@@ -261,6 +285,7 @@ def _run_tasks(
     params: Mapping[str, Any],
     results: list[TaskResult],
     gauges: list[Gauge],
+    on_lease: Callable[[], None] | None = None,
 ) -> None:
     """Each task in order on one connection, under its own lease (results and gauges
     grow as tasks end, so a failure to reconnect keeps what went before)."""
@@ -273,7 +298,9 @@ def _run_tasks(
                 break
             if conn.closed:  # an earlier task lost it; later tasks still run
                 conn = db.connect(dsn, app=job.script)
-            ctx = PassContext(job, task, key, lock, config, log, run_id, dry_run, params, conn)
+            ctx = PassContext(
+                job, task, key, lock, config, log, run_id, dry_run, params, conn, on_lease=on_lease
+            )
             results.append(_run_task(ctx, verbose))
             gauges.extend(ctx.gauges)
     finally:
@@ -357,6 +384,8 @@ def _run_leased(ctx: PassContext) -> dict[str, Any]:
         ctx.lease = lease
         set_context(fencing_token=lease.token)
         ctx.log.info("lease %s acquired", ctx.lock)
+        if ctx.on_lease is not None:
+            ctx.on_lease()
         try:
             with db.translated(ctx.dsn), stopping.interruptible():
                 stopping.check()

@@ -151,7 +151,7 @@ def describe(tp: Any, s: Spec) -> str:
             else f"a list of {describe(item, Spec('')).removeprefix('a ').removeprefix('an ')}s"
         )
     if origin is not None:
-        return "a table of strings"
+        return "a table of strings" if args[1:] == (str,) else "a table"
     base = (
         'a decimal number (a string like "50.00" keeps it exact)'
         if _is_decimal(tp)
@@ -204,6 +204,10 @@ def _convert(
             _convert(args[0], v, Spec(""), f"{where}[{i}]", problems) for i, v in enumerate(value)
         ]
         value = tuple(items)
+    elif origin is dict and args[1:] != (str,):  # a table of values (rollback.set_flags)
+        if not isinstance(value, dict):
+            raise _Bad
+        value = dict(value)  # its values are the check's to judge
     elif origin is not None:  # a table of strings (e.g. outbox.routes)
         if not isinstance(value, dict):
             raise _Bad

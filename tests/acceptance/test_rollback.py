@@ -423,7 +423,9 @@ def test_unconfigured_command_is_nothing_to_do_with_one_warning(
         for line in proc.stderr.splitlines()
         if json.loads(line)["level"] == "WARNING"
     ]
-    assert [w["message"] for w in warnings] == ["rollback.command is not configured: nothing to do"]
+    assert [w["message"] for w in warnings] == [
+        "rollback.command is not configured (nor rollback.set_flags): nothing to do"
+    ]
     assert actions(env) == []
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from m10jobs import stopping
 from m10jobs.edges import db
 from m10jobs.edges.queries import query
-from m10jobs.errors import BadInput, LeaseLost, TaskFailed
+from m10jobs.errors import BadInput, LeaseLost, M10Error, TaskFailed
 from m10jobs.jobs.canary import report as cr
 from m10jobs.jobs.canary.settings import RollbackSettings
 from m10jobs.redact import redact
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 MAX_CLOCK_SKEW_S = 300
 OUTPUT_TAIL = 2000
 KILL_GRACE_S = 5
-UNCONFIGURED = "rollback.command is not configured: nothing to do"
+UNCONFIGURED = "rollback.command is not configured (nor rollback.set_flags): nothing to do"
 # What every command gets; anything else only through rollback.env / rollback.pass_env.
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -191,16 +191,72 @@ def _tail(out: bytes) -> str:
     return redact(out.decode(errors="replace"))[-OUTPUT_TAIL:]
 
 
+def _flag_action(report_run_id: str) -> str:
+    return f"rollback:{report_run_id}"
+
+
+def _apply_flags(ctx: PassContext, report_run_id: str, set_flags: dict[str, Any]) -> bool:
+    """Write a claim's flags into this host's flags file, once (the file records the
+    action id with the values), then stamp the claim; False when they were there already."""
+    from m10jobs import flags
+
+    done = flags.update(
+        ctx.config.state_dir,
+        set_flags,
+        who=f"m10-rollback@{ctx.config.host}",
+        reason=f"canary report {report_run_id} verdict fail",
+        source="m10-rollback",
+        action=_flag_action(report_run_id),
+        at=db.now(ctx.conn),
+    )
+    ctx.conn.execute(query("rollback_flags_applied"), {"report_run_id": report_run_id})
+    if done is not None:
+        ctx.log.warning(
+            "feature flags set for report %s: %s",
+            report_run_id,
+            ", ".join(f"{c.name}={json.dumps(c.value)}" for c in done),
+        )
+    return done is not None
+
+
+def _resume_flags(ctx: PassContext, s: RollbackSettings) -> list[str]:
+    """Finish the flag writes of this host's claims whose claimer was killed before
+    stamping them (idempotent: a write that happened is not repeated)."""
+    resumed = []
+    pending = ctx.conn.execute(query("rollback_flags_pending"), {"host": ctx.config.host})
+    for row in pending.fetchall():
+        if row["age_s"] > s.max_report_age_s:
+            ctx.log.warning(
+                "the flags of report %s (claimed %.0fs ago, killed before they were "
+                "written?) are older than max_report_age_s; not applied: set them by hand "
+                "(m10 flags set) if they are still wanted",
+                row["report_run_id"],
+                row["age_s"],
+            )
+            continue
+        if _apply_flags(ctx, row["report_run_id"], row["set_flags"]):
+            resumed.append(row["report_run_id"])
+    return resumed
+
+
 def rollback_pass(ctx: PassContext) -> dict[str, Any]:
     s = settings(ctx.config)
-    if not s.command:
+    resumed = {"flags_resumed": _resume_flags(ctx, s)} if not ctx.dry_run else {}
+    if not resumed.get("flags_resumed"):
+        resumed = {}
+    if not s.command and not s.set_flags:
         ctx.log.warning("%s", UNCONFIGURED)
         ctx.gauge("m10_rollback_acted", 0, "1 when the last pass ran the rollback command.")
-        return {"decision": "unconfigured", "reason": UNCONFIGURED}
+        return {"decision": "unconfigured", "reason": UNCONFIGURED, **resumed}
     latest = cr.latest_path(ctx.config.state_dir)
     report = cr.load(latest)
     act, decision, reason = decide(report, s, latest, db.now(ctx.conn).timestamp())
-    summary: dict[str, Any] = {"report": str(latest), "decision": decision, "reason": reason}
+    summary: dict[str, Any] = {
+        "report": str(latest),
+        "decision": decision,
+        "reason": reason,
+        **resumed,
+    }
     if report is not None:
         summary["report_run_id"] = report.run_id
     if act:
@@ -224,6 +280,7 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
                     "run_id": ctx.run_id,
                     "command": redact(json.dumps(s.command)),
                     "verdict": report.verdict,
+                    "set_flags": json.dumps(s.set_flags) if s.set_flags else None,
                     "cooldown_s": s.cooldown_seconds,
                 },
             ).fetchone()
@@ -244,8 +301,34 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
         return {**summary, "decision": decision, "reason": reason}
     assert report is not None
     if ctx.dry_run:
-        ctx.log.info("would run the rollback command %s: %s", s.command, reason)
-        return {**summary, "decision": "would_act", "command": s.command}
+        ctx.log.info(
+            "would set flags %s and run the rollback command %s: %s",
+            s.set_flags,
+            s.command,
+            reason,
+        )
+        return {**summary, "decision": "would_act", "command": s.command, "flags": s.set_flags}
+    flags_error = None
+    if s.set_flags:
+        try:
+            _apply_flags(ctx, report.run_id, dict(s.set_flags))
+        except M10Error as exc:  # the command still runs; the next pass retries the flags
+            flags_error = str(exc)
+            ctx.log.error("feature flags for report %s not written: %s", report.run_id, exc)
+    if not s.command:  # flags alone: the claim's outcome is theirs
+        _record_outcome(ctx, report.run_id, "succeeded", None, 0.0)
+        ctx.gauge("m10_rollback_acted", 1, "1 when the last pass ran the rollback command.")
+        ctx.gauge(
+            "m10_rollback_cooldown_active",
+            0,
+            "1 when the last pass did not act on a fresh failing report (cooldown).",
+        )
+        if flags_error:
+            raise TaskFailed(
+                f"feature flags for report {report.run_id} not written ({flags_error}); "
+                "the next m10-rollback pass retries them"
+            )
+        return {**summary, "decision": "acted", "flags": s.set_flags}
 
     history = cr.history_path(ctx.config.state_dir, report.run_id)
     env = command_env(s, report, history if history.exists() else latest)
@@ -277,7 +360,13 @@ def rollback_pass(ctx: PassContext) -> dict[str, Any]:
         "outcome": outcome,
         "exit_status": status,
         "duration_s": duration,
+        **({"flags": s.set_flags} if s.set_flags else {}),
     }
+    if flags_error and outcome == "succeeded":
+        raise TaskFailed(
+            f"rollback command succeeded but feature flags for report {report.run_id} "
+            f"were not written ({flags_error}); the next m10-rollback pass retries them"
+        )
     if outcome != "succeeded":
         ctx.log.error("rollback command output (tail): %s", output.strip())
         what = {

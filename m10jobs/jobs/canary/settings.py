@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from m10jobs.flags import check_flags
 from m10jobs.settings import setting
 
 if TYPE_CHECKING:
@@ -217,8 +218,9 @@ def _env_names(names: tuple[str, ...] | dict[str, str]) -> str | None:
 
 @dataclass(frozen=True)
 class RollbackSettings:
-    """[rollback]: what to run on a fresh failing report, how often, with which
-    environment.  No command: m10-rollback warns and does nothing (exit 0)."""
+    """[rollback]: what to run (and which feature flags to set) on a fresh failing
+    report, how often, with which environment.  Neither command nor set_flags:
+    m10-rollback warns and does nothing (exit 0)."""
 
     SECTION: ClassVar[str] = "rollback"
 
@@ -226,6 +228,12 @@ class RollbackSettings:
         (),
         "argv run without a shell (unset: m10-rollback warns and does nothing)",
         example=["/usr/local/bin/rollback-deploy", "--to", "previous"],
+    )
+    set_flags: dict[str, Any] = setting(
+        {},
+        "feature flags set (docs/flags.md) once per acted report, before the command",
+        check=check_flags,
+        example={"new-checkout": False},
     )
     timeout_s: float = setting(300.0, "the command is killed after this long", min=0.001, max=600)
     max_report_age_s: float = setting(900.0, "an older report is not acted on", min=1.0)
