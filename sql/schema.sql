@@ -458,6 +458,8 @@ CREATE TABLE m10_recovery.rollback_actions (
     outcome text,
     exit_status integer,
     duration_s numeric,
+    set_flags jsonb,
+    flags_applied_at timestamp with time zone,
     CONSTRAINT rollback_actions_check CHECK (((finished_at IS NULL) = (outcome IS NULL))),
     CONSTRAINT rollback_actions_outcome_check CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'failed'::text, 'timeout'::text, 'error'::text]))),
     CONSTRAINT rollback_actions_report_run_id_check CHECK ((report_run_id <> ''::text))
