@@ -149,7 +149,7 @@ def show(config: Any, log: Any, tenant: str, days: int, hours: int, as_json: boo
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def status(config: Any, log: Any, as_json: bool) -> int:
-    from m10jobs.cli.ops.status import COST_GRACE_S
+    from m10jobs.jobs.cost.health import COST_GRACE_S
     from m10jobs.jobs.cost.settings import CostSettings
 
     window = config.settings(CostSettings).backfill_max_hours
