@@ -11,8 +11,8 @@ host's own, so a run holding one would pay this connection for nothing.
 
 Only an optimisation: when anything is unexpected (no libpq, a DSN the driver's
 checks would refuse, a failed connection or query, a stop signal, any exception) it
-answers None
-and the runner goes the driver's way, which reports the problem as it always has.
+answers None and the runner goes the driver's way, which reports the problem as it
+always has.
 """
 
 from __future__ import annotations
