@@ -49,14 +49,22 @@ def lease_name(lock: str, scope: Scope, host: str) -> str:
     return f"{lock}@{host}" if scope == "host" else lock
 
 
-def scope_of(lease: str) -> Scope | None:
-    """The declared scope of a lease row's name (None: no job declares it)."""
-    base, _, host = lease.partition("@")
+def owner(lease: str) -> tuple[Job, Task] | None:
+    """The job and task a lease row's name belongs to (None: no job declares it): the one
+    matcher of lease names (`matview_<view>` for a keyed lock, `<lock>@<host>` for a
+    host-local task, the lock itself otherwise), for `m10 locks list` and `m10 status`."""
+    base, at, host = lease.partition("@")
     for job in jobs():
         for task in job.tasks:
-            if task.matches(base) and (task.scope == "host") == bool(host):
-                return task.scope
+            if task.matches(base) and (task.scope == "host") == bool(at and host):
+                return job, task
     return None
+
+
+def scope_of(lease: str) -> Scope | None:
+    """The declared scope of a lease row's name (None: no job declares it)."""
+    found = owner(lease)
+    return None if found is None else found[1].scope
 
 
 @cache
@@ -161,6 +169,9 @@ class Job:
     settings: tuple[type | str, ...] = ()
     """Its TOML tables: settings classes (m10jobs.settings) with a SECTION name, or
     "module:Class" (see tables)."""
+    checks: str | None = None
+    """Its health checks for `m10 status`: "m10jobs.jobs.<flow>.health:checks" (a
+    m10jobs.health.Checks), imported only when status runs."""
 
     def __post_init__(self) -> None:
         if not self.tasks:

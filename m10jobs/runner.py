@@ -192,11 +192,7 @@ def run(
                 for task in ((only,) if only else job.tasks)
                 for key, lock in task.instances(config)
             ]
-            held = (
-                None
-                if dry_run
-                else _held_elsewhere(dsn, [lock for _, _, lock in leases], job.script)
-            )
+            held = None if dry_run else _held_elsewhere(dsn, leases, job.script)
             if held is not None:  # nothing to do here: no driver, no connection
                 for task, _, lock in leases:
                     if stopping.STOP.is_set():
@@ -262,11 +258,18 @@ def _pinger(config: Config, job: Job, dry_run: bool, log: logging.Logger) -> Pin
         return None
 
 
-def _held_elsewhere(dsn: str, locks: list[str], app: str) -> dict[str, dict[str, Any]] | None:
+def _held_elsewhere(
+    dsn: str, leases: list[tuple[Task, str | None, str]], app: str
+) -> dict[str, dict[str, Any]] | None:
     """{lease: live holder} when every lease of the run is held by another holder (what
-    Lease.acquire would find for each, asked in one query without the driver), else None."""
-    if not locks:
+    Lease.acquire would find for each, asked in one query without the driver), else None.
+
+    Asked only when every lease of the run is cluster-wide: a host-local lease
+    (`<lock>@<this host>`) is held only by another run on this host, which a timer never
+    starts, so such a run would almost always pay the probe's connection for nothing."""
+    if not leases or any(task.scope != "cluster" for task, _, _ in leases):
         return None
+    locks = [lock for _, _, lock in leases]
     from m10jobs.edges import leaseprobe
 
     held = leaseprobe.live_holders(dsn, locks, app=app)

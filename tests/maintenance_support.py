@@ -71,7 +71,7 @@ def event_fields(
 
 def chunk_rows(conn: psycopg.Connection[Any], data: bytes) -> list[dict[str, Any]]:
     """A retention chunk's rows, read back as `m10 retention show` reads them."""
-    from m10jobs.jobs.maintenance.retention import CHUNK_SUFFIX, load_chunk, open_chunk
+    from m10jobs.jobs.maintenance.chunks import CHUNK_SUFFIX, load_chunk, open_chunk
 
     with conn.transaction():
         load_chunk(conn, "chunk" + CHUNK_SUFFIX, open_chunk("chunk" + CHUNK_SUFFIX, data))

@@ -16,6 +16,7 @@ import click
 from m10jobs.cli import Group, quiet_on_closed_pipe, version_option
 from m10jobs.cli.adminkit import CONTEXT, admin_command, operator
 from m10jobs.cli.jobcommand import job_command
+from m10jobs.cli.table import table as aligned
 from m10jobs.errors import ExitCode
 
 # Subcommands that must keep root when an operator runs them as root.
@@ -145,9 +146,7 @@ def locks_list(config: Any, log: Any, as_json: bool) -> int:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    click.echo("\n".join(aligned(table)))
     return ExitCode.OK
 
 
@@ -239,11 +238,7 @@ def jobs() -> None:
         )
         for job in registered()
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        click.echo(
-            "  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[4]]).rstrip()
-        )
+    click.echo("\n".join(aligned(rows)))
 
 
 def _add_ops_groups() -> None:

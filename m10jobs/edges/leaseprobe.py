@@ -5,11 +5,14 @@ one: they log who holds each, and exit 75.  Importing psycopg costs about ten ti
 a bare interpreter start, more than everything else such a start does; this module
 asks the same question with the same client library (psycopg's own libpq, or the
 system's) in one round trip, so the runner can report those skips without ever
-importing the driver.  The test is acquire_lock's first one: a live row.
+importing the driver.  The test is acquire_lock's first one: a live row.  The runner
+asks only when every lease of the run is cluster-wide: a host-local lease is this
+host's own, so a run holding one would pay this connection for nothing.
 
 Only an optimisation: when anything is unexpected (no libpq, a DSN the driver's
-checks would refuse, a failed connection or query, a stop signal) it answers None
-and the runner goes the driver's way, which reports the problem as it always has.
+checks would refuse, a failed connection or query, a stop signal, any exception) it
+answers None and the runner goes the driver's way, which reports the problem as it
+always has.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ PGRES_TUPLES_OK = 2
 WAIT_SLICE_S = 0.1  # how often a wait looks at stopping.STOP
 QUERY_TIMEOUT_S = 5
 # A plain SELECT waits only behind an ACCESS EXCLUSIVE lock (a migration): not for long.
-PROBE_OPTIONS = "-c lock_timeout=2000"
+# No notices: libpq's default receiver prints them on stderr, which carries JSON logs, and
+# a receiver of our own would be a libffi callback (a Python frame called from C).
+PROBE_OPTIONS = "-c lock_timeout=2000 -c client_min_messages=error"
 
 
 class _Option(ctypes.Structure):
@@ -61,7 +66,6 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "PQconnectPoll": (_i, [_p]),
     "PQstatus": (_i, [_p]),
     "PQsocket": (_i, [_p]),
-    "PQsetNoticeReceiver": (_p, [_p, _p, _p]),
     "PQsendQueryParams": (_i, [_p, _c, _i, _p, ctypes.POINTER(_c), _p, _p, _i]),
     "PQconsumeInput": (_i, [_p]),
     "PQisBusy": (_i, [_p]),
@@ -75,8 +79,6 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "PQclear": (None, [_p]),
     "PQfinish": (None, [_p]),
 }
-# Notices go nowhere (the default receiver prints them on stderr, which carries JSON logs).
-_NOTICE = ctypes.CFUNCTYPE(None, _p, _p)(lambda arg, res: None)
 
 
 def _candidates() -> list[str]:
@@ -159,7 +161,6 @@ def _connect(lib: Any, dsn: str, app: str, own_options: str) -> Any:
     conn = lib.PQconnectStartParams(keys, values, 1)
     if not conn:
         return None
-    lib.PQsetNoticeReceiver(conn, ctypes.cast(_NOTICE, _p), None)
     deadline = time.monotonic() + conninfo.CONNECT_TIMEOUT_S
     state = POLLING_WRITING
     while lib.PQstatus(conn) != CONNECTION_BAD and state not in (POLLING_FAILED, POLLING_OK):

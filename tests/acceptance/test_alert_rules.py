@@ -72,7 +72,7 @@ def test_rules_read_only_metrics_the_jobs_write() -> None:
 
 def test_not_succeeding_covers_every_registered_job_once() -> None:
     """A job added to the registry must get a staleness threshold here."""
-    from m10jobs.cli.ops.status import schedule_seconds
+    from m10jobs.health.runs import schedule_seconds
     from m10jobs.registry import jobs
 
     rule = next(a for a in alerts() if a["alert"] == "M10JobNotSucceeding")

@@ -1,6 +1,8 @@
-"""A pass whose every lease is held elsewhere (most timer starts on a second host) is
-answered by one libpq query before the driver is imported (edges.leaseprobe): it must
-report exactly what the lease path reports, load no psycopg, and see only live leases."""
+"""A run whose every lease is cluster-wide and held by another host (most timer starts on
+a second host) is answered by one libpq query before the driver is imported
+(edges.leaseprobe): it must report exactly what the lease path reports, load no psycopg,
+and see only live leases.  A run with a host-local lease (this host's own, which no other
+host takes) never asks the probe."""
 
 from __future__ import annotations
 
@@ -20,20 +22,25 @@ from tests.lease_support import expire_lease
 from tests.maintenance_support import summary
 
 HOST = socket.gethostname()  # the env fixture sets no M10_HOSTNAME
-LEASES = ("reclaim_gc", "dl_reconcile", "retention_cleanup", f"retention_cleanup@{HOST}")
+MAINTENANCE = ("reclaim_gc", "dl_reconcile", "retention_cleanup")
+"""m10-maintenance's cluster-wide leases: another host holds them; retention_files's
+lease, retention_cleanup@<this host>, is this host's own."""
 DRIVER_PATH = (
     "import m10jobs.edges.leaseprobe as probe\n"
     "probe.live_holders = lambda *a, **k: None  # as if libpq could not be asked\n"
 )
 
 
-def _run(env: dict[str, str], tmp_path: Path, patch: str = "") -> tuple[Any, set[str]]:
-    """m10-maintenance in a fresh interpreter; its process and the modules it loaded."""
+def _run(
+    env: dict[str, str], tmp_path: Path, patch: str = "", script: str = "m10-outbox-processor"
+) -> tuple[Any, set[str]]:
+    """`script` in a fresh interpreter; its process and the modules it loaded."""
     out = tmp_path / "modules.json"
+    attr = script.replace("-", "_")
     code = (
         f"import json, sys\n{patch}"
-        "from m10jobs.cli.entry import m10_maintenance\n"
-        "try:\n    m10_maintenance([])\nexcept SystemExit as exc:\n    code = exc.code\n"
+        f"from m10jobs.cli.entry import {attr}\n"
+        f"try:\n    {attr}([])\nexcept SystemExit as exc:\n    code = exc.code\n"
         f"with open({str(out)!r}, 'w') as f:\n    json.dump(sorted(sys.modules), f)\n"
         "raise SystemExit(code)\n"
     )
@@ -67,8 +74,8 @@ def _report(proc: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 def test_every_lease_held_elsewhere_is_reported_without_the_driver(
     env: dict[str, str], conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
-    for lock in LEASES:
-        conn.execute("SELECT m10_recovery.acquire_lock(%s, 'other-host:1:x', 120)", (lock,))
+    # the outbox processor: one cluster-wide lease, which another host's chain holds
+    conn.execute("SELECT m10_recovery.acquire_lock('m10:outbox_processor', 'other-host:1:x', 120)")
     fast, loaded = _run(env, tmp_path)
     assert fast.returncode == 75, fast.stderr
     assert not loaded & {"psycopg", "psycopg_binary", "redis", "boto3", "m10jobs.edges.lease"}
@@ -76,13 +83,27 @@ def test_every_lease_held_elsewhere_is_reported_without_the_driver(
     assert slow.returncode == 75, slow.stderr
     assert "psycopg" in loaded
     tasks, logs = _report(fast)
-    assert {t["status"] for t in tasks} == {"skipped"} and len(tasks) == len(logs) == 6
-    assert (
-        "lock dl_reconcile is held by other-host:N:x (token N) for Ns, expires in Ns; "
-        "skipped, nothing done" in {t["error"] for t in tasks}
+    assert {t["status"] for t in tasks} == {"skipped"} and len(tasks) == len(logs) == 1
+    assert tasks[0]["error"] == (
+        "lock mN:outbox_processor is held by other-host:N:x (token N) for Ns, expires in Ns; "
+        "skipped, nothing done"
     )
     assert (tasks, logs) == _report(slow)
-    assert (Path(env["M10_METRICS_DIR"]) / "m10_maintenance.prom").exists()
+    assert (Path(env["M10_METRICS_DIR"]) / "m10_outbox_processor.prom").exists()
+
+
+def test_a_run_with_a_host_local_lease_never_asks_the_probe(
+    env: dict[str, str], conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    # another host holds m10-maintenance's cluster-wide leases; this host's own file
+    # policies (retention_cleanup@<this host>) are free, as they always are at a timer start
+    for lock in MAINTENANCE:
+        conn.execute("SELECT m10_recovery.acquire_lock(%s, 'other-host:1:x', 120)", (lock,))
+    proc, loaded = _run(env, tmp_path, script="m10-maintenance")
+    assert proc.returncode == 0, proc.stderr
+    assert "m10jobs.edges.leaseprobe" not in loaded and "psycopg" in loaded
+    status = {t["task"]: t["status"] for t in summary(proc)["tasks"]}
+    assert status["retention_files"] == "ok" and status["dl_reconcile"] == "skipped"
 
 
 def test_the_probe_sees_live_leases_only(dsn: str, conn: psycopg.Connection[Any]) -> None:

@@ -388,7 +388,7 @@ def test_show_refuses_a_chunk_that_is_not_whole_or_names_strange_types(
 ) -> None:
     """`m10 retention show` on a hostile or damaged chunk: one line, exit 65, no traceback,
     and nothing of the header reaches the database as SQL."""
-    from m10jobs.jobs.maintenance.retention import COPY_SIGNATURE, compress_chunk
+    from m10jobs.jobs.maintenance.chunks import COPY_SIGNATURE, compress_chunk
 
     cfg = write_config(tmp_path, base="")
     empty = COPY_SIGNATURE + bytes(8) + b"\xff\xff"  # header, no rows, trailer

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from m10jobs.cli.ops.status import Problem
 from m10jobs.docpaths import DOC_SUBDIR, doc_path
+from m10jobs.health import Problem
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 from m10jobs.config import load_config
 from m10jobs.errors import ConfigError
 from m10jobs.jobs.maintenance import deadletters as dl
-from m10jobs.jobs.maintenance import retention as retention
+from m10jobs.jobs.maintenance import retention_files as retention
 from m10jobs.jobs.maintenance.settings import DeadLetterSettings, views
 
 ST = DeadLetterSettings(

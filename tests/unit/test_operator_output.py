@@ -80,9 +80,9 @@ def test_units_render_defaults_to_systemd_inside_a_checkout(
 def test_status_reads_systemd_formats() -> None:
     """The shapes systemctl prints (list-timers JSON since v246, show --timestamp=unix
     since v251), parsed as `m10 status` needs them; older formats read as unknown."""
-    from m10jobs.cli.ops import status
+    from m10jobs.edges import systemd
 
-    timers = status.parse_list_timers(
+    timers = systemd.parse_list_timers(
         '[{"next": 1589485390891904, "left": 1589485390891904, "last": 1589481783203015,'
         ' "passed": 1589481783203015, "unit": "m10-canary.timer",'
         ' "activates": "m10-canary.service"},'
@@ -90,21 +90,20 @@ def test_status_reads_systemd_formats() -> None:
         ' "activates": "aos-cost.service"}]'
     )
     assert timers == {"m10-canary.timer": 1589485390.891904, "aos-cost.timer": None}
-    assert status.parse_list_timers("") == {} and status.parse_list_timers("garbage") == {}
-    shown = status.parse_systemctl_show(
+    assert systemd.parse_list_timers("") == {} and systemd.parse_list_timers("garbage") == {}
+    shown = systemd.parse_systemctl_show(
         "Id=m10-canary.service\nExecMainStatus=69\nExecMainExitTimestamp=@1639232757\n\n"
         "Id=m10-rollback.service\nExecMainStatus=0\nExecMainExitTimestamp=\n"
     )
     assert shown["m10-canary.service"]["ExecMainStatus"] == "69"
-    assert (
-        status.systemd_timestamp(shown["m10-canary.service"]["ExecMainExitTimestamp"]) == 1639232757
-    )
-    assert status.systemd_timestamp(shown["m10-rollback.service"]["ExecMainExitTimestamp"]) is None
-    assert status.systemd_timestamp("Sat 2021-12-11 15:25:57 CET") is None
+    assert systemd.timestamp(shown["m10-canary.service"]["ExecMainExitTimestamp"]) == 1639232757
+    assert systemd.timestamp(shown["m10-rollback.service"]["ExecMainExitTimestamp"]) is None
+    assert systemd.timestamp("Sat 2021-12-11 15:25:57 CET") is None
 
 
 def test_status_schedule_intervals() -> None:
-    from m10jobs.cli.ops.status import human, schedule_seconds
+    from m10jobs.health import human
+    from m10jobs.health.runs import schedule_seconds
 
     assert [
         schedule_seconds(s)

@@ -43,12 +43,9 @@ def _cell(column: str, value: Any) -> str:
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
-    cells = [columns] + [tuple(_cell(c, r[c]) for c in columns) for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return [
-        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    ]
+    from m10jobs.cli.table import table
+
+    return table([columns] + [tuple(_cell(c, r[c]) for c in columns) for r in rows], "  ")
 
 
 def _fetch(config: Any, app: str, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -152,7 +149,7 @@ def show(config: Any, log: Any, tenant: str, days: int, hours: int, as_json: boo
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def status(config: Any, log: Any, as_json: bool) -> int:
-    from m10jobs.cli.ops.status import COST_GRACE_S
+    from m10jobs.jobs.cost.health import COST_GRACE_S
     from m10jobs.jobs.cost.settings import CostSettings
 
     window = config.settings(CostSettings).backfill_max_hours

@@ -44,10 +44,10 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> N
             return v.isoformat(timespec="seconds")
         return "-" if v is None else str(v)
 
-    table = [[h for h, _ in columns]] + [[cell(r[k]) for _, k in columns] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    for row in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    from m10jobs.cli.table import table
+
+    lines = table([[h for h, _ in columns]] + [[cell(r[k]) for _, k in columns] for r in rows])
+    click.echo("\n".join(lines))
 
 
 @admin_command(COMMAND, "list", help="Archived dead letters, newest first.")

@@ -81,7 +81,7 @@ def show(config: Any, log: Any, chunk: Path, binary: bool) -> int:
     columns in its header, so PostgreSQL itself renders it (the database is only read);
     older chunks (.csv.gz, .jsonl.gz) are printed decompressed."""
     from m10jobs.edges import files
-    from m10jobs.jobs.maintenance.retention import ARCHIVE_SESSION, load_chunk, open_chunk
+    from m10jobs.jobs.maintenance.chunks import ARCHIVE_SESSION, load_chunk, open_chunk
 
     stream = open_chunk(chunk.name, files.read_bytes(chunk, files.RETENTION_CHUNK) or b"")
     out = click.get_binary_stream("stdout")

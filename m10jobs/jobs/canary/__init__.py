@@ -11,6 +11,7 @@ from m10jobs.registry import Flow, Job
 
 CANARY = Job(
     script="m10-canary",
+    checks="m10jobs.jobs.canary.health:checks",
     lock="m10:canary",
     run="m10jobs.jobs.canary.runner:canary_pass",
     summary="Run the configured canary probes and write latest_report.json.",

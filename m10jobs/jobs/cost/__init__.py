@@ -43,6 +43,7 @@ UNTIL_OPTION = click.Option(
 
 HOURLY = Job(
     script="aos-cost-snapshot-hourly",
+    checks="m10jobs.jobs.cost.health:checks",
     summary="Snapshot every missing complete UTC hour of cost into aos_cost.cost_snapshots.",
     example="aos-cost-snapshot-hourly --dry-run",
     schedule="hourly",

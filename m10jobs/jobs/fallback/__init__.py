@@ -10,6 +10,7 @@ from m10jobs.registry import Flow, Job
 
 JOB = Job(
     script="m10-retry-r2-fallbacks",
+    checks="m10jobs.jobs.fallback.health:checks",
     summary="Re-upload files kept by retry_local_fallback(); write .uploaded markers.",
     example="m10-retry-r2-fallbacks --dry-run",
     schedule="*:0/15",

@@ -84,7 +84,7 @@ JOB = Job(
         Task(
             "retention_files",
             RETENTION_LOCK,
-            "m10jobs.jobs.maintenance.retention:cleanup_files",
+            "m10jobs.jobs.maintenance.retention_files:cleanup_files",
             "Delete this host's uploaded fallback files, old stats CSVs and canary reports.",
             scope="host",
         ),

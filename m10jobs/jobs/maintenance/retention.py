@@ -1,4 +1,6 @@
-"""Retention tasks of m10-maintenance (seed: retention_archive.py).
+"""Retention tasks of m10-maintenance (seed: retention_archive.py): the table policies'
+batch engine and the bookkeeping both tasks share (chunks.py: the chunk format;
+retention_files.py: the file policies; edges/pgcopy.py: the COPY reader).
 
 retention_cleanup (lease `retention_cleanup`, cluster-wide) runs the table
 policies; retention_files (lease `retention_cleanup@<host>`, host-local) runs the
@@ -24,25 +26,21 @@ reports.  One retention_jobs row per policy per run; a file policy's target is
 from __future__ import annotations
 
 import contextlib
-import gzip
-import json
-import os
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m10jobs.edges import db, fallback, files
+from m10jobs.edges import db, files
+from m10jobs.edges.pgcopy import copy_out
 from m10jobs.edges.queries import query
-from m10jobs.errors import BadInput, DependencyUnavailable, LeaseLost, TaskFailed
-from m10jobs.jobs.canary.report import LATEST, reports_dir
+from m10jobs.errors import DependencyUnavailable, LeaseLost, TaskFailed
+from m10jobs.jobs.maintenance.chunks import CHUNK_SUFFIX, chunk_meta, compress_chunk
 from m10jobs.jobs.maintenance.settings import Policy, RetentionSettings
-from m10jobs.jobs.stats.statsfile import NAME, marker_path
 from m10jobs.runner import as_m10_error
 
 if TYPE_CHECKING:
@@ -65,20 +63,10 @@ TABLE_POLICIES = (
 # policy -> its table, where the two differ
 POLICY_TABLES = {"outbox_dead_lettered": "outbox"}
 TABLE_TARGET_PREFIX = "m10_recovery."
-FILE_POLICIES = ("fallback_uploads", "stats_csv", "canary_reports")
 # table policies whose batches may be spans of the next ids (retention_span_<policy>), while
 # every row of a span turns out eligible (the old end of an append-only table); the others,
 # and these once a span held a row to keep, find each batch's eligible rows (retention_upto_*)
 SPAN_POLICIES = ("replay_log", "dead_letter_archive", "outbox", "retention_jobs")
-# `m10 retention show` prints a chunk's timestamps as ISO 8601 in UTC, whatever the server's
-# defaults (the chunks themselves are binary: no session setting changes them)
-ARCHIVE_SESSION = "-c DateStyle=ISO -c TimeZone=UTC"
-# a table chunk: PostgreSQL's binary COPY stream, zstd-compressed
-CHUNK_SUFFIX = ".pgcopy.zst"
-COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-# the header extension's contents start so (the format lets a writer put data there; COPY
-# FROM skips it): then JSON {"table": ..., "columns": [[name, type], ...]}
-CHUNK_META_TAG = b"m10jobs-retention-chunk:"
 
 
 class Sink:
@@ -162,7 +150,7 @@ def purge_table(
     out = Outcome()
     after = 0
     sink.remove_temps(policy)
-    meta = chunk_meta(ctx.conn, POLICY_TABLES.get(policy, policy))
+    meta = chunk_meta(ctx.conn, TABLE_TARGET_PREFIX + POLICY_TABLES.get(policy, policy))
     idle: list[psycopg.Connection[Any]] = []
     opened: list[psycopg.Connection[Any]] = []
     running: dict[Future[tuple[int, float]], psycopg.Connection[Any]] = {}
@@ -228,7 +216,7 @@ def _purge_batch(
     count it, fence, commit.  Rows archived/deleted, seconds the transaction took."""
     t0 = time.monotonic()
     with db.translated(ctx.dsn), conn.transaction(), conn.cursor() as cur:
-        data, n = _copy_out(conn, query(f"retention_copy_{policy}"), args)
+        data, n = copy_out(conn, query(f"retention_copy_{policy}"), args)
         if n:
             sink.put(
                 policy,
@@ -238,240 +226,6 @@ def _purge_batch(
             cur.execute(query("retention_progress"), {"id": job_id, "archived": n, "deleted": n})
             ctx.fence(cur)
     return n, time.monotonic() - t0
-
-
-def chunk_meta(conn: psycopg.Connection[Any], table: str) -> bytes:
-    """The header extension of a table's chunks: its columns and their types, in order."""
-    cols = [
-        [r["name"], r["type"]]
-        for r in conn.execute(
-            query("retention_columns"), {"table": f"{TABLE_TARGET_PREFIX}{table}"}
-        )
-    ]
-    return (
-        CHUNK_META_TAG
-        + json.dumps({"table": f"{TABLE_TARGET_PREFIX}{table}", "columns": cols}).encode()
-    )
-
-
-def compress_chunk(data: bytes | bytearray, meta: bytes) -> bytes:
-    """A binary COPY stream with meta as its header extension, zstd level 1.  (Level 1:
-    ~0.15 s of CPU a million rows against gzip level 1's ~0.4 s, and smaller.)"""
-    import zstandard  # only for a pass that archives rows
-
-    if data[:11] != COPY_SIGNATURE or data[15:19] != bytes(4):
-        raise TaskFailed("COPY (FORMAT binary) did not start with the header expected")
-    head = bytes(data[:15]) + struct.pack("!i", len(meta)) + meta
-    z = zstandard.ZstdCompressor(level=1).compressobj(size=len(head) + len(data) - 19)
-    return z.compress(head) + z.compress(memoryview(data)[19:]) + z.flush()
-
-
-MAX_CHUNK_BYTES = 4 << 30  # decompressed; batches hold at most 100,000 rows
-
-
-def open_chunk(name: str, data: bytes) -> bytes:
-    """A chunk's contents, decompressed: a binary COPY stream (*.pgcopy.zst), or the CSV
-    or JSON lines of a chunk from before it (*.gz).  BadInput (65) for anything else."""
-    import zstandard
-
-    fix = (
-        "it is not a whole retention chunk (truncated or not one): restore it from the "
-        "archive's copy"
-    )
-    try:
-        if name.endswith(".gz"):
-            return gzip.decompress(data)
-        if not name.endswith(CHUNK_SUFFIX):
-            raise BadInput(f"{name}: not a retention chunk (*{CHUNK_SUFFIX}, *.csv.gz, *.jsonl.gz)")
-        size = zstandard.frame_content_size(data)
-        if not 0 < size <= MAX_CHUNK_BYTES:
-            raise BadInput(f"{name}: its zstd header gives no plausible size; {fix}")
-        stream = zstandard.ZstdDecompressor().decompress(data)
-    except (OSError, EOFError, zstandard.ZstdError) as exc:
-        raise BadInput(f"{name}: {exc}; {fix}") from None
-    if stream[:11] != COPY_SIGNATURE or len(stream) < 21 or stream[-2:] != b"\xff\xff":
-        raise BadInput(f"{name}: not a whole PostgreSQL binary COPY stream; {fix}")
-    return stream
-
-
-def chunk_columns(name: str, stream: bytes) -> list[tuple[str, str]]:
-    """The [name, type] columns a chunk's header extension records (open_chunk's stream).
-    BadInput when it records none or they do not parse."""
-    (ext,) = struct.unpack("!i", stream[15:19])
-    body = stream[19 : 19 + ext]
-    try:
-        if not body.startswith(CHUNK_META_TAG):
-            raise ValueError("no column list")
-        cols = json.loads(body[len(CHUNK_META_TAG) :])["columns"]
-        if not cols or not all(
-            isinstance(c, list) and len(c) == 2 and all(isinstance(v, str) and v for v in c)
-            for c in cols
-        ):
-            raise ValueError("a malformed column list")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInput(
-            f"{name}: its header names no columns ({exc}); restore it with "
-            "`m10 retention show --binary` into the table it came from"
-        ) from None
-    return [(c[0], c[1]) for c in cols]
-
-
-def load_chunk(conn: psycopg.Connection[Any], name: str, stream: bytes) -> None:
-    """Load a chunk's stream (open_chunk) into TEMPORARY TABLE chunk, dropped at the end
-    of the transaction, shaped by the columns its header records.  The database resolves
-    the types first (to_regtype), so the CREATE holds only types it knows by those names,
-    never text from the file."""
-    from psycopg import errors as e
-    from psycopg import sql
-
-    cols = chunk_columns(name, stream)
-    try:
-        types = [
-            r["type"]
-            for r in conn.execute(query("retention_chunk_types"), {"types": [t for _, t in cols]})
-        ]
-    except (e.DataError, e.ProgrammingError) as exc:
-        raise BadInput(
-            f"{name}: its header names a type PostgreSQL cannot parse ({exc.diag.message_primary})"
-        ) from None
-    unknown = [t for (_, t), known in zip(cols, types, strict=True) if known is None]
-    if unknown:
-        raise BadInput(
-            f"{name}: its header names types this database does not have: {', '.join(unknown)}"
-        )
-    conn.execute(
-        sql.SQL("CREATE TEMPORARY TABLE chunk ({}) ON COMMIT DROP").format(
-            sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
-                for (n, _), t in zip(cols, types, strict=True)
-            )
-        )
-    )
-    with conn.cursor() as cur, cur.copy("COPY chunk FROM STDIN (FORMAT binary)") as cp:
-        cp.write(stream)
-
-
-def _copy_out(conn: psycopg.Connection[Any], sql: str, args: dict[str, Any]) -> tuple[bytes, int]:
-    """COPY ... TO STDOUT read straight off libpq: psycopg's Copy waits once per row,
-    which at a million rows costs the client more than PostgreSQL's rendering."""
-    import select
-
-    from psycopg import ClientCursor, pq
-    from psycopg import errors as e
-
-    pg = conn.pgconn
-    pg.send_query(ClientCursor(conn).mogrify(sql, args).encode())
-    buf = bytearray()  # grown in place: keeping a million row buffers to join costs 3x
-    poll = select.poll()
-    poll.register(pg.socket, select.POLLIN | select.POLLOUT)
-    while pg.flush():  # a non-blocking connection: the query may not have gone out yet
-        poll.poll()
-    poll.modify(pg.socket, select.POLLIN)
-    res = None
-    while True:  # the first result: COPY_OUT, or the error
-        pg.consume_input()
-        if not pg.is_busy():
-            res = pg.get_result()
-            break
-        poll.poll()
-    if res is None:
-        raise e.OperationalError(pg.get_error_message())
-    if res.status != pq.ExecStatus.COPY_OUT:
-        while pg.get_result() is not None:
-            pass
-        raise e.error_from_result(res, encoding=conn.info.encoding)
-    get = pg.get_copy_data
-    while True:
-        nbytes, data = get(1)
-        if nbytes > 0:
-            buf += data
-        elif nbytes == 0:
-            poll.poll()
-            pg.consume_input()
-        else:
-            break
-    res = pg.get_result()
-    while pg.get_result() is not None:
-        pass
-    if res is None:
-        raise e.OperationalError(pg.get_error_message())
-    if res.status != pq.ExecStatus.COMMAND_OK:
-        raise e.error_from_result(res, encoding=conn.info.encoding)
-    return buf, res.command_tuples or 0
-
-
-# -- file policies -------------------------------------------------------------
-def _old(path: Path, cutoff_ts: float) -> bool:
-    try:
-        return path.stat().st_mtime < cutoff_ts
-    except FileNotFoundError:
-        return False
-
-
-def fallback_candidates(ctx: PassContext, cutoff_ts: float) -> Iterator[list[Path]]:
-    """Uploaded fallback files behind a verified marker: [file, meta, marker], marker last.
-    A marker that does not parse or match is never trusted to delete the only copy: the
-    entry stays for m10-retry-r2-fallbacks to verify again."""
-    for entry in fallback.entries(fallback.fallback_dir(ctx.config)):
-        if not os.path.lexists(entry.uploaded_path) or not _old(entry.uploaded_path, cutoff_ts):
-            continue
-        problem = fallback.marker_problem(entry)
-        if problem is not None:
-            ctx.log.warning("fallback %s kept: %s", entry.path.name, problem)
-            continue
-        yield [entry.path, entry.meta_path, entry.uploaded_path]
-
-
-def stats_candidates(config: Config, months: int, now: datetime) -> Iterator[list[Path]]:
-    """Stats CSVs whose month ended more than `months` months ago (by `now`, the database
-    clock m10-daily-stats' export counts months by too, so a skewed host never deletes a
-    month the export writes again), marker last."""
-    limit = now.year * 12 + now.month - 1 - months
-    base = config.log_dir
-    for csv in sorted(base.glob("m10_stats_*.csv")) if base.is_dir() else ():
-        m = NAME.match(csv.name)
-        if m and int(m[1]) * 12 + int(m[2]) - 1 < limit:
-            yield [csv, marker_path(csv)]
-
-
-def canary_candidates(config: Config, cutoff_ts: float) -> Iterator[list[Path]]:
-    base = reports_dir(config.state_dir)
-    for p in sorted(base.iterdir()) if base.is_dir() else ():
-        if p.is_file() and p.name != LATEST and not p.name.startswith(".") and _old(p, cutoff_ts):
-            yield [p]
-
-
-def purge_files(
-    ctx: PassContext,
-    policy: str,
-    groups: Iterator[list[Path]],
-    sink: Sink,
-    archive: bool,
-    job_id: int,
-) -> Outcome:
-    """Delete each group of files (archiving the first when asked), marker last, so an
-    interrupted group is found again by the next run."""
-    out = Outcome()
-    for group in groups:
-        ctx.check()
-        with files.file_lock(group[0]):
-            if archive and os.path.lexists(group[0]):
-                # Through the safe reader: a planted symlink is refused (the policy fails
-                # naming it), never archived with its target's content.
-                data = files.read_bytes(group[0], files.ARCHIVED) or b""
-                sink.put(policy, group[0].name + ".gz", gzip.compress(data, compresslevel=6))
-                out.archived += 1
-            for p in group:
-                try:
-                    p.unlink()
-                    out.deleted += 1
-                except FileNotFoundError:
-                    pass
-        ctx.conn.execute(
-            query("retention_progress"),
-            {"id": job_id, "archived": int(archive), "deleted": len(group)},
-        )
-    return out
 
 
 # -- the tasks -----------------------------------------------------------------
@@ -485,7 +239,7 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
     sink = Sink(ctx.config, s)
     plans: list[Plan] = []
     for policy in TABLE_POLICIES:
-        secs = _age(s, policy)
+        secs = policy_age(s, policy)
         if secs is not None:
             plans.append(
                 (
@@ -505,11 +259,11 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
             for policy, _, secs, _ in plans
         }
         return {"would_delete": would, "archive": sink.location("<policy>")}
-    results, longest, failures = _run(ctx, sink, plans, TABLE_POLICIES, TABLE_TARGET_PREFIX)
+    results, longest, failures = run_plans(ctx, sink, plans, TABLE_POLICIES, TABLE_TARGET_PREFIX)
     ctx.gauge(
         "m10_retention_longest_txn_seconds", longest, "Longest single retention batch transaction."
     )
-    _fail_on(failures)
+    fail_on(failures)
     return {
         "policies": results,
         "longest_txn_s": round(longest, 3),
@@ -517,75 +271,16 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
     }
 
 
-def cleanup_files(ctx: PassContext) -> dict[str, Any]:
-    """The file policies (task retention_files, host-local: each host's own log_dir and
-    state_dir, so every host runs it under `retention_cleanup@<host>`)."""
-    s = ctx.config.settings(RetentionSettings)
-    sink = Sink(ctx.config, s)
-    host = f"{ctx.config.host}:"
-    # File ages are compared with the mtimes this host's own clock stamped: the host clock
-    # is the right one for them (a skew shifts both sides alike).
-    now = time.time()
-    file_plans: list[tuple[str, str, float, Callable[[], Iterator[list[Path]]], bool]] = []
-    secs = _age(s, "fallback_uploads")
-    if secs is not None:
-        file_plans.append(
-            (
-                "fallback_uploads",
-                str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"),
-                secs,
-                lambda s=secs: fallback_candidates(ctx, now - s),
-                False,
-            )
-        )
-    if s.stats_csv.enabled:
-        months = s.stats_csv.max_age_months
-        file_plans.append(
-            (
-                "stats_csv",
-                str(ctx.config.log_dir / "m10_stats_*.csv"),
-                months * 31 * DAY,
-                lambda m=months: stats_candidates(ctx.config, m, db.now(ctx.conn)),
-                True,
-            )
-        )
-    secs = _age(s, "canary_reports")
-    if secs is not None:
-        file_plans.append(
-            (
-                "canary_reports",
-                str(ctx.config.state_dir / "canary" / "reports"),
-                secs,
-                lambda s=secs: canary_candidates(ctx.config, now - s),
-                True,
-            )
-        )
-    if ctx.dry_run:
-        return {
-            "would_delete": {
-                policy: sum(1 for _ in groups()) for policy, _, _, groups, _ in file_plans
-            },
-            "archive": sink.location("<policy>"),
-        }
-    plans: list[Plan] = [
-        (p, host + t, secs, lambda jid, cut, g=g, a=a, p=p: purge_files(ctx, p, g(), sink, a, jid))
-        for p, t, secs, g, a in file_plans
-    ]
-    results, _, failures = _run(ctx, sink, plans, FILE_POLICIES, host)
-    _fail_on(failures)
-    return {"policies": results, "archive": sink.location("<policy>")}
-
-
-def _age(s: RetentionSettings, policy: str) -> float | None:
+def policy_age(s: RetentionSettings, policy: str) -> float | None:
     p: Policy = getattr(s, policy)
     return float(p.max_age_days) * DAY if p.enabled else None
 
 
-def _run(
+def run_plans(
     ctx: PassContext, sink: Sink, plans: list[Plan], policies: tuple[str, ...], target_prefix: str
 ) -> tuple[dict[str, Any], float, list[str]]:
     """Run each plan under its own retention_jobs row; a failing policy does not stop the
-    others (the caller then fails the task: _fail_on).  Rows of this task's own domain
+    others (the caller then fails the task: fail_on).  Rows of this task's own domain
     (its policies and target prefix: the tables, or this host's files) left `running` by a
     killed run are closed as interrupted; another task's or host's running rows may be live."""
     for r in ctx.conn.execute(
@@ -650,7 +345,7 @@ def _run(
     return results, longest, failures
 
 
-def _fail_on(failures: list[str]) -> None:
+def fail_on(failures: list[str]) -> None:
     if failures:
         raise TaskFailed(
             f"retention policies failed: {', '.join(failures)} (see the log and "

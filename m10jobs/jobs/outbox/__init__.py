@@ -17,6 +17,7 @@ DEAD_LETTER_STREAM = "m10:dead_letter"
 
 JOB = Job(
     script="m10-outbox-processor",
+    checks="m10jobs.jobs.outbox.health:checks",
     summary="Drain m10_recovery.outbox into Redis Streams exactly once, recording replay_log.",
     example="m10-outbox-processor --dry-run",
     schedule="minutely",  # starts the chain (at boot, after a failure); standbys try the lease

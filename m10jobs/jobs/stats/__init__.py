@@ -35,6 +35,7 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date
 
 JOB = Job(
     script="m10-daily-stats",
+    checks="m10jobs.jobs.stats.health:checks",
     summary="Compute missing days into m10_recovery.daily_stats; write this host's "
     "m10_stats_YYYY-MM.csv from it, .processed, upload.",
     example="m10-daily-stats --start-date 2026-01-01 --dry-run",
