@@ -113,14 +113,24 @@ def test_concurrent_writers_killed_midway_never_tear_or_lose_an_acknowledged_set
         stdout=subprocess.PIPE,
         text=True,
     )
+    victims = random.Random(7).sample(range(workers), 3)
+    # a victim writes until it is killed, so it is always mid-way when the signal lands
+    sets = {w: 10**6 if w in victims else count for w in range(workers)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(state), str(w), str(count), str(tmp_path / f"{w}")],
+            [
+                sys.executable,
+                "-c",
+                WRITER,
+                str(state),
+                str(w),
+                str(sets[w]),
+                str(tmp_path / f"{w}"),
+            ],
             env=env,
         )
         for w in range(workers)
     ]
-    victims = random.Random(7).sample(range(workers), 3)
     for n, w in enumerate(victims):  # mid-way: after 2, 4, 6 acknowledged sets, wherever
         acks = tmp_path / f"{w}"  # it then is (in a write, waiting on the lock, between)
         deadline = time.monotonic() + 60
