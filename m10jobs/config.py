@@ -146,10 +146,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "log_format",
-        "json",
+        None,
         _log_format,
-        "log lines on stderr: json or text",
-        flag=False,
+        "log lines on stderr: json or text (default: text on a terminal, else json)",
         file=False,
     ),
     Setting(
