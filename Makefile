@@ -94,7 +94,7 @@ endif
 	# the operator wrappers, beside the job scripts they run (the runbook names this path)
 	install -m 0755 scripts/ops/*.sh $(STAGE)/bin/
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
-	install -m 0644 monitoring/*.yml $(DESTDIR)$(DOCDIR)/
+	install -m 0644 monitoring/*.yml monitoring/*.json $(DESTDIR)$(DOCDIR)/
 	$(if $(LIVE_SYSTEMD),systemctl daemon-reload)
 
 # Stops and disables before removing, so no timer is left scheduled or failing.

@@ -25,6 +25,9 @@ grep -q "M10_METRICS_DIR=$metrics$" "$stage/etc/systemd/system/m10-canary.servic
 for w in retry_r2_fallbacks.sh postflight.sh m10-env.sh; do
     [ -x "$prefix/bin/$w" ] || { echo "operator wrapper $w not installed in $prefix/bin"; fail=1; }
 done
+for f in m10jobs.rules.yml m10jobs.dashboard.json runbook.md; do
+    [ -f "$prefix/share/doc/m10jobs/$f" ] || { echo "$f not installed in the doc dir"; fail=1; }
+done
 leftover=$(find "$stage" -name '*.lock')
 [ -z "$leftover" ] || { echo "lock files installed: $leftover"; fail=1; }
 "$prefix/bin/python" -m m10jobs.cli.admin jobs >/dev/null
