@@ -13,6 +13,9 @@ BINDIR           ?= /usr/local/bin
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 SYSUSERS_DIR     ?= /usr/lib/sysusers.d
 CONFDIR          ?= /etc/m10jobs
+# node_exporter's textfile directory: the units set M10_METRICS_DIR to it and let the jobs
+# write there only (METRICS_DIR= on the command line for another one)
+METRICS_DIR      ?= /var/lib/prometheus/node-exporter
 SERVICE_USER     := m10jobs
 DOCDIR           := $(PREFIX)/share/doc/m10jobs
 STAGE            := $(DESTDIR)$(PREFIX)
@@ -79,23 +82,29 @@ ifneq ($(DESTDIR),)
 	grep -rlI -- '$(STAGE)' $(STAGE)/bin | xargs -r sed -i 's|$(STAGE)|$(PREFIX)|g'
 endif
 	$(STAGE)/bin/python -m m10jobs.cli.admin units render --prefix $(PREFIX) \
-		--output $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(if $(METRICS_DIR),--metrics-dir $(METRICS_DIR))
+		--output $(DESTDIR)$(SYSTEMD_UNIT_DIR) --metrics-dir $(METRICS_DIR)
 	install -D -m 0644 systemd/m10jobs.sysusers.conf $(DESTDIR)$(SYSUSERS_DIR)/m10jobs.conf
 	# the service user must exist before its configuration can be given to it
 	$(if $(LIVE_SYSTEMD),systemd-sysusers $(SYSUSERS_DIR)/m10jobs.conf)
 	install -d -m 0755 $(DESTDIR)$(CONFDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(BINDIR)
 	[ -e $(DESTDIR)$(CONFDIR)/m10jobs.toml ] || \
 		install -m 0640 systemd/m10jobs.toml.example $(DESTDIR)$(CONFDIR)/m10jobs.toml
-	[ -e $(DESTDIR)$(CONFDIR)/env ] || install -m 0640 systemd/env.example $(DESTDIR)$(CONFDIR)/env
+	[ -e $(DESTDIR)$(CONFDIR)/env ] || (umask 027 && \
+		sed 's|^# M10_METRICS_DIR=.*|M10_METRICS_DIR=$(METRICS_DIR)|' systemd/env.example \
+		> $(DESTDIR)$(CONFDIR)/env)
 	# readable by root and the service user only (also mends an earlier install's modes)
 	chmod 0640 $(DESTDIR)$(CONFDIR)/m10jobs.toml $(DESTDIR)$(CONFDIR)/env
 	if getent group $(SERVICE_USER) >/dev/null; then \
 		chgrp $(SERVICE_USER) $(DESTDIR)$(CONFDIR)/m10jobs.toml $(DESTDIR)$(CONFDIR)/env; fi
+	# the jobs (group m10jobs) write their .prom files there; node_exporter reads them
+	install -d -m 0755 $(DESTDIR)$(METRICS_DIR)
+	if getent group $(SERVICE_USER) >/dev/null; then \
+		chgrp $(SERVICE_USER) $(DESTDIR)$(METRICS_DIR) && chmod g+rwx $(DESTDIR)$(METRICS_DIR); fi
 	ln -sfn $(PREFIX)/bin/m10 $(DESTDIR)$(BINDIR)/m10
 	# the operator wrappers, beside the job scripts they run (the runbook names this path)
 	install -m 0755 scripts/ops/*.sh $(STAGE)/bin/
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
-	install -m 0644 monitoring/*.yml $(DESTDIR)$(DOCDIR)/
+	install -m 0644 monitoring/*.yml monitoring/*.json $(DESTDIR)$(DOCDIR)/
 	$(if $(LIVE_SYSTEMD),systemctl daemon-reload)
 
 # Stops and disables before removing, so no timer is left scheduled or failing.

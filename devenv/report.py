@@ -123,21 +123,25 @@ def task_outcome(task: dict[str, Any], *, name: bool = True) -> str:
     return f"{head}: {figures}" if figures else head
 
 
-def key_figures(summary: dict[str, Any], prefix: str = "") -> str:
+def key_figures(summary: dict[str, Any], *, nested: bool = False) -> str:
     """`{"published": 5, "routed": 3}` -> "published 5, routed 3".
 
-    Nested dicts (per stream, per policy) are dotted and show only what is not
-    zero or empty, without their timings: there the zeros are noise.  Lists show
-    their items when short, else their length."""
+    Nested tables read as words: a table of named tables (per policy, per stream) gives
+    each name its own group, `{"policies": {"dead_letter_archive": {"archived": 1}}}` ->
+    "dead letter archive: 1 archived"; inside a group a count comes before its noun and
+    only what is not zero or empty shows, without timings (there the zeros are noise).
+    Groups are separated by "; ".  Lists show their items when short, else their length."""
     parts: list[str] = []
     for key, value in summary.items():
-        name = f"{prefix}{key}".replace("_", " ")
-        if prefix and (not value or key.endswith(("seconds", "_s"))):
+        name = key.replace("_", " ")
+        if nested and (not value or key.endswith(("seconds", "_s"))):
             continue
         if isinstance(value, dict):
-            inner = key_figures(value, f"{prefix}{key}.")
-            if inner:
-                parts.append(inner)
+            named = value and all(isinstance(v, dict) for v in value.values())
+            for label, inner in value.items() if named else [(key, value)]:
+                figures = key_figures(inner, nested=True)
+                if figures:
+                    parts.append(f"{label.replace('_', ' ')}: {figures}")
         elif isinstance(value, list):
             scalars = all(isinstance(v, str | int | float) for v in value)
             if not value:
@@ -148,9 +152,12 @@ def key_figures(summary: dict[str, Any], prefix: str = "") -> str:
                 parts.append(f"{len(value)} {name}")
         elif isinstance(value, bool):
             parts.append(f"{name} {'yes' if value else 'no'}")
+        elif nested and isinstance(value, int | float):
+            parts.append(f"{value} {name}")
         elif value is not None:
             parts.append(f"{name} {value}")
-    return ", ".join(parts)
+    sep = "; " if any(": " in p for p in parts) else ", "
+    return sep.join(parts)
 
 
 def step_line(step: Step) -> str:

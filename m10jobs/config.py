@@ -120,9 +120,9 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics_dir",
         None,
         _path,
-        "node_exporter textfile directory (unset: off); "
-        "the units let jobs write only to the one given to `m10 units render "
-        "--metrics-dir` (default: the example shown)",
+        "node_exporter textfile directory (unset: off); the installed units set it to "
+        "the one given to `m10 units render --metrics-dir` (default: the example shown), "
+        "the only one their sandbox lets jobs write to",
         example="/var/lib/prometheus/node-exporter",
     ),
     Setting(
@@ -146,10 +146,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "log_format",
-        "json",
+        None,
         _log_format,
-        "log lines on stderr: json or text",
-        flag=False,
+        "log lines on stderr: json or text (default: text on a terminal, else json)",
         file=False,
     ),
     Setting(

@@ -1,4 +1,5 @@
-"""One JSON object per line on stderr, carrying job, run_id, lock, fencing_token.
+"""One JSON object per line on stderr, carrying job, run_id, lock, fencing_token; plain
+text lines instead on a terminal or with --log-format text / M10_LOG_FORMAT=text.
 
 The run context is a plain dict that the runner updates as the lease is taken
 and released; a filter stamps it on every record.  Whole lines go through
@@ -61,7 +62,7 @@ class _RedactingJsonFormatter(JsonFormatter):
 
 
 class _RedactingTextFormatter(logging.Formatter):
-    """M10_LOG_FORMAT=text: for an operator reading a terminal during recovery."""
+    """Text lines (a terminal, --log-format text): for an operator reading during recovery."""
 
     def __init__(self, verbose: bool) -> None:
         super().__init__()
@@ -120,7 +121,21 @@ def new_run_id() -> str:
     return os.urandom(6).hex()
 
 
-def setup_logging(job: str, run_id: str, *, verbose: bool = False) -> logging.Logger:
+def log_format(given: str | None = None) -> str:
+    """--log-format, else M10_LOG_FORMAT, else text on a terminal and JSON otherwise (the
+    journal, a pipe, a file).  A bad value logs JSON; the config load then refuses it (78)."""
+    fmt = given or os.environ.get("M10_LOG_FORMAT")
+    if not fmt:
+        try:
+            fmt = "text" if sys.stderr.isatty() else "json"
+        except (AttributeError, ValueError):  # stderr closed or replaced
+            fmt = "json"
+    return fmt if fmt in ("json", "text") else "json"
+
+
+def setup_logging(
+    job: str, run_id: str, *, verbose: bool = False, fmt: str | None = None
+) -> logging.Logger:
     _context.clear()
     _context.update(job=job, run_id=run_id)
     logger = logging.getLogger(LOGGER_NAME)
@@ -128,7 +143,7 @@ def setup_logging(job: str, run_id: str, *, verbose: bool = False) -> logging.Lo
     logger.filters.clear()
     handler = logging.StreamHandler(sys.stderr)
     formatter: logging.Formatter
-    if os.environ.get("M10_LOG_FORMAT") == "text":
+    if log_format(fmt) == "text":
         formatter = _RedactingTextFormatter(verbose)
     else:
         formatter = _RedactingJsonFormatter(verbose)

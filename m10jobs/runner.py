@@ -167,7 +167,7 @@ def run(
     params: Mapping[str, Any] | None = None,
 ) -> int:
     run_id = new_run_id()
-    log = setup_logging(job.script, run_id, verbose=verbose)
+    log = setup_logging(job.script, run_id, verbose=verbose, fmt=(flags or {}).get("log_format"))
     started, t0 = time.time(), time.monotonic()
     results: list[TaskResult] = []
     config: Config | None = None
@@ -346,7 +346,10 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
                 "%s would do: %s", ctx.task.name, describe(summary), extra={"summary": summary}
             )
         else:
-            ctx.log.info("%s done", ctx.task.name, extra={"summary": summary})
+            # its figures in the message: text logs show only the message
+            ctx.log.info(
+                "%s done: %s", ctx.task.name, describe(summary), extra={"summary": summary}
+            )
     except LockBusy as exc:
         status, code, error = "skipped", ExitCode.TEMPFAIL, str(exc)
         _log_busy(ctx.log, exc)

@@ -25,18 +25,28 @@ def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callab
         @click.option("--config", "config_file", metavar="PATH", help="TOML config file.")
         @click.option("--database-url", metavar="VALUE", help="libpq URI (env M10_DATABASE_URL).")
         @click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
+        @click.option(
+            "--log-format",
+            metavar="VALUE",
+            help="Log lines: json or text (env M10_LOG_FORMAT; default: text on a terminal).",
+        )
         @functools.wraps(fn)
         def wrapper(
-            config_file: str | None, database_url: str | None, verbose: bool, **params: Any
+            config_file: str | None,
+            database_url: str | None,
+            verbose: bool,
+            log_format: str | None,
+            **params: Any,
         ) -> None:
             from m10jobs.config import load_config
             from m10jobs.logs import new_run_id, setup_logging
 
             label = " ".join(["m10", *([group.name] if group else []), name])
-            log = setup_logging(label, new_run_id(), verbose=verbose)
+            log = setup_logging(label, new_run_id(), verbose=verbose, fmt=log_format)
             config = None
             try:
-                config = load_config(config_file, {"database_url": database_url})
+                flags = {"database_url": database_url, "log_format": log_format}
+                config = load_config(config_file, flags)
                 code = fn(config, log, **params) or 0
             except (click.ClickException, BrokenPipeError):
                 raise  # usage: click's own form; a closed stdout: quiet_on_closed_pipe

@@ -16,9 +16,17 @@ for f in m10jobs.toml env; do
     mode=$(stat -c %a "$stage/etc/m10jobs/$f")
     [ "$mode" = 640 ] || { echo "/etc/m10jobs/$f is mode $mode, want 640"; fail=1; }
 done
+# metrics on by default: node_exporter's textfile directory, in the env file and the units
+metrics=/var/lib/prometheus/node-exporter
+[ -d "$stage$metrics" ] || { echo "metrics directory $metrics not created"; fail=1; }
+grep -qx "M10_METRICS_DIR=$metrics" "$stage/etc/m10jobs/env" || { echo "/etc/m10jobs/env does not set M10_METRICS_DIR"; fail=1; }
+grep -q "M10_METRICS_DIR=$metrics$" "$stage/etc/systemd/system/m10-canary.service" || { echo "units do not set M10_METRICS_DIR"; fail=1; }
 [ "$(readlink "$stage/usr/local/bin/m10")" = /opt/m10jobs/bin/m10 ] || { echo "m10 is not on PATH"; fail=1; }
 for w in retry_r2_fallbacks.sh postflight.sh m10-env.sh; do
     [ -x "$prefix/bin/$w" ] || { echo "operator wrapper $w not installed in $prefix/bin"; fail=1; }
+done
+for f in m10jobs.rules.yml m10jobs.dashboard.json runbook.md; do
+    [ -f "$prefix/share/doc/m10jobs/$f" ] || { echo "$f not installed in the doc dir"; fail=1; }
 done
 leftover=$(find "$stage" -name '*.lock')
 [ -z "$leftover" ] || { echo "lock files installed: $leftover"; fail=1; }

@@ -4,6 +4,7 @@ a runbook section that exists, and reads only metrics some job writes."""
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -70,8 +71,15 @@ def test_rules_read_only_metrics_the_jobs_write() -> None:
             assert f'"{metric}"' in source, (a["alert"], metric)
 
 
+def not_succeeding_threshold(interval: int, jitter: int, timeout: int) -> int:
+    """Two missed runs plus the third's jitter and timeout, at least 15 min, in whole minutes
+    (the formula the rule's comment states)."""
+    return math.ceil(max(900, 2 * interval + jitter + timeout) / 60) * 60
+
+
 def test_not_succeeding_covers_every_registered_job_once() -> None:
-    """A job added to the registry must get a staleness threshold here."""
+    """A job added to the registry, or a changed schedule or timeout, must change its
+    staleness threshold here: the thresholds are the registry's, exactly."""
     from m10jobs.health.runs import schedule_seconds
     from m10jobs.registry import jobs
 
@@ -84,6 +92,28 @@ def test_not_succeeding_covers_every_registered_job_once() -> None:
             seen[name] = int(threshold)
     for job in jobs():
         assert job.script in seen, f"{job.script} has no M10JobNotSucceeding threshold"
-        # at least two missed runs plus the pass itself before it fires
-        assert seen[job.script] >= 2 * schedule_seconds(job.schedule) + job.timeout_seconds
+        want = not_succeeding_threshold(
+            schedule_seconds(job.schedule), job.jitter_seconds, job.timeout_seconds
+        )
+        assert seen[job.script] == want, (job.script, seen[job.script], want)
     assert set(seen) == {j.script for j in jobs()}
+
+
+def test_cluster_gauges_are_read_from_the_newest_real_run() -> None:
+    """A host that lost a cluster lease keeps its old gauges: the rules over cluster-wide
+    state must not read them (the canary: newest report; others: m10:job_newest_real_run)."""
+    from m10jobs.registry import jobs
+
+    cluster = {j.script for j in jobs() if j.scope == "cluster"}
+    by_name = {a["alert"]: a["expr"] for a in alerts()}
+    for name in (
+        "AosCostBadPeriods",
+        "M10SyntheticStalled",
+        "M10RedisNotPrimary",
+        "M10RedisNotDurable",
+        "M10OutboxRepublished",
+    ):
+        assert "m10:job_newest_real_run" in by_name[name], name
+    assert "max(m10_canary_report_timestamp_seconds)" in by_name["M10CanaryFailing"]
+    assert "max(m10_canary_report_timestamp_seconds)" in by_name["M10CanaryReportStale"]
+    assert {"m10-canary", "m10-synthetic-traffic", "m10-outbox-processor"} <= cluster

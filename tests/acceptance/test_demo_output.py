@@ -78,3 +78,38 @@ def test_every_step_one_complete_line_errors_whole_and_a_closing_table(
     objs = [json.loads(line) for line in machine.getvalue().splitlines()]
     assert [o["exit_code"] for o in objs[:-1]] == [0, 0, 75, 0, 78]
     assert objs[4]["errors"] == [f"{task['task']}: {error}"] and objs[-1]["steps"] == 5
+
+
+def test_figures_read_as_words() -> None:
+    from devenv.report import key_figures
+
+    nested = {"policies": {"dead_letter_archive": {"archived": 1, "seconds": 0.2}, "x": {}}}
+    assert key_figures(nested) == "dead letter archive: 1 archived"
+    assert (
+        key_figures({"reclaimed": 0, "outbox_processor": {"lease": "free", "healthy": True}})
+        == "reclaimed 0; outbox processor: lease free, healthy yes"
+    )
+    assert key_figures({"published": 5, "routed": 3}) == "published 5, routed 3"
+
+
+def test_the_status_scene_shows_red_then_green_after_its_fix(
+    env: dict[str, str], conn: Any
+) -> None:
+    """devenv/demos/status.py's staged failure: the red line and its fix are printed, and
+    the fix it names takes that red line away."""
+    from devenv.demo import Demo
+    from devenv.demos import status as scene
+
+    text = io.StringIO()
+    steps = Steps(env, Printer(text))
+    steps.run("m10", "status", expect=None)
+    before = steps.out.steps[-1]
+    assert "lease-stuck" not in before.stdout
+    conn.execute(scene.STUCK_LEASE)
+    red = steps.run("m10", "status", expect=1)
+    assert "RED lease-stuck" in "\n".join(red.detail())
+    assert "m10 locks release m10:outbox_processor --force" in text.getvalue()
+    steps.run("m10", "locks", "release", "m10:outbox_processor", "--force")
+    after = steps.run("m10", "status", expect=None)
+    assert "lease-stuck" not in after.stdout and after.exit_code == before.exit_code
+    assert Demo  # the scene runs under make demo (ORDER 90, after every other scene)

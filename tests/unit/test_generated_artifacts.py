@@ -102,10 +102,14 @@ def test_the_seed_services_keep_names_schedules_and_order() -> None:
 def test_the_sandbox_lets_jobs_write_to_the_rendered_metrics_dir() -> None:
     default = render_all()["m10-canary.service"]
     assert "ReadWritePaths=-/var/lib/prometheus/node-exporter" in default
+    assert "M10_METRICS_DIR=/var/lib/prometheus/node-exporter\n" in default
     units = render_all(metrics_dir="/srv/metrics")
     for name, text in units.items():
         if name.endswith(".service"):
             assert "ReadWritePaths=-/srv/metrics\n" in text, name
+            # metrics are on by default, written where the sandbox allows (issue 24)
+            env = unit(text)["Service"]["Environment"].split()
+            assert "M10_METRICS_DIR=/srv/metrics" in env, name
             assert "node-exporter" not in text, name
 
 

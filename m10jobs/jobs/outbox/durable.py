@@ -41,6 +41,7 @@ MGET_CHUNK = 1000
 def check(ctx: PassContext, s: OutboxSettings, info: ServerInfo, url: str) -> Wait:
     """Refuse (78/69) or warn at pass start; what each publish call must wait for."""
     where = describe(url)
+    gauges(ctx, info)
     if info.role != "master":
         raise ConfigError(
             f"Redis at {where} is a replica (role {info.role}): the outbox must write to the "
@@ -67,6 +68,19 @@ def check(ctx: PassContext, s: OutboxSettings, info: ServerInfo, url: str) -> Wa
             f"is {s.min_replicas}: nothing published; bring a replica back or lower the setting"
         )
     return Wait(s.min_replicas, s.replica_timeout_ms, local_aof=info.aof and info.has_waitaof)
+
+
+def gauges(ctx: PassContext, info: ServerInfo) -> None:
+    """What the pass found of Redis, for the M10Redis* alerts (set before any refusal)."""
+    ctx.gauge("m10_redis_primary", info.role == "master", "1 when the outbox's Redis is a primary.")
+    ctx.gauge(
+        "m10_redis_durable",
+        info.durable,
+        "1 when the outbox's Redis keeps what it acknowledges (AOF, fsync everysec/always).",
+    )
+    ctx.gauge(
+        "m10_redis_connected_replicas", info.replicas, "Replicas connected to the outbox's Redis."
+    )
 
 
 class Watch:
