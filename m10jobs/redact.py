@@ -87,7 +87,8 @@ def _forms(value: str) -> set[str]:
     import json
     from urllib.parse import quote, unquote
 
-    forms = {value, unquote(value), quote(value, safe="")}
+    # surrogateescape: a value from a non-UTF-8 environment percent-encodes as its bytes
+    forms = {value, unquote(value), quote(value, safe="", errors="surrogateescape")}
     for v in list(forms):
         forms |= {
             json.dumps(v)[1:-1],
