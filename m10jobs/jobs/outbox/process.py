@@ -261,7 +261,8 @@ def _drain(
             in_flight = None
             fix("Redis restarted or failed over during the pass")
         if outcome.resume_at is not None:
-            in_flight.result()  # re-claimed rows must see this batch committed
+            if in_flight is not None:  # re-claimed rows must see this batch committed
+                in_flight.result()
             after = outcome.resume_at - 1
     if in_flight is not None:
         in_flight.result()  # committed before the pass lingers or ends
