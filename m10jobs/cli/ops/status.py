@@ -635,7 +635,7 @@ def render(st: Status) -> list[str]:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
     ob, dl = st.pipeline.get("outbox"), st.pipeline.get("dead_letters")
     lines += ["", "PIPELINE"]
-    if ob is None:
+    if ob is None or dl is None:
         lines.append("  (database unreachable)")
     else:
         lines += [

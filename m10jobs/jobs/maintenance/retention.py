@@ -24,6 +24,7 @@ reports.  One retention_jobs row per policy per run; a file policy's target is
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import json
 import os
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m10jobs.edges import db, fallback, files
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import BadInput, DependencyUnavailable, LeaseLost, TaskFailed
 from m10jobs.jobs.canary.report import LATEST, reports_dir
 from m10jobs.jobs.maintenance.settings import Policy, RetentionSettings
@@ -187,9 +188,9 @@ def purge_table(
             ctx.check()
             args = {"cutoff": cutoff, "limit": batch_size, "after": after}
             span = spans
-            r = ctx.conn.execute(
-                query(f"retention_{'span' if span else 'upto'}_{policy}"), args
-            ).fetchone()
+            r = one(
+                ctx.conn.execute(query(f"retention_{'span' if span else 'upto'}_{policy}"), args)
+            )
             upto = r["upto"]
             if upto is None:
                 break
@@ -351,7 +352,9 @@ def load_chunk(conn: psycopg.Connection[Any], name: str, stream: bytes) -> None:
         cp.write(stream)
 
 
-def _copy_out(conn: psycopg.Connection[Any], sql: str, args: dict[str, Any]) -> tuple[bytes, int]:
+def _copy_out(
+    conn: psycopg.Connection[Any], sql: str, args: dict[str, Any]
+) -> tuple[bytearray, int]:
     """COPY ... TO STDOUT read straight off libpq: psycopg's Copy waits once per row,
     which at a million rows costs the client more than PostgreSQL's rendering."""
     import select
@@ -492,16 +495,21 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
                     policy,
                     f"m10_recovery.{POLICY_TABLES.get(policy, policy)}",
                     secs,
-                    lambda jid, cut, p=policy: purge_table(
-                        ctx, p, jid, cut, sink, s.batch_size, s.workers
+                    functools.partial(
+                        purge_table,
+                        ctx,
+                        policy,
+                        sink=sink,
+                        batch_size=s.batch_size,
+                        workers=s.workers,
                     ),
                 )
             )
     if ctx.dry_run:
         would = {
-            policy: ctx.conn.execute(
-                query(f"retention_count_{policy}"), {"max_age_s": secs}
-            ).fetchone()["n"]
+            policy: one(ctx.conn.execute(query(f"retention_count_{policy}"), {"max_age_s": secs}))[
+                "n"
+            ]
             for policy, _, secs, _ in plans
         }
         return {"would_delete": would, "archive": sink.location("<policy>")}
@@ -534,7 +542,7 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
                 "fallback_uploads",
                 str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"),
                 secs,
-                lambda s=secs: fallback_candidates(ctx, now - s),
+                functools.partial(fallback_candidates, ctx, now - secs),
                 False,
             )
         )
@@ -545,7 +553,7 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
                 "stats_csv",
                 str(ctx.config.log_dir / "m10_stats_*.csv"),
                 months * 31 * DAY,
-                lambda m=months: stats_candidates(ctx.config, m, db.now(ctx.conn)),
+                lambda: stats_candidates(ctx.config, months, db.now(ctx.conn)),
                 True,
             )
         )
@@ -556,7 +564,7 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
                 "canary_reports",
                 str(ctx.config.state_dir / "canary" / "reports"),
                 secs,
-                lambda s=secs: canary_candidates(ctx.config, now - s),
+                functools.partial(canary_candidates, ctx.config, now - secs),
                 True,
             )
         )
@@ -567,10 +575,13 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
             },
             "archive": sink.location("<policy>"),
         }
-    plans: list[Plan] = [
-        (p, host + t, secs, lambda jid, cut, g=g, a=a, p=p: purge_files(ctx, p, g(), sink, a, jid))
-        for p, t, secs, g, a in file_plans
-    ]
+
+    def purge(
+        p: str, g: Callable[[], Iterator[list[Path]]], a: bool
+    ) -> Callable[[int, datetime], Outcome]:
+        return lambda jid, cut: purge_files(ctx, p, g(), sink, a, jid)
+
+    plans: list[Plan] = [(p, host + t, secs, purge(p, g, a)) for p, t, secs, g, a in file_plans]
     results, _, failures = _run(ctx, sink, plans, FILE_POLICIES, host)
     _fail_on(failures)
     return {"policies": results, "archive": sink.location("<policy>")}
@@ -602,16 +613,18 @@ def _run(
     longest = 0.0
     for policy, target, secs, fn in plans:
         t0 = time.monotonic()
-        job = ctx.conn.execute(
-            query("retention_start"),
-            {
-                "run_id": ctx.run_id,
-                "policy": policy,
-                "target": target,
-                "max_age_s": secs,
-                "archive_location": sink.location(policy),
-            },
-        ).fetchone()
+        job = one(
+            ctx.conn.execute(
+                query("retention_start"),
+                {
+                    "run_id": ctx.run_id,
+                    "policy": policy,
+                    "target": target,
+                    "max_age_s": secs,
+                    "archive_location": sink.location(policy),
+                },
+            )
+        )
         try:
             out = fn(job["id"], job["cutoff"])
         except BaseException as exc:

@@ -40,7 +40,7 @@ from m10jobs.edges.outbox_stream import (
     field_pairs,
     published_key,
 )
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import DependencyUnavailable, TaskFailed
 from m10jobs.jobs.outbox import durable
 from m10jobs.jobs.outbox.settings import OutboxSettings
@@ -287,7 +287,7 @@ def _wait(
 
 
 def _backlog(ctx: PassContext) -> dict[str, Any]:
-    row = ctx.conn.execute(query("outbox_backlog")).fetchone()
+    row = one(ctx.conn.execute(query("outbox_backlog")))
     return {
         "backlog": row["backlog"],
         "retrying": row["retrying"],
@@ -391,9 +391,10 @@ def _dead_letter(
     s: OutboxSettings, publisher: Publisher, dead: list[tuple[dict[str, Any], str]]
 ) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
     """Append dead letters to the dead-letter stream (before the row is marked)."""
-    entries = []
+    entries, pairs = [], []
     for r, reason in dead:
         fields = _dead_letter_fields(s, r, reason)
+        pairs.append(fields)
         entries.append(
             Entry(
                 s.dead_letter_stream,
@@ -410,8 +411,8 @@ def _dead_letter(
             f"{s.dead_letter_stream}` in redis-cli)"
         )
     return [
-        (r, reason, o.value, dict(e.fields))
-        for (r, reason), e, o in zip(dead, entries, outcomes, strict=True)
+        (r, reason, o.value, dict(f))
+        for (r, reason), f, o in zip(dead, pairs, outcomes, strict=True)
     ]
 
 
