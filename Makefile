@@ -66,10 +66,11 @@ bench-scale: deps
 schema: deps
 	M10_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_schema.py -k from_zero
 
-# the gates: lint and formatting fail the build (make test runs them first)
+# the gates: lint, formatting and types fail the build (make test runs them first)
 lint: venv
 	$(BIN)/ruff check m10jobs devenv tests benchmarks
 	$(BIN)/ruff format --check m10jobs devenv tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -137,7 +137,7 @@ def text() -> str:
     rows = inventory()
     width = max(len(r.name) for r in rows) + 2
     prod = max(len(r.producer) for r in rows) + 2
-    lines = []
+    lines: list[str] = []
     for kind in KIND_TITLES:
         selected = [r for r in rows if r.group == kind]
         if selected:

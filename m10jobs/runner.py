@@ -333,6 +333,7 @@ def _log_busy(log: logging.Logger, exc: LockBusy) -> None:
 def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
     set_context(task=ctx.task.name if len(ctx.job.tasks) > 1 else None, lock=ctx.lock)
     t0 = time.monotonic()
+    code: int  # an ExitCode, or 128 + the signal that stopped the task
     status, code, summary, error = "ok", ExitCode.OK, {}, None
     try:
         if ctx.dry_run:

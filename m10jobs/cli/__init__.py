@@ -18,7 +18,7 @@ def _with_usage(ctx: click.Context, exc: click.UsageError) -> click.UsageError:
     """click's parser raises some usage errors (an option missing its value) without a
     context, and then prints no usage line: give them the command's."""
     if exc.ctx is None:
-        exc.ctx, exc.cmd = ctx, ctx.command
+        exc.ctx = ctx  # show() reads only ctx (cmd is Final in click)
     return exc
 
 

@@ -41,7 +41,7 @@ def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callab
             from m10jobs.config import load_config
             from m10jobs.logs import new_run_id, setup_logging
 
-            label = " ".join(["m10", *([group.name] if group else []), name])
+            label = " ".join(["m10", *([group.name] if group and group.name else []), name])
             log = setup_logging(label, new_run_id(), verbose=verbose, fmt=log_format)
             config = None
             try:

@@ -10,7 +10,7 @@ CONNECT_TIMEOUT_S = 5
 SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 
 
-def problem(info: Mapping[str, str]) -> str | None:
+def problem(info: Mapping[str, object]) -> str | None:
     """What is wrong with a parsed DSN that libpq would only reject at connect time
     (reported as 'unreachable'): a bad port or sslmode, or an unencoded '@' in the
     password (libpq then takes the password's tail for the host name)."""

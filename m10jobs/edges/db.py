@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 
 from m10jobs.edges import conninfo
 from m10jobs.edges.conninfo import CONNECT_TIMEOUT_S as CONNECT_TIMEOUT_S
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import ConfigError, DependencyUnavailable, LeaseLost
 from m10jobs.redact import redact
 
@@ -153,5 +153,5 @@ def now(conn: psycopg.Connection[Any]) -> datetime:
     """The database clock, in UTC: what decides "today", "yesterday", which hour or day
     is finished and how old something is.  A host's clock may be skewed (an hour, a day);
     the database's is the one every host shares."""
-    value: datetime = conn.execute(query("db_now")).fetchone()["now"]
+    value: datetime = one(conn.execute(query("db_now")))["now"]
     return value.astimezone(UTC)

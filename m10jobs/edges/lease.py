@@ -27,7 +27,7 @@ import psycopg
 
 from m10jobs import stopping
 from m10jobs.edges import db
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import LeaseLost, LockBusy, M10Error
 
 # A holder may leave a transaction idle for its lease TTL, never less than this (tests
@@ -100,7 +100,7 @@ class Lease:
     def acquire(self) -> int:
         args = {"name": self.name, "holder": self.holder, "ttl": self.ttl}
         with db.translated(self.dsn):
-            token = self.conn.execute(query("acquire_lock"), args).fetchone()["token"]
+            token = one(self.conn.execute(query("acquire_lock"), args))["token"]
             if token is None:
                 raise LockBusy(self.name, self.conn.execute(query("lock_holder"), args).fetchone())
         self.token = token
@@ -133,7 +133,7 @@ class Lease:
     def _release_on(self, conn: psycopg.Connection[Any]) -> bool:
         if conn.closed:
             raise psycopg.OperationalError("connection closed")
-        return bool(conn.execute(query("release_lock"), self._args()).fetchone()["released"])
+        return bool(one(conn.execute(query("release_lock"), self._args()))["released"])
 
     def __enter__(self) -> Lease:
         self.acquire()
@@ -175,7 +175,7 @@ class Lease:
             return True
         try:
             with db.connect(self.dsn, app=f"m10jobs-lease:{self.name}") as conn:
-                held = conn.execute(query("lease_held"), self._args()).fetchone()["held"]
+                held = one(conn.execute(query("lease_held"), self._args()))["held"]
         except (psycopg.Error, M10Error):
             return True
         if not held:
@@ -213,7 +213,7 @@ class Lease:
             try:
                 if conn is None or conn.closed:
                     conn = db.connect(self.dsn, app=f"m10jobs-lease:{self.name}")
-                extended = conn.execute(query("extend_lock"), self._args()).fetchone()["extended"]
+                extended = one(conn.execute(query("extend_lock"), self._args()))["extended"]
             except Exception as exc:  # keep trying until the lease would have lapsed
                 if conn is not None:
                     conn.close()

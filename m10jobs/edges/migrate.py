@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 from psycopg.errors import LockNotAvailable
 
-from m10jobs.edges.queries import SQL_DIR
+from m10jobs.edges.queries import SQL_DIR, one
 from m10jobs.errors import ConfigError, TaskFailed
 
 MIGRATIONS_DIR = SQL_DIR / "migrations"
@@ -180,9 +180,7 @@ def migrate(
     # Polled, not waited for inside a statement: a concurrent index build waits for
     # every open transaction, so a migrator blocked in pg_advisory_lock() would
     # deadlock with the one building the index.
-    while not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (MIGRATE_LOCK_KEY,)).fetchone()[
-        "ok"
-    ]:
+    while not one(conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (MIGRATE_LOCK_KEY,)))["ok"]:
         time.sleep(0.2)
     try:
         if not dry_run:
@@ -263,9 +261,9 @@ def _retrying(
 
 
 def _applied(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, str]:
-    exists = conn.execute(
-        "SELECT to_regclass('m10_recovery.schema_migrations') IS NOT NULL AS e"
-    ).fetchone()
+    exists = one(
+        conn.execute("SELECT to_regclass('m10_recovery.schema_migrations') IS NOT NULL AS e")
+    )
     if not exists["e"]:
         return {}
     rows = conn.execute("SELECT version, checksum FROM m10_recovery.schema_migrations").fetchall()

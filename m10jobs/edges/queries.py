@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _HEADER = re.compile(r"^-- ([a-z0-9_]+) --$", re.MULTILINE)
+_Row = TypeVar("_Row", covariant=True)
 
 
 @cache
@@ -32,6 +34,19 @@ def _all() -> dict[str, str]:
 def query(name: str) -> str:
     """The SQL of one named query."""
     return _all()[name]
+
+
+class _Cursor(Protocol[_Row]):
+    def fetchone(self) -> _Row | None: ...
+
+
+def one(cursor: _Cursor[_Row]) -> _Row:
+    """The row of a statement that always returns one (an aggregate, a function call,
+    RETURNING of an upsert): fetchone() types it optional, and none is a bug, not data."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("a statement that always returns a row returned none")
+    return row
 
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")

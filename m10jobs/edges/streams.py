@@ -104,7 +104,7 @@ def describe(url: str) -> str:
         return f"primary {s.service!r} of Sentinel {hosts} db {s.db}"
     parts = urlsplit(url)
     try:
-        port = parts.port or 6379
+        port: int | str = parts.port or 6379
     except ValueError:
         port = "?"
     return f"{parts.hostname or 'localhost'}:{port}{parts.path or ''}"

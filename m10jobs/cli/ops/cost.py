@@ -80,11 +80,11 @@ def _fetch(config: Any, app: str, name: str, params: dict[str, Any]) -> list[dic
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of tables.")
 def show(config: Any, log: Any, tenant: str, days: int, hours: int, as_json: bool) -> int:
     from m10jobs.edges import db as pg
-    from m10jobs.edges.queries import query
+    from m10jobs.edges.queries import one, query
 
     dsn = config.require("database_url")
     with pg.connect(dsn, app="m10 cost show", options=UTC) as conn, pg.translated(dsn):
-        now = conn.execute(query("db_now")).fetchone()["now"]
+        now = one(conn.execute(query("db_now")))["now"]
         since_day = now - timedelta(days=days)
         found = {
             "daily": conn.execute(

@@ -198,7 +198,7 @@ def replay_one(
     """One dead letter replayed by hand, the same for `m10 dl replay ID` and a bulk
     replay: (exit code, the line to print).  Ignores the replay cap; refuses a letter
     that was settled (unless force) or that a replay would fail the same way."""
-    from m10jobs.edges.queries import query
+    from m10jobs.edges.queries import one, query
     from m10jobs.jobs.maintenance import deadletters as dl
 
     n = row["id"]
@@ -214,7 +214,7 @@ def replay_one(
         return ExitCode.DATAERR, (
             f"dead letter {n} cannot be replayed: {refusal[1]}; {dl.settle_hint(row, refusal[0])}"
         )
-    attempt = cur.execute(query("dl_replays_done"), row).fetchone()["n"] + 1
+    attempt = one(cur.execute(query("dl_replays_done"), row))["n"] + 1
     if dry_run:
         return ExitCode.OK, f"dead letter {n}: would be replayed (replay {attempt})"
     new_id = dl.replay(cur, row, attempt)
@@ -295,7 +295,7 @@ def dl_replay(
 @click.argument("dead_letter_ids", metavar="ID...", type=int, nargs=-1, required=True)
 @click.option("--reason", required=True, help="Why they are discarded (kept with each).")
 def dl_discard(config: Any, log: Any, dead_letter_ids: tuple[int, ...], reason: str) -> int:
-    from m10jobs.edges.queries import query
+    from m10jobs.edges.queries import one, query
 
     if not reason.strip():
         raise click.BadParameter(
@@ -313,9 +313,9 @@ def dl_discard(config: Any, log: Any, dead_letter_ids: tuple[int, ...], reason: 
                 f"{row['reconciled_at']:%Y-%m-%d %H:%M:%S%z} ({row['discard_reason']})"
             )
         elif outcome in (None, "abandoned"):
-            at = cur.execute(
-                query("dl_discard"), {"id": n, "who": who, "why": reason.strip()}
-            ).fetchone()["reconciled_at"]
+            at = one(
+                cur.execute(query("dl_discard"), {"id": n, "who": who, "why": reason.strip()})
+            )["reconciled_at"]
             codes.append(ExitCode.OK)
             log.warning(
                 "dead letter %s (%s, key %s) discarded by %s (was %s): %s",

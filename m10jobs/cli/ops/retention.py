@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def show(config: Any, log: Any, chunk: Path, binary: bool) -> int:
     from m10jobs.jobs.maintenance.chunks import ARCHIVE_SESSION, load_chunk, open_chunk
 
     stream = open_chunk(chunk.name, files.read_bytes(chunk, files.RETENTION_CHUNK) or b"")
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer  # click.get_binary_stream is deprecated since click 8.5
     old_format = chunk.name.endswith(".gz")  # already text: printed as it is
     if old_format and binary:
         raise click.UsageError("--binary is for .pgcopy.zst chunks")

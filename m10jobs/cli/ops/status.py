@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,7 +43,9 @@ def all_checks() -> Iterator[Check]:
     from m10jobs.registry import jobs, resolve
 
     refs = [job.checks for job in jobs() if job.checks] + list(CORE_CHECKS)
-    found = [check for ref in dict.fromkeys(refs) for check in resolve(ref)]
+    found: list[Check] = [
+        check for ref in dict.fromkeys(refs) for check in resolve(typing.cast(Any, ref))
+    ]
     for section in SECTIONS:
         yield from (c for c in found if c.section == section)
 
@@ -102,7 +105,7 @@ def render(st: Status) -> list[str]:
     lines += aligned(table)
     ob, dl = st.pipeline.get("outbox"), st.pipeline.get("dead_letters")
     lines += ["", "PIPELINE"]
-    if ob is None:
+    if ob is None or dl is None:
         lines.append("  (database unreachable)")
     else:
         lines += [

@@ -126,7 +126,7 @@ def _read_only(
             )
             # prepare=True: one statement only, so "SELECT 1; COMMIT; ..." cannot escape
             # the read-only transaction.
-            return ctx.conn.execute(sql, params, prepare=True).fetchone()  # type: ignore[arg-type]
+            return ctx.conn.execute(sql, params, prepare=True).fetchone()
     except psycopg.errors.QueryCanceled:
         raise Measured("no_data", None, f"query timed out after {p.timeout_s:g}s") from None
     except psycopg.Error as exc:

@@ -128,7 +128,7 @@ class ProbeSettings:
         """The runtime probe, each type's defaults filled in."""
         pt = PROBE_TYPES[self.type]
         threshold = getattr(self, pt.threshold_key)
-        extra: dict[str, Any] = {
+        by_type: dict[str, dict[str, Any]] = {
             "http": {
                 "url": self.url,
                 "expect_status": self.expect_status or 200,
@@ -137,7 +137,8 @@ class ProbeSettings:
             "redis": {"url": self.url or ""},
             "sql": {"query": self.query, "compare": self.compare or "<="},
             "dead_letter_rate": {"window_s": self.window_s or 3600},
-        }.get(self.type, {})
+        }
+        extra = by_type.get(self.type, {})
         return Probe(
             self.name,
             self.type,

@@ -30,7 +30,7 @@ import psycopg
 from psycopg.postgres import types
 
 from m10jobs.edges import db
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import BadInput, ConfigError, some_refused
 from m10jobs.jobs.cost.settings import SOURCE_COLUMNS
 
@@ -152,7 +152,7 @@ def done_periods(
     """Snapshotted periods in [since, end), and what is done before `since`."""
     args = {"granularity": granularity, "since": since, "end": end}
     rows = conn.execute(query("cost_done_periods"), args).fetchall()
-    before = conn.execute(query("cost_history"), args).fetchone()
+    before = one(conn.execute(query("cost_history"), args))
     return (
         {r["period_start"].astimezone(UTC) for r in rows},
         History(

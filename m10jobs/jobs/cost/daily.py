@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import TaskFailed
 from m10jobs.jobs.cost import common as cc
 from m10jobs.jobs.cost.settings import HOURLY_LOCK, CostSettings
@@ -159,9 +159,7 @@ def snapshot_days(ctx: PassContext) -> dict[str, Any]:
     redo = s.resnapshot_days if redo is None else redo
     cc.validate_source(ctx.conn, s.query)
     end = cc.floor(cc.now_utc(ctx), cc.DAY)
-    first_hour = ctx.conn.execute(query("cost_first_period"), {"granularity": "hour"}).fetchone()[
-        "first"
-    ]
+    first_hour = one(ctx.conn.execute(query("cost_first_period"), {"granularity": "hour"}))["first"]
     if first_hour is None:
         ctx.log.info(
             "no hourly snapshots yet: nothing to build (aos-cost-snapshot-hourly runs first)"
@@ -255,11 +253,12 @@ def _split(
     ctx: PassContext, days: list[datetime]
 ) -> tuple[list[tuple[datetime, int]], list[tuple[datetime, int]]]:
     """(days whose 24 hours are snapshotted, days still missing hours), with hour counts."""
-    ready, pending = [], []
+    ready: list[tuple[datetime, int]] = []
+    pending: list[tuple[datetime, int]] = []
     for d in days:
-        hours = ctx.conn.execute(
-            query("cost_hours_done"), {"day_start": d, "day_end": d + cc.DAY}
-        ).fetchone()["hours"]
+        hours = one(
+            ctx.conn.execute(query("cost_hours_done"), {"day_start": d, "day_end": d + cc.DAY})
+        )["hours"]
         (ready if hours == 24 else pending).append((d, hours))
     return ready, pending
 
@@ -323,7 +322,7 @@ def _gauges(
         "Tenant/category days whose hourly sum differs from the source.",
     )
     latest = (end - cc.DAY).date().isoformat()
-    count = ctx.conn.execute(query("cost_anomalies_on_day"), {"day": latest}).fetchone()
+    count = one(ctx.conn.execute(query("cost_anomalies_on_day"), {"day": latest}))
     ctx.gauge(
         "aos_cost_anomalies_latest_day",
         count["anomalies"],

@@ -31,7 +31,7 @@ import redis
 from psycopg.types.json import Jsonb
 
 from m10jobs.edges import streams
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import TaskFailed
 from m10jobs.jobs.maintenance.settings import DeadLetterSettings
 from m10jobs.jobs.outbox.settings import OutboxSettings
@@ -227,16 +227,18 @@ def replay(cur: psycopg.Cursor[Any], row: dict[str, Any], attempt: int) -> int:
     payload = json.loads(row["payload"]) if row["payload"] is not None else None
 
     key = f"{row['lineage_key']}#replay{attempt}"
-    out = cur.execute(
-        query("dl_enqueue_replay"),
-        {
-            "event_type": row["event_type"],
-            "payload": Jsonb(payload),
-            "aggregate_type": row["aggregate_type"],
-            "aggregate_id": row["aggregate_id"],
-            "idempotency_key": key,
-        },
-    ).fetchone()
+    out = one(
+        cur.execute(
+            query("dl_enqueue_replay"),
+            {
+                "event_type": row["event_type"],
+                "payload": Jsonb(payload),
+                "aggregate_type": row["aggregate_type"],
+                "aggregate_id": row["aggregate_id"],
+                "idempotency_key": key,
+            },
+        )
+    )
     record(cur, row["id"], "replayed", attempt, out["id"])
     return int(out["id"])
 
@@ -329,7 +331,7 @@ def decide(
             outcome,
         )
         return outcome
-    replays = cur.execute(query("dl_replays_done"), row).fetchone()["n"]
+    replays = one(cur.execute(query("dl_replays_done"), row))["n"]
     refusal = refused(row, max_payload_bytes)
     if refusal is not None:
         record(cur, row["id"], "abandoned", replays, None, refusal[0])
@@ -371,7 +373,7 @@ def decide(
 def reconcile(ctx: PassContext) -> dict[str, Any]:
     st = settings(ctx.config)
     if ctx.dry_run:
-        return {"would_reconcile": ctx.conn.execute(query("dl_count_unreconciled")).fetchone()["n"]}
+        return {"would_reconcile": one(ctx.conn.execute(query("dl_count_unreconciled")))["n"]}
     limit = payload_limit(ctx.config)
     counts = {"already_processed": 0, "replayed": 0, "abandoned": 0}
     for _ in range(MAX_PAGES):
@@ -391,7 +393,7 @@ def reconcile(ctx: PassContext) -> dict[str, Any]:
         )
     # From the table, not this run's counter: stays set until each one is replayed or
     # discarded by hand.
-    abandoned = ctx.conn.execute(query("dl_count_abandoned")).fetchone()["n"]
+    abandoned = one(ctx.conn.execute(query("dl_count_abandoned")))["n"]
     ctx.gauge(
         "m10_dead_letters_abandoned",
         abandoned,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.jobs.maintenance.settings import MaintenanceSettings
 from m10jobs.jobs.outbox.settings import LOCK as OUTBOX_LOCK
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def outbox_leader_health(ctx: PassContext) -> dict[str, Any]:
     """State of the outbox processor's lease and the backlog it leaves (seed: the
     orchestrator consumes that lock).  Warns when events wait with no live leader."""
-    row = ctx.conn.execute(query("outbox_leader_health"), {"name": OUTBOX_LOCK}).fetchone()
+    row = one(ctx.conn.execute(query("outbox_leader_health"), {"name": OUTBOX_LOCK}))
     stale_after = ctx.config.settings(MaintenanceSettings).outbox_stale_seconds
     live = row["holder_id"] is not None and row["expires_in_s"] > 0
     state = "free" if row["holder_id"] is None else "live" if live else "expired"
@@ -54,9 +54,9 @@ def outbox_leader_health(ctx: PassContext) -> dict[str, Any]:
 def reclaim_gc(ctx: PassContext) -> dict[str, Any]:
     health = outbox_leader_health(ctx)
     if ctx.dry_run:
-        expired = ctx.conn.execute(query("count_expired_locks")).fetchone()["expired"]
+        expired = one(ctx.conn.execute(query("count_expired_locks")))["expired"]
         return {"would_reclaim": expired, "outbox_processor": health}
-    reclaimed = ctx.conn.execute(query("reclaim_expired_locks")).fetchone()["reclaimed"]
+    reclaimed = one(ctx.conn.execute(query("reclaim_expired_locks")))["reclaimed"]
     ctx.gauge("m10_locks_reclaimed", reclaimed, "Lapsed leases deleted by the last reclaim_gc.")
     for lease in ctx.conn.execute(query("list_locks")).fetchall():
         ctx.gauge(

@@ -26,6 +26,7 @@ reports.  One retention_jobs row per policy per run; a file policy's target is
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from m10jobs.edges import db, files
 from m10jobs.edges.pgcopy import copy_out
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import DependencyUnavailable, LeaseLost, TaskFailed
 from m10jobs.jobs.maintenance.chunks import CHUNK_SUFFIX, chunk_meta, compress_chunk
 from m10jobs.jobs.maintenance.settings import Policy, RetentionSettings
@@ -175,9 +176,9 @@ def purge_table(
             ctx.check()
             args = {"cutoff": cutoff, "limit": batch_size, "after": after}
             span = spans
-            r = ctx.conn.execute(
-                query(f"retention_{'span' if span else 'upto'}_{policy}"), args
-            ).fetchone()
+            r = one(
+                ctx.conn.execute(query(f"retention_{'span' if span else 'upto'}_{policy}"), args)
+            )
             upto = r["upto"]
             if upto is None:
                 break
@@ -246,16 +247,21 @@ def cleanup(ctx: PassContext) -> dict[str, Any]:
                     policy,
                     f"m10_recovery.{POLICY_TABLES.get(policy, policy)}",
                     secs,
-                    lambda jid, cut, p=policy: purge_table(
-                        ctx, p, jid, cut, sink, s.batch_size, s.workers
+                    functools.partial(
+                        purge_table,
+                        ctx,
+                        policy,
+                        sink=sink,
+                        batch_size=s.batch_size,
+                        workers=s.workers,
                     ),
                 )
             )
     if ctx.dry_run:
         would = {
-            policy: ctx.conn.execute(
-                query(f"retention_count_{policy}"), {"max_age_s": secs}
-            ).fetchone()["n"]
+            policy: one(ctx.conn.execute(query(f"retention_count_{policy}"), {"max_age_s": secs}))[
+                "n"
+            ]
             for policy, _, secs, _ in plans
         }
         return {"would_delete": would, "archive": sink.location("<policy>")}
@@ -297,16 +303,18 @@ def run_plans(
     longest = 0.0
     for policy, target, secs, fn in plans:
         t0 = time.monotonic()
-        job = ctx.conn.execute(
-            query("retention_start"),
-            {
-                "run_id": ctx.run_id,
-                "policy": policy,
-                "target": target,
-                "max_age_s": secs,
-                "archive_location": sink.location(policy),
-            },
-        ).fetchone()
+        job = one(
+            ctx.conn.execute(
+                query("retention_start"),
+                {
+                    "run_id": ctx.run_id,
+                    "policy": policy,
+                    "target": target,
+                    "max_age_s": secs,
+                    "archive_location": sink.location(policy),
+                },
+            )
+        )
         try:
             out = fn(job["id"], job["cutoff"])
         except BaseException as exc:

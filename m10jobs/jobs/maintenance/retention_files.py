@@ -6,6 +6,7 @@ The table policies and the bookkeeping both share are in retention.py.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import time
@@ -126,7 +127,7 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
                 "fallback_uploads",
                 str(ctx.config.state_dir / "fallback-uploads" / "*.uploaded"),
                 secs,
-                lambda s=secs: fallback_candidates(ctx, now - s),
+                functools.partial(fallback_candidates, ctx, now - secs),
                 False,
             )
         )
@@ -137,7 +138,7 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
                 "stats_csv",
                 str(ctx.config.log_dir / "m10_stats_*.csv"),
                 months * 31 * DAY,
-                lambda m=months: stats_candidates(ctx.config, m, db.now(ctx.conn)),
+                lambda: stats_candidates(ctx.config, months, db.now(ctx.conn)),
                 True,
             )
         )
@@ -148,7 +149,7 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
                 "canary_reports",
                 str(ctx.config.state_dir / "canary" / "reports"),
                 secs,
-                lambda s=secs: canary_candidates(ctx.config, now - s),
+                functools.partial(canary_candidates, ctx.config, now - secs),
                 True,
             )
         )
@@ -159,10 +160,13 @@ def cleanup_files(ctx: PassContext) -> dict[str, Any]:
             },
             "archive": sink.location("<policy>"),
         }
-    plans: list[Plan] = [
-        (p, host + t, secs, lambda jid, cut, g=g, a=a, p=p: purge_files(ctx, p, g(), sink, a, jid))
-        for p, t, secs, g, a in file_plans
-    ]
+
+    def purge(
+        p: str, g: Callable[[], Iterator[list[Path]]], a: bool
+    ) -> Callable[[int, datetime], Outcome]:
+        return lambda jid, cut: purge_files(ctx, p, g(), sink, a, jid)
+
+    plans: list[Plan] = [(p, host + t, secs, purge(p, g, a)) for p, t, secs, g, a in file_plans]
     results, _, failures = run_plans(ctx, sink, plans, FILE_POLICIES, host)
     fail_on(failures)
     return {"policies": results, "archive": sink.location("<policy>")}

@@ -41,7 +41,7 @@ from m10jobs.edges.outbox_stream import (
     field_pairs,
     published_key,
 )
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import DependencyUnavailable, TaskFailed
 from m10jobs.jobs.outbox import durable
 from m10jobs.jobs.outbox.settings import OutboxSettings
@@ -93,7 +93,7 @@ def analyze_if_stale(conn: psycopg.Connection[Any], observed: int) -> bool:
     """ANALYZE the outbox when a claim found more pending events than its statistics know
     of (a burst since the last ANALYZE, or none ever): the hold-back probe's plan needs
     them.  Skipped when the table is busy (an autovacuum is analyzing it).  Whether it ran."""
-    if conn.execute(query("outbox_pending_estimate")).fetchone()["estimate"] >= observed:
+    if one(conn.execute(query("outbox_pending_estimate")))["estimate"] >= observed:
         return False
     try:
         with conn.transaction():
@@ -293,7 +293,8 @@ def _drain(
             in_flight = None
             fix("Redis restarted or failed over during the pass")
         if outcome.resume_at is not None:
-            in_flight.result()  # re-claimed rows must see this batch committed
+            if in_flight is not None:  # re-claimed rows must see this batch committed
+                in_flight.result()
             after = outcome.resume_at - 1
     if in_flight is not None:
         in_flight.result()  # committed before the pass lingers or ends
@@ -318,7 +319,7 @@ def _wait(
 
 
 def _backlog(ctx: PassContext) -> dict[str, Any]:
-    row = ctx.conn.execute(query("outbox_backlog")).fetchone()
+    row = one(ctx.conn.execute(query("outbox_backlog")))
     return {
         "backlog": row["backlog"],
         "retrying": row["retrying"],
@@ -422,9 +423,10 @@ def _dead_letter(
     s: OutboxSettings, publisher: Publisher, dead: list[tuple[dict[str, Any], str]]
 ) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
     """Append dead letters to the dead-letter stream (before the row is marked)."""
-    entries = []
+    entries, pairs = [], []
     for r, reason in dead:
         fields = _dead_letter_fields(s, r, reason)
+        pairs.append(fields)
         entries.append(
             Entry(
                 s.dead_letter_stream,
@@ -441,8 +443,8 @@ def _dead_letter(
             f"{s.dead_letter_stream}` in redis-cli)"
         )
     return [
-        (r, reason, o.value, dict(e.fields))
-        for (r, reason), e, o in zip(dead, entries, outcomes, strict=True)
+        (r, reason, o.value, dict(f))
+        for (r, reason), f, o in zip(dead, pairs, outcomes, strict=True)
     ]
 
 

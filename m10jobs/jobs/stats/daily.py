@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from m10jobs.edges import db, fallback, files
 from m10jobs.edges.files import atomic_write, atomic_write_json, file_lock
 from m10jobs.edges.lease import StillHeld, live_holder, wait_until_free
-from m10jobs.edges.queries import query
+from m10jobs.edges.queries import one, query
 from m10jobs.errors import BadInput, M10Error, TaskFailed, some_refused
 from m10jobs.jobs.maintenance.settings import RetentionSettings
 from m10jobs.jobs.stats.settings import LOCK, DailyStatsSettings
@@ -103,7 +103,7 @@ def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
     until = _until(ctx, tz)
     start: date | None = ctx.params.get("start_date")
     if start is None:
-        last = ctx.conn.execute(query("stats_last_day")).fetchone()["last"] or _csv_last_date(ctx)
+        last = one(ctx.conn.execute(query("stats_last_day")))["last"] or _csv_last_date(ctx)
         start = last + timedelta(days=1) if last else until
     if (until - start).days >= MAX_BACKFILL_DAYS:
         raise BadInput(
@@ -122,7 +122,7 @@ def plan(ctx: PassContext, tz: ZoneInfo) -> list[date]:
 def refuse_unretained(ctx: PassContext, todo: list[date], tz: ZoneInfo) -> None:
     """BadInput (65, nothing computed) when a day starts before what retention kept:
     its figures would silently be zeros or undercounts."""
-    since = ctx.conn.execute(query("stats_retained_since")).fetchone()["since"]
+    since = one(ctx.conn.execute(query("stats_retained_since")))["since"]
     if since is None or not todo or _bounds(todo[0], tz)[0] >= since:
         return
     first_ok = since.astimezone(tz).date()
@@ -141,7 +141,7 @@ def refuse_unretained(ctx: PassContext, todo: list[date], tz: ZoneInfo) -> None:
 
 def compute(ctx: PassContext, day: date, tz: ZoneInfo) -> dict[str, Any]:
     lo, hi = _bounds(day, tz)
-    row = ctx.conn.execute(query("daily_stats"), {"lo": lo, "hi": hi}).fetchone()
+    row = one(ctx.conn.execute(query("daily_stats"), {"lo": lo, "hi": hi}))
     return {"day": day, **row}
 
 
@@ -268,11 +268,11 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
         if path not in by_month and rows and _marker_stale(path):
             by_month[path] = {}
     changes = {}
-    for path, rows in sorted(by_month.items()):
+    for path, fresh in sorted(by_month.items()):
         if path in bad:
             continue
         have = {r["date"]: r for r in current[path]}
-        added = sorted(d for d in rows if have.get(d) != rows[d])
+        added = sorted(d for d in fresh if have.get(d) != fresh[d])
         if added or _marker_stale(path):
             changes[path] = added
     ctx.gauge(
@@ -290,8 +290,8 @@ def export_pass(ctx: PassContext) -> dict[str, Any]:
     for path, added in changes.items():
         ctx.check()
         with file_lock(path):
-            current = parse(path)  # again, under the lock: another writer may have been here
-            merged = {r["date"]: r for r in current.rows} | by_month[path]
+            on_disk = parse(path)  # again, under the lock: another writer may have been here
+            merged = {r["date"]: r for r in on_disk.rows} | by_month[path]
             rows = [merged[d] for d in sorted(merged)]
             data = render(rows)
             if added:

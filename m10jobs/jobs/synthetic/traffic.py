@@ -48,8 +48,8 @@ def _missing(client: redis.Redis, published: list[dict[str, Any]]) -> list[dict[
         r
         for r, hit in zip(published, found, strict=False)
         if not hit
-        and first[r["stream"]] is not None
-        and _entry_key(r["stream_entry_id"]) >= first[r["stream"]]
+        and (oldest := first[r["stream"]]) is not None
+        and _entry_key(r["stream_entry_id"]) >= oldest
     ]
 
 
