@@ -182,7 +182,13 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
     HOUR = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     DAY = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
     BATCH = list(range(pending_from, pending_from + 1000))
-    LEASE = {"name": "m10:outbox_processor", "holder": "h:1:r", "token": 1, "ttl": 300}
+    LEASE = {
+        "name": "m10:outbox_processor",
+        "holder": "h:1:r",
+        "token": 1,
+        "ttl": 300,
+        "session": "bound",
+    }
     DL_ROW = {
         "dl_stream": "m10:dead_letter",
         "dl_entry_id": "9-9",

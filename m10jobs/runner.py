@@ -117,6 +117,9 @@ def as_m10_error(exc: BaseException, dsn: str | None) -> M10Error | None:
 
         if db.is_connection_error(exc):
             return db.unavailable(dsn or "", exc)
+        problem = db.protocol_problem(exc)
+        if problem is not None:
+            return problem
     for cls in type(exc).__mro__:
         what = _UNREACHABLE.get((cls.__module__.split(".")[0], cls.__name__))
         if what:

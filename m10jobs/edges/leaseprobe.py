@@ -214,6 +214,8 @@ def _rows(lib: Any, conn: Any, sql: str, params: list[str]) -> list[dict[str, st
 def live_holders(dsn: str, names: Sequence[str], *, app: str) -> dict[str, dict[str, Any]] | None:
     """{lease: holder} for those of `names` whose lease is live right now (the holder as
     edges.lease.live_holder gives it), or None when libpq could not be asked."""
+    if conninfo.pooled():  # PgBouncer refuses the probe's startup options
+        return None
     lib = _libpq()
     info = None if lib is None else _parse(lib, dsn)
     if info is None or conninfo.problem(info):
