@@ -271,11 +271,13 @@ def _run_tasks(
 
     conn = db.connect(dsn, app=job.script)
     try:
+        db.require_primary(conn, dsn)
         for task, key, lock in leases:
             if stopping.STOP.is_set():
                 break
             if conn.closed:  # an earlier task lost it; later tasks still run
                 conn = db.connect(dsn, app=job.script)
+                db.require_primary(conn, dsn)
             ctx = PassContext(job, task, key, lock, config, log, run_id, dry_run, params, conn)
             results.append(_run_task(ctx, verbose))
             gauges.extend(ctx.gauges)

@@ -103,6 +103,20 @@ def connect(
     return conn
 
 
+def require_primary(conn: psycopg.Connection[Any], dsn: str) -> None:
+    """At pass start: a standby (read-only) would fail every write mid-pass; say why at
+    once (69: after a failover, the old address may lead to a standby or a demoted
+    primary until the DSN lists every host)."""
+    with translated(dsn):
+        standby = conn.execute("SELECT pg_is_in_recovery() AS standby").fetchone()["standby"]
+    if standby:
+        raise DependencyUnavailable(
+            f"PostgreSQL at {describe(dsn)} is a standby (read-only); point "
+            "M10_DATABASE_URL at the primary, or list every host with "
+            "target_session_attrs=read-write so that libpq finds it"
+        )
+
+
 def _check_pooled_dsn(dsn: str, extra: str) -> None:
     """ConfigError unless the DSN can go through PgBouncer: no server `options`."""
     own = conninfo_to_dict(dsn).get("options")

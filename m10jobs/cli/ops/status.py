@@ -347,6 +347,13 @@ def check_pipeline(st: Status, config: Any, conn: Any) -> None:
     from m10jobs.jobs.maintenance.settings import MaintenanceSettings
 
     stale_after = config.settings(MaintenanceSettings).outbox_stale_seconds
+    st.pipeline["postgres"] = conn.execute(query("status_postgres")).fetchone()
+    if st.pipeline["postgres"]["role"] != "primary":
+        st.red(
+            "database-role",
+            "M10_DATABASE_URL leads to a standby (read-only): every job that writes fails",
+            "point it at the primary, or list every host with target_session_attrs=read-write",
+        )
     ob = conn.execute(query("status_outbox")).fetchone()
     st.pipeline["outbox"] = ob
     if ob["pending"] and (ob["oldest_pending_age_s"] or 0) > stale_after:
@@ -536,7 +543,7 @@ def check_uploads(st: Status, config: Any) -> None:
 
 def collect(config: Any, now: float | None = None) -> Status:
     """Everything the screen shows; a failing source becomes a red line, not a crash."""
-    from m10jobs.edges import db
+    from m10jobs.edges import conninfo, db
     from m10jobs.edges.queries import query
     from m10jobs.errors import M10Error
 
@@ -544,7 +551,9 @@ def collect(config: Any, now: float | None = None) -> Status:
     dsn = config.require("database_url")
     conn = None
     try:
-        conn = db.connect(dsn, app="m10 status")
+        # Behind a transaction-pooling PgBouncer the session settings below must not stay
+        # with the pooled server session: one transaction, rolled back on close, undoes them.
+        conn = db.connect(dsn, app="m10 status", autocommit=not conninfo.transaction_pooled())
         with db.translated(dsn):
             conn.execute(query("status_session"), {"ms": str(STATEMENT_TIMEOUT_MS)})
     except M10Error as exc:
@@ -600,7 +609,10 @@ def render(st: Status) -> list[str]:
     if ob is None:
         lines.append("  (database unreachable)")
     else:
+        pg = st.pipeline["postgres"]
         lines += [
+            f"  postgresql    {pg['role']} at {pg['server']}, timeline {pg['timeline'] or '-'}, "
+            f"PostgreSQL {pg['version']}, up {human(pg['up_s'])}",
             f"  outbox        {ob['pending']} pending ({ob['retrying']} retrying), oldest "
             f"{human(ob['oldest_pending_age_s'])}; {ob['held_back_aggregates']} held-back "
             f"aggregate(s); {ob['dead_lettered']} dead-lettered event(s)",
