@@ -373,6 +373,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         },
         "dl_count_abandoned": {},
         # `m10 status` (a health check: as often as monitoring polls it)
+        "status_postgres": {},
         "status_leases": {},
         "status_outbox": {},
         "status_dead_letters": {},

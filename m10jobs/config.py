@@ -118,9 +118,9 @@ SETTINGS: tuple[Setting, ...] = (
         "database_pooling",
         "none",
         _pooling,
-        "what sits between the jobs and PostgreSQL: none, or a PgBouncer in session or "
-        "transaction pool_mode (no startup options; transaction: no prepared statements, "
-        "no LISTEN, leases bound to TTLs)",
+        "none, or the pool_mode of a PgBouncer between the jobs and PostgreSQL: session "
+        "or transaction (no startup options; transaction: no prepared statements, the "
+        "outbox linger polls instead of LISTEN); README, High availability",
         flag=False,
         example="transaction",
     ),
