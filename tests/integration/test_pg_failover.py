@@ -137,6 +137,16 @@ def test_promotion_mid_run_multi_host_dsn_resumes_within_10s_tokens_never_go_bac
             assert time.monotonic() < deadline, "the first drain did not finish"
             time.sleep(0.1)
         _caught_up(primary, standby)
+        # A DSN that leads to the standby is refused at pass start, saying what to change.
+        proc = subprocess.run(
+            [str(BIN / "m10-maintenance")],
+            env={**env, "M10_DATABASE_URL": standby.dsn_for("m10")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 69 and "is a standby" in proc.stderr, proc.stderr
+        assert "target_session_attrs=read-write" in proc.stderr
         standby.detach()
         with connect(primary.dsn_for("m10")) as c:  # tokens the failover will lose
             for _ in range(100):
@@ -161,6 +171,10 @@ def test_promotion_mid_run_multi_host_dsn_resumes_within_10s_tokens_never_go_bac
 
         ids = stream_ids(redis_url)
         assert len(ids) == 30 and set(ids.values()) == {1}
+        status = subprocess.run(
+            [str(BIN / "m10"), "status"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert f"postgresql    primary at 127.0.0.1:{standby.port}, timeline 2" in status.stdout
         with connect(standby.dsn_for("m10")) as c:
             after = c.execute(
                 "SELECT m10_recovery.acquire_lock('scratch', 'y', 5) AS t"
