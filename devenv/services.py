@@ -227,6 +227,10 @@ class Postgres:
         """pg_ctl stop -m immediate: gone at once, as after a crash (no shutdown checkpoint)."""
         self._pg_ctl("-m", "immediate", "-w", "stop")
 
+    def start_again(self) -> None:
+        """Start a stopped (or crashed) server again on its data directory."""
+        self._pg_ctl_start(self._as_owner(), {**os.environ, "LC_ALL": "C", "TZ": "UTC"})
+
     def detach(self) -> None:
         """A standby stops receiving WAL (primary_conninfo cleared, reloaded): whatever its
         primary writes from now on is what a failover loses."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 from psycopg.rows import dict_row
 
 from devenv.services import Postgres
+from m10jobs.edges import db
+from m10jobs.edges.lease import Lease
 from tests.outbox_support import enqueue, entries, write_config
 from tests.pg_ha_support import (
     BIN,
@@ -188,6 +191,34 @@ def test_promotion_mid_run_multi_host_dsn_resumes_within_10s_tokens_never_go_bac
         if outbox.poll() is None:
             outbox.kill()
             outbox.communicate()
+
+
+def test_release_retries_across_an_outage(primary: Postgres) -> None:
+    """The pass's connection died with the server; the release keeps trying on fresh
+    connections until the server is back (bounded), instead of giving up at once."""
+    dsn = migrated(primary)
+    lease = Lease(dsn, db.connect(dsn), "job", "me:1:r", ttl=60)
+    token = lease.acquire()
+    time.sleep(0.5)  # the acquire's commit reached the WAL (devenv: synchronous_commit=off)
+    primary.crash()
+    back = threading.Timer(2.0, primary.start_again)
+    back.start()
+    t0 = time.monotonic()
+    try:
+        assert lease.release() is True
+    finally:
+        back.join()
+    took = time.monotonic() - t0
+    print(f"\nrelease went through {took:.2f}s after the server went down")
+    assert took >= 2.0  # it waited for the server, and did not give up
+    with connect(dsn) as c:
+        assert (
+            c.execute(
+                "SELECT count(*) AS n FROM m10_recovery.distributed_locks WHERE fencing_token = %s",
+                (token,),
+            ).fetchone()["n"]
+            == 0
+        )
 
 
 def _caught_up(primary: Postgres, standby: Postgres, timeout: float = 30) -> None:
