@@ -187,7 +187,13 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
     HOUR = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     DAY = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
     BATCH = list(range(pending_from, pending_from + 1000))
-    LEASE = {"name": "m10:outbox_processor", "holder": "h:1:r", "token": 1, "ttl": 300}
+    LEASE = {
+        "name": "m10:outbox_processor",
+        "holder": "h:1:r",
+        "token": 1,
+        "ttl": 300,
+        "session": "bound",
+    }
     DL_ROW = {
         "dl_stream": "m10:dead_letter",
         "dl_entry_id": "9-9",
@@ -320,6 +326,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         "daily_stats": {"lo": DAY, "hi": DAY + timedelta(days=1)},
         "cost_source_default": {"period_start": HOUR, "period_end": HOUR + timedelta(hours=1)},
         "db_now": {},
+        "db_is_standby": {},
         "cost_first_period": {"granularity": "hour"},
         "cost_done_periods": {"granularity": "hour", "since": DAY, "end": now},
         "cost_history": {"granularity": "hour", "since": DAY},
@@ -391,6 +398,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         },
         "dl_count_abandoned": {},
         # `m10 status` (a health check: as often as monitoring polls it)
+        "status_postgres": {},
         "status_leases": {},
         "status_outbox": {},
         "status_dead_letters": {},

@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class ServiceError(RuntimeError):
@@ -106,15 +107,19 @@ class Postgres:
             "--",
         ]
 
-    def start(self) -> Postgres:
-        bindir = pg_bindir()
+    def _prepare_datadir(self) -> list[str]:
         prefix = self._as_owner()
         self.base.mkdir(parents=True, exist_ok=True)
-        self.datadir.mkdir()
+        self.datadir.mkdir(mode=0o700)
         if prefix:
             os.chmod(self.base, 0o755)
             owner = pwd.getpwnam(self.proc_user or "nobody")
             os.chown(self.datadir, owner.pw_uid, owner.pw_gid)
+        return prefix
+
+    def start(self) -> Postgres:
+        bindir = pg_bindir()
+        prefix = self._prepare_datadir()
         env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
         subprocess.run(
             [
@@ -135,6 +140,11 @@ class Postgres:
             env=env,
             cwd=self.datadir,
         )
+        self._pg_ctl_start(prefix, env)
+        return self
+
+    def _pg_ctl_start(self, prefix: list[str], env: dict[str, str]) -> None:
+        bindir = pg_bindir()
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.datadir} "
             f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200 "
@@ -162,7 +172,78 @@ class Postgres:
             env=env,
             cwd=self.datadir,
         )
-        return self
+
+    def standby(self, base: Path) -> Postgres:
+        """A streaming standby of this server (pg_basebackup -R: primary_conninfo and
+        standby.signal written for it), started on its own port; promote() makes it a
+        primary on the next timeline."""
+        replica = Postgres(base, fsync=self.fsync)
+        prefix = replica._prepare_datadir()
+        env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
+        self._ctl_run(
+            [
+                *prefix,
+                str(pg_bindir() / "pg_basebackup"),
+                "-D",
+                str(replica.datadir),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "-c",
+                "fast",
+            ],
+            cwd=replica.datadir,
+            env=env,
+        )
+        replica._pg_ctl_start(prefix, env)
+        return replica
+
+    def _ctl_run(self, argv: list[str], cwd: Path | None = None, **kw: Any) -> None:
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd or self.datadir, **kw)
+        if proc.returncode != 0:
+            raise ServiceError(f"{' '.join(argv[-4:])} failed: {proc.stderr.strip()}")
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._ctl_run(
+            [*self._as_owner(), str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), *args]
+        )
+
+    def restart(self) -> None:
+        """pg_ctl restart -m fast: every session ends, the server is back when it returns."""
+        log = str(self.datadir / "server.log")  # not our pipes: run() would wait on them
+        self._pg_ctl("-l", log, "-m", "fast", "-w", "-t", "60", "restart")
+
+    def promote(self) -> None:
+        """A standby becomes a primary (the next timeline); back when it returns."""
+        self._pg_ctl("-w", "-t", "60", "promote")
+
+    def crash(self) -> None:
+        """pg_ctl stop -m immediate: gone at once, as after a crash (no shutdown checkpoint)."""
+        self._pg_ctl("-m", "immediate", "-w", "stop")
+
+    def start_again(self) -> None:
+        """Start a stopped (or crashed) server again on its data directory."""
+        self._pg_ctl_start(self._as_owner(), {**os.environ, "LC_ALL": "C", "TZ": "UTC"})
+
+    def detach(self) -> None:
+        """A standby stops receiving WAL (primary_conninfo cleared, reloaded): whatever its
+        primary writes from now on is what a failover loses."""
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            c.execute("ALTER SYSTEM SET primary_conninfo = ''")
+            c.execute("SELECT pg_reload_conf()")
+            deadline = time.monotonic() + 10
+            while c.execute("SELECT count(*) FROM pg_stat_wal_receiver").fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise ServiceError("the standby kept receiving WAL")
+                time.sleep(0.05)
 
     def stop(self) -> None:
         if not (self.datadir / "postmaster.pid").exists():
@@ -181,6 +262,55 @@ class Postgres:
             capture_output=True,
             cwd=self.datadir,
         )
+
+
+@dataclass
+class PgBouncer:
+    """PgBouncer (Debian's `pgbouncer`) in front of a PostgreSQL, in one pool_mode;
+    trust authentication on loopback.  It refuses to run as root: as root it runs as
+    the PostgreSQL server's account."""
+
+    base: Path
+    upstream: Postgres
+    pool_mode: str = "transaction"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def dsn_for(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def start(self) -> PgBouncer:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not os.path.exists(binary):
+            raise ServiceError("no pgbouncer found; install the 'pgbouncer' package")
+        self.base.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.base, 0o777)
+        (self.base / "userlist.txt").write_text('"postgres" ""\n')
+        ini = self.base / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={self.upstream.port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.base / 'userlist.txt'}\n"
+            f"pool_mode = {self.pool_mode}\n"
+            "max_client_conn = 200\ndefault_pool_size = 20\n"
+            f"logfile = {self.base / 'pgbouncer.log'}\n"
+        )
+        prefix = self.upstream._as_owner() if os.geteuid() == 0 else []
+        if prefix:
+            owner = pwd.getpwnam(self.upstream.proc_user or "nobody")
+            for path in (ini, self.base / "userlist.txt"):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        self.proc = subprocess.Popen(
+            [*prefix, binary, str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_port(self.port, 20, self.proc)
+        return self
+
+    def stop(self) -> None:
+        _terminate(self.proc)
 
 
 @dataclass

@@ -54,6 +54,14 @@ def _ttl(value: str) -> int:
     return ttl
 
 
+def _pooling(value: str) -> str:
+    from m10jobs.edges.conninfo import POOLING_MODES
+
+    if value not in POOLING_MODES:
+        raise ValueError(f"expected one of {', '.join(POOLING_MODES)}")
+    return value
+
+
 def _hostname(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
         raise ValueError("expected a host name (letters, digits, '.', '_', '-'; at most 63)")
@@ -105,6 +113,16 @@ SETTINGS: tuple[Setting, ...] = (
         "libpq URI or conninfo; jobs that need it exit 78 while it is unset",
         secret=True,
         example="postgresql://m10_ops_login@db.internal:5432/platform",
+    ),
+    Setting(
+        "database_pooling",
+        "none",
+        _pooling,
+        "none, or the pool_mode of a PgBouncer between the jobs and PostgreSQL: session "
+        "or transaction (no startup options; transaction: no prepared statements, the "
+        "outbox linger polls instead of LISTEN); README, High availability",
+        flag=False,
+        example="transaction",
     ),
     Setting(
         "redis_url",
@@ -350,6 +368,9 @@ def load_config(
         origins[s.key] = origin
     if errors and strict:
         raise ConfigError(errors[0])
+    from m10jobs.edges import conninfo
+
+    conninfo.POOLING = values["database_pooling"]  # every connection in this process
     return Config(values, origins, file, str(path) if path else "defaults", tuple(errors))
 
 

@@ -120,6 +120,9 @@ def as_m10_error(exc: BaseException, dsn: str | None) -> M10Error | None:
 
         if db.is_connection_error(exc):
             return db.unavailable(dsn or "", exc)
+        problem = db.protocol_problem(exc)
+        if problem is not None:
+            return problem
     for cls in type(exc).__mro__:
         what = _UNREACHABLE.get((cls.__module__.split(".")[0], cls.__name__))
         if what:
@@ -296,11 +299,13 @@ def _run_tasks(
 
     conn = db.connect(dsn, app=job.script)
     try:
+        db.require_primary(conn, dsn)
         for task, key, lock in leases:
             if stopping.STOP.is_set():
                 break
             if conn.closed:  # an earlier task lost it; later tasks still run
                 conn = db.connect(dsn, app=job.script)
+                db.require_primary(conn, dsn)
             ctx = PassContext(
                 job, task, key, lock, config, log, run_id, dry_run, params, conn, on_lease=on_lease
             )

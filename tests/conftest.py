@@ -29,7 +29,7 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from devenv.services import S3, Postgres, Redis
+from devenv.services import S3, PgBouncer, Postgres, Redis
 from m10jobs.edges.migrate import migrate
 
 BIN = Path(sys.executable).parent
@@ -181,3 +181,47 @@ def cli(env: dict[str, str]) -> Any:
         return run_cli(script, *args, env=kw.pop("env", env), **kw)
 
     return call
+
+
+# --- PostgreSQL HA (tests/pg_ha_support.py): servers of their own, to restart and promote --
+
+
+@pytest.fixture
+def ha_dir() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="m10-ha-"))
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def primary(ha_dir: Path) -> Iterator[Postgres]:
+    """A PostgreSQL of this test's own (it may restart it, crash it, or fail it over)."""
+    server = Postgres(ha_dir / "primary").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def standby(primary: Postgres, ha_dir: Path) -> Iterator[Postgres]:
+    """A streaming standby of `primary` (pg_basebackup -R); promote() fails over to it."""
+    server = primary.standby(ha_dir / "standby")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pgbouncer(pg: Postgres, services_dir: Path) -> Iterator[Any]:
+    """start(pool_mode) -> a PgBouncer in front of the session's PostgreSQL (its files
+    where the unprivileged account it runs as can reach them)."""
+    started: list[PgBouncer] = []
+
+    def start(pool_mode: str) -> PgBouncer:
+        base = services_dir / f"pgbouncer-{next(_counter)}"
+        bouncer = PgBouncer(base, pg, pool_mode).start()
+        started.append(bouncer)
+        return bouncer
+
+    yield start
+    for bouncer in started:
+        bouncer.stop()

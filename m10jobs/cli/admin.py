@@ -142,7 +142,7 @@ def locks_list(config: Any, log: Any, as_json: bool) -> int:
             r["acquired_at"].isoformat(timespec="seconds"),
             r["expires_at"].isoformat(timespec="seconds"),
             f"{r['age_s']:.0f}s",
-            "live" if r["expires_in_s"] > 0 else "expired",
+            "orphaned" if r["orphaned"] else "live" if r["expires_in_s"] > 0 else "expired",
         )
         for r in rows
     ]

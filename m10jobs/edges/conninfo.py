@@ -7,6 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 CONNECT_TIMEOUT_S = 5
+POOLING_MODES = ("none", "session", "transaction")
+POOLING = "none"
+"""The database_pooling setting (load_config sets it for the process): "session" or
+"transaction" when a PgBouncer in that pool_mode sits in front of PostgreSQL."""
 SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 
 
@@ -33,3 +37,15 @@ def server_options(own: str, extra: str = "") -> str:
     short, and JIT compiling one whose cost estimate looks big (the outbox claim's, on
     a large table) took 0.2-1 s, many times the query itself."""
     return " ".join(part for part in (own, extra, "-c jit=off") if part)
+
+
+def pooled() -> bool:
+    """A PgBouncer in front: it refuses the `options` startup parameter, and a server
+    session does not end with its client."""
+    return POOLING != "none"
+
+
+def transaction_pooled() -> bool:
+    """Transaction pooling: no session state survives a transaction (no SET, LISTEN,
+    prepared statements)."""
+    return POOLING == "transaction"

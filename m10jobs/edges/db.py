@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from m10jobs.edges import conninfo
 from m10jobs.edges.conninfo import CONNECT_TIMEOUT_S as CONNECT_TIMEOUT_S
 from m10jobs.edges.queries import one, query
-from m10jobs.errors import ConfigError, DependencyUnavailable, LeaseLost
+from m10jobs.errors import ConfigError, DependencyUnavailable, LeaseLost, M10Error
 from m10jobs.redact import redact
 
 LEASE_LOST_SQLSTATE = "M10LL"
@@ -79,16 +79,25 @@ def check_dsn(dsn: str) -> None:
 def connect(
     dsn: str, *, app: str = "m10jobs", autocommit: bool = True, **kwargs: Any
 ) -> psycopg.Connection[dict[str, Any]]:
+    """A connection set up for the jobs: jit off, and behind a PgBouncer
+    (database_pooling) no startup `options` (it refuses them), and with transaction
+    pooling no prepared statements (a later transaction may run on another server
+    session, which does not have them)."""
     check_dsn(dsn)
+    extra = kwargs.pop("options", "")
     try:
-        options = _options(dsn, kwargs.pop("options", ""))
-        return psycopg.connect(
+        if conninfo.pooled():
+            _check_pooled_dsn(dsn, extra)
+        else:
+            kwargs["options"] = _options(dsn, extra)
+        if conninfo.transaction_pooled():
+            kwargs["prepare_threshold"] = None
+        conn = psycopg.connect(
             dsn,
             autocommit=autocommit,
             row_factory=dict_row,
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name=app,
-            options=options,
             **kwargs,
         )
     except psycopg.ProgrammingError as exc:
@@ -97,6 +106,35 @@ def connect(
         ) from None
     except psycopg.OperationalError as exc:
         raise unavailable(dsn, exc) from None
+    if conninfo.POOLING == "session":  # the session is ours until we disconnect
+        with translated(dsn):
+            conn.execute("SET jit = off")
+    return conn
+
+
+def require_primary(conn: psycopg.Connection[Any], dsn: str) -> None:
+    """At pass start: a standby (read-only) would fail every write mid-pass; say why at
+    once (69: after a failover, the old address may lead to a standby or a demoted
+    primary until the DSN lists every host)."""
+    with translated(dsn):
+        standby = one(conn.execute(query("db_is_standby")))["standby"]
+    if standby:
+        raise DependencyUnavailable(
+            f"PostgreSQL at {describe(dsn)} is a standby (read-only); point "
+            "M10_DATABASE_URL at the primary, or list every host with "
+            "target_session_attrs=read-write so that libpq finds it"
+        )
+
+
+def _check_pooled_dsn(dsn: str, extra: str) -> None:
+    """ConfigError unless the DSN can go through PgBouncer: no server `options`."""
+    own = conninfo_to_dict(dsn).get("options")
+    if own or extra:
+        raise ConfigError(
+            "database_url sets server options (options=...), which PgBouncer refuses "
+            f"(database_pooling = {conninfo.POOLING!r}); remove them from the DSN and set "
+            "them for the role instead (ALTER ROLE ... SET name = value)"
+        )
 
 
 def _options(dsn: str, extra: str = "") -> str:
@@ -108,8 +146,23 @@ def _options(dsn: str, extra: str = "") -> str:
     return conninfo.server_options(str(own), extra)
 
 
-def unavailable(dsn: str, exc: BaseException) -> DependencyUnavailable:
+# PgBouncer answers a startup parameter it does not pass on with this (SQLSTATE 08P01).
+_UNSUPPORTED_STARTUP = re.compile(r"unsupported startup parameter: (\w+)")
+# Prepared statements that vanished or collided between transactions: transaction pooling.
+PREPARED_STATEMENT_SQLSTATES = ("26000", "42P05")
+
+
+def unavailable(dsn: str, exc: BaseException) -> M10Error:
+    """What a failed connection means: a refused setup (78), a refused login or an
+    unreachable server (69)."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
+    startup = _UNSUPPORTED_STARTUP.search(reason)
+    if startup:
+        return ConfigError(
+            f"PostgreSQL at {describe(dsn)} (a PgBouncer?) refused the startup parameter "
+            f"{startup.group(1)!r}; set database_pooling (M10_DATABASE_POOLING) to "
+            '"session" or "transaction", as PgBouncer\'s pool_mode'
+        )
     if getattr(exc, "sqlstate", None) in ("28P01", "28000") or _REFUSED_LOGIN.search(reason):
         return DependencyUnavailable(
             f"PostgreSQL at {describe(dsn)}: authentication failed ({redact(reason)}); "
@@ -122,11 +175,34 @@ def unavailable(dsn: str, exc: BaseException) -> DependencyUnavailable:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """Lost or refused connection, as opposed to an error in a statement."""
+    """Lost or refused connection, as opposed to an error in a statement or a protocol
+    violation (08P01: a proxy refusing something; not "unreachable")."""
     if not isinstance(exc, psycopg.OperationalError):
         return False
+    if _UNSUPPORTED_STARTUP.search(str(exc)):
+        return True  # refused at startup: unavailable() says what to set
     state = getattr(exc, "sqlstate", None)
+    if state == "08P01":
+        return False
     return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def protocol_problem(exc: BaseException) -> ConfigError | None:
+    """A statement failure that means the pooling setting is wrong, as a ConfigError."""
+    state = getattr(exc, "sqlstate", None)
+    if state in PREPARED_STATEMENT_SQLSTATES and "_pg3_" in str(exc):
+        return ConfigError(
+            "a prepared statement of this connection vanished or collided between "
+            "transactions: PostgreSQL is behind a transaction-pooling PgBouncer; set "
+            'database_pooling = "transaction" (M10_DATABASE_POOLING)'
+        )
+    if state == "08P01":
+        return ConfigError(
+            f"PostgreSQL (or a proxy in front of it) refused the protocol: "
+            f"{redact(' '.join(str(exc).split()))}; if a PgBouncer is in front, set "
+            "database_pooling (M10_DATABASE_POOLING) to its pool_mode"
+        )
+    return None
 
 
 @contextlib.contextmanager
@@ -146,6 +222,9 @@ def translated(dsn: str) -> Iterator[None]:
             ) from None
         if is_connection_error(exc):
             raise unavailable(dsn, exc) from None
+        problem = protocol_problem(exc)
+        if problem is not None:
+            raise problem from None
         raise
 
 

@@ -9,6 +9,13 @@ failing until the lease would have lapsed, the lease is marked lost and the
 main thread is interrupted: the pass stops, and the runner exits 1 saying so.
 Fenced writes (assert_lease in the same transaction) make a lapsed holder's
 commit fail even if it never notices.
+
+A lease never outlives an outage (migration 100): the row records the server it
+was taken on and, unless the connection is transaction-pooled (`bound=False`),
+the acquiring and heartbeat sessions; a restart, a promotion or the end of
+those sessions frees it at once.  The heartbeat re-stamps on every extension,
+so a holder that reconnects keeps its lease unless someone took it first.  The
+release retries across reconnects for a bounded time (RELEASE_RETRY_S).
 """
 
 from __future__ import annotations
@@ -19,20 +26,25 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import psycopg
 
 from m10jobs import stopping
-from m10jobs.edges import db
+from m10jobs.edges import conninfo, db
 from m10jobs.edges.queries import one, query
 from m10jobs.errors import LeaseLost, LockBusy, M10Error
 
 # A holder may leave a transaction idle for its lease TTL, never less than this (tests
 # run with 1-2 s leases; an upload inside a transaction can take a few seconds).
 IDLE_TRANSACTION_FLOOR_S = 5
+# How long a release keeps trying to reach the database (a restart takes ~1 s, a
+# promotion a few): giving the lease back spares the next run a wait, nothing more --
+# a restarted or promoted server frees the lease by itself.
+RELEASE_RETRY_S = 10.0
+RELEASE_RETRY_PAUSE_S = 0.5
 
 
 class StillHeld(LockBusy):
@@ -88,6 +100,10 @@ class Lease:
     ttl: int
     log: logging.Logger | None = None
     token: int | None = None
+    bound: bool = field(default_factory=lambda: not conninfo.pooled())
+    """The lease ends with this process's sessions.  False behind a transaction-pooling
+    PgBouncer (database_pooling), where a server session outlives its client: TTL
+    semantics, plus the restart/promotion rule."""
 
     def __post_init__(self) -> None:
         self.lost = threading.Event()
@@ -98,7 +114,7 @@ class Lease:
 
     # -- lifecycle ---------------------------------------------------------
     def acquire(self) -> int:
-        args = {"name": self.name, "holder": self.holder, "ttl": self.ttl}
+        args = {**self._args(), "token": None}
         with db.translated(self.dsn):
             token = one(self.conn.execute(query("acquire_lock"), args))["token"]
             if token is None:
@@ -109,8 +125,9 @@ class Lease:
     def release(self) -> bool:
         """Give the lease back; False when it had already lapsed or been taken.
 
-        If the pass's connection died, the release goes over a fresh one, so the
-        next run does not wait out the TTL behind our own dead lease."""
+        If the pass's connection died, the release goes over fresh ones, retried for up
+        to RELEASE_RETRY_S (the server may be restarting or being promoted), so the next
+        run does not wait behind our own dead lease."""
         self._stop_heartbeat()
         if self.token is None:
             return False
@@ -122,13 +139,29 @@ class Lease:
                 except psycopg.Error as exc:
                     if not db.is_connection_error(exc):
                         raise
-                    with db.connect(self.dsn, app=f"m10jobs-lease:{self.name}") as fresh:
-                        released = self._release_on(fresh)
+                    released = self._release_reconnecting()
         finally:
             self.token = None
         if not released and not self.lost.is_set():
             self._mark_lost(f"lease {self.name} (token {token}) had lapsed before release")
         return released
+
+    def _release_reconnecting(self) -> bool:
+        """release_lock over fresh connections until one answers or RELEASE_RETRY_S
+        passed (then the last failure propagates: 69).  A stop signal ends the wait."""
+        deadline = time.monotonic() + min(RELEASE_RETRY_S, max(self.ttl, 1))
+        while True:
+            try:
+                with db.connect(self.dsn, app=f"m10jobs-lease:{self.name}") as conn:
+                    return self._release_on(conn)
+            except (psycopg.Error, M10Error) as exc:
+                if isinstance(exc, psycopg.Error) and not db.is_connection_error(exc):
+                    raise
+                if time.monotonic() >= deadline or stopping.STOP.is_set():
+                    raise
+                if self.log:
+                    self.log.warning("could not release lease %s yet, retrying: %s", self.name, exc)
+                stopping.STOP.wait(RELEASE_RETRY_PAUSE_S)
 
     def _release_on(self, conn: psycopg.Connection[Any]) -> bool:
         if conn.closed:
@@ -144,7 +177,11 @@ class Lease:
     def _bound_idle_transactions(self) -> None:
         """A holder frozen inside a transaction must not keep its row locks past its
         lease: whoever takes over would wait on them forever.  The server ends such a
-        transaction (25P03); assert_lease tightens this for fenced ones."""
+        transaction (25P03); assert_lease tightens this for fenced ones.  Not behind a
+        transaction-pooling PgBouncer, where the setting would stay with a pooled server
+        session (set PgBouncer's own idle_transaction_timeout there)."""
+        if conninfo.transaction_pooled():
+            return
         ms = max(self.ttl, IDLE_TRANSACTION_FLOOR_S) * 1000
         with db.translated(self.dsn):
             self.conn.execute(query("bound_idle_transactions"), {"ms": ms})
@@ -191,7 +228,13 @@ class Lease:
         cur.execute(query("assert_lease"), self._args())
 
     def _args(self) -> dict[str, Any]:
-        return {"name": self.name, "holder": self.holder, "token": self.token, "ttl": self.ttl}
+        return {
+            "name": self.name,
+            "holder": self.holder,
+            "token": self.token,
+            "ttl": self.ttl,
+            "session": "bound" if self.bound else "",
+        }
 
     # -- heartbeat ---------------------------------------------------------
     def _start_heartbeat(self) -> None:

@@ -225,6 +225,8 @@ def live_holders(dsn: str, names: Sequence[str], *, app: str) -> dict[str, dict[
 
 
 def _live_holders(dsn: str, names: Sequence[str], *, app: str) -> dict[str, dict[str, Any]] | None:
+    if conninfo.pooled():  # PgBouncer refuses the probe's startup options
+        return None
     lib = _libpq()
     info = None if lib is None else _parse(lib, dsn)
     if info is None or conninfo.problem(info):

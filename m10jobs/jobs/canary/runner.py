@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import redis
 
-from m10jobs.edges import db, streams
+from m10jobs.edges import conninfo, db, streams
 from m10jobs.edges.files import atomic_write_json, make_dir
 from m10jobs.edges.queries import query
 from m10jobs.edges.streams import describe
@@ -124,8 +124,12 @@ def _read_only(
             ctx.conn.execute(
                 query("canary_statement_timeout"), {"ms": str(max(1, int(p.timeout_s * 1000)))}
             )
-            # prepare=True: one statement only, so "SELECT 1; COMMIT; ..." cannot escape
-            # the read-only transaction.
+            # The extended protocol runs one statement only, so "SELECT 1; COMMIT; ..."
+            # cannot escape the read-only transaction: prepare=True forces it, or behind a
+            # transaction-pooling PgBouncer (where a prepared statement does not survive
+            # the transaction) binary results do.
+            if conninfo.transaction_pooled():
+                return ctx.conn.execute(sql, params, binary=True).fetchone()
             return ctx.conn.execute(sql, params, prepare=True).fetchone()
     except psycopg.errors.QueryCanceled:
         raise Measured("no_data", None, f"query timed out after {p.timeout_s:g}s") from None

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from m10jobs.edges import db, streams
+from m10jobs.edges import conninfo, db, streams
 from m10jobs.edges.outbox_stream import (
     Entry,
     NotAcknowledged,
@@ -57,6 +57,10 @@ if TYPE_CHECKING:
 
 CHANNEL = "m10_outbox"  # enqueue_outbox() notifies it (migration 065)
 LINGER_POLL_S = 5.0  # while lingering, drain at least this often (retries falling due)
+# Behind a transaction-pooling PgBouncer there is no LISTEN (a notification goes to
+# whichever client holds the server session): a lingering pass polls this often, so an
+# event waits up to this long (plus the drain) instead of milliseconds.
+POOLED_POLL_S = 1.0
 WAIT_SLICE_S = 0.1  # how often a linger wait looks at the stop flag
 
 
@@ -196,7 +200,7 @@ def _drain_and_linger(
     commit_conn = db.connect(ctx.dsn, app=f"{ctx.job.script}:commit")
     listener = None
     try:
-        if linger_end > time.monotonic():
+        if linger_end > time.monotonic() and not conninfo.transaction_pooled():
             listener = db.connect(ctx.dsn, app=f"{ctx.job.script}:listen")
             listener.execute(f"LISTEN {CHANNEL}")
         with streams.translated(url):
@@ -213,7 +217,7 @@ def _drain_and_linger(
                     ctx, s, publisher, committer, commit_conn, totals, deadline, stopping, fix
                 ):
                     return totals, True
-                if listener is None or not _wait(ctx, listener, linger_end, stopping):
+                if not _wait(ctx, listener, linger_end, stopping):
                     return totals, False
                 if watch.poll():  # each tick: Redis still there (else 69), still the same
                     fix("Redis restarted or failed over while the pass lingered")
@@ -302,17 +306,24 @@ def _drain(
 
 
 def _wait(
-    ctx: PassContext, listener: psycopg.Connection[Any], until: float, stopping: threading.Event
+    ctx: PassContext,
+    listener: psycopg.Connection[Any] | None,
+    until: float,
+    stopping: threading.Event,
 ) -> bool:
-    """Wait for a notification, LINGER_POLL_S, or the end of the linger; False at its
-    end or on a stop request.  Sliced so a SIGTERM (or a lost lease) is seen within
-    WAIT_SLICE_S."""
-    poll_end = min(until, time.monotonic() + LINGER_POLL_S)
+    """Wait for a notification, LINGER_POLL_S (POOLED_POLL_S without a listener), or
+    the end of the linger; False at its end or on a stop request.  Sliced so a SIGTERM
+    (or a lost lease) is seen within WAIT_SLICE_S."""
+    poll = LINGER_POLL_S if listener is not None else POOLED_POLL_S
+    poll_end = min(until, time.monotonic() + poll)
     while not stopping.is_set():
         ctx.check()
         left = poll_end - time.monotonic()
         if left <= 0:
             return time.monotonic() < until
+        if listener is None:
+            stopping.wait(min(WAIT_SLICE_S, left))
+            continue
         for _ in listener.notifies(timeout=min(WAIT_SLICE_S, left), stop_after=1):
             return not stopping.is_set()
     return False
