@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import LockNotAvailable as LockNotAvailable  # for callers: 55P03
 from psycopg.rows import dict_row
 
+from m10jobs import release
 from m10jobs.edges import conninfo
 from m10jobs.edges.conninfo import CONNECT_TIMEOUT_S as CONNECT_TIMEOUT_S
 from m10jobs.edges.queries import query
@@ -82,7 +83,7 @@ def connect(
     check_dsn(dsn)
     try:
         options = _options(dsn, kwargs.pop("options", ""))
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             autocommit=autocommit,
             row_factory=dict_row,
@@ -97,6 +98,16 @@ def connect(
         ) from None
     except psycopg.OperationalError as exc:
         raise unavailable(dsn, exc) from None
+    if release.take_schema_check():  # an admin command's first connection (adminkit)
+        from m10jobs.edges import schemaversion
+
+        try:
+            with translated(dsn):
+                schemaversion.gate(conn)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
 
 
 def _options(dsn: str, extra: str = "") -> str:

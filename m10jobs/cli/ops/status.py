@@ -81,7 +81,9 @@ class Status:
     pipeline: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
     redis: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    refused: bool = False  # this release does not fit the database's schema (exit 78)
 
     def red(self, check: str, message: str, fix: str) -> None:
         self.problems.append(Problem(check, message, fix))
@@ -108,6 +110,7 @@ class Status:
             "pipeline": self.pipeline,
             "artifacts": self.artifacts,
             "redis": self.redis,
+            "schema": self.schema,
             "problems": [{**asdict(p), "runbook": p.runbook} for p in self.problems],
         }
 
@@ -571,19 +574,75 @@ def check_redis(st: Status, config: Any) -> None:
         )
 
 
+HOST_SEEN_WITHIN_S = 86400
+"""A host that recorded its release within this long counts as running (m10 status)."""
+
+
+def check_schema(st: Status, conn: Any, leases: list[dict[str, Any]] | None) -> None:
+    """The schema version, each host's release, and the hosts it leaves behind (red): a
+    host seen in the last day whose release would refuse the schema."""
+    from m10jobs import release
+    from m10jobs.edges.queries import query
+
+    rows = conn.execute(query("status_schema_migrations")).fetchall()
+    hosts = conn.execute(query("status_hosts")).fetchall()
+    version = release.number(rows[-1]["version"]) if rows else None
+    st.schema = {
+        "version": version,
+        "release": release.VERSION,
+        "runs_on": release.schema_range(),
+        "hosts": [
+            {k: h[k] for k in ("host", "release", "requires", "knows", "age_s")} for h in hosts
+        ],
+    }
+    for h in hosts:
+        if h["age_s"] > HOST_SEEN_WITHIN_S:
+            continue
+        newer = [
+            release.Newer(r["version"], r["compatible_with"], r["release"])
+            for r in rows
+            if release.number(r["version"]) > h["knows"]
+        ]
+        why = release.refusal(
+            version, newer, version=h["release"], requires=h["requires"], known=h["knows"]
+        )
+        if why:
+            st.red(
+                "host-release",
+                f"host {h['host']} runs m10jobs {h['release']}, older than the schema "
+                f"at {version} wants ({why})",
+                f"install m10jobs {release.VERSION} on {h['host']} (make install), "
+                "see CHANGELOG.md",
+            )
+    # releases before 0.2.0 record nothing: a lease holder without a row is one of them
+    # (listed, not red: a planted or stale lease row would make it a false alarm)
+    recorded = {h["host"] for h in hosts}
+    st.schema["unrecorded"] = sorted(
+        {r["holder_id"].split(":", 1)[0] for r in leases or []} - recorded
+    )
+
+
 def collect(config: Any, now: float | None = None) -> Status:
     """Everything the screen shows; a failing source becomes a red line, not a crash."""
     from m10jobs.edges import db
     from m10jobs.edges.queries import query
+    from m10jobs.edges.schemaversion import SchemaMismatch
     from m10jobs.errors import M10Error
 
     st = Status(config.host, time.time() if now is None else now)
     dsn = config.require("database_url")
     conn = None
     try:
-        conn = db.connect(dsn, app="m10 status")
+        conn = db.connect(dsn, app="m10 status")  # checks the schema first (adminkit)
         with db.translated(dsn):
             conn.execute(query("status_session"), {"ms": str(STATEMENT_TIMEOUT_MS)})
+    except SchemaMismatch as exc:  # nothing of the database is read: this host's files are
+        st.refused = True
+        st.red(
+            "schema",
+            str(exc),
+            "m10 db migrate" if "m10 db migrate" in str(exc) else "install the release named",
+        )
     except M10Error as exc:
         st.red("database", str(exc), "check PostgreSQL and M10_DATABASE_URL")
     leases = None
@@ -600,6 +659,7 @@ def collect(config: Any, now: float | None = None) -> Status:
         ]
         if conn is not None:
             steps[:0] = [
+                lambda: check_schema(st, conn, leases),
                 lambda: check_pipeline(st, config, conn),
                 lambda: check_cost(st, config, conn),
             ]
@@ -660,6 +720,26 @@ def render(st: Status) -> list[str]:
         if "role" in rd
         else f"  redis         {rd.get('server', '-')}: unreachable"
     )
+    sc = st.schema
+    if sc:
+        lines += [
+            "",
+            "SCHEMA",
+            f"  database      at {sc['version']}; this release {sc['release']} runs on "
+            f"{sc['runs_on']}",
+            "  hosts         "
+            + (
+                ", ".join(
+                    f"{h['host']} {h['release']} ({human(h['age_s'])} ago)" for h in sc["hosts"]
+                )
+                or "none recorded"
+            ),
+        ]
+        if sc.get("unrecorded"):
+            lines.append(
+                f"  unrecorded    {', '.join(sc['unrecorded'])} (holding a lease, no release "
+                "recorded: m10jobs before 0.2.0)"
+            )
     a = st.artifacts
     stats, canary, up, cost = (
         a.get(k, {}) for k in ("daily_stats", "canary", "fallback_uploads", "cost")
@@ -708,7 +788,8 @@ def render(st: Status) -> list[str]:
     help="One screen: every job's last run, exit code, next timer and lease; the "
     "outbox, dead letters, stats, canary, uploads and cost.  Each problem is "
     "a red line with the command that fixes it.  Reads only (no lease).  "
-    "Exit 0 when all is well, 1 when anything needs action.",
+    "Exit 0 when all is well, 1 when anything needs action, 78 when this release does "
+    "not fit the database's schema.",
     short_help="Everything on one screen; exit 1 when anything needs action.",
     epilog="\b\nExamples:\n  m10 status\n  m10 status --json | jq .problems",
 )
@@ -721,6 +802,8 @@ def status(config: Any, log: Any, as_json: bool) -> int:
         click.echo("\n".join(render(st)))
     for p in st.problems:
         log.debug("needs action: %s: %s", p.check, p.message)
+    if st.refused:
+        return ExitCode.CONFIG
     return ExitCode.FAILED if st.problems else ExitCode.OK
 
 
