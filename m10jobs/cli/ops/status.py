@@ -802,7 +802,8 @@ def status(config: Any, log: Any, as_json: bool) -> int:
         click.echo("\n".join(render(st)))
     for p in st.problems:
         log.debug("needs action: %s: %s", p.check, p.message)
-    if st.refused:
+    if st.refused:  # the one line, as every command says it
+        log.error("%s", next(p.message for p in st.problems if p.check == "schema"))
         return ExitCode.CONFIG
     return ExitCode.FAILED if st.problems else ExitCode.OK
 
