@@ -32,8 +32,9 @@ class SchemaState:
         if self.unreadable:
             return (
                 f"database schema is older than {release.REQUIRES} (this role may not read "
-                "m10_recovery.schema_migrations, which migration 160 grants it), this release "
-                f"needs {release.REQUIRES}: run `m10 db migrate`"
+                "m10_recovery.schema_migrations, which migration 160 grants m10_ops), this "
+                f"release needs {release.REQUIRES}: run `m10 db migrate`, and check that the "
+                "role in M10_DATABASE_URL is a member of m10_ops"
             )
         return release.refusal(self.version, self.newer)
 

@@ -185,3 +185,20 @@ def test_version_names_release_and_schema_range(cli: Any) -> None:
             f"{release.REQUIRES}-{release.knows()} (needs migration {release.REQUIRES}, "
             f"knows up to {release.knows()})\n"
         )
+
+
+def test_a_m10_ops_login_is_refused_before_160_and_runs_after(
+    pg: Postgres, env: dict[str, str], cli: Any, tmp_path: Path
+) -> None:
+    """Production's shape: migrations run as the superuser, jobs as a member of m10_ops, who
+    may read schema_migrations only once migration 160 granted it."""
+    dsn = database_at(pg, behind(), tmp_path)
+    role = f"m10_ops_login_{tmp_path.name[-12:].replace('-', '_')}"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {role} LOGIN IN ROLE m10_ops")
+    as_ops = {**env, "M10_DATABASE_URL": psycopg.conninfo.make_conninfo(dsn, user=role)}
+    r = cli("m10-outbox-processor", env=as_ops)
+    assert r.returncode == 78 and "run `m10 db migrate`" in r.stderr, r.stderr
+    assert cli("m10", "db", "migrate", env={**env, "M10_DATABASE_URL": dsn}).returncode == 0
+    r = cli("m10-outbox-processor", env=as_ops)
+    assert r.returncode == 0, r.stderr
