@@ -24,7 +24,7 @@ TIMERS           := $(filter %.timer,$(UNITS))
 # systemctl only for a real install on a running systemd, never into a DESTDIR stage
 LIVE_SYSTEMD     := $(if $(DESTDIR),,$(wildcard /run/systemd/system))
 
-.PHONY: all venv deps test test-loaded demo bench bench-scale lint clean install uninstall units-check schema
+.PHONY: all venv deps test test-loaded demo bench bench-scale lint clean install uninstall units-check schema dist migrate-hint
 
 all: test
 
@@ -73,7 +73,14 @@ lint: venv
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache dist
+
+# the release's wheel and sdist in dist/ (hatchling from the dev venv: no network needed);
+# the version is m10jobs/__init__.py's, CHANGELOG.md says what changed
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m hatchling build -d dist
+	@ls dist
 
 install:
 	$(INSTALL_PYTHON) -m venv --clear $(STAGE)
@@ -107,6 +114,23 @@ endif
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -m 0644 monitoring/*.yml monitoring/*.json $(DESTDIR)$(DOCDIR)/
 	$(if $(LIVE_SYSTEMD),systemctl daemon-reload)
+	@$(STAGE)/bin/python -m m10jobs.cli.admin --version
+	$(if $(DESTDIR),@echo "then run \`m10 db migrate\` once if this release needs a newer schema (\`m10 db status\` says)",@$(MAKE) --no-print-directory migrate-hint)
+
+# After an install: is `m10 db migrate` due?  Asks the database when the configuration
+# reaches it (`m10 db status`); never fails the install.
+migrate-hint:
+	@out=$$($(BINDIR)/m10 db status 2>&1); code=$$?; \
+	if [ $$code -eq 0 ] && echo "$$out" | grep -q '^pending       none'; then \
+		echo "database schema: nothing to migrate for this release"; \
+	elif [ $$code -eq 0 ] || echo "$$out" | grep -q 'run `m10 db migrate`'; then \
+		echo "database schema: run \`m10 db migrate\` once (from this host) - pending migrations:"; \
+		echo "$$out" | grep -E '^(schema|pending|verdict) ' | sed 's/^/  /'; \
+	elif echo "$$out" | grep -q '^verdict'; then \
+		echo "database schema: this release does not fit it:"; echo "$$out" | grep '^verdict' | sed 's/^/  /'; \
+	else \
+		echo "database schema: not checked (database not reachable with /etc/m10jobs/env); run \`m10 db status\` and, if due, \`m10 db migrate\`"; \
+	fi; true
 
 # Stops and disables before removing, so no timer is left scheduled or failing.
 # Kept: $(CONFDIR) (configuration, secrets), the $(SERVICE_USER) user and the data

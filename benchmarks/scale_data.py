@@ -400,6 +400,11 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         # `m10 status` (a health check: as often as monitoring polls it)
         "status_postgres": {},
         "status_leases": {},
+        "status_hosts": {},
+        "status_schema_migrations": {},
+        # every job's start (the release gate, m10jobs/release.py) and its host record
+        "schema_version": {"known": "160"},
+        "host_seen": {"host": "h", "release": "0.2.0", "requires": "160", "knows": "160"},
         "status_outbox": {},
         "status_dead_letters": {},
         "status_cost_hours": {"window_hours": 168, "grace_s": 900},
@@ -482,4 +487,7 @@ OPERATOR_ONLY = {
     # not a query: no plan to check
     "rollback_lock_ledger",
     "status_session",
+    # `m10 db migrate`, once per migration run
+    "migration_marks_exist",
+    "stamp_migration_marks",
 }

@@ -295,11 +295,15 @@ def _run_tasks(
 ) -> None:
     """Each task in order on one connection, under its own lease (results and gauges
     grow as tasks end, so a failure to reconnect keeps what went before)."""
-    from m10jobs.edges import db
+    from m10jobs.edges import db, schemaversion
 
     conn = db.connect(dsn, app=job.script)
     try:
         db.require_primary(conn, dsn)
+        with db.translated(dsn):
+            schemaversion.gate(conn)  # 78 before any task when this release does not fit
+            if not dry_run:
+                _record_host(conn, config.host, log)
         for task, key, lock in leases:
             if stopping.STOP.is_set():
                 break
@@ -313,6 +317,18 @@ def _run_tasks(
             gauges.extend(ctx.gauges)
     finally:
         conn.close()
+
+
+def _record_host(conn: psycopg.Connection[dict[str, Any]], host: str, log: logging.Logger) -> None:
+    """This host's release for `m10 status` (once per run); never a reason to fail it."""
+    import psycopg
+
+    from m10jobs.edges import schemaversion
+
+    try:
+        schemaversion.host_seen(conn, host)
+    except psycopg.Error as exc:
+        log.warning("could not record this host's release in m10_recovery.hosts: %s", exc)
 
 
 def _skipped(

@@ -13,43 +13,59 @@ CREATE FUNCTION m10_recovery.acquire_lock(p_lock_name text, p_holder_id text, p_
     SET lock_timeout TO '2s'
     AS $$
 DECLARE
-    v_expires timestamptz;
+    v_row     m10_recovery.distributed_locks;
     v_found   boolean;
     v_now     timestamptz;
     v_token   bigint;
+    v_bound   boolean := m10_recovery.lease_session_bound();
+    v_pid     integer;
+    v_start   timestamptz;
 BEGIN
     PERFORM m10_recovery.check_lease_args(p_lock_name, p_holder_id, p_ttl_seconds);
-    PERFORM 1 FROM m10_recovery.distributed_locks
-     WHERE lock_name = p_lock_name AND expires_at > clock_timestamp();
+    IF v_bound THEN
+        v_pid := pg_backend_pid();
+        v_start := m10_recovery.own_backend_start();
+    END IF;
+    PERFORM 1 FROM m10_recovery.distributed_locks l
+     WHERE l.lock_name = p_lock_name AND m10_recovery.lease_live(l);
     IF FOUND THEN
         RETURN NULL;
     END IF;
     LOOP
         BEGIN
-            SELECT l.expires_at INTO v_expires
+            SELECT * INTO v_row
               FROM m10_recovery.distributed_locks l
              WHERE l.lock_name = p_lock_name
                FOR UPDATE;
             v_found := FOUND;
             v_now := clock_timestamp();
             IF v_found THEN
-                IF v_expires > v_now THEN
+                IF v_row.expires_at > v_now AND NOT m10_recovery.lease_orphaned(v_row) THEN
                     RETURN NULL;  -- live: held (not reentrant)
                 END IF;
                 UPDATE m10_recovery.distributed_locks
-                   SET holder_id     = p_holder_id,
-                       fencing_token = nextval('m10_recovery.fencing_token_seq'),
-                       acquired_at   = v_now,
-                       expires_at    = v_now + make_interval(secs => p_ttl_seconds),
-                       extended_at   = NULL
+                   SET holder_id            = p_holder_id,
+                       fencing_token        = m10_recovery.next_fencing_token(),
+                       acquired_at          = v_now,
+                       expires_at           = v_now + make_interval(secs => p_ttl_seconds),
+                       extended_at          = NULL,
+                       server_started_at    = pg_postmaster_start_time(),
+                       timeline             = m10_recovery.current_timeline(),
+                       holder_pid           = v_pid,
+                       holder_backend_start = v_start,
+                       beat_pid             = NULL,
+                       beat_backend_start   = NULL
                  WHERE lock_name = p_lock_name
                 RETURNING fencing_token INTO v_token;
                 RETURN v_token;
             END IF;
             INSERT INTO m10_recovery.distributed_locks
-                   (lock_name, holder_id, fencing_token, acquired_at, expires_at)
-            VALUES (p_lock_name, p_holder_id, nextval('m10_recovery.fencing_token_seq'),
-                    v_now, v_now + make_interval(secs => p_ttl_seconds))
+                   (lock_name, holder_id, fencing_token, acquired_at, expires_at,
+                    server_started_at, timeline, holder_pid, holder_backend_start)
+            VALUES (p_lock_name, p_holder_id, m10_recovery.next_fencing_token(),
+                    v_now, v_now + make_interval(secs => p_ttl_seconds),
+                    pg_postmaster_start_time(), m10_recovery.current_timeline(),
+                    v_pid, v_start)
             ON CONFLICT (lock_name) DO NOTHING
             RETURNING fencing_token INTO v_token;
             IF v_token IS NOT NULL THEN
@@ -109,6 +125,15 @@ BEGIN
 END
 $$;
 ALTER FUNCTION m10_recovery.check_lease_args(p_lock_name text, p_holder_id text, p_ttl_seconds integer) OWNER TO m10_ops;
+CREATE FUNCTION m10_recovery.current_timeline() RETURNS integer
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT CASE WHEN pg_is_in_recovery() THEN NULL
+                ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer
+           END;
+$$;
+ALTER FUNCTION m10_recovery.current_timeline() OWNER TO m10_ops;
 CREATE FUNCTION m10_recovery.enqueue_outbox(p_event_type text, p_payload jsonb, p_aggregate_type text DEFAULT NULL::text, p_aggregate_id text DEFAULT NULL::text, p_idempotency_key text DEFAULT NULL::text) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -148,7 +173,8 @@ CREATE FUNCTION m10_recovery.extend_lock(p_lock_name text, p_holder_id text, p_f
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
-    v_now timestamptz;
+    v_now   timestamptz;
+    v_bound boolean := m10_recovery.lease_session_bound();
 BEGIN
     PERFORM m10_recovery.check_lease_args(p_lock_name, p_holder_id, p_ttl_seconds);
     PERFORM 1 FROM m10_recovery.distributed_locks
@@ -161,8 +187,13 @@ BEGIN
     END IF;
     v_now := clock_timestamp();
     UPDATE m10_recovery.distributed_locks
-       SET expires_at = v_now + make_interval(secs => p_ttl_seconds),
-           extended_at = v_now
+       SET expires_at         = v_now + make_interval(secs => p_ttl_seconds),
+           extended_at        = v_now,
+           server_started_at  = pg_postmaster_start_time(),
+           timeline           = m10_recovery.current_timeline(),
+           beat_pid           = CASE WHEN v_bound THEN pg_backend_pid() ELSE beat_pid END,
+           beat_backend_start = CASE WHEN v_bound THEN m10_recovery.own_backend_start()
+                                     ELSE beat_backend_start END
      WHERE lock_name = p_lock_name
        AND holder_id = p_holder_id
        AND (p_fencing_token IS NULL OR fencing_token = p_fencing_token)
@@ -182,6 +213,76 @@ CREATE FUNCTION m10_recovery.force_release_lock(p_lock_name text) RETURNS TABLE(
 $$;
 ALTER FUNCTION m10_recovery.force_release_lock(p_lock_name text) OWNER TO m10_ops;
 COMMENT ON FUNCTION m10_recovery.force_release_lock(p_lock_name text) IS 'Operator release (050: raises 55P03 after 2 s on a fenced row).';
+CREATE TABLE m10_recovery.distributed_locks (
+    lock_name text NOT NULL,
+    holder_id text NOT NULL,
+    fencing_token bigint NOT NULL,
+    acquired_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    extended_at timestamp with time zone,
+    server_started_at timestamp with time zone,
+    timeline integer,
+    holder_pid integer,
+    holder_backend_start timestamp with time zone,
+    beat_pid integer,
+    beat_backend_start timestamp with time zone,
+    CONSTRAINT distributed_locks_check CHECK ((expires_at > acquired_at))
+);
+ALTER TABLE m10_recovery.distributed_locks OWNER TO m10_ops;
+CREATE FUNCTION m10_recovery.lease_live(l m10_recovery.distributed_locks) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT l.expires_at > clock_timestamp() AND NOT m10_recovery.lease_orphaned(l);
+$$;
+ALTER FUNCTION m10_recovery.lease_live(l m10_recovery.distributed_locks) OWNER TO m10_ops;
+CREATE FUNCTION m10_recovery.lease_orphaned(l m10_recovery.distributed_locks) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT (l.server_started_at IS NOT NULL
+            AND l.server_started_at IS DISTINCT FROM pg_postmaster_start_time())
+        OR (l.timeline IS NOT NULL
+            AND l.timeline IS DISTINCT FROM m10_recovery.current_timeline())
+        OR (l.holder_pid IS NOT NULL
+            AND NOT m10_recovery.session_alive(l.holder_pid, l.holder_backend_start)
+            AND NOT m10_recovery.session_alive(l.beat_pid, l.beat_backend_start));
+$$;
+ALTER FUNCTION m10_recovery.lease_orphaned(l m10_recovery.distributed_locks) OWNER TO m10_ops;
+CREATE FUNCTION m10_recovery.lease_session_bound() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT coalesce(current_setting('m10.lease_session', true), '') = 'bound';
+$$;
+ALTER FUNCTION m10_recovery.lease_session_bound() OWNER TO m10_ops;
+CREATE FUNCTION m10_recovery.next_fencing_token() RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_floor bigint := (coalesce(m10_recovery.current_timeline(), 1) - 1)::bigint << 40;
+    v_token bigint := nextval('m10_recovery.fencing_token_seq');
+BEGIN
+    IF v_token <= v_floor THEN
+        PERFORM pg_advisory_xact_lock(hashtext('m10_recovery.fencing_token_seq'));
+        v_token := nextval('m10_recovery.fencing_token_seq');
+        IF v_token <= v_floor THEN
+            PERFORM setval('m10_recovery.fencing_token_seq', v_floor + 1, false);
+            v_token := nextval('m10_recovery.fencing_token_seq');
+        END IF;
+    END IF;
+    RETURN v_token;
+END
+$$;
+ALTER FUNCTION m10_recovery.next_fencing_token() OWNER TO m10_ops;
+CREATE FUNCTION m10_recovery.own_backend_start() RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid();
+$$;
+ALTER FUNCTION m10_recovery.own_backend_start() OWNER TO m10_ops;
 CREATE FUNCTION m10_recovery.reclaim_expired_locks() RETURNS integer
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -190,8 +291,8 @@ DECLARE
     v_count integer;
 BEGIN
     DELETE FROM m10_recovery.distributed_locks
-     WHERE lock_name IN (SELECT lock_name FROM m10_recovery.distributed_locks
-                          WHERE expires_at <= clock_timestamp()
+     WHERE lock_name IN (SELECT l.lock_name FROM m10_recovery.distributed_locks l
+                          WHERE NOT m10_recovery.lease_live(l)
                             FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
@@ -217,6 +318,16 @@ BEGIN
 END
 $$;
 ALTER FUNCTION m10_recovery.release_lock(p_lock_name text, p_holder_id text, p_fencing_token bigint) OWNER TO m10_ops;
+CREATE FUNCTION m10_recovery.session_alive(p_pid integer, p_started timestamp with time zone) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT p_pid IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_stat_activity a
+                    WHERE a.pid = p_pid
+                      AND (a.backend_start IS NULL OR a.backend_start = p_started));
+$$;
+ALTER FUNCTION m10_recovery.session_alive(p_pid integer, p_started timestamp with time zone) OWNER TO m10_ops;
 CREATE TABLE aos_cost.anomalies (
     day date NOT NULL,
     tenant_id text NOT NULL,
@@ -344,16 +455,6 @@ ALTER TABLE m10_recovery.dead_letter_archive ALTER COLUMN id ADD GENERATED ALWAY
     NO MAXVALUE
     CACHE 1
 );
-CREATE TABLE m10_recovery.distributed_locks (
-    lock_name text NOT NULL,
-    holder_id text NOT NULL,
-    fencing_token bigint NOT NULL,
-    acquired_at timestamp with time zone NOT NULL,
-    expires_at timestamp with time zone NOT NULL,
-    extended_at timestamp with time zone,
-    CONSTRAINT distributed_locks_check CHECK ((expires_at > acquired_at))
-);
-ALTER TABLE m10_recovery.distributed_locks OWNER TO m10_ops;
 CREATE SEQUENCE m10_recovery.fencing_token_seq
     START WITH 1
     INCREMENT BY 1
@@ -361,6 +462,14 @@ CREATE SEQUENCE m10_recovery.fencing_token_seq
     NO MAXVALUE
     CACHE 1;
 ALTER TABLE m10_recovery.fencing_token_seq OWNER TO m10_ops;
+CREATE TABLE m10_recovery.hosts (
+    host text NOT NULL,
+    release text NOT NULL,
+    requires text NOT NULL,
+    knows text NOT NULL,
+    seen_at timestamp with time zone DEFAULT now() NOT NULL
+);
+ALTER TABLE m10_recovery.hosts OWNER TO m10_ops;
 CREATE TABLE m10_recovery.matview_refreshes (
     view_name text NOT NULL,
     refreshed_at timestamp with time zone NOT NULL,
@@ -468,7 +577,9 @@ ALTER TABLE m10_recovery.rollback_actions OWNER TO m10_ops;
 CREATE TABLE m10_recovery.schema_migrations (
     version text NOT NULL,
     checksum text NOT NULL,
-    applied_at timestamp with time zone DEFAULT now() NOT NULL
+    applied_at timestamp with time zone DEFAULT now() NOT NULL,
+    compatible_with text,
+    release text
 );
 ALTER TABLE m10_recovery.schema_migrations OWNER TO postgres;
 ALTER TABLE ONLY aos_cost.anomalies
@@ -489,6 +600,8 @@ ALTER TABLE ONLY m10_recovery.dead_letter_archive
     ADD CONSTRAINT dead_letter_archive_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY m10_recovery.distributed_locks
     ADD CONSTRAINT distributed_locks_pkey PRIMARY KEY (lock_name);
+ALTER TABLE ONLY m10_recovery.hosts
+    ADD CONSTRAINT hosts_pkey PRIMARY KEY (host);
 ALTER TABLE ONLY m10_recovery.matview_refreshes
     ADD CONSTRAINT matview_refreshes_pkey PRIMARY KEY (view_name);
 ALTER TABLE ONLY m10_recovery.outbox
@@ -534,10 +647,18 @@ GRANT USAGE ON SCHEMA m10_recovery TO m10_app;
 REVOKE ALL ON FUNCTION m10_recovery.acquire_lock(p_lock_name text, p_holder_id text, p_ttl_seconds integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION m10_recovery.assert_lease(p_lock_name text, p_holder_id text, p_fencing_token bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION m10_recovery.check_lease_args(p_lock_name text, p_holder_id text, p_ttl_seconds integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION m10_recovery.current_timeline() FROM PUBLIC;
 REVOKE ALL ON FUNCTION m10_recovery.enqueue_outbox(p_event_type text, p_payload jsonb, p_aggregate_type text, p_aggregate_id text, p_idempotency_key text) FROM PUBLIC;
 GRANT ALL ON FUNCTION m10_recovery.enqueue_outbox(p_event_type text, p_payload jsonb, p_aggregate_type text, p_aggregate_id text, p_idempotency_key text) TO m10_app;
 REVOKE ALL ON FUNCTION m10_recovery.extend_lock(p_lock_name text, p_holder_id text, p_fencing_token bigint, p_ttl_seconds integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION m10_recovery.force_release_lock(p_lock_name text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION m10_recovery.lease_live(l m10_recovery.distributed_locks) FROM PUBLIC;
+REVOKE ALL ON FUNCTION m10_recovery.lease_orphaned(l m10_recovery.distributed_locks) FROM PUBLIC;
+REVOKE ALL ON FUNCTION m10_recovery.lease_session_bound() FROM PUBLIC;
+REVOKE ALL ON FUNCTION m10_recovery.next_fencing_token() FROM PUBLIC;
+REVOKE ALL ON FUNCTION m10_recovery.own_backend_start() FROM PUBLIC;
 REVOKE ALL ON FUNCTION m10_recovery.reclaim_expired_locks() FROM PUBLIC;
 REVOKE ALL ON FUNCTION m10_recovery.release_lock(p_lock_name text, p_holder_id text, p_fencing_token bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION m10_recovery.session_alive(p_pid integer, p_started timestamp with time zone) FROM PUBLIC;
 GRANT SELECT ON TABLE aos_cost.cost_records TO m10_ops;
+GRANT SELECT ON TABLE m10_recovery.schema_migrations TO m10_ops;

@@ -46,9 +46,25 @@ class Group(click.Group):
 
 
 def version_option() -> Callable[[F], F]:
-    """`--version` for every script, defined once: the installed m10jobs version (read
-    from package metadata only when asked, so it costs nothing at start-up)."""
-    return click.version_option(package_name="m10jobs", message="%(prog)s (m10jobs) %(version)s")
+    """`--version` for every script, defined once: the release and the schema range it
+    runs on (m10jobs.release, read only when asked, so it costs nothing at start-up)."""
+
+    def show(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if not value or ctx.resilient_parsing:
+            return
+        from m10jobs.release import version_line
+
+        click.echo(version_line(ctx.find_root().info_name or "m10"))
+        ctx.exit()
+
+    return click.option(
+        "--version",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=show,
+        help="Show the release and the database schema range it runs on, and exit.",
+    )
 
 
 def die_of_closed_pipe() -> NoReturn:

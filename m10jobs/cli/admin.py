@@ -59,7 +59,9 @@ def db() -> None:
     """Database schema."""
 
 
-@admin_command(db, "migrate", help="Apply pending sql/migrations in order (re-runnable).")
+@admin_command(
+    db, "migrate", check_schema=False, help="Apply pending sql/migrations in order (re-runnable)."
+)
 @click.option("--dry-run", is_flag=True, help="List pending migrations, apply nothing.")
 def db_migrate(config: Any, log: Any, dry_run: bool) -> int:
     from m10jobs.edges import db as pg
@@ -72,6 +74,54 @@ def db_migrate(config: Any, log: Any, dry_run: bool) -> int:
     log.info("%s %d migration(s)", verb, len(versions), extra={"versions": versions})
     click.echo(f"{verb}: {', '.join(versions)}" if versions else "schema is up to date")
     return ExitCode.OK
+
+
+@admin_command(
+    db,
+    "status",
+    check_schema=False,
+    help="The database's schema version, pending migrations, and whether this release "
+    "runs on it.  Exit 0 when it does, 78 when it refuses (the line says what to do).",
+    epilog="\b\nExample:\n  m10 db status",
+)
+def db_status(config: Any, log: Any) -> int:
+    from m10jobs import release
+    from m10jobs.edges import db as pg
+    from m10jobs.edges import schemaversion
+    from m10jobs.edges.migrate import available
+    from m10jobs.edges.queries import query
+
+    dsn = config.require("database_url")
+    with pg.connect(dsn, app="m10 db status") as conn, pg.translated(dsn):
+        state = schemaversion.read(conn)
+        rows = (
+            conn.execute(query("status_schema_migrations")).fetchall()
+            if state.version is not None
+            else []
+        )
+    applied = {r["version"] for r in rows}
+    pending = [m.version for m in available() if m.version not in applied]
+    newer = [r for r in rows if release.number(r["version"]) > release.knows()]
+    click.echo(f"schema        {'at ' + state.version if state.version else 'not migrated'}")
+    click.echo(f"this release  {release.VERSION} runs on {release.schema_range()}")
+    click.echo(
+        f"pending       {len(pending)}: {', '.join(pending)} (run `m10 db migrate`)"
+        if pending
+        else "pending       none"
+    )
+    for r in newer:
+        marks = (
+            "every release keeps working"
+            if r["compatible_with"] == release.EVERY_RELEASE
+            else f"releases {r['compatible_with']} and later keep working"
+            if r["compatible_with"]
+            else "older releases refuse it"
+        )
+        click.echo(f"newer         {r['version']} (applied by {r['release'] or '?'}; {marks})")
+    why = state.refusal()
+    click.echo(f"verdict       {why or 'this release runs on it'}")
+    log.info("schema %s", state.version, extra={"pending": pending, "refused": bool(why)})
+    return ExitCode.CONFIG if why else ExitCode.OK
 
 
 @admin_command(db, "schema", help="Print the database's schema as sql/schema.sql has it.")

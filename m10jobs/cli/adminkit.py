@@ -17,9 +17,16 @@ from m10jobs.errors import M10Error
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callable[..., Any]:
+def admin_command(
+    group: click.Group | None, name: str, *, check_schema: bool = True, **kwargs: Any
+) -> Callable[..., Any]:
     """Make fn(config, log, **params) -> exit code a command with the shared contract,
-    registered under group (or standalone when group is None)."""
+    registered under group (or standalone when group is None).
+
+    Its first database connection checks that this release fits the schema (78 with
+    the fix otherwise, before the command does anything: m10jobs.release); only commands
+    that look at the schema itself (`m10 db migrate`, `m10 db status`) say
+    check_schema=False."""
 
     def decorate(fn: Callable[..., int | None]) -> click.Command:
         @click.option("--config", "config_file", metavar="PATH", help="TOML config file.")
@@ -47,6 +54,10 @@ def admin_command(group: click.Group | None, name: str, **kwargs: Any) -> Callab
             try:
                 flags = {"database_url": database_url, "log_format": log_format}
                 config = load_config(config_file, flags)
+                if check_schema:
+                    from m10jobs import release
+
+                    release.check_schema_on_connect()
                 code = fn(config, log, **params) or 0
             except (click.ClickException, BrokenPipeError):
                 raise  # usage: click's own form; a closed stdout: quiet_on_closed_pipe

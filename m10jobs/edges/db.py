@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import LockNotAvailable as LockNotAvailable  # for callers: 55P03
 from psycopg.rows import dict_row
 
+from m10jobs import release
 from m10jobs.edges import conninfo
 from m10jobs.edges.conninfo import CONNECT_TIMEOUT_S as CONNECT_TIMEOUT_S
 from m10jobs.edges.queries import one, query
@@ -109,6 +110,15 @@ def connect(
     if conninfo.POOLING == "session":  # the session is ours until we disconnect
         with translated(dsn):
             conn.execute("SET jit = off")
+    if release.take_schema_check():  # an admin command's first connection (adminkit)
+        from m10jobs.edges import schemaversion
+
+        try:
+            with translated(dsn):
+                schemaversion.gate(conn)
+        except BaseException:
+            conn.close()
+            raise
     return conn
 
 

@@ -19,6 +19,14 @@ between two of them runs the file again.  An index left INVALID by an
 interrupted concurrent build is dropped before each statement, so
 `CREATE INDEX CONCURRENTLY IF NOT EXISTS` never mistakes it for a finished one.
 
+Header lines `-- m10: WORD ...` among a file's leading comments mark it for the release
+contract (docs/developing.md "Releases and schema versions"): `expand` (only adds: every
+older release keeps working), `compatible-with X.Y` (releases X.Y and later keep working),
+`contract <why>` (removes or renames: older releases refuse the schema), `not-required`
+(this release's code works before it is applied).  After applying, the marks and the
+release that applied each file are kept in schema_migrations (columns of migration 160),
+where a release that never saw the file reads them (m10jobs.release).
+
 Comments of an applied file may be corrected once the migration is in the field
 only by recording it in COMMENT_EDITS (see there): the database keeps the
 checksum of the bytes it ran, and an edit the table does not vouch for is still
@@ -38,8 +46,10 @@ import psycopg
 from psycopg import sql
 from psycopg.errors import LockNotAvailable
 
-from m10jobs.edges.queries import SQL_DIR, one
+from m10jobs import release
+from m10jobs.edges.queries import SQL_DIR, one, query
 from m10jobs.errors import ConfigError, TaskFailed
+from m10jobs.release import EVERY_RELEASE
 
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 GRANTS = SQL_DIR / "grants.sql"
@@ -48,6 +58,7 @@ SCHEMAS = ("m10_recovery", "aos_cost")
 # pg_advisory_lock key: 'm10m' as an int; only migrators use it.
 MIGRATE_LOCK_KEY = 0x6D31306D
 NO_TRANSACTION = "-- m10: no-transaction"
+MARK = "-- m10:"
 LOCK_TIMEOUT_MS = 1000
 LOCK_RETRY_FOR_S = 600.0
 
@@ -100,6 +111,17 @@ COMMENT_EDITS: dict[str, tuple[CommentEdit, ...]] = {
 }
 
 
+# version -> (mark, why): the release-contract mark of a file written before marks existed,
+# whose header can no longer change (its checksum is applied).  Reviewed like a header.
+LATER_MARKS: dict[str, tuple[str, str]] = {
+    "090_dead_letter_refusal_discard": (
+        "expand",
+        "adds nullable columns and replaces reconcile_outcome's CHECK by a wider one "
+        "(one more value, 'discarded', which older releases never write)",
+    ),
+}
+
+
 def code_checksum(text: str) -> str:
     """sha256 of a migration without its comment lines (a line whose first non-blank
     characters are `--`), blank lines and trailing blanks: unchanged by an edit
@@ -128,6 +150,31 @@ class Migration:
     @property
     def code_checksum(self) -> str:
         return code_checksum(self.sql)
+
+    @property
+    def marks(self) -> dict[str, str]:
+        """Its `-- m10: WORD rest` header lines among the leading comments: {WORD: rest}."""
+        found = {}
+        for line in self.sql.splitlines():
+            stripped = line.strip()
+            if stripped and not stripped.startswith("--"):
+                break
+            if stripped.startswith(MARK):
+                word, _, rest = stripped[len(MARK) :].strip().partition(" ")
+                found[word] = rest.strip()
+        return found
+
+    @property
+    def compatible_with(self) -> str | None:
+        """The oldest release that keeps working once it is applied (None: only releases
+        that ship it)."""
+        marks = self.marks
+        later = LATER_MARKS.get(self.version)
+        if later is not None:
+            marks = {**marks, later[0]: ""}
+        if "expand" in marks:
+            return EVERY_RELEASE
+        return marks.get("compatible-with") or None
 
     @property
     def transactional(self) -> bool:
@@ -186,8 +233,9 @@ def migrate(
         if not dry_run:
             conn.execute(BOOTSTRAP)
         applied = _applied(conn)
+        known = available(directory)
         pending = _check(
-            available(directory),
+            known,
             applied,
             COMMENT_EDITS if comment_edits is None else comment_edits,
         )
@@ -199,6 +247,7 @@ def migrate(
             else:
                 _apply_statements(conn, m, locks)
         _retrying(conn, locks, GRANTS.name, lambda: _grants(conn))
+        _retrying(conn, locks, "schema_migrations", lambda: _stamp(conn, known, pending))
         return [m.version for m in pending]
     finally:
         conn.execute("SET lock_timeout = DEFAULT")
@@ -230,6 +279,24 @@ def _apply_statements(
 def _grants(conn: psycopg.Connection[dict[str, Any]]) -> None:
     with conn.transaction():
         conn.execute(GRANTS.read_text())
+
+
+def _stamp(
+    conn: psycopg.Connection[dict[str, Any]], known: list[Migration], applied: list[Migration]
+) -> None:
+    """Keep each known file's compatibility mark, and who applied this run's files, in
+    schema_migrations (once migration 160 gave it the columns)."""
+    if not one(conn.execute(query("migration_marks_exist")))["e"]:
+        return
+    conn.execute(
+        query("stamp_migration_marks"),
+        {
+            "versions": [m.version for m in known],
+            "compatible": [m.compatible_with for m in known],
+            "applied": [m.version for m in applied],
+            "release": release.VERSION,
+        },
+    )
 
 
 def _record(conn: psycopg.Connection[dict[str, Any]], m: Migration) -> None:

@@ -100,7 +100,9 @@ class Status:
     artifacts: dict[str, Any] = field(default_factory=dict)
     redis: dict[str, Any] = field(default_factory=dict)
     postgres: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    refused: bool = False  # this release does not fit the database's schema (exit 78)
 
     def red(self, check: str, message: str, fix: str) -> None:
         self.problems.append(Problem(check, message, fix))
@@ -128,6 +130,7 @@ class Status:
             "artifacts": self.artifacts,
             "redis": self.redis,
             "postgres": self.postgres,
+            "schema": self.schema,
             "problems": [{**asdict(p), "runbook": p.runbook} for p in self.problems],
         }
 

@@ -1,3 +1,4 @@
+-- m10: expand
 -- A lease never outlives an outage, and tokens never go backwards across a promotion.
 --
 -- Until now a lease row stayed live for its whole TTL whatever happened to its

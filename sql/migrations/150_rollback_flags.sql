@@ -1,3 +1,4 @@
+-- m10: expand
 -- Feature flags as a rollback action (rollback.set_flags, docs/flags.md).
 --
 -- The flags the claimer is to set are recorded in its claim (the same fenced

@@ -49,6 +49,9 @@ def test_an_admin_failure_names_the_real_command(env: dict[str, str], conn: Any)
     """An unexpected error (here: a login without the m10_ops grants) is labelled with the
     command that failed, group included."""
     conn.execute("CREATE ROLE m10_nobody LOGIN")
+    # past the release gate (which reads schema_migrations), then denied the lease table
+    conn.execute("GRANT USAGE ON SCHEMA m10_recovery TO m10_nobody")
+    conn.execute("GRANT SELECT ON m10_recovery.schema_migrations TO m10_nobody")
     url = psycopg.conninfo.make_conninfo(env["M10_DATABASE_URL"], user="m10_nobody")
     proc = subprocess.run(
         [str(BIN / "m10"), "locks", "list", "--database-url", url],

@@ -39,9 +39,11 @@ def test_flows_names_our_own_parts_and_groups_tables_by_schema() -> None:
 
 
 def test_every_script_has_version() -> None:
-    """--version on m10 and on every job's console script, from the installed metadata."""
+    """--version on m10 and on every job's console script: the installed release (the
+    package metadata, built from m10jobs.__version__) and the schema range it runs on."""
     from importlib.metadata import version
 
+    from m10jobs import release
     from m10jobs.cli import entry
 
     commands = {"m10": main} | {
@@ -50,7 +52,11 @@ def test_every_script_has_version() -> None:
     for script, command in commands.items():
         result = CliRunner().invoke(command, ["--version"], prog_name=script)
         assert result.exit_code == 0, (script, result.output)
-        assert result.output == f"{script} (m10jobs) {version('m10jobs')}\n"
+        assert result.output == (
+            f"{script} (m10jobs) {version('m10jobs')}; database schema "
+            f"{release.REQUIRES}-{release.knows()} (needs migration {release.REQUIRES}, "
+            f"knows up to {release.knows()})\n"
+        )
 
 
 def test_units_render_needs_output_outside_a_checkout(

@@ -54,8 +54,10 @@ def collect(config: Any, now: float | None = None) -> Status:
     """Everything the screen shows; a failing source becomes a red line, not a crash."""
     from m10jobs.edges import conninfo, db
     from m10jobs.edges.queries import query
+    from m10jobs.edges.schemaversion import SchemaMismatch
     from m10jobs.errors import M10Error
     from m10jobs.health.runs import check_jobs
+    from m10jobs.health.schema import check_schema
 
     st = Status(config.host, time.time() if now is None else now)
     dsn = config.require("database_url")
@@ -63,9 +65,17 @@ def collect(config: Any, now: float | None = None) -> Status:
     try:
         # Behind a transaction-pooling PgBouncer the session settings below must not stay
         # with the pooled server session: one transaction, rolled back on close, undoes them.
+        # (connect checks the schema first: adminkit)
         conn = db.connect(dsn, app="m10 status", autocommit=not conninfo.transaction_pooled())
         with db.translated(dsn):
             conn.execute(query("status_session"), {"ms": str(STATEMENT_TIMEOUT_MS)})
+    except SchemaMismatch as exc:  # nothing of the database is read: this host's files are
+        st.refused = True
+        st.red(
+            "schema",
+            str(exc),
+            "m10 db migrate" if "m10 db migrate" in str(exc) else "install the release named",
+        )
     except M10Error as exc:
         st.red("database", str(exc), "check PostgreSQL and M10_DATABASE_URL")
     leases = None
@@ -73,6 +83,7 @@ def collect(config: Any, now: float | None = None) -> Status:
         if conn is not None:
             with db.translated(dsn):
                 leases = conn.execute(query("status_leases")).fetchall()
+                check_schema(st, conn, leases)
         check_jobs(st, config, leases)
         for check in all_checks():
             if check.database and conn is None:
@@ -137,6 +148,26 @@ def render(st: Status) -> list[str]:
         if "role" in rd
         else f"  redis         {rd.get('server', '-')}: unreachable"
     )
+    sc = st.schema
+    if sc:
+        lines += [
+            "",
+            "SCHEMA",
+            f"  database      at {sc['version']}; this release {sc['release']} runs on "
+            f"{sc['runs_on']}",
+            "  hosts         "
+            + (
+                ", ".join(
+                    f"{h['host']} {h['release']} ({human(h['age_s'])} ago)" for h in sc["hosts"]
+                )
+                or "none recorded"
+            ),
+        ]
+        if sc.get("unrecorded"):
+            lines.append(
+                f"  unrecorded    {', '.join(sc['unrecorded'])} (holding a lease, no release "
+                "recorded: m10jobs before 0.2.0)"
+            )
     a = st.artifacts
     stats, canary, up, cost = (
         a.get(k, {}) for k in ("daily_stats", "canary", "fallback_uploads", "cost")
@@ -185,7 +216,8 @@ def render(st: Status) -> list[str]:
     help="One screen: every job's last run, exit code, next timer and lease; the "
     "outbox, dead letters, stats, canary, uploads and cost.  Each problem is "
     "a red line with the command that fixes it.  Reads only (no lease).  "
-    "Exit 0 when all is well, 1 when anything needs action.",
+    "Exit 0 when all is well, 1 when anything needs action, 78 when this release does "
+    "not fit the database's schema.",
     short_help="Everything on one screen; exit 1 when anything needs action.",
     epilog="\b\nExamples:\n  m10 status\n  m10 status --json | jq .problems",
 )
@@ -198,6 +230,9 @@ def status(config: Any, log: Any, as_json: bool) -> int:
         click.echo("\n".join(render(st)))
     for p in st.problems:
         log.debug("needs action: %s: %s", p.check, p.message)
+    if st.refused:  # the one line, as every command says it
+        log.error("%s", next(p.message for p in st.problems if p.check == "schema"))
+        return ExitCode.CONFIG
     return ExitCode.FAILED if st.problems else ExitCode.OK
 
 
