@@ -19,19 +19,12 @@ from typing import TYPE_CHECKING
 import psycopg
 import redis
 
+from m10jobs.edges.outbox_stream import OUTBOX_FIELDS as FIELDS
+
 if TYPE_CHECKING:
     from benchmarks.run import Bench
 
 EVENTS = int(os.environ.get("M10_BENCH_OUTBOX_EVENTS", "100000"))
-FIELDS = (
-    "event_id",
-    "idempotency_key",
-    "event_type",
-    "aggregate_type",
-    "aggregate_id",
-    "payload",
-    "created_at",
-)
 
 
 def _fill(dsn: str, n: int, *, analyze: bool = True) -> None:
