@@ -99,7 +99,11 @@ def _lifecycle(job: Job, prefix: str) -> list[str]:
     would spin, 75 being a success) or after `systemctl stop`."""
     run = [
         f"ExecStart={' '.join([f'{prefix}/bin/{job.script}', *job.exec_args])}",
-        "SuccessExitStatus=75",
+        # 75: skipped (lease held elsewhere).  SIGTERM/SIGINT: `systemctl stop` or an
+        # operator's ^C ends a pass by the signal, a clean stop; systemd counts those
+        # signals as clean for every type but oneshot, which would go "failed" and fire
+        # OnFailure= (m10-failure@) on every stop mid-pass.
+        "SuccessExitStatus=75 SIGTERM SIGINT",
     ]
     if not job.restart:
         return ["Type=oneshot", *run, f"TimeoutStartSec={job.timeout_seconds}"]

@@ -61,7 +61,7 @@ def test_every_job_has_a_bounded_service_and_a_persistent_timer(job: Job) -> Non
         assert svc["Service"]["Type"] == "oneshot"
         bound = svc["Service"]["TimeoutStartSec"]
         assert "Restart" not in svc["Service"]
-    assert svc["Service"]["SuccessExitStatus"] == "75"
+    assert svc["Service"]["SuccessExitStatus"] == "75 SIGTERM SIGINT"
     assert int(bound) < (job.ttl_seconds or 300)
     assert svc["Service"]["ExecStart"].split() == [f"/opt/m10jobs/bin/{job.script}", *job.exec_args]
     declared = {o for opt in job.options for o in opt.opts}

@@ -18,8 +18,10 @@ out, no further upload starts, those in flight finish and the pass exits 1 with
 "N left, continuing next run".  Uploads run concurrent_uploads at a time on one S3
 client (boto3 clients are thread-safe); the main thread alone takes the safe points
 (SIGTERM, the lease) between items, and the upload threads write the markers, so an
-upload that finished is never lost to a stop.  Store unreachable -> 69 (attempt
-counted); files still failing after `alert_after_hours` -> exit 1.
+upload that finished is never lost to a stop.  A stop waits STOP_GRACE_S for the uploads
+in flight, no longer: one stuck on a dead endpoint (boto3's timeouts and retries take a
+minute and more) is abandoned unrecorded, and the next pass uploads it again.  Store
+unreachable -> 69 (attempt counted); files still failing after `alert_after_hours` -> exit 1.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from m10jobs.runner import PassContext
 
 WAIT_S = 0.2
+STOP_GRACE_S = 2.0
 """How often the main thread reaches a safe point while uploads are in flight."""
 
 
@@ -336,12 +339,15 @@ def _run(
     started = 0
     inflight: set[Future[Settled]] = set()
     stop: BaseException | None = None
-    with ThreadPoolExecutor(s.concurrent_uploads, thread_name_prefix="upload") as pool:
+    stop_at = 0.0
+    pool = ThreadPoolExecutor(s.concurrent_uploads, thread_name_prefix="upload")
+    try:
         while True:
             try:
                 ctx.check()  # a safe point: SIGTERM, a lost lease
             except BaseException as exc:  # re-raised once the uploads in flight are recorded
-                stop = exc
+                if stop is None:
+                    stop, stop_at = exc, time.monotonic()
             full = len(inflight) >= s.concurrent_uploads
             # One upload per thread at least, so that every pass makes progress.
             out_of_time = started >= s.concurrent_uploads and time.monotonic() >= deadline
@@ -351,9 +357,14 @@ def _run(
                 full = len(inflight) >= s.concurrent_uploads
             if not inflight:
                 break
-            done, inflight = wait(inflight, timeout=WAIT_S, return_when=FIRST_COMPLETED)
+            grace = STOP_GRACE_S if stop is not None else WAIT_S
+            done, inflight = wait(inflight, timeout=grace, return_when=FIRST_COMPLETED)
             for future in done:
                 _record(ctx, future.result(), state, totals, bad, s.alert_after_hours)
+            if stop is not None and time.monotonic() - stop_at >= STOP_GRACE_S:
+                break  # what is still in flight is abandoned: the next pass uploads it
+    finally:  # never wait for an abandoned upload (the runner ends the process by its signal)
+        pool.shutdown(wait=stop is None, cancel_futures=True)
     if stop is not None:
         raise stop
     return 0 if totals.unreachable else len(groups) - started
