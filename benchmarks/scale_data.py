@@ -442,6 +442,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
             "run_id": "r",
             "command": "true",
             "verdict": "fail",
+            "set_flags": None,
             "cooldown_s": 3600,
         },
         "rollback_finish": {
