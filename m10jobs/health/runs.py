@@ -50,7 +50,8 @@ def last_runs(conn: Any, host: str) -> dict[str, dict[str, Any]]:
             continue
         run["codes"].append(r["exit_code"])
         if r["exit_code"] not in (ExitCode.OK, ExitCode.TEMPFAIL) and r["error"]:
-            run["errors"].insert(0, f"{r['task']}: {r['error']}")
+            task = "" if r["task"] == r["job"] else f"{r['task']}: "  # a job of one task
+            run["errors"].insert(0, task + r["error"])
     for run in found.values():
         run["exit_code"] = int(combine_exit_codes(run.pop("codes")))
     return found

@@ -16,7 +16,7 @@ SELECT %(host)s, %(job)s, r.task, r.lock_name, %(run_id)s,
 
 -- history_list --
 -- Runs newest first, optionally of one job / one host / failed only (exit code neither 0 nor
--- 75) / since a time; bounded by %(limit)s, walking job_runs_job_started_idx (one job) or
+-- 75) / since a time or for the last %(since_s)s seconds; bounded by %(limit)s, walking job_runs_job_started_idx (one job) or
 -- job_runs_started_idx.
 SELECT id, host, job, task, lock_name, run_id, started_at, ended_at,
        extract(epoch FROM ended_at - started_at)::float8 AS duration_s,
@@ -26,6 +26,8 @@ SELECT id, host, job, task, lock_name, run_id, started_at, ended_at,
    AND (%(host)s::text IS NULL OR host = %(host)s)
    AND (NOT %(failed)s OR exit_code NOT IN (0, 75))
    AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+   AND (%(since_s)s::float8 IS NULL
+        OR started_at >= clock_timestamp() - make_interval(secs => %(since_s)s))
  ORDER BY started_at DESC, id DESC
  LIMIT %(limit)s;
 
