@@ -512,6 +512,7 @@ OPERATOR_ONLY = {
     # not a query: no plan to check
     "rollback_lock_ledger",
     "status_session",
+    "history_async_commit",
     # `m10 db migrate`, once per migration run
     "migration_marks_exist",
     "stamp_migration_marks",

@@ -365,7 +365,10 @@ def _record_runs(
         try:
             if conn.closed:
                 conn = db.connect(dsn, app=job.script)
-            conn.execute(query("history_record"), params)
+            # one round trip (pipeline); the commit waits for no WAL flush
+            with conn.pipeline(), conn.transaction():
+                conn.execute(query("history_async_commit"))
+                conn.execute(query("history_record"), params)
             return conn
         except (psycopg.Error, M10Error) as exc:
             lost = isinstance(exc, psycopg.Error) and db.is_connection_error(exc)

@@ -1,6 +1,11 @@
 -- Run history (m10_recovery.job_runs, migration 170): the runner's one insert per run,
 -- `m10 history` and `m10 status`'s last errors.  Times by the database clock.
 
+-- history_async_commit --
+-- In the recording transaction: its commit does not wait for the WAL flush (a history row
+-- lost to a server crash in that moment costs nothing; the run's own time does).
+SELECT set_config('synchronous_commit', 'off', true);
+
 -- history_record --
 -- Every task of one run in one statement, at its end: ended_at is now (the database clock),
 -- started_at now minus the time since the task started (ago_s, measured by the runner).
