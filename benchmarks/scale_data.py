@@ -11,6 +11,7 @@ A steady rate: a bigger table is a longer history (Shape.days).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -408,6 +409,27 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         "status_outbox": {},
         "status_dead_letters": {},
         "status_cost_hours": {"window_hours": 168, "grace_s": 900},
+        # every run's end (the run history) and `m10 status`'s last errors
+        "history_record": {
+            "host": "h",
+            "job": "m10-maintenance",
+            "run_id": "r",
+            "tasks": json.dumps(
+                [
+                    {
+                        "task": "reclaim_gc",
+                        "lock_name": "reclaim_gc",
+                        "started_ago_s": 1.5,
+                        "ended_ago_s": 0.5,
+                        "exit_code": 0,
+                        "status": "ok",
+                        "error": None,
+                        "summary": {"reclaimed": 0},
+                    }
+                ]
+            ),
+        },
+        "history_last_runs": {"jobs": ["m10-maintenance", "m10-canary"], "host": "h"},
         # rollback (every 5 min)
         "rollback_action": {"report_run_id": "r"},
         "rollback_latest": {},
@@ -420,6 +442,7 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
             "run_id": "r",
             "command": "true",
             "verdict": "fail",
+            "set_flags": None,
             "cooldown_s": 3600,
         },
         "rollback_finish": {
@@ -474,6 +497,8 @@ OPERATOR_ONLY = {
     "retention_count_outbox",
     "retention_count_outbox_dead_lettered",
     "retention_count_retention_jobs",
+    "retention_count_job_runs",
+    "history_list",
     "cost_show_days",
     "cost_show_baselines",
     "cost_show_anomalies",
@@ -487,6 +512,7 @@ OPERATOR_ONLY = {
     # not a query: no plan to check
     "rollback_lock_ledger",
     "status_session",
+    "history_async_commit",
     # `m10 db migrate`, once per migration run
     "migration_marks_exist",
     "stamp_migration_marks",

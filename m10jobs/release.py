@@ -29,7 +29,7 @@ from m10jobs import __version__
 
 VERSION = __version__
 
-REQUIRES = "160"
+REQUIRES = "170"
 """The oldest schema version (migration number) this release's code needs."""
 
 

@@ -94,9 +94,11 @@ class TaskResult:
     duration_s: float
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    t0: float = 0.0
+    """When it started (time.monotonic()), for the run history; not in the summary."""
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if v is not None}
+        d = {k: v for k, v in self.__dict__.items() if v is not None and k != "t0"}
         d["duration_s"] = round(self.duration_s, 3)
         return d
 
@@ -316,7 +318,68 @@ def _run_tasks(
             results.append(_run_task(ctx, verbose))
             gauges.extend(ctx.gauges)
     finally:
+        if results and not dry_run and RECORD_HISTORY:
+            conn = _record_runs(conn, dsn, job, config.host, run_id, results, log)
         conn.close()
+
+
+RECORD_HISTORY = True
+"""Whether runs are recorded in m10_recovery.job_runs (always, but for the benchmark that
+measures what recording costs: benchmarks/bench_history.py)."""
+
+
+def _record_runs(
+    conn: psycopg.Connection[dict[str, Any]],
+    dsn: str,
+    job: Job,
+    host: str,
+    run_id: str,
+    results: list[TaskResult],
+    log: logging.Logger,
+) -> psycopg.Connection[dict[str, Any]]:
+    """Every task of this run into the run history (`m10 history`), in one INSERT on the
+    run's connection (a fresh one if that died).  Never the run's outcome: a database that
+    refuses it is a warning, and the metrics and exit code stay the run's own.  The
+    connection used (to be closed by the caller)."""
+    import psycopg
+
+    from m10jobs.edges import db
+    from m10jobs.edges.queries import query
+
+    now = time.monotonic()
+    tasks = [
+        {
+            "task": r.task,
+            "lock_name": r.lock,
+            "started_ago_s": max(now - r.t0, 0.0),
+            "ended_ago_s": max(now - r.t0 - r.duration_s, 0.0),
+            "exit_code": r.exit_code,
+            "status": r.status,
+            "error": r.error,
+            "summary": r.summary,
+        }
+        for r in results
+    ]
+    params = {"host": host, "job": job.script, "run_id": run_id, "tasks": redact.dumps(tasks)}
+    for attempt in (1, 2):
+        try:
+            if conn.closed:
+                conn = db.connect(dsn, app=job.script)
+            # one round trip (pipeline); the commit waits for no WAL flush
+            with conn.pipeline(), conn.transaction():
+                conn.execute(query("history_async_commit"))
+                conn.execute(query("history_record"), params)
+            return conn
+        except (psycopg.Error, M10Error) as exc:
+            lost = isinstance(exc, psycopg.Error) and db.is_connection_error(exc)
+            if attempt == 1 and lost:
+                conn.close()  # the run's connection died under it: once more on a fresh one
+                continue
+            log.warning(
+                "could not record this run in m10_recovery.job_runs (m10 history): %s",
+                redact.redact(str(exc)),
+            )
+    return conn
 
 
 def _record_host(conn: psycopg.Connection[dict[str, Any]], host: str, log: logging.Logger) -> None:
@@ -343,7 +406,7 @@ def _skipped(
     finally:
         set_context(task=None, lock=None, fencing_token=None)
     return TaskResult(
-        task.name, lock, "skipped", int(ExitCode.TEMPFAIL), time.monotonic() - t0, {}, str(exc)
+        task.name, lock, "skipped", int(ExitCode.TEMPFAIL), time.monotonic() - t0, {}, str(exc), t0
     )
 
 
@@ -392,7 +455,7 @@ def _run_task(ctx: PassContext, verbose: bool) -> TaskResult:
     finally:
         set_context(task=None, lock=None, fencing_token=None)
     return TaskResult(
-        ctx.task.name, ctx.lock, status, int(code), time.monotonic() - t0, summary, error
+        ctx.task.name, ctx.lock, status, int(code), time.monotonic() - t0, summary, error, t0
     )
 
 

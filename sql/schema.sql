@@ -470,6 +470,29 @@ CREATE TABLE m10_recovery.hosts (
     seen_at timestamp with time zone DEFAULT now() NOT NULL
 );
 ALTER TABLE m10_recovery.hosts OWNER TO m10_ops;
+CREATE TABLE m10_recovery.job_runs (
+    id bigint NOT NULL,
+    host text NOT NULL,
+    job text NOT NULL,
+    task text NOT NULL,
+    lock_name text,
+    run_id text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    ended_at timestamp with time zone NOT NULL,
+    exit_code integer NOT NULL,
+    status text NOT NULL,
+    error text,
+    summary jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+ALTER TABLE m10_recovery.job_runs OWNER TO m10_ops;
+ALTER TABLE m10_recovery.job_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME m10_recovery.job_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 CREATE TABLE m10_recovery.matview_refreshes (
     view_name text NOT NULL,
     refreshed_at timestamp with time zone NOT NULL,
@@ -602,6 +625,8 @@ ALTER TABLE ONLY m10_recovery.distributed_locks
     ADD CONSTRAINT distributed_locks_pkey PRIMARY KEY (lock_name);
 ALTER TABLE ONLY m10_recovery.hosts
     ADD CONSTRAINT hosts_pkey PRIMARY KEY (host);
+ALTER TABLE ONLY m10_recovery.job_runs
+    ADD CONSTRAINT job_runs_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY m10_recovery.matview_refreshes
     ADD CONSTRAINT matview_refreshes_pkey PRIMARY KEY (view_name);
 ALTER TABLE ONLY m10_recovery.outbox
@@ -627,6 +652,8 @@ CREATE INDEX dead_letter_archive_lineage_idx ON m10_recovery.dead_letter_archive
 CREATE INDEX dead_letter_archive_reconciled_at_idx ON m10_recovery.dead_letter_archive USING btree (reconciled_at) WHERE (reconcile_outcome IS NOT NULL);
 COMMENT ON INDEX m10_recovery.dead_letter_archive_reconciled_at_idx IS 'Reconciled dead letters by reconcile time (retention, daily stats). Created by 020 with predicate reconcile_outcome IS NOT NULL; 030''s same-named index was a no-op.';
 CREATE INDEX dead_letter_archive_unreconciled_idx ON m10_recovery.dead_letter_archive USING btree (id) WHERE (reconcile_outcome IS NULL);
+CREATE INDEX job_runs_job_started_idx ON m10_recovery.job_runs USING btree (job, started_at DESC);
+CREATE INDEX job_runs_started_idx ON m10_recovery.job_runs USING btree (started_at DESC);
 CREATE INDEX outbox_aggregate_idx ON m10_recovery.outbox USING btree (aggregate_type, aggregate_id, id) WHERE (status = 'pending'::text);
 CREATE INDEX outbox_created_at_idx ON m10_recovery.outbox USING btree (created_at);
 CREATE INDEX outbox_dead_lettered_at_idx ON m10_recovery.outbox USING btree (COALESCE(dead_lettered_at, created_at), id) WHERE (status = 'dead_lettered'::text);

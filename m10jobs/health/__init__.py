@@ -89,6 +89,8 @@ class JobRow:
     source: str = "none"
     next_elapse: str = "n/a"
     leases: list[str] = field(default_factory=list)
+    error: str | None = None
+    """Its last run's own error line(s), from the run history (when that run failed)."""
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Status:
     redis: dict[str, Any] = field(default_factory=dict)
     postgres: dict[str, Any] = field(default_factory=dict)
     schema: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     refused: bool = False  # this release does not fit the database's schema (exit 78)
 
@@ -131,6 +134,7 @@ class Status:
             "redis": self.redis,
             "postgres": self.postgres,
             "schema": self.schema,
+            "config": self.config,
             "problems": [{**asdict(p), "runbook": p.runbook} for p in self.problems],
         }
 

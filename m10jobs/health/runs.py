@@ -1,5 +1,6 @@
 """The jobs table of `m10 status`: each job's last run and exit code (this host's
-metrics files, else systemd), its next timer, and its lease rows, matched to jobs by the
+metrics files, else systemd), the failed run's own error line (the run history,
+m10_recovery.job_runs), its next timer, and its lease rows, matched to jobs by the
 registry's one matcher (`registry.owner`)."""
 
 from __future__ import annotations
@@ -13,6 +14,47 @@ from m10jobs.health import JobRow, Status, human
 
 INTERVALS_BEFORE_LATE = 3
 """A job is late when its last normal run is this many schedule intervals old."""
+
+STUCK_SLACK_S = 30
+"""After its unit's timeout a pass has this long to release its lease (SIGTERM, then the
+release) before its lease counts as stuck."""
+
+GC_JOB = "m10-maintenance"
+"""Whose reclaim_gc task deletes lapsed leases: an expired lease is red only once one of
+its intervals has passed since the expiry (before that, the next pass reclaims it)."""
+
+
+def stuck_after(timeout_s: float, interval_s: float, ttl_s: float) -> float:
+    """How long a lease may be held before it is red as stuck: one of the job's intervals
+    (the next timer start found it held, so a run was missed), but never before its unit's
+    timeout has ended the pass (plus a moment to release), and for a job of long intervals
+    no later than its timeout plus one TTL (a pass cannot last longer)."""
+    return max(timeout_s + STUCK_SLACK_S, min(interval_s, timeout_s + ttl_s))
+
+
+def last_runs(conn: Any, host: str) -> dict[str, dict[str, Any]]:
+    """Each job's last run recorded by this host in the run history: {job: {"run_id",
+    "exit_code" (the worst of its tasks), "errors": [task: error line of each failed
+    task]}}."""
+    from m10jobs.edges.queries import query
+    from m10jobs.errors import combine_exit_codes
+    from m10jobs.registry import jobs
+
+    rows = conn.execute(
+        query("history_last_runs"), {"jobs": [j.script for j in jobs()], "host": host}
+    ).fetchall()
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows:  # newest first per job: the first row names the job's last run
+        run = found.setdefault(r["job"], {"run_id": r["run_id"], "codes": [], "errors": []})
+        if r["run_id"] != run["run_id"]:
+            continue
+        run["codes"].append(r["exit_code"])
+        if r["exit_code"] not in (ExitCode.OK, ExitCode.TEMPFAIL) and r["error"]:
+            task = "" if r["task"] == r["job"] else f"{r['task']}: "  # a job of one task
+            run["errors"].insert(0, task + r["error"])
+    for run in found.values():
+        run["exit_code"] = int(combine_exit_codes(run.pop("codes")))
+    return found
 
 
 def schedule_seconds(schedule: str) -> int:
@@ -42,14 +84,21 @@ def _job_metrics(metrics_dir: Path | None, script: str) -> dict[str, float] | No
     return {g.name: g.value for g in parse(text) if not g.labels}
 
 
-def check_jobs(st: Status, config: Any, leases: list[dict[str, Any]] | None) -> None:
+def check_jobs(
+    st: Status,
+    config: Any,
+    leases: list[dict[str, Any]] | None,
+    history: dict[str, dict[str, Any]] | None = None,
+) -> None:
     """A row per job (last run, exit, next timer, its leases); red lines for a failed or
-    late job and for an expired or stuck lease.  `leases`: the lease rows (None when the
-    database is down)."""
+    late job (with the failed run's own error line when the run history has it) and for
+    an expired or stuck lease.  `leases`: the lease rows, `history`: last_runs() (None
+    when the database is down)."""
     from m10jobs.edges import systemd
-    from m10jobs.registry import jobs, owner
+    from m10jobs.registry import by_script, jobs, owner
 
     registered = jobs()
+    gc_grace = schedule_seconds(by_script(GC_JOB).schedule)
     units = systemd.services([f"{j.script}.service" for j in registered])
     timers = systemd.timers([f"{j.script}.timer" for j in registered])
     owners = {lease["lock_name"]: owner(lease["lock_name"]) for lease in leases or ()}
@@ -77,10 +126,16 @@ def check_jobs(st: Status, config: Any, leases: list[dict[str, Any]] | None) -> 
         st.jobs.append(row)
 
         if row.exit_code is not None and row.exit_code not in (ExitCode.OK, ExitCode.TEMPFAIL):
+            # the history's last run of this host is this failure when it failed too (a run
+            # that failed before it could record, e.g. PostgreSQL down, leaves a success last)
+            run = (history or {}).get(job.script)
+            if run is not None and run["exit_code"] not in (ExitCode.OK, ExitCode.TEMPFAIL):
+                row.error = "; ".join(run["errors"]) or None
             st.red(
                 "job-failed",
                 f"{job.script} last exited {row.exit_code} ({row.meaning}) "
-                f"{human(st.now - (row.last_run or st.now))} ago",
+                f"{human(st.now - (row.last_run or st.now))} ago"
+                + (f": {row.error}" if row.error else ""),
                 f"journalctl -u {job.script}.service -n 50 -o cat; then "
                 f"m10 run {job.script} --verbose",
             )
@@ -95,26 +150,32 @@ def check_jobs(st: Status, config: Any, leases: list[dict[str, Any]] | None) -> 
         if leases is None:
             continue
         ttl = job.ttl_seconds or config.lease_ttl_seconds
-        stuck_after = job.timeout_seconds + 2 * ttl
+        limit = stuck_after(job.timeout_seconds, schedule_seconds(job.schedule), ttl)
         for lease in leases:
             found = owners[lease["lock_name"]]
             if found is not None and found[0] is job:
-                _check_lease(st, row, lease, stuck_after)
+                _check_lease(st, row, lease, limit, gc_grace)
     for lease in leases or ():
         if owners[lease["lock_name"]] is None:  # no job declares it (a removed job's row)
-            _check_lease(st, None, lease, 4 * config.lease_ttl_seconds)
+            _check_lease(st, None, lease, 4 * config.lease_ttl_seconds, gc_grace)
 
 
-def _check_lease(st: Status, row: JobRow | None, lease: dict[str, Any], stuck_after: float) -> None:
+def _check_lease(
+    st: Status, row: JobRow | None, lease: dict[str, Any], stuck_after: float, gc_grace: float
+) -> None:
     name, holder = lease["lock_name"], lease["holder_id"]
     if lease["expires_in_s"] <= 0:
-        state = f"expired {human(-lease['expires_in_s'])} ago"
-        st.red(
-            "lease-expired",
-            f"lease {name} of {holder} expired "
-            f"{human(-lease['expires_in_s'])} ago and was not reclaimed",
-            "m10 run reclaim_gc   (is m10-maintenance.timer running?)",
-        )
+        ago = -lease["expires_in_s"]
+        state = f"expired {human(ago)} ago"
+        if ago <= gc_grace:  # the next reclaim_gc frees it: not an operator's matter yet
+            state += f", reclaimed within {human(gc_grace - ago)}"
+        else:
+            st.red(
+                "lease-expired",
+                f"lease {name} of {holder} expired {human(ago)} ago and was not reclaimed "
+                f"(reclaim_gc runs every {human(gc_grace)})",
+                "m10 run reclaim_gc   (is m10-maintenance.timer running?)",
+            )
     else:
         state = f"held {human(lease['age_s'])}"
         if lease["age_s"] > stuck_after:

@@ -314,6 +314,25 @@ COPY (DELETE FROM m10_recovery.retention_jobs AS t
        WHERE id > %(after)s AND id <= %(upto)s AND status <> 'running' AND started_at < %(cutoff)s
    RETURNING t.*) TO STDOUT (FORMAT binary);
 
+-- retention_span_job_runs --
+-- Upper id and row count of the next ids past a batch, eligible or not: the primary key alone
+-- (an index-only scan); retention_copy_job_runs deletes only the eligible rows of the span.
+SELECT max(id) AS upto, count(*) AS n FROM (
+  SELECT id FROM m10_recovery.job_runs WHERE id > %(after)s ORDER BY id LIMIT %(limit)s) AS span;
+
+-- retention_upto_job_runs --
+-- Upper id of the next batch of run history rows past the cutoff (keyset: id > after).
+SELECT max(id) AS upto FROM (
+  SELECT id FROM m10_recovery.job_runs
+   WHERE started_at < %(cutoff)s AND id > %(after)s
+   ORDER BY id LIMIT %(limit)s) AS batch;
+
+-- retention_copy_job_runs --
+-- Delete that batch, streaming the deleted rows out as binary COPY.
+COPY (DELETE FROM m10_recovery.job_runs AS t
+       WHERE id > %(after)s AND id <= %(upto)s AND started_at < %(cutoff)s
+   RETURNING t.*) TO STDOUT (FORMAT binary);
+
 -- retention_count_replay_log --
 -- replay_log rows past the cutoff (for --dry-run).
 SELECT count(*) AS n FROM m10_recovery.replay_log
@@ -340,3 +359,7 @@ SELECT count(*) AS n FROM m10_recovery.outbox
 SELECT count(*) AS n FROM m10_recovery.retention_jobs
  WHERE status <> 'running' AND started_at < now() - make_interval(secs => %(max_age_s)s);
 
+-- retention_count_job_runs --
+-- Run history rows past the cutoff (for --dry-run).
+SELECT count(*) AS n FROM m10_recovery.job_runs
+ WHERE started_at < now() - make_interval(secs => %(max_age_s)s);

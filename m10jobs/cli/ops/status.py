@@ -55,11 +55,13 @@ def collect(config: Any, now: float | None = None) -> Status:
     from m10jobs.edges import conninfo, db
     from m10jobs.edges.queries import query
     from m10jobs.edges.schemaversion import SchemaMismatch
-    from m10jobs.errors import M10Error
-    from m10jobs.health.runs import check_jobs
+    from m10jobs.errors import ConfigError, M10Error
+    from m10jobs.health.engines import check_config
+    from m10jobs.health.runs import check_jobs, last_runs
     from m10jobs.health.schema import check_schema
 
     st = Status(config.host, time.time() if now is None else now)
+    config_valid = check_config(st, config)
     dsn = config.require("database_url")
     conn = None
     try:
@@ -78,18 +80,24 @@ def collect(config: Any, now: float | None = None) -> Status:
         )
     except M10Error as exc:
         st.red("database", str(exc), "check PostgreSQL and M10_DATABASE_URL")
-    leases = None
+    leases = history = None
     try:
         if conn is not None:
             with db.translated(dsn):
                 leases = conn.execute(query("status_leases")).fetchall()
                 check_schema(st, conn, leases)
-        check_jobs(st, config, leases)
+                history = last_runs(conn, config.host)
+        check_jobs(st, config, leases, history)
         for check in all_checks():
             if check.database and conn is None:
                 continue
-            with db.translated(dsn):
-                check.fn(st, config, conn)
+            try:
+                with db.translated(dsn):
+                    check.fn(st, config, conn)
+            except ConfigError:
+                if config_valid:
+                    raise
+                # its settings are invalid: config-invalid's red line already says so
     finally:
         if conn is not None:
             conn.close()
@@ -148,6 +156,8 @@ def render(st: Status) -> list[str]:
         if "role" in rd
         else f"  redis         {rd.get('server', '-')}: unreachable"
     )
+    if rd.get("note"):
+        lines.append(f"                note: {rd['note']}")
     sc = st.schema
     if sc:
         lines += [

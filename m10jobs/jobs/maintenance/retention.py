@@ -60,6 +60,7 @@ TABLE_POLICIES = (
     "dead_letter_archive",
     "outbox",
     "retention_jobs",
+    "job_runs",
 )
 # policy -> its table, where the two differ
 POLICY_TABLES = {"outbox_dead_lettered": "outbox"}
@@ -67,7 +68,7 @@ TABLE_TARGET_PREFIX = "m10_recovery."
 # table policies whose batches may be spans of the next ids (retention_span_<policy>), while
 # every row of a span turns out eligible (the old end of an append-only table); the others,
 # and these once a span held a row to keep, find each batch's eligible rows (retention_upto_*)
-SPAN_POLICIES = ("replay_log", "dead_letter_archive", "outbox", "retention_jobs")
+SPAN_POLICIES = ("replay_log", "dead_letter_archive", "outbox", "retention_jobs", "job_runs")
 
 
 class Sink:

@@ -141,6 +141,9 @@ class RetentionSettings:
     )
     outbox: Policy = setting(Policy(max_age_days=7), "published/dead outbox rows")
     retention_jobs: Policy = setting(Policy(max_age_days=180), "m10_recovery.retention_jobs")
+    job_runs: Policy = setting(
+        Policy(max_age_days=30), "m10_recovery.job_runs, the run history (m10 history)"
+    )
     fallback_uploads: Policy = setting(
         Policy(max_age_days=7), "fallback files behind an .uploaded marker"
     )
