@@ -216,7 +216,9 @@ def configure(host: Host, readme: steps.Install, wheelhouse: Path) -> None:
         f"sed -i -e 's|^require_aof = .*|require_aof = true|' "
         f"-e 's|^min_replicas = .*|min_replicas = 1|' {toml}"
     )
-    lines = [ln.replace("@localhost/platform", DSN.split("@", 1)[1]) for ln in readme.configure]
+    lines = [
+        ln.replace("@localhost/platform", "@" + DSN.split("@", 1)[1]) for ln in readme.configure
+    ]
     assert lines != readme.configure, "README's DSN line changed: bring the test in line"
     steps.run_lines(host, lines, wheelhouse)
     others = [
