@@ -1,5 +1,5 @@
 """The engines fail over under booted hosts: PostgreSQL primary on m10-a with a streaming
-standby on m10-b (pg_basebackup -R), Redis primary on m10-a, its replica on m10-b, three
+standby on m10-b (pg_basebackup -R), Redis primary on m10-a, replicas on m10-b and m10-c, three
 Sentinels (one per host); the outbox processor's and maintenance's timers on all three hosts,
 configured with a two-host DSN (target_session_attrs=read-write) and a redis+sentinel:// URL,
 events enqueued all along.  Mid-run the PostgreSQL primary is SIGKILLed and the standby
@@ -381,7 +381,7 @@ def test_failover_pg_then_redis(wheelhouse: Path, tmp_path: Path) -> None:
             "CREATE ROLE m10sys_repl REPLICATION LOGIN PASSWORD 'repl'; "
             "CREATE ROLE m10sys_enq SUPERUSER LOGIN PASSWORD 'enq'"
         )
-        with phase("PostgreSQL standby on m10-b, Redis primary/replica + 3 Sentinels"):
+        with phase("PostgreSQL standby on m10-b, Redis primary + 2 replicas + 3 Sentinels"):
             pg_standby(a, b)
             redis_ha(c)
         with phase("configure, timers on every host"):
