@@ -70,6 +70,11 @@ KeyringMode=private
 """
 
 
+# A restarting job's pass that exits 69 (PostgreSQL or Redis unreachable: an outage, a restart,
+# a promotion) is started again this long after, not at the timer's next tick: the job is back
+# within seconds of its dependency.
+RETRY_UNAVAILABLE_S = 3
+
 TARGET = "m10jobs.target"
 NETWORK = "network-online.target"
 
@@ -96,7 +101,12 @@ def _lifecycle(job: Job, prefix: str) -> list[str]:
     exec, so RuntimeMaxSec= bounds the pass.  Restart=on-success starts the next pass as
     soon as one exits 0, never after a failure (the timer's next tick retries), after 75
     (lease held: another host's chain runs; without RestartPreventExitStatus= a standby
-    would spin, 75 being a success) or after `systemctl stop`."""
+    would spin, 75 being a success) or after `systemctl stop`.  After 69 (dependency
+    unreachable) it restarts too (RestartForceExitStatus=), RETRY_UNAVAILABLE_S later:
+    systemd 252 has one RestartSec= for every restart and the hand-over after exit 0 must
+    stay one start-up, so ExecStopPost= sleeps after a 69 only.  A restart is not a failure
+    (no OnFailure=: the pass's own m10_job_last_exit_code reports it), and with no start
+    limit a long outage retries every few seconds instead of leaving the unit failed."""
     run = [
         f"ExecStart={' '.join([f'{prefix}/bin/{job.script}', *job.exec_args])}",
         # 75: skipped (lease held elsewhere).  SIGTERM/SIGINT: `systemctl stop` or an
@@ -113,13 +123,18 @@ def _lifecycle(job: Job, prefix: str) -> list[str]:
         "Restart=on-success",
         "RestartSec=0",
         "RestartPreventExitStatus=75",
+        "RestartForceExitStatus=69",
+        # $$: the shell, not systemd, reads the pass's exit status
+        "ExecStopPost=/bin/sh -c "
+        f"'test \"$$EXIT_STATUS\" != 69 || exec sleep {RETRY_UNAVAILABLE_S}'",
         f"RuntimeMaxSec={job.timeout_seconds}",
     ]
 
 
 def service(job: Job, prefix: str = DEFAULT_PREFIX, metrics_dir: str = DEFAULT_METRICS_DIR) -> str:
     # Passes of a restarting job are back to back by design (each at least its linger
-    # long): the default start limit (5 starts in 10 s) must not stop the chain.
+    # long), and during an outage one starts every few seconds: the default start limit
+    # (5 starts in 10 s) must not stop the chain or leave the unit failed.
     limit = ["StartLimitIntervalSec=0"] if job.restart else []
     unit = [
         HEADER,

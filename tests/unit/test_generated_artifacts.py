@@ -11,7 +11,7 @@ import pytest
 from m10jobs.configdoc import rendered
 from m10jobs.flows import markdown
 from m10jobs.registry import Job, jobs
-from m10jobs.units import render_all, stale
+from m10jobs.units import RETRY_UNAVAILABLE_S, render_all, stale
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_SERVICES = {  # seed section 4: name -> (OnCalendar, After= must include)
@@ -80,6 +80,12 @@ def test_the_outbox_unit_restarts_a_lingering_pass_but_not_a_standby_or_a_failur
     # 75 (lease held elsewhere) counts as success, so without this a standby would spin
     assert svc["Service"]["RestartPreventExitStatus"] == "75"
     assert svc["Unit"]["StartLimitIntervalSec"] == "0"  # back-to-back passes are the norm
+    # 69 (PostgreSQL/Redis unreachable) restarts a few seconds later, not at the next tick
+    assert svc["Service"]["RestartForceExitStatus"] == "69"
+    assert svc["Service"]["ExecStopPost"] == (
+        f"/bin/sh -c 'test \"$$EXIT_STATUS\" != 69 || exec sleep {RETRY_UNAVAILABLE_S}'"
+    )
+    assert 1 <= RETRY_UNAVAILABLE_S <= 5  # back within 10 s of the dependency
     timer = unit(units["m10-outbox-processor.timer"])["Timer"]
     assert (timer["OnCalendar"], timer["RandomizedDelaySec"]) == ("minutely", "0")
     others = [
