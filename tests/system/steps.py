@@ -61,11 +61,15 @@ class Install:
         return cls(*stages)
 
 
-def run_lines(host: Host, lines: list[str], wheelhouse: Path) -> None:
-    """Each line as written, in the checkout, as root.  The hosts are offline: pip resolves
+def run_lines(
+    host: Host, lines: list[str], wheelhouse: Path, checkout: Path = CHECKOUT
+) -> list[str]:
+    """Each line as written, in the checkout (or another release's source tree), as root;
+    each line's output.  The hosts are offline: pip resolves
     from the session's wheelhouse, and an `apt-get install` line is checked, not run (the
     machine installed those packages before booting: the hosts' root is its overlay)."""
     offline = f"export PIP_NO_INDEX=1 PIP_FIND_LINKS={shlex.quote(str(wheelhouse))}"
+    outputs = []
     for line in lines:
         if line.startswith("apt-get install"):
             packages = [w for w in shlex.split(line.split("#", 1)[0])[2:] if not w.startswith("-")]
@@ -77,8 +81,11 @@ def run_lines(host: Host, lines: list[str], wheelhouse: Path) -> None:
             assert [ln for ln in status.splitlines() if ln.startswith("ii ")] and all(
                 ln.startswith("ii ") for ln in status.splitlines()
             ), (line, status)
+            outputs.append(status)
             continue
-        host.sh(f"{offline}; cd {shlex.quote(str(CHECKOUT))}\n{line}", timeout=400)
+        done = host.sh(f"{offline}; cd {shlex.quote(str(checkout))}\n{line}", timeout=400)
+        outputs.append(done.stdout + done.stderr)
+    return outputs
 
 
 def serve_database(host: Host) -> None:
