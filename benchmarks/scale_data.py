@@ -432,6 +432,8 @@ def recurring_params(shape: Shape) -> dict[str, dict[str, Any]]:
         "history_last_runs": {"jobs": ["m10-maintenance", "m10-canary"], "host": "h"},
         # rollback (every 5 min)
         "rollback_action": {"report_run_id": "r"},
+        "rollback_flags_pending": {"host": "h"},
+        "rollback_flags_applied": {"report_run_id": "r"},
         "rollback_latest": {},
         "rollback_claim": {
             "report_run_id": "r",
