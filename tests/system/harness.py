@@ -39,6 +39,7 @@ SERVER_UNITS = (
     "postgresql@.service",
     "redis-server.service",
     "redis.service",
+    "prometheus-node-exporter.service",  # one :9100 per network namespace
 )
 APT_PACKAGES = {
     "postgresql": "/usr/lib/postgresql",

@@ -1,6 +1,7 @@
 """One real systemd host, the README's install section word for word: every timer scheduled,
-every unit green as `m10jobs`, a failure visible at `journalctl -p err` with its handler
-succeeding, an operator's hand run harmless to the next timer run, uninstall complete."""
+every unit green as `m10jobs`, its metrics served by Debian's node_exporter, a failure visible
+at `journalctl -p err` with its handler succeeding, an operator's hand run harmless to the next
+timer run, uninstall complete."""
 
 from __future__ import annotations
 
