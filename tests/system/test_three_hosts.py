@@ -276,14 +276,15 @@ def history_lists_every_run(c: Cluster, hand_runs: dict[str, list[dict]]) -> Non
     for row in rows:
         recorded[row["run_id"]].append(row)
 
-    wrong, skipped = [], Counter()
-    for run_id, (host, summary) in expected.items():
+    wrong: list[str] = []
+    skipped: Counter[str] = Counter()
+    for run_id, (name, summary) in expected.items():
         reason = unrecorded_reason(summary)
         found = recorded.get(run_id)
         if found is None:
             if reason is None:
                 wrong.append(
-                    f"{host} {summary['job']} {run_id} exit {summary['exit_code']}: "
+                    f"{name} {summary['job']} {run_id} exit {summary['exit_code']}: "
                     f"not in the history ({summary['tasks']})"
                 )
             else:
@@ -298,7 +299,7 @@ def history_lists_every_run(c: Cluster, hand_runs: dict[str, list[dict]]) -> Non
         if summary["exit_code"] > 128:  # stopped by a signal: the run ends by it (128 + N)
             got["exit_code"] = summary["exit_code"]  # whatever its tasks' own codes
         want = {
-            "host": {host},
+            "host": {name},
             "job": {summary["job"]},
             "tasks": sorted((t["task"], t["exit_code"], t["status"]) for t in summary["tasks"]),
             "exit_code": summary["exit_code"],
