@@ -39,6 +39,7 @@ SERVER_UNITS = (
     "postgresql@.service",
     "redis-server.service",
     "redis.service",
+    "prometheus-node-exporter.service",  # one :9100 per network namespace
 )
 APT_PACKAGES = {
     "postgresql": "/usr/lib/postgresql",
@@ -48,6 +49,9 @@ APT_PACKAGES = {
     "make": "/usr/bin/make",
     "iproute2": "/usr/sbin/ip",
     "git": "/usr/bin/git",
+    # node_exporter as Debian ships it (user prometheus, textfile directory
+    # /var/lib/prometheus/node-exporter, enabled at boot): where `make install` writes metrics
+    "prometheus-node-exporter": "/usr/bin/prometheus-node-exporter",
 }
 BOOT_TIMEOUT = 120.0
 RECORDS = Path("/run/m10sys-clusters")

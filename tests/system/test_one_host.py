@@ -1,6 +1,7 @@
 """One real systemd host, the README's install section word for word: every timer scheduled,
-every unit green as `m10jobs`, a failure visible at `journalctl -p err` with its handler
-succeeding, an operator's hand run harmless to the next timer run, uninstall complete."""
+every unit green as `m10jobs`, its metrics served by Debian's node_exporter, a failure visible
+at `journalctl -p err` with its handler succeeding, an operator's hand run harmless to the next
+timer run, uninstall complete."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from m10jobs.edges.metrics import SAMPLE_LINE, metrics_path
 from m10jobs.registry import jobs
 from tests.system import steps
 from tests.system.harness import UPPER, Host, cluster, phase
@@ -95,6 +97,61 @@ def run_ids(host: Host, since: str) -> list[str]:
             if run_id and run_id not in found:
                 found.append(run_id)
     return found
+
+
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+"""node_exporter's textfile directory as Debian's package ships it (its default
+--collector.textfile.directory), where `make install` points the units by default."""
+NODE_EXPORTER = "prometheus-node-exporter.service"
+
+
+def node_exporter_serves(host: Host, ran: dict[str, str]) -> None:
+    """After the timers' units ran (`ran`: script -> its exit status): each job's textfile is
+    in node_exporter's directory, readable by node_exporter's user (`prometheus`, not in
+    the m10jobs group), well formed, and Debian's node_exporter, running since boot with
+    its defaults, serves every job's series without a scrape error."""
+    steps.says(TEXTFILE_DIR)
+    files = {metrics_path(TEXTFILE_DIR, s): s for s in ran}
+    listed = set(host.out(f"ls -1 {TEXTFILE_DIR}").splitlines())
+    missing = sorted(p.name for p in files if p.name not in listed)
+    assert not missing, f"no metrics file for {missing} in {TEXTFILE_DIR}: {sorted(listed)}"
+    groups = host.out("id -nG prometheus").split()
+    assert "m10jobs" not in groups, groups  # what it reads, it reads as "other"
+    promtool = host.sh("command -v promtool", check=False).returncode == 0
+    for path, script in files.items():
+        text = host.out(f"runuser -u prometheus -- cat {path}")
+        samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+        bad = [ln for ln in samples if not SAMPLE_LINE.match(ln)]
+        assert samples and not bad, (path.name, bad or text)
+        assert f'm10_job_last_exit_code{{job="{script}"}} {ran[script]}' in samples, text
+        if promtool:  # exit 1: it does not parse; 3: it parses, with lint findings (printed)
+            check = host.sh(f"promtool check metrics < {path}", check=False)
+            assert check.returncode in (0, 3), (path.name, check.stdout, check.stderr)
+            if check.returncode:
+                print(f"promtool lint, {path.name}: {check.stderr.strip()}", flush=True)
+
+    assert host.out(f"systemctl is-active {NODE_EXPORTER}", check=False) == "active", host.out(
+        f"systemctl status {NODE_EXPORTER} --no-pager; journalctl -u {NODE_EXPORTER} "
+        "-n 20 -o cat --no-pager",
+        check=False,
+    )
+    scraped = host.out("curl -sf --max-time 10 http://localhost:9100/metrics").splitlines()
+    assert "node_textfile_scrape_error 0" in scraped, [
+        ln for ln in scraped if ln.startswith("node_textfile")
+    ]
+    read = {
+        ln.split('file="', 1)[1].split('"', 1)[0]
+        for ln in scraped
+        if ln.startswith("node_textfile_mtime_seconds{")
+    }
+    assert {p.name for p in files} <= {Path(f).name for f in read}, read
+    succeeded = {
+        ln.split('job="', 1)[1].split('"', 1)[0]
+        for ln in scraped
+        if ln.startswith("m10_job_last_success_timestamp_seconds{")
+    }
+    wanted = {s for s, code in ran.items() if code == "0"}
+    assert wanted and wanted <= succeeded, (sorted(wanted - succeeded), sorted(succeeded))
 
 
 def outbox_hands_over(host: Host) -> None:
@@ -193,6 +250,11 @@ def test_readme_install_on_one_host(wheelhouse: Path, tmp_path: Path) -> None:
             uids = {e["_UID"] for e in job_journal(host, script)}
             assert uids == {uid}, f"{script} ran as uid {uids}, m10jobs is {uid}"
         assert not failed, json.dumps(failed, indent=1)
+
+        # ... and wrote their metrics where Debian's node_exporter reads them, which serves them.
+        with phase("node_exporter serves the jobs' metrics"):
+            ran = {s: unit_status(host, f"{s}.service")["ExecMainStatus"] for s in SCRIPTS}
+            node_exporter_serves(host, ran)
 
         # The outbox's timer stays stopped until Redis is back: only the restart, and then
         # only this test, starts a pass.

@@ -6,13 +6,15 @@ lease row change) and are won by more than one host; host-local leases are held 
 host; the outbox publishes every event exactly once; one failing canary verdict causes one
 rollback cluster-wide; every host's fallback files are uploaded; a month's stats CSV is
 complete on every host whichever host computed which day; a daily cost run never fails because
-another host's hourly run holds its lease."""
+another host's hourly run holds its lease; `m10 history` on one host lists every run of every
+host with its exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from m10jobs.registry import jobs
+from m10jobs.errors import ExitCode, combine_exit_codes
+from m10jobs.registry import by_script, jobs
 from tests.system import steps
 from tests.system.harness import Cluster, Host, cluster, phase
 
@@ -145,6 +148,195 @@ def daily_while_hourly_held(server: Host, host: Host) -> None:
     )
 
 
+# systemd's catalog: a unit's run ended, successfully or not (one line per run, also per
+# pass of the outbox unit's Restart= chain).
+UNIT_SUCCEEDED = "7ad2d189f7e94e70a38c781354912448"
+UNIT_FAILED = "d9b373ed55a64feb8242e02dbe79a49c"
+HISTORY_LIMIT = 10000
+
+
+def summaries(text: str) -> list[dict]:
+    """The runner's one-line JSON run summaries (stdout) among other lines."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                if (
+                    isinstance(obj, dict)
+                    and {"job", "run_id", "exit_code", "dry_run", "tasks"} <= obj.keys()
+                ):
+                    found.append(obj)
+    return found
+
+
+def stop_jobs(c: Cluster) -> dict[str, dict[str, dict[str, str]]]:
+    """Every timer, then every service, stopped on every host (the outbox's Restart= chain
+    ends; a run in progress stops at its next safe point and records itself), the journal
+    flushed: from then on the journals and the run history hold the same runs.  Each
+    unit's last run as systemd saw it, per host."""
+    timers = " ".join(f"{s}.timer" for s in SCRIPTS)
+    units = " ".join(f"{s}.service" for s in SCRIPTS)
+
+    def one(host: Host) -> dict[str, dict[str, str]]:
+        host.sh(f"systemctl stop {timers}; systemctl stop {units}; journalctl --sync")
+        return {
+            f"{s}.service": host.show(
+                f"{s}.service", "InvocationID", "ExecMainCode", "ExecMainStatus"
+            )
+            for s in SCRIPTS
+        }
+
+    with ThreadPoolExecutor(len(c.hosts)) as pool:
+        return dict(zip([h.name for h in c.hosts], pool.map(one, c.hosts), strict=True))
+
+
+def unit_runs(host: Host, last: dict[str, dict[str, str]]) -> tuple[dict[str, dict], list[str]]:
+    """The runs systemd recorded of every job unit on this host: ({run_id: the run's
+    summary line, with its unit and invocation}, [what does not add up: a run systemd
+    saw end without exactly one summary line of its own]).  `last`: each unit's last run
+    (stop_jobs); the one exception allowed: the stop itself killed that run by SIGTERM
+    before the runner had taken the signal over (a Restart= pass just starting), so it
+    did nothing and printed nothing."""
+    units = " ".join(f"-u {s}.service" for s in SCRIPTS)
+    fields = "MESSAGE,MESSAGE_ID,SYSLOG_IDENTIFIER,UNIT,INVOCATION_ID,_SYSTEMD_INVOCATION_ID"
+    text = host.out(f"journalctl {units} -o json --output-fields={fields} --no-pager")
+    runs: dict[str, dict] = {}
+    ended: Counter[tuple[str, str]] = Counter()  # (unit, invocation): runs systemd saw end
+    printed: Counter[tuple[str, str]] = Counter()  # ... and summary lines their job printed
+    for entry in map(json.loads, text.splitlines()):
+        message = entry.get("MESSAGE")
+        if entry.get("MESSAGE_ID") in (UNIT_SUCCEEDED, UNIT_FAILED):
+            ended[entry["UNIT"], entry["INVOCATION_ID"]] += 1
+        elif entry.get("SYSLOG_IDENTIFIER") in SCRIPTS and isinstance(message, str):
+            for summary in summaries(message):
+                unit = f"{summary['job']}.service"
+                invocation = entry["_SYSTEMD_INVOCATION_ID"]
+                printed[unit, invocation] += 1
+                runs[summary["run_id"]] = summary | {"unit": unit, "invocation": invocation}
+    killed = {
+        (unit, st["InvocationID"])
+        for unit, st in last.items()
+        if (st["ExecMainCode"], st["ExecMainStatus"]) == ("2", "15")  # CLD_KILLED, SIGTERM
+    }
+    odd = []
+    for unit, inv in sorted(ended.keys() | printed.keys()):
+        if ended[unit, inv] == printed[unit, inv]:
+            continue
+        if (unit, inv) in killed and ended[unit, inv] == printed[unit, inv] + 1:
+            print(f"{host.name} {unit}: its last run was killed by the stop as it started")
+            continue
+        odd.append(
+            f"{host.name} {unit} invocation {inv}: ended {ended[unit, inv]} time(s), "
+            f"{printed[unit, inv]} summary line(s)"
+        )
+    return runs, odd
+
+
+def unrecorded_reason(summary: dict) -> str | None:
+    """Why `m10 history` documents this run as not recorded, or None when it must be there:
+    a dry run; a run that ended before any task (config, connection, schema gate); a start
+    whose every task was skipped (75) by the lease probe before connecting -- which the
+    runner asks only when every lease of the job is cluster-wide."""
+    tasks = summary["tasks"]
+    if summary["dry_run"]:
+        return "dry run"
+    if not tasks:
+        return "ended before any task"
+    probed = all(t.scope == "cluster" for t in by_script(summary["job"]).tasks)
+    if (
+        probed
+        and summary["exit_code"] == ExitCode.TEMPFAIL
+        and all(t["status"] == "skipped" and t["exit_code"] == ExitCode.TEMPFAIL for t in tasks)
+    ):
+        return "skipped by the lease probe"
+    return None
+
+
+def history_lists_every_run(c: Cluster, hand_runs: dict[str, list[dict]]) -> None:
+    """`m10 history` (JSON and table) on one host lists every run every host's systemd
+    recorded (and the operator's hand runs) with its host, job, tasks and exit code; the
+    runs it leaves out are exactly the documented ones; it lists nothing else."""
+    assert all(len(runs) == 1 for runs in hand_runs.values()), hand_runs
+    last = stop_jobs(c)
+    expected: dict[str, tuple[str, dict]] = {}  # run_id -> (host, summary)
+    odd = []
+    for host in c.hosts:
+        runs, host_odd = unit_runs(host, last[host.name])
+        odd += host_odd
+        expected |= {run_id: (host.name, s) for run_id, s in runs.items()}
+        expected |= {s["run_id"]: (host.name, s) for s in hand_runs.get(host.name, [])}
+    assert not odd, "\n".join(odd)
+
+    reader = c.hosts[1]  # not the database host: the history is cluster-wide
+    text = reader.out(f"m10 history --json --limit {HISTORY_LIMIT}")
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert 0 < len(rows) < HISTORY_LIMIT, len(rows)
+    recorded: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        recorded[row["run_id"]].append(row)
+
+    wrong: list[str] = []
+    skipped: Counter[str] = Counter()
+    for run_id, (name, summary) in expected.items():
+        reason = unrecorded_reason(summary)
+        found = recorded.get(run_id)
+        if found is None:
+            if reason is None:
+                wrong.append(
+                    f"{name} {summary['job']} {run_id} exit {summary['exit_code']}: "
+                    f"not in the history ({summary['tasks']})"
+                )
+            else:
+                skipped[reason] += 1
+            continue
+        got = {
+            "host": {r["host"] for r in found},
+            "job": {r["job"] for r in found},
+            "tasks": sorted((r["task"], r["exit_code"], r["status"]) for r in found),
+            "exit_code": combine_exit_codes([r["exit_code"] for r in found]),
+        }
+        if summary["exit_code"] > 128:  # stopped by a signal: the run ends by it (128 + N)
+            got["exit_code"] = summary["exit_code"]  # whatever its tasks' own codes
+        want = {
+            "host": {name},
+            "job": {summary["job"]},
+            "tasks": sorted((t["task"], t["exit_code"], t["status"]) for t in summary["tasks"]),
+            "exit_code": summary["exit_code"],
+        }
+        if got != want:
+            wrong.append(f"{run_id}: the history says {got}, the run said {want}")
+    unknown = sorted(recorded.keys() - expected.keys())
+    assert not wrong and not unknown, "\n".join(
+        wrong + [f"recorded but never run: {recorded[r]}" for r in unknown]
+    )
+    # every host's runs, and every job's, are there (whichever host won which lease)
+    assert {r["host"] for r in rows} == set(NAMES), {r["host"] for r in rows}
+    assert {r["job"] for r in rows} == set(SCRIPTS), {r["job"] for r in rows}
+    # not recorded, as documented: starts the lease probe skipped (no run failed early here)
+    assert set(skipped) <= {"skipped by the lease probe"}, skipped
+    print(
+        f"history: {len(recorded)} runs ({len(rows)} task rows) of {len(expected)} "
+        f"recorded; not recorded: {dict(skipped)}",
+        flush=True,
+    )
+
+    # The table an operator reads lists the same runs, with their exit codes.
+    table = reader.out(f"m10 history --limit {HISTORY_LIMIT}").splitlines()
+    assert table[0].split()[:8] == [
+        "STARTED",
+        "HOST",
+        "JOB",
+        "TASK",
+        "RUN",
+        "SECONDS",
+        "EXIT",
+        "ERROR",
+    ]
+    listed = {(cols[4], cols[3], int(cols[6])) for cols in map(str.split, table[1:])}
+    assert listed == {(r["run_id"], r["task"], r["exit_code"]) for r in rows}
+
+
 def lease_overlaps(rows: list[dict[str, str]]) -> list[str]:
     """Each (lock, token) holds from the moment its row was written until the row is deleted
     (released, reclaimed) or its last expiry, whichever is first.  (Not from `acquired_at`:
@@ -196,8 +388,12 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
         first = yesterday - timedelta(days=9)
         middle = first + timedelta(days=4)
         stats = "m10 run m10-daily-stats --start-date {} --until {}"
-        c.hosts[0].sh(stats.format(first, middle))
-        c.hosts[1].sh(stats.format(middle + timedelta(days=1), yesterday))
+        hand_runs = {
+            c.hosts[0].name: summaries(c.hosts[0].out(stats.format(first, middle))),
+            c.hosts[1].name: summaries(
+                c.hosts[1].out(stats.format(middle + timedelta(days=1), yesterday))
+            ),
+        }
 
         keys = {}
         events = []
@@ -314,3 +510,6 @@ def test_three_hosts_one_database(wheelhouse: Path, tmp_path: Path) -> None:
             assert not missing, f"{host.name}: stats CSV lacks {missing}"
             contents[host.name] = [rows_by_day[d] for d in wanted]
         assert len({tuple(v) for v in contents.values()}) == 1, contents
+
+        with phase("m10 history lists every run of every host"):
+            history_lists_every_run(c, hand_runs)
