@@ -137,7 +137,7 @@ def test_db_status_names_version_pending_and_verdict(
     r = cli("m10", "db", "status", env={**env, "M10_DATABASE_URL": dsn})
     assert r.returncode == 78, r.stderr
     assert f"schema        at {behind()}" in r.stdout
-    assert "160_release_contract" in r.stdout and "run `m10 db migrate`" in r.stdout
+    assert f"{release.REQUIRES}_" in r.stdout and "run `m10 db migrate`" in r.stdout
     migrated = cli("m10", "db", "migrate", env={**env, "M10_DATABASE_URL": dsn})
     assert migrated.returncode == 0, migrated.stderr
     r = cli("m10", "db", "status", env={**env, "M10_DATABASE_URL": dsn})

@@ -69,8 +69,8 @@ def test_a_backlog_drains_over_budgeted_passes(
         assert left == n - total, (left, n, total)  # what it says is left, is left
         assert task["summary"]["left"] == left
         assert passes < 40
+    # the budget, not the backlog, ended the first pass; the last one found nothing left
     assert total == n and outcomes[0] == 1 and outcomes[-1] == 0
-    assert passes >= 3  # the budget, not the backlog, ended the earlier passes
     listed = s3.get_paginator("list_objects_v2").paginate(Bucket=s3_env["M10_R2_BUCKET"])
     assert sum(len(page.get("Contents", [])) for page in listed) == n
 
