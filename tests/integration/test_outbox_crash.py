@@ -70,7 +70,9 @@ def test_sigkill_many_times_while_draining_10k(
 ) -> None:
     n = 10_000
     bulk_enqueue(conn, n, aggregates=50)
-    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
+    # 10 a batch: a pass drains slowly enough that each kill lands mid-drain (at 50 a batch a
+    # quiet machine drained the backlog before the eighth kill)
+    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 10\n")
     # the killed passes' TTL is short on purpose: a start sometimes meets a dead holder's
     # live lease (75), sometimes a lapsed one; the drain after runs with the usual TTL
     short = {**env, "M10_LEASE_TTL_SECONDS": "1"}
