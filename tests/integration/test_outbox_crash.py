@@ -65,30 +65,49 @@ def drain(env: dict[str, str], *args: str, deadline_s: float = 60) -> None:
     raise AssertionError("backlog not drained in time")
 
 
+def _published(conn: Any) -> int:
+    return conn.execute("SELECT count(*) AS n FROM m10_recovery.replay_log").fetchone()["n"]
+
+
+def _wait_progress(conn: Any, proc: subprocess.Popen[str], before: int) -> bool:
+    """Wait until the pass has committed a batch (the cut then lands mid-drain, however fast
+    the machine drains); False when it ended first (a 75, or nothing left)."""
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _published(conn) > before:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def test_sigkill_many_times_while_draining_10k(
     conn: Any, env: dict[str, str], redis_url: str, tmp_path: Path
 ) -> None:
     n = 10_000
     bulk_enqueue(conn, n, aggregates=50)
-    # 10 a batch: a pass drains slowly enough that each kill lands mid-drain (at 50 a batch a
-    # quiet machine drained the backlog before the eighth kill)
-    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 10\n")
-    # the killed passes' TTL is short on purpose: a start sometimes meets a dead holder's
-    # live lease (75), sometimes a lapsed one; the drain after runs with the usual TTL
+    # 2 a batch: many commits, each a crash window, and a backlog no pass drains at once
+    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 2\n")
+    # the killed passes' TTL is short: a killed holder's lease is orphaned at once, and one
+    # cut while its session still lingers lapses within a second
     short = {**env, "M10_LEASE_TTL_SECONDS": "1"}
     rng = random.Random(3)
     kills = 0
     for _ in range(40):  # bounded; a start that meets a dead holder's live lease exits 75
         if kills >= 10:
             break
+        before = _published(conn)
         proc = start(short, "--config", str(cfg))
-        time.sleep(rng.uniform(0.3, 1.0))
+        if rng.random() < 0.3:  # anywhere: starting up, claiming, publishing
+            time.sleep(rng.uniform(0.05, 0.5))
+        elif _wait_progress(conn, proc, before):  # mid-drain: between publish and commit
+            time.sleep(rng.uniform(0, 0.1))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.communicate(timeout=30)
         time.sleep(rng.uniform(0, 1.1))  # sometimes the dead holder's lease is still live
     assert kills >= 8
+    assert 0 < _published(conn) < n  # the kills landed mid-drain
     drain(env, "--config", str(cfg))
     assert_exactly_once(conn, redis_url, n)
 
@@ -182,10 +201,9 @@ def test_postgres_connections_lost_mid_pass_exit_69_then_nothing_lost_or_doubled
 ) -> None:
     n = 10_000
     bulk_enqueue(conn, n)
-    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 50\n")
+    cfg = write_config(tmp_path, "[outbox]\nbatch_size = 5\n")  # a drain of seconds
     proc = start(env, "--config", str(cfg))
-    time.sleep(0.8)
-    assert proc.poll() is None, "the pass finished before its connections could be cut"
+    assert _wait_progress(conn, proc, 0), "the pass ended before its connections could be cut"
     conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE application_name LIKE 'm10-outbox-processor%%'"
