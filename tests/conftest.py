@@ -31,6 +31,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from devenv.services import S3, PgBouncer, Postgres, Redis
 from m10jobs.edges.migrate import migrate
+from tests.nobody_support import nobody_cannot_run, traversable_venv
 
 BIN = Path(sys.executable).parent
 _counter = itertools.count()
@@ -225,3 +226,26 @@ def pgbouncer(pg: Postgres, services_dir: Path) -> Iterator[Any]:
     yield start
     for bouncer in started:
         bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def nobody_bin() -> Iterator[Path]:
+    """Where `nobody` starts the jobs from: our venv's bin, or a traversable copy.
+
+    A checkout in a private directory (mode 0700: root's home, `mktemp -d`) keeps
+    `nobody` out of .venv/bin; the copy lives in a 0755 temp dir.  If even the copy
+    cannot run (the base interpreter itself is private, as a pyenv under /root is on
+    a stock kernel), the tests that run jobs as `nobody` skip, saying why."""
+    why = nobody_cannot_run(BIN)
+    if why is None:
+        yield BIN
+        return
+    base = Path(tempfile.mkdtemp(prefix="m10-nobody-venv-"))
+    try:
+        bin_dir = traversable_venv(base)
+        still = nobody_cannot_run(bin_dir)
+        if still is not None:
+            pytest.skip(f"nobody cannot run {BIN} ({why}) nor a copy of it ({still})")
+        yield bin_dir
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

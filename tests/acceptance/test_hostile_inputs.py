@@ -17,17 +17,11 @@ venv (`nobody_bin`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
-import pwd
 import shutil
-import stat
 import subprocess
-import sys
-import sysconfig
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,11 +31,11 @@ from typing import Any
 
 import pytest
 
-import m10jobs
 from m10jobs.config import load_config
 from m10jobs.edges import fallback
 from m10jobs.jobs.stats.statsfile import COLUMNS, marker_for, render
 from tests.conftest import BIN
+from tests.nobody_support import as_nobody
 
 VARIANTS = (
     "missing",
@@ -341,101 +335,6 @@ def world(env: dict[str, str]) -> Iterator[World]:
         shutil.rmtree(w.extra["outside"].parent, ignore_errors=True)
 
 
-def _setpriv_nobody() -> list[str]:
-    nobody = pwd.getpwnam("nobody")
-    return ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"]
-
-
-def _as_nobody(base: Path) -> list[str]:
-    nobody = pwd.getpwnam("nobody")
-    for dirpath, dirnames, filenames in os.walk(base):
-        for name in [".", *dirnames, *filenames]:
-            os.lchown(Path(dirpath) / name, nobody.pw_uid, nobody.pw_gid)
-    return _setpriv_nobody()
-
-
-def _nobody_cannot_run(bin_dir: Path) -> str | None:
-    """Why `nobody` cannot start a job from bin_dir (None: it can)."""
-    proc = subprocess.run(
-        [*_setpriv_nobody(), str(bin_dir / "m10-daily-stats"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-    )
-    if proc.returncode == 0:
-        return None
-    return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-
-
-def _readable_copy(src: str, dst: str) -> None:
-    """Hard-link a world-readable file (cheap); copy anything else, made readable."""
-    mode = os.stat(src).st_mode
-    if mode & 0o004:
-        with contextlib.suppress(OSError):  # another filesystem: copy
-            os.link(src, dst)
-            return
-    shutil.copy2(src, dst)
-    os.chmod(dst, stat.S_IMODE(mode) | 0o444 | (0o111 if mode & 0o100 else 0))
-
-
-def _traversable_venv(base: Path) -> Path:
-    """A venv under base that `nobody` can run the console scripts from.
-
-    A new venv on the same base interpreter; our site-packages linked into it (the
-    editable install's path, which points into the checkout, left out) and the
-    m10jobs package copied in its place (sql/ resolved); each console script of
-    m10jobs rewritten to start the new venv's python."""
-    venv = base / "venv"
-    python = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    ours = Path(sysconfig.get_paths()["purelib"])
-    site = venv / ours.relative_to(sys.prefix)
-    shutil.copytree(
-        ours,
-        site,
-        symlinks=False,
-        dirs_exist_ok=True,
-        copy_function=_readable_copy,
-        ignore=shutil.ignore_patterns("__editable__*", "_editable_impl_*"),
-    )
-    package = Path(m10jobs.__file__).resolve().parent
-    shutil.copytree(package, site / "m10jobs", symlinks=False, copy_function=_readable_copy)
-    for dirpath, _, _ in os.walk(base):
-        os.chmod(dirpath, 0o755)
-    for ep in importlib.metadata.distribution("m10jobs").entry_points:
-        if ep.group != "console_scripts":
-            continue
-        text = (BIN / ep.name).read_text()
-        script = venv / "bin" / ep.name
-        script.write_text(f"#!{venv}/bin/python\n" + text.split("\n", 1)[1])
-        script.chmod(0o755)
-    return venv / "bin"
-
-
-@pytest.fixture(scope="session")
-def nobody_bin() -> Iterator[Path]:
-    """Where `nobody` starts the jobs from: our venv's bin, or a traversable copy.
-
-    A checkout in a private directory (mode 0700: root's home, `mktemp -d`) keeps
-    `nobody` out of .venv/bin; the copy lives in a 0755 temp dir.  If even the copy
-    cannot run (the base interpreter itself is private, as a pyenv under /root is on
-    a stock kernel), the unreadable cases skip, saying why; nothing else does."""
-    why = _nobody_cannot_run(BIN)
-    if why is None:
-        yield BIN
-        return
-    base = Path(tempfile.mkdtemp(prefix="m10-nobody-venv-"))
-    try:
-        bin_dir = _traversable_venv(base)
-        still = _nobody_cannot_run(bin_dir)
-        if still is not None:
-            pytest.skip(f"nobody cannot run {BIN} ({why}) nor a copy of it ({still})")
-        yield bin_dir
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("t", TARGETS, ids=[t.name for t in TARGETS])
 def test_hostile_file(
@@ -471,7 +370,7 @@ def test_hostile_file(
     damage(w, t, variant)
     bin_dir, prefix = BIN, []
     if variant == "unreadable":
-        bin_dir, prefix = request.getfixturevalue("nobody_bin"), _as_nobody(w.base)
+        bin_dir, prefix = request.getfixturevalue("nobody_bin"), as_nobody(w.base)
     before = tree(w.base)
     proc = subprocess.run(
         [*prefix, str(bin_dir / w.extra["script"]), *w.args],

@@ -156,14 +156,19 @@ def unprivileged(env: dict[str, str]) -> Iterator[tuple[Path, list[str]]]:
 
 
 def test_a_read_only_log_dir_is_the_one_cannot_write_answer(
-    env: dict[str, str], conn: Any, unprivileged: tuple[Path, list[str]]
+    env: dict[str, str],
+    conn: Any,
+    unprivileged: tuple[Path, list[str]],
+    request: pytest.FixtureRequest,
 ) -> None:
     base, prefix = unprivileged
+    # as nobody, from a venv it can reach (a checkout in a 0700 directory keeps it out)
+    bin_dir = request.getfixturevalue("nobody_bin") if prefix else BIN
     yesterday = conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date - 1 AS d").fetchone()["d"]
     seed_day(conn, yesterday, 3)
     (base / "log").chmod(0o555)
     proc = subprocess.run(
-        [*prefix, str(BIN / "m10-daily-stats")], env=env, capture_output=True, text=True
+        [*prefix, str(bin_dir / "m10-daily-stats")], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 1, proc.stderr
     lock = base / "log" / ".m10jobs.lock"
@@ -174,7 +179,7 @@ def test_a_read_only_log_dir_is_the_one_cannot_write_answer(
     # The figures were computed all the same (cluster state); the export follows once fixed.
     (base / "log").chmod(0o755)
     again = subprocess.run(
-        [*prefix, str(BIN / "m10-daily-stats")], env=env, capture_output=True, text=True
+        [*prefix, str(bin_dir / "m10-daily-stats")], env=env, capture_output=True, text=True
     )
     assert again.returncode == 0, again.stderr
     assert (base / "log" / f"m10_stats_{yesterday:%Y-%m}.csv").exists()
